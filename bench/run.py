@@ -1,0 +1,44 @@
+"""Run every benchmark in bench/ and print one table of their JSON lines.
+
+Each ``bench/bench_*.py`` ends by printing one JSON object per measure:
+``{"bench", "value", "unit", "baseline", "ratio", "goal"}``. No benchmark
+is a pass/fail test; this only collects and shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def main() -> int:
+    scripts = sorted(Path(__file__).parent.glob("bench_*.py"))
+    console = Console()
+    if not scripts:
+        console.print("no benchmarks yet")
+        return 0
+    table = Table(title="netbroker benchmarks")
+    for col in ("benchmark", "value", "unit", "baseline", "ratio", "goal"):
+        table.add_column(col)
+    for script in scripts:
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             check=False)
+        lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+        if run.returncode != 0 or not lines:
+            table.add_row(script.stem, "failed", "", "", "", run.stderr.strip()[-200:])
+            continue
+        for line in lines:
+            m = json.loads(line)
+            table.add_row(m["bench"], f"{m['value']:.1f}", m["unit"], f"{m['baseline']:.1f}",
+                          f"{m['ratio']:.2f}", m["goal"])
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Domain errors -> HTTP, mapped once for the whole app.
+
+Routes raise nothing HTTP-specific: they let the core's errors through and
+these handlers turn them into a status code and a JSON body naming what was
+wrong (``{"error": kind, "detail": message, ...}``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from netbroker.errors import InvalidGridDocument, NetbrokerError, NotFound, StorageUnavailable
+
+__all__ = ["register_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = "5"
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Install the handlers on ``app``."""
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(InvalidGridDocument, _invalid_grid)
+    app.add_exception_handler(StorageUnavailable, _storage_down)
+    app.add_exception_handler(OperationalError, _storage_down)
+    app.add_exception_handler(NetbrokerError, _other)
+    app.add_exception_handler(DBAPIError, _database_error)
+
+
+async def _not_found(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotFound)
+    return JSONResponse({"error": type(exc).__name__, "detail": str(exc), "name": exc.name},
+                        status_code=404)
+
+
+async def _invalid_grid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidGridDocument)
+    problems = [{"record": p.record, "field": p.field, "message": p.message}
+                for p in exc.problems]
+    return JSONResponse({"error": "InvalidGridDocument", "detail": str(exc),
+                         "problems": problems}, status_code=422)
+
+
+async def _storage_down(_: Request, exc: Exception) -> JSONResponse:
+    log.error("storage unavailable: %s", exc)
+    return JSONResponse({"error": "StorageUnavailable", "detail": "database unavailable"},
+                        status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("database error", exc_info=exc)
+    return JSONResponse({"error": "DatabaseError", "detail": "internal database error"},
+                        status_code=500)
+
+
+async def _other(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=400)

@@ -1,0 +1,78 @@
+"""Response models of the JSON API: what ``/api/v1`` answers, in the OpenAPI spec."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from netbroker.db.schema import QueueType, SiteStatus
+
+__all__ = ["CloudOut", "EndpointOut", "Health", "HostOut", "QueueOut", "SiteDetail", "SiteOut"]
+
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Health(_Out):
+    status: str
+    database: str
+    schema_revision: str | None
+    head_revision: str | None
+
+
+class CloudOut(_Out):
+    name: str
+    tier1: str | None
+    sites: int
+    updated_at: AwareDatetime
+
+
+class SiteOut(_Out):
+    name: str
+    cloud: str
+    tier: int
+    country: str
+    status: SiteStatus
+    is_nucleus: bool
+    updated_at: AwareDatetime
+
+
+class QueueOut(_Out):
+    name: str
+    site: str
+    cloud: str
+    panda_resource: str
+    queue_type: QueueType
+    status: SiteStatus
+    cores: int
+    max_memory_mb: int
+    max_walltime_s: int
+    max_disk_mb: int
+    pilot_slots: int
+    hs06_per_core: float | None
+    updated_at: AwareDatetime
+
+
+class EndpointOut(_Out):
+    name: str
+    site: str
+    endpoint_type: str
+    kind: str
+    url: str
+    host: str
+    total_bytes: int
+    free_bytes: int
+    active: bool
+    updated_at: AwareDatetime
+
+
+class HostOut(_Out):
+    host: str
+    role: str
+
+
+class SiteDetail(SiteOut):
+    hosts: list[HostOut]
+    queues: list[QueueOut]
+    endpoints: list[EndpointOut]

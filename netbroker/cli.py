@@ -1,0 +1,293 @@
+"""The ``netbroker`` command line: Typer commands over the same core the API calls.
+
+Tables and progress for people, ``--json`` for scripts. Domain errors are
+printed as one clear message and exit with status 1; nothing is half-done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+import netbroker
+from netbroker import registry
+from netbroker.config import Settings, describe_settings, load_settings
+from netbroker.db import (
+    create_db_engine,
+    current_revision,
+    describe_url,
+    head_revision,
+    schema_drift,
+    upgrade,
+)
+from netbroker.errors import ConfigError, NetbrokerError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="netbroker: network-aware brokerage and data placement for grids.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, current, check.")
+grid_app = typer.Typer(no_args_is_help=True, help="The grid registry: import and show.")
+config_app = typer.Typer(no_args_is_help=True, help="Settings: show and check.")
+app.add_typer(db_app, name="db")
+app.add_typer(grid_app, name="grid")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"netbroker {netbroker.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar="NETBROKER_CONFIG", help="TOML settings file.")] = None,
+    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                    help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = {"config": config}
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    path = ctx.find_root().obj["config"]
+    return load_settings(path, overrides={k: v for k, v in overrides.items() if v is not None})
+
+
+def _engine(ctx: typer.Context, *, require_head: bool = True) -> Engine:
+    settings = _settings(ctx)
+    engine = create_db_engine(settings.database)
+    if require_head:
+        current, head = current_revision(engine), head_revision()
+        if current != head:
+            raise NetbrokerError(
+                f"database {describe_url(settings.database.url)} is at schema {current}, "
+                f"not {head}: run `netbroker db upgrade` first")
+    return engine
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- db ------------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Bring the database to the newest schema (creates it when empty)."""
+    settings = _settings(ctx)
+    result = upgrade(create_db_engine(settings.database))
+    where = describe_url(settings.database.url)
+    if result.changed:
+        out.print(f"upgraded {where} from {result.before or 'empty'} to {result.after}")
+    else:
+        out.print(f"{where} already at head ({result.after})")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the schema revision of the database and the newest one shipped."""
+    engine = _engine(ctx, require_head=False)
+    out.print(f"current: {current_revision(engine) or 'empty'}  head: {head_revision()}")
+
+
+@db_app.command("check")
+def db_check(ctx: typer.Context) -> None:
+    """Compare the database with the schema the code declares; exit 1 on drift."""
+    diffs = schema_drift(_engine(ctx))
+    if diffs:
+        for d in diffs:
+            err.print(f"drift: {d}")
+        raise typer.Exit(1)
+    out.print("no drift: the database matches netbroker.db.schema")
+
+
+# -- grid ----------------------------------------------------------------------
+
+@grid_app.command("import")
+def grid_import(
+    ctx: typer.Context,
+    file: Annotated[str | None, typer.Argument(
+        help="Grid document (CRIC-shaped JSON), or - for standard input.")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Import the shipped sample grid.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import clouds, sites, queues, endpoints and datasets, all or nothing."""
+    engine = _engine(ctx)
+    if sample == (file is not None):
+        raise typer.BadParameter("give either FILE or --sample")
+    if file == "-":
+        report = registry.import_grid_document(engine, sys.stdin.buffer.read(), "<stdin>")
+    else:
+        report = registry.import_grid_file(engine, registry.sample_grid_path() if sample
+                                           else Path(str(file)))
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    table = Table(title=f"imported {report.source}")
+    for col in ("records", "inserted", "updated", "unchanged"):
+        table.add_column(col, justify="left" if col == "records" else "right")
+    for kind, c in report.counts.items():
+        table.add_row(kind, str(c.inserted), str(c.updated), str(c.unchanged))
+    out.print(table)
+
+
+@grid_app.command("show")
+def grid_show(
+    ctx: typer.Context,
+    cloud: Annotated[str | None, typer.Option(help="List the sites of this cloud.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summarise the registry per cloud, or list one cloud's sites and queues."""
+    engine = _engine(ctx)
+    if cloud is not None:
+        rows = registry.list_sites(engine, cloud=cloud)
+        queues = registry.list_queues(engine, cloud=cloud)
+        if as_json:
+            _print_json({"sites": rows, "queues": queues})
+            return
+        out.print(site_table(rows, queues, title=f"cloud {cloud}"))
+        return
+    summary = registry.grid_summary(engine)
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(summary_table(summary["clouds"]))
+    out.print(", ".join(f"{n} {t}" for t, n in summary["counts"].items()))
+
+
+def summary_table(clouds: list[dict[str, Any]], title: str = "grid registry") -> Table:
+    """One row per cloud: Tier-1, sites per tier, queues, pilot slots, disk total and free."""
+    table = Table(title=title)
+    table.add_column("cloud", no_wrap=True)
+    table.add_column("tier-1", no_wrap=True)
+    for col in ("T0/1", "T2", "T3", "queues", "slots", "disk", "free"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for c in clouds:
+        tiers = c["tiers"]
+        table.add_row(c["name"], c["tier1"] or "-", str(tiers.get(0, 0) + tiers.get(1, 0)),
+                      str(tiers.get(2, 0)), str(tiers.get(3, 0)),
+                      str(c["queues"]), f"{c['pilot_slots']:,}",
+                      _bytes(c["disk_total_bytes"]), _bytes(c["disk_free_bytes"]))
+    return table
+
+
+def site_table(sites: list[dict[str, Any]], queues: list[dict[str, Any]], title: str) -> Table:
+    per_site: dict[str, list[str]] = {}
+    for q in queues:
+        per_site.setdefault(q["site"], []).append(q["name"])
+    table = Table(title=title)
+    for col in ("site", "tier", "country", "status", "nucleus", "queues"):
+        table.add_column(col)
+    for s in sites:
+        table.add_row(s["name"], str(s["tier"]), s["country"], s["status"],
+                      "yes" if s["is_nucleus"] else "", ", ".join(per_site.get(s["name"], [])))
+    return table
+
+
+def _bytes(n: int) -> str:
+    """Human-readable decimal bytes: ``1.2 PB``."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if size < 1000 or unit == "PB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+# -- config --------------------------------------------------------------------
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    defaults: Annotated[bool, typer.Option("--defaults", help="Document every setting.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the settings in force (or every setting's default and meaning)."""
+    if defaults:
+        rows = describe_settings()
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title="netbroker settings")
+        for col in ("key", "default", "type", "description"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["key"], r["default"], r["type"], r["description"])
+        out.print(table)
+        return
+    data = _settings(ctx).model_dump(mode="json")
+    data["database"]["url"] = describe_url(data["database"]["url"])
+    _print_json(data)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="TOML settings file to check.")],
+) -> None:
+    """Validate a settings file (with the environment applied) and report."""
+    load_settings(file)
+    out.print(f"{file}: valid")
+
+
+# -- serve and demo ------------------------------------------------------------
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 25080).")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes.")] = None,
+) -> None:
+    """Run the HTTP service (JSON API, health) under uvicorn."""
+    from netbroker.service import run_service
+
+    run_service(_settings(ctx, **{"service.host": host, "service.port": port,
+                                  "service.workers": workers}),
+                config_path=ctx.find_root().obj["config"])
+
+
+@app.command()
+def demo(
+    db: Annotated[Path, typer.Option(help="SQLite file to (re)create for the demo.")]
+    = Path("netbroker-demo.db"),
+) -> None:
+    """Build a fresh SQLite registry from the sample grid and summarise it."""
+    from netbroker.demo import run_demo
+
+    report, summary = run_demo(db, out)
+    out.print(summary_table(summary["clouds"], title=f"sample grid in {db}"))
+    out.print(", ".join(f"{n} {t}" for t, n in summary["counts"].items()))
+    inserted = sum(c.inserted for c in report.counts.values())
+    out.print(f"imported {inserted} records from {report.source}")
+    out.print(f"next: NETBROKER_DATABASE_URL=sqlite:///{db} netbroker serve"
+              "   (then http://127.0.0.1:25080/api/v1/clouds)")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, print domain errors plainly."""
+    try:
+        app()
+    except ConfigError as exc:
+        err.print("[red]error:[/red]", escape(str(exc)), highlight=False)
+        sys.exit(2)
+    except NetbrokerError as exc:
+        err.print("[red]error:[/red]", escape(str(exc)), highlight=False)
+        sys.exit(1)

@@ -1,0 +1,260 @@
+"""Settings: one frozen pydantic model per group, read from TOML and the environment.
+
+Where a value comes from, lowest priority first:
+
+1. the documented default in the model below;
+2. the TOML file: ``--config PATH``, else ``$NETBROKER_CONFIG``, else
+   ``./netbroker.toml`` when it exists;
+3. environment variables ``NETBROKER_<GROUP>_<KEY>``, for example
+   ``NETBROKER_DATABASE_URL`` or ``NETBROKER_CLOUDS_MIN_MBYTES_PER_S_FROM_TIER1``;
+4. explicit overrides (command-line flags).
+
+Every number an operator tunes carries its unit in its name. An invalid
+value is refused with the key, the value, where it came from and why
+(:class:`netbroker.errors.ConfigError`). ``netbroker config show --defaults``
+prints the table generated from these models.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from netbroker.errors import ConfigError
+
+__all__ = [
+    "CloudSettings",
+    "DatabaseSettings",
+    "ServiceSettings",
+    "Settings",
+    "default_config_path",
+    "describe_settings",
+    "load_settings",
+]
+
+ENV_PREFIX = "NETBROKER_"
+DEFAULT_CONFIG_FILE = "netbroker.toml"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Group):
+    """Where the state lives: SQLite by default, PostgreSQL to scale out."""
+
+    url: str = Field(
+        "sqlite:///netbroker.db",
+        description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB.",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        10_000, gt=0, description="How long a SQLite writer waits for the lock, in ms."
+    )
+    pool_size: int = Field(
+        5, ge=1, le=200, description="Pooled connections per service process (PostgreSQL)."
+    )
+    echo_sql: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:, postgresql: or postgresql+psycopg:")
+        return url
+
+
+class ServiceSettings(_Group):
+    """The HTTP service started by ``netbroker serve``."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(25080, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    upgrade_schema_at_start: bool = Field(
+        True, description="Bring the database to the newest schema before serving."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level of log record written."
+    )
+
+
+class CloudSettings(_Group):
+    """Dynamic cloud membership: when a foreign site joins or leaves a cloud."""
+
+    recompute_minutes: float = Field(
+        30.0, gt=0, description="Period of the membership recomputation, in minutes."
+    )
+    min_mbytes_per_s_from_tier1: float = Field(
+        5.0, gt=0, description="Consolidated Tier-1 -> site throughput needed to join, MB/s."
+    )
+    max_packet_loss_fraction: float = Field(
+        0.02, ge=0, le=1, description="Highest packet loss on the link to join, fraction 0..1."
+    )
+    min_samples: int = Field(
+        3, ge=1, description="Measurements in the window needed before a link counts."
+    )
+    leave_margin_fraction: float = Field(
+        0.2, ge=0, lt=1, description="A member leaves only below threshold * (1 - margin)."
+    )
+    stale_cycles: int = Field(
+        3, ge=1, description="Cycles without data after which a foreign member leaves."
+    )
+    min_job_success_fraction: float = Field(
+        0.8, ge=0, le=1, description="Site's own job success rate needed to join, 0..1."
+    )
+    job_success_window_days: float = Field(
+        3.0, gt=0, description="Window of the job success rate, in days."
+    )
+
+
+class Settings(_Group):
+    """All of netbroker's settings, one attribute per group."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    service: ServiceSettings = ServiceSettings()
+    clouds: CloudSettings = CloudSettings()
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """Return the config file to read when none is named, or None.
+
+    ``$NETBROKER_CONFIG`` wins; otherwise ``./netbroker.toml`` if it exists.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(f"{ENV_PREFIX}CONFIG"):
+        return Path(environ[f"{ENV_PREFIX}CONFIG"])
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read, merge and validate the settings.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        TOML file; when None, :func:`default_config_path` decides.
+    environ : mapping, optional
+        Environment to read ``NETBROKER_<GROUP>_<KEY>`` from (default ``os.environ``).
+    overrides : mapping, optional
+        Dotted keys with the highest priority, e.g. ``{"service.port": 8080}``.
+
+    Returns
+    -------
+    Settings
+        Frozen and validated.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not TOML, or a value is invalid; the message
+        names each key, its value, where it came from and why.
+
+    Examples
+    --------
+    >>> s = load_settings(environ={"NETBROKER_SERVICE_PORT": "8080"})
+    >>> s.service.port, s.clouds.min_mbytes_per_s_from_tier1
+    (8080, 5.0)
+    """
+    environ = os.environ if environ is None else environ
+    file = Path(path) if path is not None else default_config_path(environ)
+    data: dict[str, Any] = _read_toml(file) if file is not None else {}
+    origin = {key: f"file {file}" for key in _dotted_keys(data)}
+    for key, value in _env_values(environ):
+        _set_dotted(data, key, value)
+        origin[key] = f"env {ENV_PREFIX}{key.replace('.', '_').upper()}"
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+        origin[key] = "command line"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origin), str(file) if file else None) from None
+
+
+def describe_settings() -> list[dict[str, str]]:
+    """Return one row per setting: key, default, type and description.
+
+    The rows feed ``netbroker config show --defaults`` and the docs.
+
+    Examples
+    --------
+    >>> rows = {r["key"]: r for r in describe_settings()}
+    >>> rows["clouds.min_mbytes_per_s_from_tier1"]["default"]
+    '5.0'
+    """
+    rows = []
+    for group, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, sub in model.model_fields.items():
+            rows.append(
+                {
+                    "key": f"{group}.{key}",
+                    "default": str(sub.default),
+                    "type": getattr(sub.annotation, "__name__", str(sub.annotation)),
+                    "description": sub.description or "",
+                }
+            )
+    return rows
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {file} does not exist"], str(file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(file)) from None
+
+
+def _env_values(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """Yield (dotted key, raw string) for every env variable naming a known setting."""
+    for group, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key in model.model_fields:
+            name = f"{ENV_PREFIX}{group}_{key}".upper()
+            if name in environ:
+                yield f"{group}.{key}", environ[name]
+
+
+def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *groups, last = key.split(".")
+    node = data
+    for group in groups:
+        node = node.setdefault(group, {})
+        if not isinstance(node, dict):
+            raise ConfigError([f"{key}: {group} is not a table"])
+    node[last] = value
+
+
+def _explain(exc: ValidationError, origin: Mapping[str, str]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        where = origin.get(key)
+        source = f" (from {where})" if where else ""
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown setting{source}")
+        else:
+            problems.append(f"{key} = {err['input']!r}: {err['msg']}{source}")
+    return problems

@@ -1,0 +1,70 @@
+"""Datasets, their files and their replicas at storage endpoints, as records.
+
+A dataset is named like a Rucio DID, ``scope:name``; its files are
+attached to it; a replica says the whole dataset sits at one storage
+endpoint (an RSE), available to read or still pending (being copied).
+These are the parsed, validated records the grid document and PD2P use.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from netbroker.db.schema import ReplicaState
+
+__all__ = ["DatasetRecord", "FileRecord", "ReplicaRecord", "did"]
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+class FileRecord(BaseModel):
+    """One file of a dataset: logical name, GUID, size in bytes, Adler-32."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=255)
+    guid: str = Field(min_length=1, max_length=36)
+    bytes: int = Field(ge=0, description="File size in bytes.")
+    adler32: str = Field("", pattern=r"^([0-9a-fA-F]{1,8})?$")
+
+
+class ReplicaRecord(BaseModel):
+    """A whole-dataset replica at a storage endpoint (``rse``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    rse: str = Field(min_length=1)
+    state: Annotated[ReplicaState, BeforeValidator(_lower)] = ReplicaState.AVAILABLE
+
+
+class DatasetRecord(BaseModel):
+    """A dataset with its files and replicas."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    scope: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=255)
+    files: list[FileRecord] = Field(default_factory=list)
+    replicas: list[ReplicaRecord] = Field(default_factory=list)
+
+    @property
+    def did(self) -> str:
+        return did(self.scope, self.name)
+
+    @property
+    def bytes(self) -> int:
+        """Sum of the file sizes, in bytes."""
+        return sum(f.bytes for f in self.files)
+
+
+def did(scope: str, name: str) -> str:
+    """The data identifier ``scope:name``.
+
+    >>> did("mc23_13p6TeV", "mc23_13p6TeV.601229.DAOD_PHYS")
+    'mc23_13p6TeV:mc23_13p6TeV.601229.DAOD_PHYS'
+    """
+    return f"{scope}:{name}"

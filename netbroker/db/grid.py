@@ -1,0 +1,260 @@
+"""GridDB: reads and writes the grid registry tables on one open connection.
+
+The caller opens the transaction (``with engine.begin() as conn``) and hands
+the connection in; every method here runs inside it, so an import either
+lands whole or not at all. Rows go in and come out as plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from netbroker.db.schema import (
+    clouds,
+    datasets,
+    endpoints,
+    files,
+    queues,
+    replicas,
+    site_hosts,
+    sites,
+)
+
+__all__ = ["GridDB", "UpsertCount"]
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class UpsertCount:
+    """How many rows an upsert inserted, changed, and found already equal."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: UpsertCount) -> UpsertCount:
+        return UpsertCount(self.inserted + other.inserted, self.updated + other.updated,
+                           self.unchanged + other.unchanged)
+
+
+class GridDB:
+    """The grid registry's storage: clouds, sites, hosts, queues, endpoints, datasets."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- writes ---------------------------------------------------------------
+
+    def upsert(
+        self,
+        table: sa.Table,
+        rows: Sequence[Mapping[str, Any]],
+        keys: Sequence[str] = ("name",),
+        volatile: Collection[str] = ("updated_at",),
+        keep: Collection[str] = (),
+    ) -> UpsertCount:
+        """Insert new rows and update changed ones, matched on ``keys``.
+
+        Parameters
+        ----------
+        table : Table
+        rows : sequence of mappings
+            Every row has the same columns, ``keys`` included.
+        keys : sequence of str
+            The natural key columns.
+        volatile : collection of str
+            Columns written but not compared (timestamps), so re-writing
+            equal data counts as unchanged.
+        keep : collection of str
+            Columns written on insert only (``created_at``).
+
+        Notes
+        -----
+        Two queries per 500 rows to read, then one executemany insert and one
+        executemany update: O(n) rows moved.
+        """
+        if not rows:
+            return UpsertCount()
+        existing = self._existing(table, keys, [tuple(r[k] for k in keys) for r in rows])
+        compared = [c for c in rows[0] if c not in keys and c not in volatile and c not in keep]
+        new, changed, same = [], [], 0
+        for row in rows:
+            old = existing.get(tuple(row[k] for k in keys))
+            if old is None:
+                new.append(dict(row))
+            elif any(old[c] != row[c] for c in compared):
+                changed.append(dict(row))
+            else:
+                same += 1
+        if new:
+            self.conn.execute(sa.insert(table), new)
+        if changed:
+            self._update(table, keys, [c for c in rows[0] if c not in keys and c not in keep],
+                         changed)
+        return UpsertCount(len(new), len(changed), same)
+
+    def _existing(self, table: sa.Table, keys: Sequence[str],
+                  wanted: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Mapping[str, Any]]:
+        cols = [table.c[k] for k in keys]
+        found: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i:i + _CHUNK]
+            cond = (cols[0].in_([w[0] for w in chunk]) if len(cols) == 1
+                    else sa.tuple_(*cols).in_(chunk))
+            for row in self.conn.execute(sa.select(table).where(cond)).mappings():
+                found[tuple(row[k] for k in keys)] = row
+        return found
+
+    def _update(self, table: sa.Table, keys: Sequence[str], columns: Sequence[str],
+                rows: list[dict[str, Any]]) -> None:
+        stmt = (sa.update(table)
+                .where(*[table.c[k] == sa.bindparam(f"k_{k}") for k in keys])
+                .values({c: sa.bindparam(c) for c in columns}))
+        params = [{**{c: r[c] for c in columns}, **{f"k_{k}": r[k] for k in keys}}
+                  for r in rows]
+        self.conn.execute(stmt, params)
+
+    def ids(self, table: sa.Table, keys: Sequence[str] = ("name",)) -> dict[Any, int]:
+        """Map natural key -> id for every row of ``table`` (a bare value for one key)."""
+        cols = [table.c[k] for k in keys]
+        result = self.conn.execute(sa.select(table.c.id, *cols))
+        if len(keys) == 1:
+            return {row[1]: row[0] for row in result}
+        return {tuple(row[1:]): row[0] for row in result}
+
+    def set_tier1s(self, tier1_by_cloud_id: Mapping[int, int]) -> set[int]:
+        """Point clouds at their Tier-1 sites; returns the ids of clouds that changed."""
+        current = dict(self.conn.execute(sa.select(clouds.c.id, clouds.c.tier1_site_id)).all())
+        changed = {c for c, s in tier1_by_cloud_id.items() if current.get(c) != s}
+        if changed:
+            stmt = (sa.update(clouds).where(clouds.c.id == sa.bindparam("cid"))
+                    .values(tier1_site_id=sa.bindparam("sid")))
+            self.conn.execute(stmt, [{"cid": c, "sid": tier1_by_cloud_id[c]} for c in changed])
+        return changed
+
+    def replace_site_hosts(self, hosts_by_site_id: Mapping[int, Iterable[tuple[str, str]]]) -> int:
+        """Make the (host, role) pairs of the given sites exactly these; returns rows written."""
+        if not hosts_by_site_id:
+            return 0
+        ids = list(hosts_by_site_id)
+        for i in range(0, len(ids), _CHUNK):
+            self.conn.execute(sa.delete(site_hosts).where(
+                site_hosts.c.site_id.in_(ids[i:i + _CHUNK])))
+        rows = [{"host": h, "role": r, "site_id": s}
+                for s, pairs in hosts_by_site_id.items() for h, r in pairs]
+        if rows:
+            self.conn.execute(sa.insert(site_hosts), rows)
+        return len(rows)
+
+    # -- reads ----------------------------------------------------------------
+
+    def cloud_names(self) -> frozenset[str]:
+        return frozenset(self.conn.execute(sa.select(clouds.c.name)).scalars())
+
+    def site_clouds(self) -> dict[str, str]:
+        """Map every site name to its cloud's name."""
+        stmt = sa.select(sites.c.name, clouds.c.name).join(clouds, sites.c.cloud_id == clouds.c.id)
+        return {s: c for s, c in self.conn.execute(stmt)}
+
+    def endpoint_names(self) -> frozenset[str]:
+        return frozenset(self.conn.execute(sa.select(endpoints.c.name)).scalars())
+
+    def host_owners(self, role: str = "perfsonar") -> dict[tuple[str, str], str]:
+        """Map (host, role) -> site name for the registered hosts of one role."""
+        stmt = (sa.select(site_hosts.c.host, site_hosts.c.role, sites.c.name).join(sites)
+                .where(site_hosts.c.role == role))
+        return {(h, r): s for h, r, s in self.conn.execute(stmt)}
+
+    def list_clouds(self) -> list[dict[str, Any]]:
+        """Clouds with their Tier-1's name and their number of sites, by name."""
+        tier1 = sites.alias("tier1")
+        n_sites = (sa.select(sa.func.count()).where(sites.c.cloud_id == clouds.c.id)
+                   .scalar_subquery())
+        stmt = (sa.select(clouds.c.name, tier1.c.name.label("tier1"), n_sites.label("sites"),
+                          clouds.c.updated_at)
+                .outerjoin(tier1, clouds.c.tier1_site_id == tier1.c.id)
+                .order_by(clouds.c.name))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def list_sites(self, cloud: str | None = None, tier: int | None = None,
+                   status: str | None = None) -> list[dict[str, Any]]:
+        """Sites, optionally of one cloud, tier and status, ordered by cloud and name."""
+        stmt = (sa.select(sites.c.name, clouds.c.name.label("cloud"), sites.c.tier,
+                          sites.c.country, sites.c.status, sites.c.is_nucleus,
+                          sites.c.updated_at)
+                .join(clouds, sites.c.cloud_id == clouds.c.id)
+                .order_by(clouds.c.name, sites.c.name))
+        if cloud is not None:
+            stmt = stmt.where(clouds.c.name == cloud)
+        if tier is not None:
+            stmt = stmt.where(sites.c.tier == tier)
+        if status is not None:
+            stmt = stmt.where(sites.c.status == status)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def site_hosts_of(self, site: str) -> list[dict[str, str]]:
+        stmt = (sa.select(site_hosts.c.host, site_hosts.c.role).join(sites)
+                .where(sites.c.name == site).order_by(site_hosts.c.role, site_hosts.c.host))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def list_queues(self, site: str | None = None, cloud: str | None = None,
+                    status: str | None = None) -> list[dict[str, Any]]:
+        """Queues with their site and cloud names, ordered by name."""
+        cols = [c for c in queues.c if c.name not in ("id", "site_id")]
+        stmt = (sa.select(*cols, sites.c.name.label("site"), clouds.c.name.label("cloud"))
+                .join(sites, queues.c.site_id == sites.c.id)
+                .join(clouds, sites.c.cloud_id == clouds.c.id)
+                .order_by(queues.c.name))
+        if site is not None:
+            stmt = stmt.where(sites.c.name == site)
+        if cloud is not None:
+            stmt = stmt.where(clouds.c.name == cloud)
+        if status is not None:
+            stmt = stmt.where(queues.c.status == status)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def list_endpoints(self, site: str | None = None) -> list[dict[str, Any]]:
+        """Storage endpoints with their site name, ordered by name."""
+        cols = [c for c in endpoints.c if c.name not in ("id", "site_id")]
+        stmt = (sa.select(*cols, sites.c.name.label("site"))
+                .join(sites, endpoints.c.site_id == sites.c.id).order_by(endpoints.c.name))
+        if site is not None:
+            stmt = stmt.where(sites.c.name == site)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def cloud_summary(self) -> list[dict[str, Any]]:
+        """Per cloud: sites by tier, queues, pilot slots and disk bytes (total, free)."""
+        out = {c["name"]: {**c, "tiers": {}, "queues": 0, "pilot_slots": 0,
+                           "disk_total_bytes": 0, "disk_free_bytes": 0}
+               for c in self.list_clouds()}
+        by_tier = (sa.select(clouds.c.name, sites.c.tier, sa.func.count())
+                   .join(sites, sites.c.cloud_id == clouds.c.id)
+                   .group_by(clouds.c.name, sites.c.tier))
+        for cloud, tier, n in self.conn.execute(by_tier):
+            out[cloud]["tiers"][tier] = n
+        q = (sa.select(clouds.c.name, sa.func.count(), sa.func.coalesce(
+                sa.func.sum(queues.c.pilot_slots), 0))
+             .join(sites, sites.c.cloud_id == clouds.c.id)
+             .join(queues, queues.c.site_id == sites.c.id).group_by(clouds.c.name))
+        for cloud, n, slots in self.conn.execute(q):
+            out[cloud].update(queues=n, pilot_slots=int(slots))
+        d = (sa.select(clouds.c.name, sa.func.sum(endpoints.c.total_bytes),
+                       sa.func.sum(endpoints.c.free_bytes))
+             .join(sites, sites.c.cloud_id == clouds.c.id)
+             .join(endpoints, endpoints.c.site_id == sites.c.id)
+             .where(endpoints.c.kind == "disk").group_by(clouds.c.name))
+        for cloud, total, free in self.conn.execute(d):
+            out[cloud].update(disk_total_bytes=int(total or 0), disk_free_bytes=int(free or 0))
+        return list(out.values())
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every registry table (what an import must leave unchanged)."""
+        tables = (clouds, sites, site_hosts, queues, endpoints, datasets, files, replicas)
+        return {t.name: self.conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                for t in tables}

@@ -1,0 +1,245 @@
+"""The schema: one SQLAlchemy ``MetaData``, the single source of truth.
+
+Alembic migrations in ``sql/versions`` are generated from this module and a
+test checks that they do not drift from it. Tables use integer surrogate
+keys (arrays in the core are indexed by them) and unique natural names (what
+operators and the wire protocols speak).
+
+The grid registry::
+
+    clouds ──< sites ──< queues
+       │         ├────< endpoints ──< replicas >── datasets ──< files
+       └ tier1 ──┘└───< site_hosts
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "ENDPOINT_KINDS",
+    "QueueType",
+    "ReplicaState",
+    "SiteStatus",
+    "UTCDateTime",
+    "clouds",
+    "datasets",
+    "endpoints",
+    "files",
+    "metadata",
+    "queues",
+    "replicas",
+    "site_hosts",
+    "sites",
+]
+
+# Constraint names must be stable for Alembic (and SQLite batch migrations).
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class SiteStatus(enum.StrEnum):
+    """Status of a site or a queue, as PanDA names it."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    TEST = "test"
+    BROKEROFF = "brokeroff"
+
+
+class QueueType(enum.StrEnum):
+    """What a compute queue runs."""
+
+    PRODUCTION = "production"
+    ANALYSIS = "analysis"
+    UNIFIED = "unified"
+
+
+class ReplicaState(enum.StrEnum):
+    """Whether a dataset replica can be read yet."""
+
+    AVAILABLE = "available"
+    PENDING = "pending"
+
+
+ENDPOINT_KINDS = ("disk", "tape")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    SQLite keeps no zone: values are stored as naive UTC and given back
+    aware, so the core only ever sees aware UTC datetimes.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: netbroker stores aware UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> sa.Enum:
+    """A portable enum column: VARCHAR plus a CHECK constraint, values lower-case."""
+    return sa.Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+def _now_column() -> sa.Column[Any]:
+    return sa.Column("updated_at", UTCDateTime(), nullable=False)
+
+
+clouds = sa.Table(
+    "clouds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    # clouds <-> sites is a cycle; the key is added after both tables exist.
+    sa.Column(
+        "tier1_site_id",
+        sa.Integer,
+        sa.ForeignKey("sites.id", use_alter=True, ondelete="SET NULL"),
+        nullable=True,
+    ),
+    _now_column(),
+)
+
+sites = sa.Table(
+    "sites",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("cloud_id", sa.Integer, sa.ForeignKey("clouds.id"), nullable=False, index=True),
+    sa.Column("tier", sa.SmallInteger, nullable=False),
+    sa.Column("country", sa.String(64), nullable=False, server_default=""),
+    sa.Column("status", _enum(SiteStatus, "site_status"), nullable=False),
+    sa.Column("is_nucleus", sa.Boolean, nullable=False, server_default=sa.false()),
+    _now_column(),
+    sa.CheckConstraint("tier >= 0 AND tier <= 3", name="tier_range"),
+)
+
+site_hosts = sa.Table(
+    "site_hosts",
+    metadata,
+    # A perfSONAR host belongs to one site; a network domain may be shared
+    # (DESY-HH and DESY-ZN are both desy.de), so the site is part of the key.
+    sa.Column(
+        "site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("host", sa.String(255), primary_key=True, index=True),
+    sa.CheckConstraint("role IN ('domain', 'perfsonar')", name="role_known"),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id"), nullable=False, index=True),
+    sa.Column("panda_resource", sa.String(128), nullable=False),
+    sa.Column("queue_type", _enum(QueueType, "queue_type"), nullable=False),
+    sa.Column("status", _enum(SiteStatus, "queue_status"), nullable=False),
+    sa.Column("cores", sa.Integer, nullable=False),
+    sa.Column("max_memory_mb", sa.Integer, nullable=False),
+    sa.Column("max_walltime_s", sa.Integer, nullable=False),
+    sa.Column("max_disk_mb", sa.Integer, nullable=False),
+    sa.Column("pilot_slots", sa.Integer, nullable=False),
+    sa.Column("hs06_per_core", sa.Float, nullable=True),
+    _now_column(),
+    sa.CheckConstraint("cores >= 1", name="cores_positive"),
+    sa.CheckConstraint("max_memory_mb >= 0 AND max_walltime_s >= 0", name="limits_not_negative"),
+    sa.CheckConstraint("pilot_slots >= 0", name="slots_not_negative"),
+)
+
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id"), nullable=False, index=True),
+    sa.Column("endpoint_type", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("url", sa.String(512), nullable=False, server_default=""),
+    sa.Column("host", sa.String(255), nullable=False, server_default=""),
+    sa.Column("total_bytes", sa.BigInteger, nullable=False),
+    sa.Column("free_bytes", sa.BigInteger, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    _now_column(),
+    sa.CheckConstraint("kind IN ('disk', 'tape')", name="kind_known"),
+    sa.CheckConstraint("free_bytes >= 0 AND free_bytes <= total_bytes", name="space_consistent"),
+)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("scope", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("scope", "name"),
+)
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "dataset_id", sa.Integer, sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("guid", sa.String(36), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("adler32", sa.String(8), nullable=False, server_default=""),
+    sa.UniqueConstraint("dataset_id", "name"),
+    sa.CheckConstraint("bytes >= 0", name="bytes_not_negative"),
+)
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column(
+        "dataset_id", sa.Integer, sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "endpoint_id", sa.Integer, sa.ForeignKey("endpoints.id"), primary_key=True, index=True
+    ),
+    sa.Column("state", _enum(ReplicaState, "replica_state"), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC (the only kind of datetime netbroker stores)."""
+    return datetime.now(UTC)

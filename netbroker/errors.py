@@ -1,0 +1,109 @@
+"""The netbroker error tree: domain errors raised by the core.
+
+The core never speaks HTTP; the API edge maps each class to a status code
+once (``netbroker.api.errors``). Every error carries the identifiers that
+explain it, so a message can name the record and the field that was wrong::
+
+    NetbrokerError
+    ├── ConfigError                 a setting is invalid (key, value, why)
+    ├── StorageUnavailable          the database cannot be reached
+    ├── InvalidGridDocument         a grid import was refused (record, field, why)
+    └── NotFound
+        ├── UnknownCloud
+        ├── UnknownSite
+        ├── UnknownQueue
+        └── UnknownEndpoint
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "GridProblem",
+    "InvalidGridDocument",
+    "NetbrokerError",
+    "NotFound",
+    "StorageUnavailable",
+    "UnknownCloud",
+    "UnknownEndpoint",
+    "UnknownQueue",
+    "UnknownSite",
+]
+
+
+class NetbrokerError(Exception):
+    """Base of every error netbroker raises on purpose."""
+
+
+class ConfigError(NetbrokerError):
+    """One or more settings are invalid.
+
+    ``problems`` holds one line per bad setting: ``key = value: why``.
+    """
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
+
+
+class StorageUnavailable(NetbrokerError):
+    """The database could not be reached; the caller may retry later."""
+
+
+@dataclass(frozen=True)
+class GridProblem:
+    """One thing wrong with a grid document: where it is and why it is wrong.
+
+    ``record`` names the record as it appears in the document, for example
+    ``site["DESY-HH"]``; ``field`` is the dotted field path inside it.
+    """
+
+    record: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        field = f".{self.field}" if self.field else ""
+        return f"{self.record}{field}: {self.message}"
+
+
+class InvalidGridDocument(NetbrokerError):
+    """A grid document was refused; nothing of it was stored."""
+
+    def __init__(self, problems: list[GridProblem], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        head = f"grid document {source!s} refused" if source else "grid document refused"
+        shown = "\n  ".join(str(p) for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"{head}: {len(problems)} problem(s)\n  {shown}{more}")
+
+
+class NotFound(NetbrokerError):
+    """A named object does not exist."""
+
+    kind = "object"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown {self.kind} {name!r}")
+
+
+class UnknownCloud(NotFound):
+    kind = "cloud"
+
+
+class UnknownSite(NotFound):
+    kind = "site"
+
+
+class UnknownQueue(NotFound):
+    kind = "queue"
+
+
+class UnknownEndpoint(NotFound):
+    kind = "storage endpoint"

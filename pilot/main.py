@@ -1,0 +1,58 @@
+"""``netbroker-pilot``: the worker-node pilot's command line.
+
+``netbroker-pilot check`` measures the node and tells whether it can take a
+job of the given size (exit status 0) or not (1, with the reasons). Fetching
+and running jobs from the dispatcher comes with the job-cycle issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pilot import __version__
+from pilot.node import check_node, read_node
+
+__all__ = ["main", "run"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netbroker-pilot",
+                                     description="The netbroker worker-node pilot.")
+    parser.add_argument("--version", action="version", version=f"netbroker-pilot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="Check the worker node before taking a job.")
+    check.add_argument("--workdir", type=Path, default=Path.cwd(),
+                       help="Where the payload would run (default: here).")
+    check.add_argument("--min-disk-mb", type=int, default=0, help="Scratch space needed, MB.")
+    check.add_argument("--min-memory-mb", type=int, default=0, help="Memory needed, MB.")
+    check.add_argument("--min-cores", type=int, default=1, help="Cores needed.")
+    check.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.workdir.is_dir():
+        print(f"netbroker-pilot: workdir {args.workdir} is not a directory", file=sys.stderr)
+        return 2
+    report = read_node(args.workdir)
+    problems = check_node(report, args.min_disk_mb, args.min_memory_mb, args.min_cores)
+    if args.json:
+        print(json.dumps({"node": report.as_dict(), "ok": not problems, "problems": problems}))
+    else:
+        for key, value in report.as_dict().items():
+            print(f"{key:>16}: {value}")
+        print("node ok" if not problems else "node NOT ok:\n  " + "\n  ".join(problems))
+    return 0 if not problems else 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

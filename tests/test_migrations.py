@@ -1,0 +1,50 @@
+"""The schema's migrations reach head on both backends and match the MetaData."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from netbroker.db import create_db_engine, current_revision, head_revision, schema_drift, upgrade
+from netbroker.db.migrate import alembic_config
+from netbroker.db.schema import metadata
+
+
+def test_upgrade_brings_an_empty_database_to_head(empty_db_url: str) -> None:
+    engine = create_db_engine(empty_db_url)
+    assert current_revision(engine) is None
+    result = upgrade(engine)
+    assert result.before is None
+    assert result.after == head_revision() is not None
+    assert set(sa.inspect(engine).get_table_names()) >= set(metadata.tables)
+    engine.dispose()
+
+
+def test_upgrade_at_head_changes_nothing(engine: sa.Engine) -> None:
+    result = upgrade(engine)
+    assert not result.changed
+    assert result.after == head_revision()
+
+
+def test_migrations_do_not_drift_from_the_metadata(engine: sa.Engine) -> None:
+    assert schema_drift(engine) == []
+
+
+def test_downgrade_to_base_then_upgrade_again(engine: sa.Engine) -> None:
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert not set(sa.inspect(engine).get_table_names()) & set(metadata.tables)
+    assert upgrade(engine).after == head_revision()
+    assert schema_drift(engine) == []
+
+
+def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(tmp_path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+    engine.dispose()
