@@ -1,0 +1,128 @@
+"""The ``netbroker`` command as a user runs it: a real process, real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netbroker import registry
+
+
+def netbroker(*args: str, url: str | None = None, cwd: Path | None = None,
+              stdin: bytes | None = None, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
+    environ["COLUMNS"] = "200"
+    if url:
+        environ["NETBROKER_DATABASE_URL"] = url
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "netbroker", *args], capture_output=True,
+                          env=environ, cwd=cwd, timeout=120, check=False,
+                          input=stdin.decode() if stdin else None, text=True)
+
+
+def test_upgrade_import_and_show_on_an_empty_database(empty_db_url: str) -> None:
+    up = netbroker("db", "upgrade", url=empty_db_url)
+    assert up.returncode == 0, up.stderr
+    assert "upgraded" in up.stdout and "to 0001" in up.stdout
+    imported = netbroker("grid", "import", "--sample", "--json", url=empty_db_url)
+    assert imported.returncode == 0, imported.stderr
+    counts = json.loads(imported.stdout)["counts"]
+    assert counts["sites"]["inserted"] == 152
+    show = netbroker("grid", "show", "--json", url=empty_db_url)
+    summary = json.loads(show.stdout)
+    assert summary["counts"]["clouds"] == 12
+    assert {c["name"]: c["tier1"] for c in summary["clouds"]}["FR"] == "IN2P3-CC"
+    table = netbroker("grid", "show", "--cloud", "ND", url=empty_db_url)
+    assert "NDGF-T1" in table.stdout
+    assert netbroker("db", "check", url=empty_db_url).returncode == 0
+
+
+def test_import_refuses_a_bad_file_naming_record_and_field(db_url: str, tmp_path: Path) -> None:
+    bad = tmp_path / "grid.json"
+    bad.write_text(json.dumps({"cloud": {"DE": {"tier1": "FZK-LCG2"}},
+                               "site": {"FZK-LCG2": {"cloud": "DE", "tier_level": -1}}}))
+    result = netbroker("grid", "import", str(bad), url=db_url)
+    assert result.returncode == 1
+    assert 'site["FZK-LCG2"].tier_level: Input should be greater than or equal to 0' in (
+        result.stderr)
+    assert "Traceback" not in result.stderr
+    assert json.loads(netbroker("grid", "show", "--json", url=db_url).stdout)["counts"][
+        "clouds"] == 0
+
+
+def test_import_reads_standard_input(db_url: str) -> None:
+    raw = registry.sample_grid_path().read_bytes()
+    result = netbroker("grid", "import", "-", "--json", url=db_url, stdin=raw)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["source"] == "<stdin>"
+
+
+def test_commands_refuse_a_database_behind_head(empty_db_url: str) -> None:
+    result = netbroker("grid", "show", url=empty_db_url)
+    assert result.returncode == 1
+    assert "run `netbroker db upgrade` first" in result.stderr
+
+
+def test_invalid_config_stops_the_command_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[service]\nport = -1\n")
+    result = netbroker("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "service.port = -1: Input should be greater than or equal to 1" in result.stderr
+    checked = netbroker("config", "check", str(config))
+    assert checked.returncode == 2
+
+
+def test_config_show_defaults_documents_every_setting() -> None:
+    rows = json.loads(netbroker("config", "show", "--defaults", "--json").stdout)
+    keys = {r["key"] for r in rows}
+    assert {"database.url", "clouds.min_mbytes_per_s_from_tier1", "service.port"} <= keys
+
+
+@pytest.mark.slow
+def test_demo_builds_the_sample_grid_from_nothing(tmp_path: Path) -> None:
+    result = netbroker("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "BNL-ATLAS" in result.stdout
+    assert "12 clouds, 152 sites" in result.stdout
+    assert (tmp_path / "netbroker-demo.db").exists()
+
+
+@pytest.mark.slow
+def test_serve_answers_on_its_port(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
+    environ["NETBROKER_DATABASE_URL"] = url
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "netbroker", "serve", "--port", str(port)],
+                                env=environ, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "netbroker serve did not answer in 30 s"
+                time.sleep(0.2)
+        assert health.status_code == 200  # serve brought the empty file to head itself
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/clouds", timeout=5).json() == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
