@@ -183,7 +183,7 @@ def get_site(engine: Engine, name: str) -> dict[str, Any]:
     """
     with engine.connect() as conn:
         db = GridDB(conn)
-        found = [s for s in db.list_sites() if s["name"] == name]
+        found = db.list_sites(name=name)
         if not found:
             raise UnknownSite(name)
         return {**found[0], "hosts": db.site_hosts_of(name),

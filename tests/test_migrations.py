@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from netbroker.db import create_db_engine, current_revision, head_revision, schema_drift, upgrade
@@ -48,3 +49,24 @@ def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(tmp_path) -> 
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
     engine.dispose()
+
+
+def test_sqlite_immediate_transaction_holds_the_write_lock(tmp_path) -> None:
+    """begin_immediate takes the lock at BEGIN: a second writer waits, readers do not."""
+    from netbroker.config import DatabaseSettings
+    from netbroker.db import begin_immediate
+
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    holder = create_db_engine(url)
+    upgrade(holder)
+    other = create_db_engine(DatabaseSettings(url=url, sqlite_busy_timeout_ms=50))
+    with begin_immediate(holder) as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM sites").scalar()
+        with other.connect() as reader:  # a reader is not blocked by the held lock
+            assert reader.exec_driver_sql("SELECT count(*) FROM sites").scalar() == 0
+        with pytest.raises(sa.exc.OperationalError, match="locked"), begin_immediate(other):
+            pass
+    with begin_immediate(other) as conn:  # released at commit
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    holder.dispose()
+    other.dispose()

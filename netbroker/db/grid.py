@@ -183,8 +183,8 @@ class GridDB:
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def list_sites(self, cloud: str | None = None, tier: int | None = None,
-                   status: str | None = None) -> list[dict[str, Any]]:
-        """Sites, optionally of one cloud, tier and status, ordered by cloud and name."""
+                   status: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Sites, optionally of one cloud, tier, status or name, ordered by cloud and name."""
         stmt = (sa.select(sites.c.name, clouds.c.name.label("cloud"), sites.c.tier,
                           sites.c.country, sites.c.status, sites.c.is_nucleus,
                           sites.c.updated_at)
@@ -196,6 +196,8 @@ class GridDB:
             stmt = stmt.where(sites.c.tier == tier)
         if status is not None:
             stmt = stmt.where(sites.c.status == status)
+        if name is not None:
+            stmt = stmt.where(sites.c.name == name)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def site_hosts_of(self, site: str) -> list[dict[str, str]]:

@@ -36,6 +36,7 @@ __all__ = [
     "replicas",
     "site_hosts",
     "sites",
+    "utcnow",
 ]
 
 # Constraint names must be stable for Alembic (and SQLite batch migrations).
@@ -114,7 +115,7 @@ def _enum(cls: type[enum.StrEnum], name: str) -> sa.Enum:
     )
 
 
-def _now_column() -> sa.Column[Any]:
+def _updated_at() -> sa.Column[Any]:
     return sa.Column("updated_at", UTCDateTime(), nullable=False)
 
 
@@ -130,7 +131,7 @@ clouds = sa.Table(
         sa.ForeignKey("sites.id", use_alter=True, ondelete="SET NULL"),
         nullable=True,
     ),
-    _now_column(),
+    _updated_at(),
 )
 
 sites = sa.Table(
@@ -143,7 +144,7 @@ sites = sa.Table(
     sa.Column("country", sa.String(64), nullable=False, server_default=""),
     sa.Column("status", _enum(SiteStatus, "site_status"), nullable=False),
     sa.Column("is_nucleus", sa.Boolean, nullable=False, server_default=sa.false()),
-    _now_column(),
+    _updated_at(),
     sa.CheckConstraint("tier >= 0 AND tier <= 3", name="tier_range"),
 )
 
@@ -175,7 +176,7 @@ queues = sa.Table(
     sa.Column("max_disk_mb", sa.Integer, nullable=False),
     sa.Column("pilot_slots", sa.Integer, nullable=False),
     sa.Column("hs06_per_core", sa.Float, nullable=True),
-    _now_column(),
+    _updated_at(),
     sa.CheckConstraint("cores >= 1", name="cores_positive"),
     sa.CheckConstraint("max_memory_mb >= 0 AND max_walltime_s >= 0", name="limits_not_negative"),
     sa.CheckConstraint("pilot_slots >= 0", name="slots_not_negative"),
@@ -194,7 +195,7 @@ endpoints = sa.Table(
     sa.Column("total_bytes", sa.BigInteger, nullable=False),
     sa.Column("free_bytes", sa.BigInteger, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
-    _now_column(),
+    _updated_at(),
     sa.CheckConstraint("kind IN ('disk', 'tape')", name="kind_known"),
     sa.CheckConstraint("free_bytes >= 0 AND free_bytes <= total_bytes", name="space_consistent"),
 )
