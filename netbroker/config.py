@@ -30,6 +30,7 @@ from netbroker.errors import ConfigError
 __all__ = [
     "CloudSettings",
     "DatabaseSettings",
+    "MetricsSettings",
     "ServiceSettings",
     "Settings",
     "default_config_path",
@@ -111,12 +112,63 @@ class CloudSettings(_Group):
     )
 
 
+class MetricsSettings(_Group):
+    """Network metrics: how samples are bucketed and how long raw ones are kept."""
+
+    bucket_minutes: int = Field(
+        10, ge=1, le=1440, description="Width of the time buckets samples fold into, minutes."
+    )
+    raw_retention_days: float = Field(
+        14.0, gt=0, description="Raw samples older than this are pruned (and refused), days."
+    )
+
+    min_samples: int = Field(
+        2, ge=1, description="Samples a source needs in a window for its value to count."
+    )
+    precedence: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "throughput": ["fts", "xrootd", "perfsonar", "nws"],
+            "success": ["fts", "xrootd"],
+            "packet_loss": ["perfsonar", "nws"],
+            "owd": ["perfsonar"],
+            "rtt": ["perfsonar", "nws"],
+        },
+        description="Per kind, the sources whose values consolidate a link, best first.",
+    )
+
+    @field_validator("precedence")
+    @classmethod
+    def _known_sources(cls, precedence: dict[str, list[str]]) -> dict[str, list[str]]:
+        kinds = {"throughput", "success", "packet_loss", "owd", "rtt"}
+        sources = {"fts", "xrootd", "perfsonar", "nws"}
+        for kind, order in precedence.items():
+            if kind not in kinds:
+                raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(kinds)}")
+            unknown = [s for s in order if s not in sources]
+            if unknown:
+                raise ValueError(f"{kind}: unknown sources {unknown}; expected {sorted(sources)}")
+        return precedence
+
+    def precedence_for(self, kind: str) -> list[str]:
+        """The sources consolidating ``kind``, best first (none configured: none used)."""
+        return self.precedence.get(kind, [])
+
+    @field_validator("bucket_minutes")
+    @classmethod
+    def _divides_an_hour_or_a_day(cls, minutes: int) -> int:
+        # The 1h window must be a whole number of buckets.
+        if 60 % minutes and minutes % 60:
+            raise ValueError("must divide 60 or be a multiple of 60")
+        return minutes
+
+
 class Settings(_Group):
     """All of netbroker's settings, one attribute per group."""
 
     database: DatabaseSettings = DatabaseSettings()
     service: ServiceSettings = ServiceSettings()
     clouds: CloudSettings = CloudSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:

@@ -8,6 +8,7 @@ explain it, so a message can name the record and the field that was wrong::
     ├── ConfigError                 a setting is invalid (key, value, why)
     ├── StorageUnavailable          the database cannot be reached
     ├── InvalidGridDocument         a grid import was refused (record, field, why)
+    ├── InvalidMetric               a metric batch or query was refused as a whole
     └── NotFound
         ├── UnknownCloud
         ├── UnknownSite
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "GridProblem",
     "InvalidGridDocument",
+    "InvalidMetric",
     "NetbrokerError",
     "NotFound",
     "StorageUnavailable",
@@ -81,6 +83,10 @@ class InvalidGridDocument(NetbrokerError):
         shown = "\n  ".join(str(p) for p in problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         super().__init__(f"{head}: {len(problems)} problem(s)\n  {shown}{more}")
+
+
+class InvalidMetric(NetbrokerError):
+    """A metric batch or query refused as a whole (single bad records are reported, not raised)."""
 
 
 class NotFound(NetbrokerError):

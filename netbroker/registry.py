@@ -37,6 +37,7 @@ __all__ = [
     "list_queues",
     "list_sites",
     "sample_grid_path",
+    "site_clouds",
 ]
 
 
@@ -206,6 +207,12 @@ def list_queues(engine: Engine, site: str | None = None, cloud: str | None = Non
         if cloud is not None and cloud not in db.cloud_names():
             raise UnknownCloud(cloud)
         return db.list_queues(site, cloud, status)
+
+
+def site_clouds(engine: Engine) -> dict[str, str]:
+    """Map each site name to its cloud's name."""
+    with engine.connect() as conn:
+        return GridDB(conn).site_clouds()
 
 
 def grid_summary(engine: Engine) -> dict[str, Any]:

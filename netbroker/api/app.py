@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
 import netbroker
-from netbroker.api import grid
+from netbroker.api import grid, network
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
 from netbroker.api.models import Health
@@ -34,6 +34,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine if engine is not None else create_db_engine(settings.database)
     register_error_handlers(app)
     app.include_router(grid.router)
+    app.include_router(network.router)
     app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,
                       tags=["service"], responses={503: {"model": Health}})
     return app

@@ -60,3 +60,4 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _other(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=400)
+

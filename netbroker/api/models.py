@@ -6,7 +6,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from netbroker.db.schema import QueueType, SiteStatus
 
-__all__ = ["CloudOut", "EndpointOut", "Health", "HostOut", "QueueOut", "SiteDetail", "SiteOut"]
+__all__ = [
+    "CloudOut",
+    "EndpointOut",
+    "Health",
+    "HostOut",
+    "IngestOut",
+    "LinkPoint",
+    "MatrixOut",
+    "QueueOut",
+    "RejectedOut",
+    "SiteDetail",
+    "SiteOut",
+]
 
 
 
@@ -76,3 +88,39 @@ class SiteDetail(SiteOut):
     hosts: list[HostOut]
     queues: list[QueueOut]
     endpoints: list[EndpointOut]
+
+
+class RejectedOut(_Out):
+    position: int
+    reason: str
+    origin_id: str | None
+
+
+class IngestOut(_Out):
+    source: str
+    samples: int
+    stored: int
+    duplicates: int
+    rejected: int
+    unmapped_samples: int
+    too_old: int
+    unmapped_hosts: dict[str, int]
+    rejections: list[RejectedOut]
+
+
+class MatrixOut(_Out):
+    kind: str
+    unit: str
+    window: str
+    source: str
+    sources: list[str]
+    destinations: list[str]
+    values: list[list[float | None]]
+
+
+class LinkPoint(_Out):
+    bucket_start_s: int
+    source: str
+    count: int
+    value: float
+    last_ts_s: float

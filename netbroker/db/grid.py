@@ -171,6 +171,27 @@ class GridDB:
                 .where(site_hosts.c.role == role))
         return {(h, r): s for h, r, s in self.conn.execute(stmt)}
 
+    def site_lookup(self) -> dict[str, dict[str, list[int]]]:
+        """Every name that identifies a site, mapped to the site ids it may mean.
+
+        Keys of the result: ``site`` (site names), ``rse`` (endpoint names),
+        ``host`` (storage endpoint and perfSONAR hosts), ``domain`` (network
+        domains, which sites may share). Host names and domains are lower-case.
+        """
+        out: dict[str, dict[str, list[int]]] = {"site": {}, "rse": {}, "host": {}, "domain": {}}
+        for name, sid in self.conn.execute(sa.select(sites.c.name, sites.c.id)):
+            out["site"].setdefault(name, []).append(sid)
+        for name, host, sid in self.conn.execute(
+                sa.select(endpoints.c.name, endpoints.c.host, endpoints.c.site_id)):
+            out["rse"].setdefault(name, []).append(sid)
+            if host:
+                out["host"].setdefault(host.lower(), []).append(sid)
+        for host, role, sid in self.conn.execute(
+                sa.select(site_hosts.c.host, site_hosts.c.role, site_hosts.c.site_id)):
+            key = "domain" if role == "domain" else "host"
+            out[key].setdefault(host.lower(), []).append(sid)
+        return out
+
     def list_clouds(self) -> list[dict[str, Any]]:
         """Clouds with their Tier-1's name and their number of sites, by name."""
         tier1 = sites.alias("tier1")

@@ -5,6 +5,11 @@ test checks that they do not drift from it. Tables use integer surrogate
 keys (arrays in the core are indexed by them) and unique natural names (what
 operators and the wire protocols speak).
 
+Network metrics: raw ``metric_samples`` (one row per measurement, unique
+per source and origin id, pruned after a retention) fold into
+``metric_buckets`` (per link, source, kind and time bucket: count and sums),
+so 1h/1d/1w windows are sums over buckets, never rescans of history.
+
 The grid registry::
 
     clouds ──< sites ──< queues
@@ -32,6 +37,8 @@ __all__ = [
     "endpoints",
     "files",
     "metadata",
+    "metric_buckets",
+    "metric_samples",
     "queues",
     "replicas",
     "site_hosts",
@@ -238,6 +245,44 @@ replicas = sa.Table(
     ),
     sa.Column("state", _enum(ReplicaState, "replica_state"), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+
+metric_samples = sa.Table(
+    "metric_samples",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("origin_id", sa.String(255), nullable=False),
+    sa.Column("src_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("dst_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    # Epoch seconds, UTC: the sources' own clock, cheap to bucket and compare.
+    sa.Column("ts_s", sa.Float, nullable=False, index=True),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("source_unit", sa.String(32), nullable=False),
+    sa.UniqueConstraint("source", "origin_id"),
+)
+
+metric_buckets = sa.Table(
+    "metric_buckets",
+    metadata,
+    sa.Column("src_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("dst_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("bucket_start_s", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("value_sum", sa.Float, nullable=False),
+    sa.Column("weight_sum", sa.Float, nullable=False),
+    sa.Column("weighted_value_sum", sa.Float, nullable=False),
+    sa.Column("last_ts_s", sa.Float, nullable=False),
+    sa.Index("ix_metric_buckets_kind_bucket", "kind", "bucket_start_s"),
 )
 
 

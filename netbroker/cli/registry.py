@@ -1,25 +1,28 @@
-"""The ``netbroker`` command line: Typer commands over the same core the API calls.
-
-Tables and progress for people, ``--json`` for scripts. Domain errors are
-printed as one clear message and exit with status 1; nothing is half-done.
-"""
+"""Commands of the registry and the service: db, grid, config, serve, demo."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.engine import Engine
 
-import netbroker
 from netbroker import registry
-from netbroker.config import Settings, describe_settings, load_settings
+from netbroker.cli._app import (
+    JsonOpt,
+    app,
+    config_app,
+    db_app,
+    engine_of,
+    err,
+    grid_app,
+    out,
+    print_json,
+    settings_of,
+)
+from netbroker.config import describe_settings, load_settings
 from netbroker.db import (
     create_db_engine,
     current_revision,
@@ -28,61 +31,8 @@ from netbroker.db import (
     schema_drift,
     upgrade,
 )
-from netbroker.errors import ConfigError, NetbrokerError
 
-__all__ = ["app", "main"]
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="netbroker: network-aware brokerage and data placement for grids.")
-db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, current, check.")
-grid_app = typer.Typer(no_args_is_help=True, help="The grid registry: import and show.")
-config_app = typer.Typer(no_args_is_help=True, help="Settings: show and check.")
-app.add_typer(db_app, name="db")
-app.add_typer(grid_app, name="grid")
-app.add_typer(config_app, name="config")
-
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"netbroker {netbroker.__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(
-        "--config", envvar="NETBROKER_CONFIG", help="TOML settings file.")] = None,
-    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                    help="Print the version and exit.")] = False,
-) -> None:
-    ctx.obj = {"config": config}
-
-
-def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
-    path = ctx.find_root().obj["config"]
-    return load_settings(path, overrides={k: v for k, v in overrides.items() if v is not None})
-
-
-def _engine(ctx: typer.Context, *, require_head: bool = True) -> Engine:
-    settings = _settings(ctx)
-    engine = create_db_engine(settings.database)
-    if require_head:
-        current, head = current_revision(engine), head_revision()
-        if current != head:
-            raise NetbrokerError(
-                f"database {describe_url(settings.database.url)} is at schema {current}, "
-                f"not {head}: run `netbroker db upgrade` first")
-    return engine
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+__all__ = ["site_table", "summary_table"]
 
 
 # -- db ------------------------------------------------------------------------
@@ -90,7 +40,7 @@ def _print_json(data: Any) -> None:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Bring the database to the newest schema (creates it when empty)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     result = upgrade(create_db_engine(settings.database))
     where = describe_url(settings.database.url)
     if result.changed:
@@ -102,14 +52,14 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Print the schema revision of the database and the newest one shipped."""
-    engine = _engine(ctx, require_head=False)
+    engine = engine_of(ctx, require_head=False)
     out.print(f"current: {current_revision(engine) or 'empty'}  head: {head_revision()}")
 
 
 @db_app.command("check")
 def db_check(ctx: typer.Context) -> None:
     """Compare the database with the schema the code declares; exit 1 on drift."""
-    diffs = schema_drift(_engine(ctx))
+    diffs = schema_drift(engine_of(ctx))
     if diffs:
         for d in diffs:
             err.print(f"drift: {d}")
@@ -129,7 +79,7 @@ def grid_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import clouds, sites, queues, endpoints and datasets, all or nothing."""
-    engine = _engine(ctx)
+    engine = engine_of(ctx)
     if sample == (file is not None):
         raise typer.BadParameter("give either FILE or --sample")
     if file == "-":
@@ -138,7 +88,7 @@ def grid_import(
         report = registry.import_grid_file(engine, registry.sample_grid_path() if sample
                                            else Path(str(file)))
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         return
     table = Table(title=f"imported {report.source}")
     for col in ("records", "inserted", "updated", "unchanged"):
@@ -155,18 +105,18 @@ def grid_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Summarise the registry per cloud, or list one cloud's sites and queues."""
-    engine = _engine(ctx)
+    engine = engine_of(ctx)
     if cloud is not None:
         rows = registry.list_sites(engine, cloud=cloud)
         queues = registry.list_queues(engine, cloud=cloud)
         if as_json:
-            _print_json({"sites": rows, "queues": queues})
+            print_json({"sites": rows, "queues": queues})
             return
         out.print(site_table(rows, queues, title=f"cloud {cloud}"))
         return
     summary = registry.grid_summary(engine)
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     out.print(summary_table(summary["clouds"]))
     out.print(", ".join(f"{n} {t}" for t, n in summary["counts"].items()))
@@ -224,7 +174,7 @@ def config_show(
     if defaults:
         rows = describe_settings()
         if as_json:
-            _print_json(rows)
+            print_json(rows)
             return
         table = Table(title="netbroker settings")
         for col in ("key", "default", "type", "description"):
@@ -233,9 +183,9 @@ def config_show(
             table.add_row(r["key"], r["default"], r["type"], r["description"])
         out.print(table)
         return
-    data = _settings(ctx).model_dump(mode="json")
+    data = settings_of(ctx).model_dump(mode="json")
     data["database"]["url"] = describe_url(data["database"]["url"])
-    _print_json(data)
+    print_json(data)
 
 
 @config_app.command("check")
@@ -259,7 +209,7 @@ def serve(
     """Run the HTTP service (JSON API, health) under uvicorn."""
     from netbroker.service import run_service
 
-    run_service(_settings(ctx, **{"service.host": host, "service.port": port,
+    run_service(settings_of(ctx, **{"service.host": host, "service.port": port,
                                   "service.workers": workers}),
                 config_path=ctx.find_root().obj["config"])
 
@@ -279,15 +229,3 @@ def demo(
     out.print(f"imported {inserted} records from {report.source}")
     out.print(f"next: NETBROKER_DATABASE_URL=sqlite:///{db} netbroker serve"
               "   (then http://127.0.0.1:25080/api/v1/clouds)")
-
-
-def main() -> None:
-    """Console-script entry point: run the app, print domain errors plainly."""
-    try:
-        app()
-    except ConfigError as exc:
-        err.print("[red]error:[/red]", escape(str(exc)), highlight=False)
-        sys.exit(2)
-    except NetbrokerError as exc:
-        err.print("[red]error:[/red]", escape(str(exc)), highlight=False)
-        sys.exit(1)

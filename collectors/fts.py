@@ -1,0 +1,188 @@
+"""FTS3 transfer-completion messages -> throughput and success samples.
+
+The message is the one FTS publishes on ``transfer.fts_monitoring_complete``
+(keys defined in cern-fts/fts3 ``src/activemq/msg-ifce.cpp``, values set in
+``src/url-copy/LegacyReporter.cpp``). Input is either one JSON object per
+line or the broker's stream, messages separated by EOT (``\\x04``); a
+message may end with one extra space or EOT, and archives wrap it as
+``{"data": {...}, "metadata": {...}}``.
+
+Fields read: ``tr_id`` (else ``job_id``, ``file_id``, ``retry``) for the
+origin id; ``file_metadata.src_rse``/``dst_rse`` (Rucio's), else ``src_se``/
+``dst_se`` (``scheme://host``), else ``src_hostname``/``dst_hostname`` for the
+link ends; ``t_final_transfer_state`` (``Ok``/``Error``/``Abort``);
+``timestamp_tr_st``/``timestamp_tr_comp`` (data copy start/end, epoch ms;
+else ``tr_timestamp_start``/``tr_timestamp_complete``); ``file_size`` (else
+``f_size``) and ``tr_bt_transfered`` (bytes); ``throughput`` (bytes/s, FTS >=
+3.12, -1 when unknown).
+
+A finished transfer gives a throughput sample (MB/s, weighted by its bytes)
+and a success sample of 1; a failed one only a success sample of 0: it
+counts toward the link's failure rate, never its throughput.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from collectors.records import HostRef, MetricKind, ParsedSample, Rejected, Source
+
+__all__ = ["parse", "split_messages"]
+
+_STATES = {"ok": True, "error": False, "abort": False}
+
+
+class _Bad(ValueError):
+    """A field that cannot be used; the message names it."""
+
+
+def split_messages(data: bytes | str) -> Iterator[tuple[int, str]]:
+    """Yield (1-based position, message text) from lines or an EOT-separated stream.
+
+    >>> list(split_messages(b'{"a": 1}\\x04{"a": 2} \\x04'))
+    [(1, '{"a": 1}'), (2, '{"a": 2}')]
+    """
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    parts = text.split("\x04") if "\x04" in text else text.splitlines()
+    for position, part in enumerate(parts, start=1):
+        if part.strip():
+            yield position, part.strip()
+
+
+def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
+    """Parse FTS transfer-completion messages.
+
+    Parameters
+    ----------
+    data : bytes or str
+        JSON lines, or messages separated by EOT.
+
+    Returns
+    -------
+    iterator of ParsedSample or Rejected
+        Two samples (throughput, success) per finished transfer, one (success
+        = 0) per failed one, a Rejected naming the field for each unusable
+        message.
+
+    Notes
+    -----
+    O(n) in the input size; one ``json.loads`` per message.
+
+    Examples
+    --------
+    >>> msg = ('{"tr_id": "t1", "src_se": "davs://se.a.org", "dst_se": "root://se.b.org",'
+    ...        ' "t_final_transfer_state": "Ok", "timestamp_tr_st": 1000,'
+    ...        ' "timestamp_tr_comp": 3000, "file_size": 20000000}')
+    >>> [(s.kind.value, s.value, s.dst.value) for s in parse(msg)]
+    [('throughput', 10.0, 'se.b.org'), ('success', 1.0, 'se.b.org')]
+    """
+    for position, text in split_messages(data):
+        try:
+            msg = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield Rejected(position, f"not JSON: {exc.msg} at column {exc.colno}")
+            continue
+        try:
+            yield from _samples(msg)
+        except _Bad as exc:
+            yield Rejected(position, str(exc), _origin(msg) if isinstance(msg, dict) else None)
+
+
+def _samples(msg: Any) -> Iterator[ParsedSample]:
+    if isinstance(msg, dict) and isinstance(msg.get("data"), dict) and "metadata" in msg:
+        msg = msg["data"]  # MONIT archive wrapper
+    if not isinstance(msg, dict):
+        raise _Bad(f"message must be a JSON object, got {type(msg).__name__}")
+    origin = _origin(msg)
+    if origin is None:
+        raise _Bad("missing tr_id (and job_id/file_id)")
+    state = str(msg.get("t_final_transfer_state", "")).strip().lower()
+    if state not in _STATES:
+        raise _Bad(f"t_final_transfer_state {msg.get('t_final_transfer_state')!r} "
+                   "is not Ok, Error or Abort")
+    meta = _file_metadata(msg.get("file_metadata"))
+    src = _end(msg, meta, "src")
+    dst = _end(msg, meta, "dst")
+    finished = _STATES[state]
+    start = _number(msg, "timestamp_tr_st", "tr_timestamp_start", required=finished)
+    end = _number(msg, "timestamp_tr_comp", "tr_timestamp_complete", required=finished)
+    if not finished:
+        ts = end if end is not None and end > 0 else start
+        if ts is None or ts <= 0:
+            raise _Bad("no completion or start timestamp")
+        yield ParsedSample(Source.FTS, f"{origin}:success", src, dst, MetricKind.SUCCESS, 0.0,
+                           ts / 1000.0, 1.0, "transfer")
+        return
+    assert start is not None and end is not None  # required above
+    size = _number(msg, "file_size", "f_size", required=True)
+    assert size is not None
+    if size < 0:
+        raise _Bad(f"file_size {size} is negative")
+    if end <= start:
+        raise _Bad(f"timestamp_tr_comp {end:.0f} is not after timestamp_tr_st {start:.0f}")
+    bytes_moved = _number(msg, "tr_bt_transfered", required=False)
+    if bytes_moved is not None and bytes_moved < 0:
+        raise _Bad(f"tr_bt_transfered {bytes_moved} is negative")
+    moved = bytes_moved if bytes_moved else size
+    reported = _number(msg, "throughput", required=False)
+    rate = reported if reported and reported > 0 else moved / ((end - start) / 1000.0)
+    unit = "bytes/s" if reported and reported > 0 else "bytes/(ms/1000)"
+    ts = end / 1000.0
+    yield ParsedSample(Source.FTS, f"{origin}:throughput", src, dst, MetricKind.THROUGHPUT,
+                       rate / 1e6, ts, float(moved), unit)
+    yield ParsedSample(Source.FTS, f"{origin}:success", src, dst, MetricKind.SUCCESS, 1.0, ts,
+                       1.0, "transfer")
+
+
+def _origin(msg: dict[str, Any]) -> str | None:
+    if msg.get("tr_id"):
+        return str(msg["tr_id"])
+    if msg.get("job_id") and msg.get("file_id") not in (None, ""):
+        return f"{msg['job_id']}__{msg['file_id']}__{msg.get('retry', 0)}"
+    return None
+
+
+def _file_metadata(raw: Any) -> dict[str, Any]:
+    # Rucio puts a JSON object here; some FTS versions send it as a string.
+    if isinstance(raw, str) and raw.strip().startswith("{"):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _end(msg: dict[str, Any], meta: dict[str, Any], side: str) -> HostRef:
+    """The link end: Rucio's RSE, else the storage element's host, else the host name."""
+    rse = meta.get(f"{side}_rse")
+    if isinstance(rse, str) and rse:
+        return HostRef("rse", rse)
+    se = msg.get(f"{side}_se")
+    if isinstance(se, str) and se:
+        host = urlsplit(se if "://" in se else f"//{se}").hostname
+        if host:
+            return HostRef("host", host.lower())
+    host = msg.get(f"{side}_hostname")
+    if isinstance(host, str) and host.strip():
+        return HostRef("host", host.strip().lower())
+    raise _Bad(f"missing {side}_se and {side}_hostname (no {side}_rse in file_metadata)")
+
+
+def _number(msg: dict[str, Any], *keys: str, required: bool) -> float | None:
+    """The first of ``keys`` present, as a number; numbers often arrive as strings."""
+    for key in keys:
+        raw = msg.get(key)
+        if raw is None or raw == "":
+            continue
+        if isinstance(raw, bool):
+            raise _Bad(f"{key} must be a number, got {raw!r}")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise _Bad(f"{key} must be a number, got {raw!r}") from None
+    if required:
+        raise _Bad(f"missing {' or '.join(keys)}")
+    return None

@@ -1,0 +1,82 @@
+"""The ``netbroker`` Typer app, its sub-apps and what every command shares."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+import netbroker
+from netbroker.config import Settings, load_settings
+from netbroker.db import create_db_engine, current_revision, describe_url, head_revision
+from netbroker.errors import NetbrokerError
+
+__all__ = [
+    "JsonOpt",
+    "app",
+    "config_app",
+    "db_app",
+    "engine_of",
+    "err",
+    "grid_app",
+    "out",
+    "print_json",
+    "settings_of",
+]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="netbroker: network-aware brokerage and data placement for grids.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, current, check.")
+grid_app = typer.Typer(no_args_is_help=True, help="The grid registry: import and show.")
+config_app = typer.Typer(no_args_is_help=True, help="Settings: show and check.")
+app.add_typer(db_app, name="db")
+app.add_typer(grid_app, name="grid")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"netbroker {netbroker.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar="NETBROKER_CONFIG", help="TOML settings file.")] = None,
+    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                    help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = {"config": config}
+
+
+def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
+    path = ctx.find_root().obj["config"]
+    return load_settings(path, overrides={k: v for k, v in overrides.items() if v is not None})
+
+
+def engine_of(ctx: typer.Context, *, require_head: bool = True) -> Engine:
+    settings = settings_of(ctx)
+    engine = create_db_engine(settings.database)
+    if require_head:
+        current, head = current_revision(engine), head_revision()
+        if current != head:
+            raise NetbrokerError(
+                f"database {describe_url(settings.database.url)} is at schema {current}, "
+                f"not {head}: run `netbroker db upgrade` first")
+    return engine
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,131 @@
+"""FTS transfer-completion messages: parsing (pure) and ingestion (both backends)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from collectors import fts
+from collectors.ingest import ingest
+from collectors.records import HostRef, MetricKind, ParsedSample, Rejected
+from netbroker.db.metrics import MetricsDB
+
+DATA = Path(__file__).parent / "data" / "fts"
+LINES = (DATA / "transfer_complete.jsonl").read_text()
+MESSAGES = [json.loads(line) for line in LINES.splitlines()]
+NOW_S = 1795514400 + 3600  # an hour after the first transfer started
+
+
+def samples(data: bytes | str) -> list[ParsedSample]:
+    return [s for s in fts.parse(data) if isinstance(s, ParsedSample)]
+
+
+def test_finished_transfer_gives_throughput_in_mbytes_per_second_and_a_success() -> None:
+    first = samples(json.dumps(MESSAGES[0]))
+    # 2,000,000,000 bytes copied between timestamp_tr_st and timestamp_tr_comp, 20 s apart
+    assert [(s.kind, s.value, s.weight) for s in first] == [
+        (MetricKind.THROUGHPUT, 100.0, 2e9), (MetricKind.SUCCESS, 1.0, 1.0)]
+    assert first[0].src == HostRef("rse", "CERN-PROD_DATADISK")
+    assert first[0].dst == HostRef("rse", "FZK-LCG2_DATADISK")
+    assert first[0].ts_s == 1795514420.0
+    assert first[0].origin_id == MESSAGES[0]["tr_id"] + ":throughput"
+
+
+def test_reported_throughput_wins_over_the_derived_one() -> None:
+    (tp, _) = samples(json.dumps(MESSAGES[2]))
+    assert tp.value == 12.5  # "throughput": 12500000 bytes/s; size/time would say 10
+    assert tp.source_unit == "bytes/s"
+    assert tp.src == HostRef("host", "atlaswebdav-kit.gridka.de")
+
+
+def test_failed_and_aborted_transfers_count_only_as_failures() -> None:
+    for msg in (MESSAGES[4], MESSAGES[5]):
+        (only,) = samples(json.dumps(msg))
+        assert (only.kind, only.value, only.weight) == (MetricKind.SUCCESS, 0.0, 1.0)
+
+
+def test_broker_stream_with_eot_space_and_archive_wrapper_parses_like_lines() -> None:
+    stream = (DATA / "transfer_complete.stream").read_bytes()
+    parsed = samples(stream)
+    by_lines = samples("\n".join(json.dumps(MESSAGES[i]) for i in (0, 3, 4)))
+    assert parsed == by_lines
+    assert len(parsed) == 5
+
+
+def test_ids_are_stable_across_parses() -> None:
+    assert [s.origin_id for s in samples(LINES)] == [s.origin_id for s in samples(LINES)]
+
+
+def _bad(**change: object) -> str:
+    msg = dict(MESSAGES[3])
+    for key, value in change.items():
+        if value is None:
+            msg.pop(key, None)
+        else:
+            msg[key] = value
+    return json.dumps(msg)
+
+
+MALFORMED = {
+    "not json": ("{tr_id: 1", "not JSON"),
+    "not an object": ("[1, 2]", "must be a JSON object"),
+    "no id": (_bad(tr_id=None, job_id=None), "missing tr_id"),
+    "unknown state": (_bad(t_final_transfer_state="Maybe"), "t_final_transfer_state 'Maybe'"),
+    "missing end": (_bad(timestamp_tr_comp=None, tr_timestamp_complete=None),
+                    "missing timestamp_tr_comp or tr_timestamp_complete"),
+    "end before start": (_bad(timestamp_tr_comp=1795514404000),
+                         "timestamp_tr_comp 1795514404000 is not after timestamp_tr_st"),
+    "negative size": (_bad(file_size=-5, f_size=-5), "file_size -5.0 is negative"),
+    "negative bytes": (_bad(tr_bt_transfered=-1), "tr_bt_transfered -1.0 is negative"),
+    "size not a number": (_bad(file_size="big"), "file_size must be a number, got 'big'"),
+    "no source": (_bad(src_se=None, src_hostname=None), "missing src_se and src_hostname"),
+    "missing size": (_bad(file_size=None, f_size=None), "missing file_size or f_size"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_messages_are_rejected_with_reason_and_position(case: str) -> None:
+    text, reason = MALFORMED[case]
+    good = json.dumps(MESSAGES[0])
+    out = list(fts.parse(f"{good}\n{text}\n{good}"))
+    rejected = [r for r in out if isinstance(r, Rejected)]
+    assert len(rejected) == 1
+    assert rejected[0].position == 2
+    assert reason in rejected[0].reason, rejected[0].reason
+    assert sum(isinstance(s, ParsedSample) for s in out) == 4  # the good ones still count
+
+
+def test_ingest_stores_mapped_samples_and_counts_unmapped_hosts(grid_engine: Engine) -> None:
+    report = ingest(grid_engine, "fts", LINES, now_s=NOW_S)
+    # 5 finished transfers x 2 samples + 2 failures; message 7's host is unknown
+    assert (report.samples, report.stored, report.duplicates) == (12, 10, 0)
+    assert report.unmapped_samples == 2
+    assert report.unmapped == {"host:se.unknown-lab.example.org": 2}
+    assert report.rejected == []
+    with grid_engine.connect() as conn:
+        assert MetricsDB(conn).count_samples("fts") == 10
+
+
+def test_reingesting_the_same_records_changes_nothing(grid_engine: Engine) -> None:
+    ingest(grid_engine, "fts", LINES, now_s=NOW_S)
+    with grid_engine.connect() as conn:
+        before = MetricsDB(conn).window("throughput", 0, NOW_S)
+    again = ingest(grid_engine, "fts", LINES + LINES, now_s=NOW_S)
+    assert (again.stored, again.duplicates) == (0, 20)
+    with grid_engine.connect() as conn:
+        assert MetricsDB(conn).window("throughput", 0, NOW_S) == before
+
+
+def test_bad_records_are_reported_and_good_ones_of_the_batch_stored(grid_engine: Engine) -> None:
+    batch = "\n".join([LINES.splitlines()[0], "{broken", _bad(file_size=-1, f_size=-1)])
+    report = ingest(grid_engine, "fts", batch, now_s=NOW_S)
+    assert report.stored == 2
+    assert [r.position for r in report.rejected] == [2, 3]
+
+
+def test_samples_older_than_the_raw_retention_are_not_stored(grid_engine: Engine) -> None:
+    report = ingest(grid_engine, "fts", LINES, now_s=NOW_S + 30 * 86400)
+    assert (report.stored, report.too_old) == (0, 10)

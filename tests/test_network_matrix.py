@@ -1,0 +1,204 @@
+"""Windows, consolidation, the matrix, the graph and their surfaces, on both backends.
+
+The week of traffic is FTS transfer-completion messages in the real format,
+generated with a fixed seed; the expected window values are recomputed here
+with numpy straight from the generated transfers, not through the code
+under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from collectors import nws
+from collectors.ingest import ingest
+from netbroker import metrics
+from netbroker.config import MetricsSettings
+from netbroker.graph import site_graph
+from tests.conftest import LiveServer
+
+BUCKET_S = 600
+NOW_S = 1795514400.0  # 2026-11-24T10:00:00Z, the end of the generated week
+LINKS = {  # (source RSE, destination RSE): mean MB/s of its transfers
+    ("CERN-PROD_DATADISK", "FZK-LCG2_DATADISK"): 120.0,
+    ("FZK-LCG2_DATADISK", "DESY-HH_DATADISK"): 60.0,
+    ("BNL-ATLAS_DATADISK", "MWT2_DATADISK"): 200.0,
+}
+SITE = {"CERN-PROD_DATADISK": "CERN-PROD", "FZK-LCG2_DATADISK": "FZK-LCG2",
+        "DESY-HH_DATADISK": "DESY-HH", "BNL-ATLAS_DATADISK": "BNL-ATLAS",
+        "MWT2_DATADISK": "MWT2"}
+
+
+def week_of_transfers(seed: int = 7) -> pd.DataFrame:
+    """Transfers over the week before NOW_S: one row each, with the truth we expect."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (src, dst), mean in LINKS.items():
+        n = 400
+        end = NOW_S - rng.uniform(0, 7 * 86400, n)
+        size = rng.integers(100_000_000, 4_000_000_000, n)
+        rate = rng.gamma(4.0, mean / 4.0, n)  # MB/s
+        duration_ms = np.maximum(np.round(size / (rate * 1e6) * 1000), 1)
+        ok = rng.random(n) > 0.1
+        for i in range(n):
+            rows.append({"src": src, "dst": dst, "end_ms": int(end[i] * 1000),
+                         "start_ms": int(end[i] * 1000) - int(duration_ms[i]),
+                         "size": int(size[i]), "ok": bool(ok[i]), "id": f"{src}-{dst}-{i}"})
+    return pd.DataFrame(rows)
+
+
+def as_fts_lines(transfers: pd.DataFrame) -> str:
+    lines = []
+    for t in transfers.itertuples(index=False):
+        lines.append(json.dumps({
+            "tr_id": t.id, "job_id": t.id, "file_id": "1", "vo": "atlas",
+            "endpnt": "fts3-atlas.cern.ch", "src_se": "davs://a.example", "dst_se": "davs://b.example",
+            "file_metadata": {"src_rse": t.src, "dst_rse": t.dst, "scope": "mc23_13p6TeV"},
+            "t_final_transfer_state": "Ok" if t.ok else "Error",
+            "timestamp_tr_st": t.start_ms, "timestamp_tr_comp": t.end_ms,
+            "file_size": t.size, "tr_bt_transfered": t.size if t.ok else 0,
+            "throughput": -1, "activity": "Data Consolidation"}))
+    return "\n".join(lines)
+
+
+def expected(transfers: pd.DataFrame, window_s: int) -> pd.DataFrame:
+    """Byte-weighted mean MB/s and success rate per link over whole buckets in the window."""
+    end_s = transfers["end_ms"] / 1000.0
+    bucket = np.floor(end_s / BUCKET_S) * BUCKET_S
+    first = math.ceil((NOW_S - window_s) / BUCKET_S) * BUCKET_S
+    inside = transfers[(bucket >= first) & (bucket <= NOW_S)].copy()
+    inside["mbps"] = inside["size"] / ((inside["end_ms"] - inside["start_ms"]) / 1000.0) / 1e6
+    out = {}
+    for (src, dst), g in inside.groupby(["src", "dst"]):
+        ok = g[g["ok"]]
+        out[(SITE[src], SITE[dst])] = {
+            "throughput": float((ok["mbps"] * ok["size"]).sum() / ok["size"].sum()),
+            "success": float(g["ok"].mean()), "count": len(ok)}
+    return pd.DataFrame(out).T
+
+
+@pytest.fixture
+def week(grid_engine: Engine) -> pd.DataFrame:
+    transfers = week_of_transfers()
+    report = ingest(grid_engine, "fts", as_fts_lines(transfers), now_s=NOW_S)
+    assert report.rejected == [] and report.unmapped_samples == 0
+    return transfers
+
+
+@pytest.mark.parametrize("window", ["1h", "1d", "1w"])
+def test_a_known_week_gives_the_expected_window_values(grid_engine: Engine,
+                                                       week: pd.DataFrame, window: str) -> None:
+    truth = expected(week, metrics.WINDOWS_S[window])
+    tp = metrics.network_matrix(grid_engine, "throughput", window, "fts", now_s=NOW_S)
+    ok = metrics.network_matrix(grid_engine, "success", window, "fts", now_s=NOW_S)
+    assert truth.index.size > 0
+    for (src, dst), row in truth.iterrows():
+        assert tp.loc[src, dst] == pytest.approx(row["throughput"], rel=1e-9)
+        assert ok.loc[src, dst] == pytest.approx(row["success"], rel=1e-9)
+    known = tp.stack().dropna()
+    assert len(known) == len(truth)  # no other link has a value
+
+
+def test_links_without_recent_data_are_unknown_not_zero(grid_engine: Engine,
+                                                        week: pd.DataFrame) -> None:
+    later = NOW_S + 2 * 3600  # two hours after the last transfer
+    hour = metrics.network_matrix(grid_engine, "throughput", "1h", "fts", now_s=later)
+    assert hour.empty or hour.isna().all().all()
+    day = metrics.network_matrix(grid_engine, "throughput", "1d", "fts", now_s=later)
+    assert day.loc["CERN-PROD", "FZK-LCG2"] > 0
+    assert math.isnan(day.loc["FZK-LCG2", "CERN-PROD"])  # never measured that way
+
+
+def test_consolidation_prefers_fts_and_falls_back_by_precedence(grid_engine: Engine,
+                                                               week: pd.DataFrame) -> None:
+    stamp = "2026-11-24T09:30:00"
+    doc = {"CERN-PROD:FZK-LCG2": {"mbps": {"perfsonar": {"1h": 999.0, "timestamp": stamp},
+                                            "faxcost": {"1h": 998.0, "timestamp": stamp}}},
+           "RAL-LCG2:DESY-HH": {"mbps": {"perfsonar": {"1h": 42.0, "timestamp": stamp},
+                                          "dashb": {"1h": 44.0, "timestamp": stamp}}}}
+    report = ingest(grid_engine, "nws", json.dumps(doc), now_s=NOW_S)
+    assert report.stored == 4
+    settings = MetricsSettings(min_samples=2)
+    links = metrics.consolidate(metrics.link_table(grid_engine, "throughput", "1d", settings,
+                                                   NOW_S), ["fts", "nws"], 2)
+    chosen = {(r.src, r.dst): (r.source, r.value) for r in links.itertuples()}
+    assert chosen[("CERN-PROD", "FZK-LCG2")][0] == "fts"
+    assert chosen[("RAL-LCG2", "DESY-HH")] == ("nws", pytest.approx(43.0))
+    lonely = metrics.consolidate(metrics.link_table(grid_engine, "throughput", "1d", settings,
+                                                    NOW_S), ["nws"], 3)
+    assert ("RAL-LCG2", "DESY-HH") not in {(r.src, r.dst) for r in lonely.itertuples()}
+
+
+def test_site_graph_carries_values_with_provenance(grid_engine: Engine,
+                                                   week: pd.DataFrame) -> None:
+    graph = site_graph(grid_engine, "1w", now_s=NOW_S)
+    assert graph.number_of_nodes() == 152
+    edge = graph["BNL-ATLAS"]["MWT2"]
+    assert edge["throughput"]["source"] == "fts" and edge["throughput"]["unit"] == "MB/s"
+    assert edge["throughput"]["count"] == int(week[week.src.eq("BNL-ATLAS_DATADISK")].ok.sum())
+    assert 0 < edge["success"]["value"] < 1
+    assert graph.nodes["MWT2"]["cloud"] == "US"
+
+
+def test_nws_export_reads_back_as_the_same_values(grid_engine: Engine,
+                                                  week: pd.DataFrame) -> None:
+    doc = nws.nws_document(grid_engine, now_s=NOW_S)
+    entry = doc["CERN-PROD:FZK-LCG2"]["mbps"]["netbroker"]
+    tp = metrics.network_matrix(grid_engine, "throughput", "1d", now_s=NOW_S)
+    assert entry["1d"] == pytest.approx(tp.loc["CERN-PROD", "FZK-LCG2"], abs=1e-3)
+    assert entry["timestamp"] == "2026-11-24T10:00:00"
+    samples = [s for s in nws.parse(json.dumps(doc)) if hasattr(s, "kind")]
+    assert {(s.src.value, s.dst.value) for s in samples} == {
+        ("CERN-PROD", "FZK-LCG2"), ("FZK-LCG2", "DESY-HH"), ("BNL-ATLAS", "MWT2")}
+
+
+def test_matrix_and_link_history_over_http(grid_engine: Engine, week: pd.DataFrame) -> None:
+    with LiveServer(grid_engine) as server, httpx.Client(base_url=server.url) as client:
+        at = {"at": NOW_S}
+        body = client.get("/api/v1/network/matrix",
+                          params={"kind": "throughput", "window": "1w", **at}).json()
+        row = body["sources"].index("CERN-PROD")
+        col = body["destinations"].index("FZK-LCG2")
+        assert body["unit"] == "MB/s" and body["values"][row][col] > 0
+        assert body["values"][row][body["destinations"].index("MWT2")] is None
+        csv = client.get("/api/v1/network/matrix", params={"window": "1w", "format": "csv", **at})
+        assert csv.headers["content-type"].startswith("text/csv")
+        parquet = client.get("/api/v1/network/matrix", params={"window": "1w",
+                                                                "format": "parquet", **at})
+        import io
+        assert pd.read_parquet(io.BytesIO(parquet.content)).shape == (len(body["sources"]),) * 2
+        bad = client.get("/api/v1/network/matrix", params={"window": "2w"})
+        assert bad.status_code == 422
+        history = client.get("/api/v1/network/links/CERN-PROD/FZK-LCG2",
+                             params={"kind": "success", "days": 8, **at}).json()
+        assert sum(p["count"] for p in history) == int(
+            week[week.src.eq("CERN-PROD_DATADISK")].shape[0])
+        unknown = client.get("/api/v1/network/links/CERN-PROD/NOWHERE")
+        assert unknown.status_code == 404
+
+
+def test_push_a_batch_over_http_reports_rejections(grid_engine: Engine) -> None:
+    lines = (Path(__file__).parent / "data" / "fts" / "transfer_complete.jsonl").read_text()
+    with LiveServer(grid_engine) as server, httpx.Client(base_url=server.url) as client:
+        first = client.post("/api/v1/metrics/fts", content=lines + "{oops\n").json()
+        assert first["rejected"] == 1 and first["rejections"][0]["position"] == 8
+        again = client.post("/api/v1/metrics/fts", content=lines).json()
+        assert again["stored"] == 0
+        assert client.post("/api/v1/metrics/snmp", content=b"{}").status_code == 422
+
+
+def test_heatmap_png_is_written(grid_engine: Engine, week: pd.DataFrame, tmp_path: Path) -> None:
+    from netbroker.heatmap import plot_matrix
+    from netbroker.registry import site_clouds
+
+    tp = metrics.network_matrix(grid_engine, "throughput", "1w", now_s=NOW_S)
+    path = plot_matrix(tp, site_clouds(grid_engine), "MB/s", "throughput 1w", tmp_path / "m.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
