@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from netbroker import registry
+from netbroker.db import head_revision
 
 
 def netbroker(*args: str, url: str | None = None, cwd: Path | None = None,
@@ -29,7 +30,7 @@ def netbroker(*args: str, url: str | None = None, cwd: Path | None = None,
 def test_upgrade_import_and_show_on_an_empty_database(empty_db_url: str) -> None:
     up = netbroker("db", "upgrade", url=empty_db_url)
     assert up.returncode == 0, up.stderr
-    assert "upgraded" in up.stdout and "to 0001" in up.stdout
+    assert "upgraded" in up.stdout and f"from empty to {head_revision()}" in up.stdout
     imported = netbroker("grid", "import", "--sample", "--json", url=empty_db_url)
     assert imported.returncode == 0, imported.stderr
     counts = json.loads(imported.stdout)["counts"]

@@ -35,9 +35,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_wheel_holds_packages_migrations_data_and_scripts(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for path in ("netbroker/cli.py", "netbroker/db/schema.py", "collectors/__init__.py",
+    for path in ("netbroker/cli/__init__.py", "netbroker/db/schema.py", "collectors/__init__.py",
                  "dispatcher/__init__.py", "pilot/main.py", "sql/env.py",
                  "sql/script.py.mako", "sql/versions/0001_grid_registry.py",
+                 "sql/versions/0002_network_metrics.py", "collectors/fts.py",
                  "netbroker/data/sample_grid.json"):
         assert path in names, f"{path} missing from {wheel.name}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
