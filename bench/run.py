@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ and print one table of their JSON lines.
 
-Each ``bench/bench_*.py`` ends by printing one JSON object per measure:
+Each ``bench/*.py`` (not this file, not ``_*.py``) ends by printing one JSON object per measure:
 ``{"bench", "value", "unit", "baseline", "ratio", "goal"}``. No benchmark
 is a pass/fail test; this only collects and shows them.
 """
@@ -17,7 +17,8 @@ from rich.table import Table
 
 
 def main() -> int:
-    scripts = sorted(Path(__file__).parent.glob("bench_*.py"))
+    here = Path(__file__).parent
+    scripts = sorted(p for p in here.glob("*.py") if p.name != "run.py" and p.name[0] != "_")
     console = Console()
     if not scripts:
         console.print("no benchmarks yet")

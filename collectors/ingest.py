@@ -1,6 +1,7 @@
 """Ingestion: parse a batch, map hosts to sites, store the new samples, report.
 
-One batch is one transaction. Every record is checked: the bad ones are
+One batch is one transaction, and one batch is written at a time (see
+``MetricsDB.lock_for_ingest``). Every record is checked: the bad ones are
 reported with their position and reason, the good ones of the same batch
 are stored, and records seen before (same source and origin id) are counted
 as duplicates and change nothing. Hosts the registry does not know are
@@ -23,12 +24,15 @@ from sqlalchemy.engine import Engine
 from collectors.mapping import SiteResolver
 from collectors.records import ParsedSample, Rejected, Source
 from netbroker.config import MetricsSettings
+from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
 
 __all__ = ["PARSERS", "IngestReport", "ingest", "parser_for"]
 
 Parser = Callable[[bytes | str], Iterator[ParsedSample | Rejected]]
+
+CHUNK = 20_000  # samples per round trip of inserts: bounded memory on large files
 
 # Each source's module has a ``parse``; a batch imports only the one it needs.
 PARSERS: dict[Source, str] = {
@@ -106,17 +110,26 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
     settings = settings or MetricsSettings()
     oldest_s = (time.time() if now_s is None else now_s) - settings.raw_retention_days * 86400
     report = IngestReport(source.value)
-    with engine.begin() as conn:
+    bucket_s = settings.bucket_minutes * 60
+    with begin_immediate(engine) as conn:
+        store = MetricsDB(conn)
+        store.lock_for_ingest()
         resolver = SiteResolver(GridDB(conn).site_lookup())
-        rows = _rows(parser_for(source)(data), resolver, oldest_s, report)
-        report.stored = MetricsDB(conn).add_samples(rows, settings.bucket_minutes * 60)
-    report.duplicates += len(rows) - report.stored
+        for rows in _chunks(parser_for(source)(data), resolver, oldest_s, report):
+            report.stored += store.add_samples(rows, bucket_s)
+            report.duplicates += len(rows)
+        report.duplicates -= report.stored
     return report
 
 
-def _rows(parsed: Iterator[ParsedSample | Rejected], resolver: SiteResolver, oldest_s: float,
-          report: IngestReport) -> list[dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}  # by origin id: a batch may repeat a record
+def _chunks(parsed: Iterator[ParsedSample | Rejected], resolver: SiteResolver,
+            oldest_s: float, report: IngestReport) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows to store, :data:`CHUNK` at a time, counting what is not stored on the way.
+
+    A record repeated in the batch is left to the database: its second
+    insert conflicts and counts as a duplicate.
+    """
+    rows: list[tuple[Any, ...]] = []
     for item in parsed:
         if isinstance(item, Rejected):
             report.rejected.append(item)
@@ -132,11 +145,10 @@ def _rows(parsed: Iterator[ParsedSample | Rejected], resolver: SiteResolver, old
         if item.ts_s < oldest_s:
             report.too_old += 1
             continue
-        if item.origin_id in rows:
-            report.duplicates += 1
-            continue
-        rows[item.origin_id] = {
-            "source": item.source.value, "origin_id": item.origin_id, "src_site_id": src,
-            "dst_site_id": dst, "kind": item.kind.value, "value": item.value,
-            "ts_s": item.ts_s, "weight": item.weight, "source_unit": item.source_unit}
-    return list(rows.values())
+        rows.append((item.source.value, item.origin_id, src, dst, item.kind.value, item.value,
+                     item.ts_s, item.weight, item.source_unit))  # SAMPLE_COLUMNS order
+        if len(rows) >= CHUNK:
+            yield rows
+            rows = []
+    if rows:
+        yield rows

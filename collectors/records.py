@@ -36,9 +36,11 @@ class HostRef(NamedTuple):
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedSample:
+class ParsedSample(NamedTuple):
     """One measurement of one link, in netbroker's units.
+
+    A named tuple rather than a dataclass: parsers make millions of them
+    and a tuple is the cheapest immutable record Python has.
 
     Attributes
     ----------

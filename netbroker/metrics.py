@@ -98,25 +98,52 @@ def link_table(engine: Engine, kind: MetricKind | str, window: str,
 
     Notes
     -----
-    One grouped query over the buckets of the window: O(b) in buckets.
+    One range scan over the window's buckets per source, summed per link:
+    O(b) in buckets.
     """
+    sources = list(MetricSource) if source is None else [MetricSource(source)]
+    frames = [_link_frame(engine, kind, window, settings, now_s, s).assign(source=s.value)
+              for s in sources]
+    links = pd.concat([f for f in frames if len(f)] or [pd.DataFrame(columns=_COLUMNS)],
+                      ignore_index=True)
+    names = _site_names(engine)
+    links["src"] = names[links["src"].to_numpy(dtype=np.int64)]
+    links["dst"] = names[links["dst"].to_numpy(dtype=np.int64)]
+    return links[_COLUMNS].sort_values(["src", "dst", "source"], ignore_index=True)
+
+
+def _link_frame(engine: Engine, kind: MetricKind | str, window: str,
+                settings: MetricsSettings | None, now_s: float | None,
+                source: MetricSource) -> pd.DataFrame:
+    """One source's links of the window: src and dst site ids, count, value, last_ts_s."""
     settings = settings or MetricsSettings()
     now_s = time.time() if now_s is None else now_s
-    bucket_s = settings.bucket_minutes * 60
-    since = window_start_s(now_s, window, bucket_s)
+    since = window_start_s(now_s, window, settings.bucket_minutes * 60)
     with engine.connect() as conn:
-        rows = MetricsDB(conn).window(MetricKind(kind).value, since, now_s,
-                                      None if source is None else MetricSource(source).value)
-        names = {sid: name for name, (sid, *_) in GridDB(conn).site_lookup()["site"].items()}
-    if not rows:
-        return pd.DataFrame(columns=_COLUMNS)
-    df = pd.DataFrame(rows)
+        rows = MetricsDB(conn).window(MetricKind(kind).value, source.value, since, now_s)
+    buckets = pd.DataFrame(rows, columns=["src", "dst", "count", "value_sum", "weight_sum",
+                                          "weighted_value_sum", "last_ts_s"])
+    grouped = buckets.groupby(["src", "dst"], sort=False)
+    df = grouped.agg(count=("count", "sum"), value_sum=("value_sum", "sum"),
+                     weight_sum=("weight_sum", "sum"),
+                     weighted_value_sum=("weighted_value_sum", "sum"),
+                     last_ts_s=("last_ts_s", "max")).reset_index()
     weighted = df["weighted_value_sum"] / df["weight_sum"].where(df["weight_sum"] > 0)
-    df["value"] = weighted.fillna(df["value_sum"] / df["count"])
-    df["src"] = df["src_site_id"].map(names)
-    df["dst"] = df["dst_site_id"].map(names)
-    df["count"] = df["count"].astype(np.int64)
-    return df[_COLUMNS].sort_values(["src", "dst", "source"], ignore_index=True)
+    return pd.DataFrame({
+        "src": df["src"].astype(np.int64), "dst": df["dst"].astype(np.int64),
+        "count": df["count"].astype(np.int64),
+        "value": weighted.fillna(df["value_sum"] / df["count"]),
+        "last_ts_s": df["last_ts_s"]})
+
+
+def _site_names(engine: Engine) -> np.ndarray:
+    """Site names indexed by site id (an object array; unused ids hold None)."""
+    with engine.connect() as conn:
+        ids = {sid[0]: name for name, sid in GridDB(conn).site_lookup()["site"].items()}
+    names = np.empty(max(ids, default=0) + 1, dtype=object)
+    for sid, name in ids.items():
+        names[sid] = name
+    return names
 
 
 def consolidate(links: pd.DataFrame, precedence: list[str], min_samples: int) -> pd.DataFrame:
@@ -165,26 +192,43 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
 
     Sites are every site with data in the window, ordered by cloud then name
     (so a heatmap groups clouds); a link without a value is NaN (unknown).
-    ``source`` is ``consolidated`` or one source's name.
+    ``source`` is ``consolidated`` (the same rule as :func:`consolidate`) or
+    one source's name.
+
+    Notes
+    -----
+    O(b + n**2): a scan of b buckets per source, then an n x n array filled
+    by index, the preferred source last so that it wins.
     """
     settings = settings or MetricsSettings()
     kind = MetricKind(kind)
-    single = None if source == "consolidated" else MetricSource(source)
-    links = link_table(engine, kind, window, settings, now_s, single)
-    if single is None:
-        links = consolidate(links, settings.precedence_for(kind.value), settings.min_samples)
-    order = _site_order(engine, set(links["src"]) | set(links["dst"]))
-    matrix = links.pivot(index="src", columns="dst", values="value") if len(links) else None
-    out = (matrix if matrix is not None else pd.DataFrame()).reindex(index=order, columns=order)
-    out.index.name, out.columns.name = "src", "dst"
-    return out.astype(float)
+    if source == "consolidated":
+        sources = [MetricSource(s) for s in settings.precedence_for(kind.value)]
+        least = settings.min_samples
+    else:
+        sources, least = [MetricSource(source)], 1
+    frames = [f[f["count"] >= least] for f in
+              (_link_frame(engine, kind, window, settings, now_s, s) for s in sources)]
+    ids = np.unique(np.concatenate([np.zeros(0, np.int64)]
+                                   + [f[c].to_numpy() for f in frames for c in ("src", "dst")]))
+    order = _site_order(engine, set(ids.tolist()))
+    position = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int64)
+    position[[sid for sid, _ in order]] = np.arange(len(order))
+    values = np.full((len(order), len(order)), np.nan)
+    for frame in reversed(frames):
+        values[position[frame["src"].to_numpy()],
+               position[frame["dst"].to_numpy()]] = frame["value"].to_numpy()
+    names = [name for _, name in order]
+    return pd.DataFrame(values, index=pd.Index(names, name="src"),
+                        columns=pd.Index(names, name="dst"))
 
 
-def _site_order(engine: Engine, names: set[str]) -> list[str]:
+def _site_order(engine: Engine, ids: set[int]) -> list[tuple[int, str]]:
+    """(id, name) of the given sites, ordered by cloud then name."""
     with engine.connect() as conn:
+        lookup = GridDB(conn).site_lookup()["site"]
         sites = GridDB(conn).list_sites()
-    return [s["name"] for s in sites if s["name"] in names]
-
+    return [(lookup[s["name"]][0], s["name"]) for s in sites if lookup[s["name"]][0] in ids]
 
 
 def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,

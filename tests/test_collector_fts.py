@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
 from collectors import fts
 from collectors.ingest import ingest
 from collectors.records import HostRef, MetricKind, ParsedSample, Rejected
+from netbroker import metrics
 from netbroker.db.metrics import MetricsDB
+
+KINDS = ("throughput", "success")
 
 DATA = Path(__file__).parent / "data" / "fts"
 LINES = (DATA / "transfer_complete.jsonl").read_text()
@@ -111,12 +115,24 @@ def test_ingest_stores_mapped_samples_and_counts_unmapped_hosts(grid_engine: Eng
 
 def test_reingesting_the_same_records_changes_nothing(grid_engine: Engine) -> None:
     ingest(grid_engine, "fts", LINES, now_s=NOW_S)
-    with grid_engine.connect() as conn:
-        before = MetricsDB(conn).window("throughput", 0, NOW_S)
+    before = {k: metrics.link_table(grid_engine, k, "1d", now_s=NOW_S) for k in KINDS}
     again = ingest(grid_engine, "fts", LINES + LINES, now_s=NOW_S)
     assert (again.stored, again.duplicates) == (0, 20)
-    with grid_engine.connect() as conn:
-        assert MetricsDB(conn).window("throughput", 0, NOW_S) == before
+    for kind in KINDS:
+        pd.testing.assert_frame_equal(metrics.link_table(grid_engine, kind, "1d", now_s=NOW_S),
+                                      before[kind])
+
+
+def test_a_partly_new_batch_stores_and_counts_only_the_new_records(grid_engine: Engine) -> None:
+    lines = LINES.splitlines()
+    ingest(grid_engine, "fts", "\n".join(lines[:2]), now_s=NOW_S)
+    # the new batch repeats the two stored transfers, and one new transfer twice
+    report = ingest(grid_engine, "fts", "\n".join([*lines[:4], lines[3]]), now_s=NOW_S)
+    assert (report.stored, report.duplicates) == (4, 6)
+    links = metrics.link_table(grid_engine, "throughput", "1d", now_s=NOW_S)
+    counts = {(r.src, r.dst): r.count for r in links.itertuples()}
+    assert counts == {("CERN-PROD", "FZK-LCG2"): 2, ("FZK-LCG2", "UKI-NORTHGRID-MAN-HEP"): 1,
+                      ("BNL-ATLAS", "MWT2"): 1}
 
 
 def test_bad_records_are_reported_and_good_ones_of_the_batch_stored(grid_engine: Engine) -> None:
@@ -129,3 +145,16 @@ def test_bad_records_are_reported_and_good_ones_of_the_batch_stored(grid_engine:
 def test_samples_older_than_the_raw_retention_are_not_stored(grid_engine: Engine) -> None:
     report = ingest(grid_engine, "fts", LINES, now_s=NOW_S + 30 * 86400)
     assert (report.stored, report.too_old) == (0, 10)
+
+
+def test_concurrent_ingests_of_one_batch_store_it_once(grid_engine: Engine) -> None:
+    """Two collectors pushing the same records at the same moment: counted once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda _: ingest(grid_engine, "fts", LINES, now_s=NOW_S),
+                                range(4)))
+    assert sorted(r.stored for r in reports) == [0, 0, 0, 10]
+    assert sum(r.duplicates for r in reports) == 30
+    links = metrics.link_table(grid_engine, "success", "1d", now_s=NOW_S)
+    assert int(links["count"].sum()) == 6  # six mapped transfers, each once

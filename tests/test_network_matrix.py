@@ -202,3 +202,24 @@ def test_heatmap_png_is_written(grid_engine: Engine, week: pd.DataFrame, tmp_pat
     tp = metrics.network_matrix(grid_engine, "throughput", "1w", now_s=NOW_S)
     path = plot_matrix(tp, site_clouds(grid_engine), "MB/s", "throughput 1w", tmp_path / "m.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_consolidated_matrix_follows_the_consolidate_rule(grid_engine: Engine,
+                                                          week: pd.DataFrame) -> None:
+    """The matrix's fast path and the table's consolidate() agree link by link."""
+    stamp = "2026-11-24T09:30:00"
+    doc = {"CERN-PROD:FZK-LCG2": {"mbps": {s: {"1h": 500.0 + i, "timestamp": stamp}
+                                            for i, s in enumerate(["a", "b", "c"])}},
+           "RAL-LCG2:DESY-HH": {"mbps": {s: {"1h": 40.0 + i, "timestamp": stamp}
+                                          for i, s in enumerate(["a", "b"])}}}
+    ingest(grid_engine, "nws", json.dumps(doc), now_s=NOW_S)
+    settings = MetricsSettings(min_samples=2)
+    fast = metrics.network_matrix(grid_engine, "throughput", "1w", settings=settings,
+                                  now_s=NOW_S)
+    table = metrics.consolidate(metrics.link_table(grid_engine, "throughput", "1w", settings,
+                                                   NOW_S),
+                                settings.precedence_for("throughput"), settings.min_samples)
+    assert len(fast.stack().dropna()) == len(table)
+    for row in table.itertuples():
+        assert fast.loc[row.src, row.dst] == pytest.approx(row.value)
+    assert fast.loc["RAL-LCG2", "DESY-HH"] == pytest.approx(40.5)  # nws, two samples

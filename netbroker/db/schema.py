@@ -261,7 +261,9 @@ metric_samples = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
     # Epoch seconds, UTC: the sources' own clock, cheap to bucket and compare.
-    sa.Column("ts_s", sa.Float, nullable=False, index=True),
+    # Not indexed: only the occasional prune reads by time, and every index
+    # costs each of the millions of inserts a day.
+    sa.Column("ts_s", sa.Float, nullable=False),
     sa.Column("weight", sa.Float, nullable=False),
     sa.Column("source_unit", sa.String(32), nullable=False),
     sa.UniqueConstraint("source", "origin_id"),
@@ -270,19 +272,21 @@ metric_samples = sa.Table(
 metric_buckets = sa.Table(
     "metric_buckets",
     metadata,
+    # Key order serves both writers (one upsert per bucket) and readers (a
+    # window is a range of bucket starts of one kind): no second index.
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("bucket_start_s", sa.BigInteger, primary_key=True),
     sa.Column("src_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
               primary_key=True),
     sa.Column("dst_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
               primary_key=True),
     sa.Column("source", sa.String(16), primary_key=True),
-    sa.Column("kind", sa.String(16), primary_key=True),
-    sa.Column("bucket_start_s", sa.BigInteger, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("value_sum", sa.Float, nullable=False),
     sa.Column("weight_sum", sa.Float, nullable=False),
     sa.Column("weighted_value_sum", sa.Float, nullable=False),
     sa.Column("last_ts_s", sa.Float, nullable=False),
-    sa.Index("ix_metric_buckets_kind_bucket", "kind", "bucket_start_s"),
+    sqlite_with_rowid=False,  # the key is the table: one B-tree per upsert, not two
 )
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 13:02:50.127087
+Create Date: 2026-11-25 13:17:51.629993
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table('metric_buckets',
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('bucket_start_s', sa.BigInteger(), nullable=False),
     sa.Column('src_site_id', sa.Integer(), nullable=False),
     sa.Column('dst_site_id', sa.Integer(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('bucket_start_s', sa.BigInteger(), nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
     sa.Column('value_sum', sa.Float(), nullable=False),
     sa.Column('weight_sum', sa.Float(), nullable=False),
@@ -35,11 +35,9 @@ def upgrade() -> None:
     sa.Column('last_ts_s', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['dst_site_id'], ['sites.id'], name=op.f('fk_metric_buckets_dst_site_id_sites'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['src_site_id'], ['sites.id'], name=op.f('fk_metric_buckets_src_site_id_sites'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('src_site_id', 'dst_site_id', 'source', 'kind', 'bucket_start_s', name=op.f('pk_metric_buckets'))
+    sa.PrimaryKeyConstraint('kind', 'bucket_start_s', 'src_site_id', 'dst_site_id', 'source', name=op.f('pk_metric_buckets')),
+    sqlite_with_rowid=False
     )
-    with op.batch_alter_table('metric_buckets', schema=None) as batch_op:
-        batch_op.create_index('ix_metric_buckets_kind_bucket', ['kind', 'bucket_start_s'], unique=False)
-
     op.create_table('metric_samples',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
@@ -56,17 +54,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_metric_samples')),
     sa.UniqueConstraint('source', 'origin_id', name=op.f('uq_metric_samples_source_origin_id'))
     )
-    with op.batch_alter_table('metric_samples', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_metric_samples_ts_s'), ['ts_s'], unique=False)
-
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('metric_samples', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_metric_samples_ts_s'))
-
     op.drop_table('metric_samples')
-    with op.batch_alter_table('metric_buckets', schema=None) as batch_op:
-        batch_op.drop_index('ix_metric_buckets_kind_bucket')
-
     op.drop_table('metric_buckets')

@@ -1,0 +1,32 @@
+"""What every benchmark shares: a throwaway database with the sample grid, the JSON line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from netbroker import registry  # noqa: E402
+from netbroker.db import create_db_engine, upgrade  # noqa: E402
+
+
+def sqlite_grid() -> Engine:
+    """A fresh SQLite file at head holding the sample grid."""
+    path = Path(tempfile.mkdtemp(prefix="netbroker-bench-")) / "bench.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    registry.import_grid_file(engine, registry.sample_grid_path())
+    return engine
+
+
+def emit(bench: str, value: float, unit: str, baseline: float, goal: str) -> None:
+    """Print the benchmark's line: value, its in-run baseline, their ratio, the goal."""
+    print(json.dumps({"bench": bench, "value": round(value, 3), "unit": unit,
+                      "baseline": round(baseline, 3), "ratio": round(value / baseline, 3),
+                      "goal": goal}), flush=True)

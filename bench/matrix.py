@@ -1,0 +1,77 @@
+"""matrix.1000: the consolidated 1d throughput matrix of a 1,000-site full mesh.
+
+Registers 1,000 sites (10 clouds), fills the buckets of the last day with
+one FTS bucket per ordered site pair (999,000 links) plus perfSONAR buckets
+for a fifth of them, then times in the same run (a) ``network_matrix``
+(window query over the buckets in SQLite, consolidation by precedence,
+pivot to sites x sites) and (b) the baseline: ``pandas.pivot_table`` of the
+same FTS rows already in memory. Prints ``matrix.1000`` in seconds with the
+ratio (a)/(b); the goal is within 3x.
+
+    python bench/matrix.py [--sites N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import emit
+
+from netbroker import metrics, registry
+from netbroker.db import create_db_engine, upgrade
+from netbroker.db.metrics import MetricsDB
+
+NOW_S = 1_795_514_400.0
+
+
+def grid_document(n: int) -> str:
+    """``n`` sites in 10 clouds, the first of each its Tier-1."""
+    clouds = [f"C{c}" for c in range(10)]
+    sites = {f"SITE-{i:04d}": {"cloud": clouds[i % 10], "tier_level": 1 if i < 10 else 2}
+             for i in range(n)}
+    return json.dumps({"cloud": {c: {"tier1": f"SITE-{i:04d}"} for i, c in enumerate(clouds)},
+                       "site": sites})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sites", type=int, default=1000)
+    n = parser.parse_args().sites
+    engine = create_db_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'matrix.db'}")
+    upgrade(engine)
+    registry.import_grid_document(engine, grid_document(n))
+    rng = np.random.default_rng(3)
+    src, dst = np.meshgrid(np.arange(1, n + 1), np.arange(1, n + 1), indexing="ij")
+    mask = src != dst
+    src, dst = src[mask], dst[mask]
+    mbps = rng.gamma(3.0, 20.0, src.size)
+    start = int(NOW_S // 600 * 600) - 3600
+    fts = [("throughput", start, int(s), int(d), "fts", 3, m * 3, 3e9, m * 3e9, NOW_S - 60)
+           for s, d, m in zip(src, dst, mbps, strict=True)]
+    ps = [("throughput", start, int(s), int(d), "perfsonar", 4, 400.0, 4.0, 400.0, NOW_S)
+          for s, d in zip(src[::5], dst[::5], strict=True)]
+    with engine.begin() as conn:
+        db = MetricsDB(conn)
+        db._add_to_buckets(fts)
+        db._add_to_buckets(ps)
+    in_memory = pd.DataFrame({"src": src, "dst": dst, "value": mbps})
+
+    started = time.perf_counter()
+    pd.pivot_table(in_memory, index="src", columns="dst", values="value", aggfunc="mean")
+    baseline = time.perf_counter() - started
+
+    started = time.perf_counter()
+    matrix = metrics.network_matrix(engine, "throughput", "1d", now_s=NOW_S)
+    took = time.perf_counter() - started
+    assert matrix.shape == (n, n) and int(matrix.notna().sum().sum()) == src.size
+    emit(f"matrix.{n}", took, "s", baseline, "<= 3")
+
+
+if __name__ == "__main__":
+    main()
