@@ -17,6 +17,7 @@ prints the table generated from these models.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,7 @@ from netbroker.errors import ConfigError
 
 __all__ = [
     "CloudSettings",
+    "CollectorSettings",
     "DatabaseSettings",
     "MetricsSettings",
     "ServiceSettings",
@@ -80,6 +82,9 @@ class ServiceSettings(_Group):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level of log record written."
+    )
+    run_cycles: bool = Field(
+        True, description="Schedule the periodic cycles here (one process runs each at a time)."
     )
 
 
@@ -162,6 +167,40 @@ class MetricsSettings(_Group):
         return minutes
 
 
+class CollectorSettings(_Group):
+    """Pull collectors: which archives to read, how patiently, how often.
+
+    Lists can be given in the environment as JSON, e.g.
+    ``NETBROKER_COLLECTORS_FTS_URLS='["https://monit.example/fts.jsonl"]'``.
+    """
+
+    fts_urls: list[str] = Field(
+        default_factory=list, description="URLs serving FTS completion messages (JSON lines).")
+    esmond_urls: list[str] = Field(
+        default_factory=list,
+        description="esmond archive roots, e.g. https://ps.example/esmond/perfsonar/archive/.")
+    pscheduler_urls: list[str] = Field(
+        default_factory=list, description="URLs serving archived pScheduler results.")
+    xrootd_urls: list[str] = Field(
+        default_factory=list, description="URLs serving cost-matrix or file-close records.")
+    nws_urls: list[str] = Field(
+        default_factory=list, description="URLs serving an ATLAS NWS network-metrics document.")
+    cycle_minutes: float = Field(15.0, gt=0, description="Period of the pull cycle, minutes.")
+    http_timeout_s: float = Field(30.0, gt=0, description="Timeout of one HTTP request, s.")
+    http_retries: int = Field(
+        3, ge=0, le=10, description="Retries of a failed request (with backoff).")
+    esmond_time_range_s: int = Field(
+        3600, gt=0, le=7 * 86400, description="How far back each esmond pull reads, s.")
+
+    @field_validator("fts_urls", "esmond_urls", "pscheduler_urls", "xrootd_urls", "nws_urls")
+    @classmethod
+    def _http_only(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return urls
+
+
 class Settings(_Group):
     """All of netbroker's settings, one attribute per group."""
 
@@ -169,6 +208,7 @@ class Settings(_Group):
     service: ServiceSettings = ServiceSettings()
     clouds: CloudSettings = CloudSettings()
     metrics: MetricsSettings = MetricsSettings()
+    collectors: CollectorSettings = CollectorSettings()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -275,10 +315,21 @@ def _env_values(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
     for group, field in Settings.model_fields.items():
         model = field.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
-        for key in model.model_fields:
+        for key, field in model.model_fields.items():
             name = f"{ENV_PREFIX}{group}_{key}".upper()
             if name in environ:
-                yield f"{group}.{key}", environ[name]
+                yield f"{group}.{key}", _env_value(environ[name], field.annotation)
+
+
+def _env_value(raw: str, annotation: Any) -> Any:
+    """Lists and tables come from the environment as JSON; scalars as they are."""
+    origin = getattr(annotation, "__origin__", None)
+    if origin in (list, dict):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw  # validation will say what is wrong with it
+    return raw
 
 
 def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

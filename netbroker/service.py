@@ -1,4 +1,8 @@
-"""Running the service: schema upgrade once, then uvicorn with one or more workers."""
+"""Running the service: schema upgrade once, the periodic cycles, uvicorn.
+
+This is an edge: it wires the core's scheduler to the collectors' pull
+cycle, which the core may not import.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ from pathlib import Path
 
 import uvicorn
 
+from collectors.pull import pull_all
 from netbroker.api import create_app
 from netbroker.config import Settings
 from netbroker.db import create_db_engine, describe_url, upgrade
+from netbroker.metrics import prune_samples
+from netbroker.scheduler import Cycle, build_scheduler, process_holder
 
-__all__ = ["run_service"]
+__all__ = ["run_service", "service_cycles"]
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +38,30 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
     if svc.upgrade_schema_at_start:
         result = upgrade(engine)
         log.info("database %s at schema %s", describe_url(settings.database.url), result.after)
-    if svc.workers == 1:
-        uvicorn.run(create_app(settings, engine), host=svc.host, port=svc.port,
-                    log_level=svc.log_level)
-        return
-    engine.dispose()
-    if config_path is not None:
-        os.environ["NETBROKER_CONFIG"] = str(config_path)
-    uvicorn.run("netbroker.api.app:create_app_from_settings", factory=True, host=svc.host,
-                port=svc.port, workers=svc.workers, log_level=svc.log_level)
+    scheduler = None
+    if svc.run_cycles:
+        scheduler = build_scheduler(engine, service_cycles(settings), process_holder())
+        scheduler.start()
+    try:
+        if svc.workers == 1:
+            uvicorn.run(create_app(settings, engine), host=svc.host, port=svc.port,
+                        log_level=svc.log_level)
+            return
+        if config_path is not None:
+            os.environ["NETBROKER_CONFIG"] = str(config_path)
+        uvicorn.run("netbroker.api.app:create_app_from_settings", factory=True, host=svc.host,
+                    port=svc.port, workers=svc.workers, log_level=svc.log_level)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+
+def service_cycles(settings: Settings) -> list[Cycle]:
+    """The periodic cycles a service runs: pull the archives, prune raw samples."""
+    cycles = [Cycle("prune_samples", 6 * 3600,
+                    lambda engine: prune_samples(engine, settings.metrics))]
+    c = settings.collectors
+    if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
+        cycles.append(Cycle("collect", c.cycle_minutes * 60,
+                            lambda engine: pull_all(engine, c, settings.metrics)))
+    return cycles

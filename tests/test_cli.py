@@ -12,6 +12,7 @@ import pytest
 
 from netbroker import registry
 from netbroker.db import head_revision
+from tests.factories import recent_fts_lines
 
 
 def netbroker(*args: str, url: str | None = None, cwd: Path | None = None,
@@ -127,3 +128,30 @@ def test_serve_answers_on_its_port(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_network_commands_ingest_then_show_the_matrix(db_url: str, tmp_path: Path) -> None:
+    assert netbroker("grid", "import", "--sample", url=db_url).returncode == 0
+    data = tmp_path / "fts.jsonl"
+    data.write_bytes(recent_fts_lines())
+    report = json.loads(netbroker("ingest", "fts", str(data), "--json", url=db_url).stdout)
+    assert (report["samples"], report["stored"]) == (12, 10)
+    assert report["unmapped_hosts"] == {"host:se.unknown-lab.example.org": 2}
+    again = netbroker("ingest", "fts", "-", url=db_url, stdin=data.read_bytes())
+    assert "0 stored, 10 duplicates" in again.stdout
+    bad = netbroker("ingest", "snmp", str(data), url=db_url)
+    assert bad.returncode == 2 and "'snmp' is not one of" in bad.stderr
+    csv = netbroker("matrix", "--source", "fts", "--window", "1h", "--format", "csv",
+                    url=db_url).stdout.splitlines()
+    assert csv[0] == "src,CERN-PROD,FZK-LCG2,UKI-NORTHGRID-MAN-HEP,BNL-ATLAS,MWT2"
+    assert csv[1] == "CERN-PROD,,75.0,,,"  # (100 MB/s x 2 GB + 25 MB/s x 1 GB) / 3 GB
+    png = tmp_path / "m.png"
+    netbroker("matrix", "--window", "1h", "--plot", str(png), url=db_url)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    link = netbroker("network", "link", "CERN-PROD", "NOWHERE", url=db_url)
+    assert link.returncode == 1 and "unknown site 'NOWHERE'" in link.stderr
+    assert json.loads(netbroker("network", "nws", url=db_url).stdout) is not None
+    collect = netbroker("collect", url=db_url)
+    assert "no archive configured" in collect.stdout
+    cycles = netbroker("cycles", "--json", url=db_url)
+    assert json.loads(cycles.stdout) == []

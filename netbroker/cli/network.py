@@ -14,6 +14,7 @@ from rich.table import Table
 
 from collectors import nws
 from collectors.ingest import ingest as ingest_batch
+from collectors.pull import pull_all
 from netbroker import metrics
 from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
 from netbroker.metrics import KIND_UNITS, WINDOWS_S, MetricKind, MetricSource
@@ -46,6 +47,26 @@ def ingest(
         out.print(f"  rejected at {r.position}: {r.reason}", highlight=False, markup=False)
     for host, n in report.unmapped.most_common(10):
         out.print(f"  unmapped {host}: {n} samples", highlight=False, markup=False)
+
+
+@app.command()
+def collect(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Pull every configured archive once (the service does this every cycle)."""
+    settings = settings_of(ctx)
+    results = pull_all(engine_of(ctx), settings.collectors, settings.metrics)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+        return
+    if not results:
+        out.print("no archive configured: set [collectors] *_urls in the config")
+    for r in results:
+        if r.report is None:
+            out.print(f"{r.source} {r.url}: FAILED {r.error}", highlight=False, markup=False)
+        else:
+            rep = r.report
+            out.print(f"{r.source} {r.url}: {rep.stored} stored, {rep.duplicates} duplicates, "
+                      f"{len(rep.rejected)} rejected, {rep.unmapped_samples} unmapped",
+                      highlight=False, markup=False)
 
 
 @app.command()

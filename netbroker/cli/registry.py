@@ -229,3 +229,23 @@ def demo(
     out.print(f"imported {inserted} records from {report.source}")
     out.print(f"next: NETBROKER_DATABASE_URL=sqlite:///{db} netbroker serve"
               "   (then http://127.0.0.1:25080/api/v1/clouds)")
+
+
+@app.command()
+def cycles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The periodic cycles: who holds each, when it last ran, how it went."""
+    from netbroker.db.cycles import CycleDB
+
+    with engine_of(ctx).connect() as conn:
+        rows = CycleDB(conn).list_cycles()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="cycles")
+    for col in ("cycle", "holder", "last finished", "took (s)", "runs", "failures", "error"):
+        table.add_column(col)
+    for r in rows:
+        took = f"{r['last_duration_s']:.2f}" if r["last_duration_s"] is not None else "-"
+        table.add_row(r["name"], r["holder"] or "-", str(r["last_finished_at"] or "-"), took,
+                      str(r["runs"]), str(r["failures"]), (r["last_error"] or "")[:60])
+    out.print(table)

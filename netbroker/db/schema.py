@@ -33,6 +33,7 @@ __all__ = [
     "SiteStatus",
     "UTCDateTime",
     "clouds",
+    "cycles",
     "datasets",
     "endpoints",
     "files",
@@ -287,6 +288,23 @@ metric_buckets = sa.Table(
     sa.Column("weighted_value_sum", sa.Float, nullable=False),
     sa.Column("last_ts_s", sa.Float, nullable=False),
     sqlite_with_rowid=False,  # the key is the table: one B-tree per upsert, not two
+)
+
+
+cycles = sa.Table(
+    "cycles",
+    metadata,
+    # One row per periodic cycle: who holds its lease (exactly one service
+    # process runs a cycle) and how its last run went.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("last_started_at", UTCDateTime(), nullable=True),
+    sa.Column("last_finished_at", UTCDateTime(), nullable=True),
+    sa.Column("last_duration_s", sa.Float, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("runs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
 )
 
 
