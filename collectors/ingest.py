@@ -74,8 +74,8 @@ class IngestReport:
 
 
 def ingest(engine: Engine, source: Source | str, data: bytes | str,
-           settings: MetricsSettings | None = None, now_s: float | None = None
-           ) -> IngestReport:
+           settings: MetricsSettings | None = None, now_s: float | None = None,
+           on_progress: Callable[[int], None] | None = None) -> IngestReport:
     """Parse ``data`` as records of ``source`` and store its new samples.
 
     Parameters
@@ -89,6 +89,9 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         Bucket width and raw retention (defaults when omitted).
     now_s : float, optional
         The present, epoch seconds (tests pin it); default ``time.time()``.
+    on_progress : callable, optional
+        Called with the number of parsed items (samples and rejections) so
+        far, after every chunk written (for progress bars).
 
     Returns
     -------
@@ -118,6 +121,8 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         for rows in _chunks(parser_for(source)(data), resolver, oldest_s, report):
             report.stored += store.add_samples(rows, bucket_s)
             report.duplicates += len(rows)
+            if on_progress is not None:
+                on_progress(report.samples + len(report.rejected))
         report.duplicates -= report.stored
     return report
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from collectors import nws
 from collectors.ingest import ingest as ingest_batch
 from collectors.pull import pull_all
 from netbroker import metrics
-from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json, settings_of
 from netbroker.metrics import KIND_UNITS, WINDOWS_S, MetricKind, MetricSource
 
 __all__: list[str] = []
@@ -35,8 +36,12 @@ def ingest(
     """Ingest FTS, perfSONAR, XRootD or NWS records; print what was stored and refused."""
     engine = engine_of(ctx)
     data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
-    with out.status(f"ingesting {len(data):,} bytes of {source.value} records"):
-        report = ingest_batch(engine, source, data, settings_of(ctx).metrics)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"),
+               TextColumn("{task.completed:,} records and samples"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task(f"ingesting {len(data):,} bytes of {source.value}", total=None)
+        report = ingest_batch(engine, source, data, settings_of(ctx).metrics,
+                              on_progress=lambda n: progress.update(task, completed=n))
     if as_json:
         print_json(report.as_dict())
         return
