@@ -7,7 +7,8 @@ line or the broker's stream, messages separated by EOT (``\\x04``); a
 message may end with one extra space or EOT, and archives wrap it as
 ``{"data": {...}, "metadata": {...}}``.
 
-Fields read: ``tr_id`` (else ``job_id``, ``file_id``, ``retry``) for the
+Messages are decoded with orjson (the hot path: a million a day is
+ordinary). Fields read: ``tr_id`` (else ``job_id``, ``file_id``, ``retry``) for the
 origin id; ``file_metadata.src_rse``/``dst_rse`` (Rucio's), else ``src_se``/
 ``dst_se`` (``scheme://host``), else ``src_hostname``/``dst_hostname`` for the
 link ends; ``t_final_transfer_state`` (``Ok``/``Error``/``Abort``);
@@ -28,6 +29,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from collectors.records import HostRef, MetricKind, ParsedSample, Rejected, Source
 
 __all__ = ["parse", "split_messages"]
@@ -39,17 +42,18 @@ class _Bad(ValueError):
     """A field that cannot be used; the message names it."""
 
 
-def split_messages(data: bytes | str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based position, message text) from lines or an EOT-separated stream.
+def split_messages(data: bytes | str) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based position, message bytes) from lines or an EOT-separated stream.
 
     >>> list(split_messages(b'{"a": 1}\\x04{"a": 2} \\x04'))
-    [(1, '{"a": 1}'), (2, '{"a": 2}')]
+    [(1, b'{"a": 1}'), (2, b'{"a": 2}')]
     """
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    parts = text.split("\x04") if "\x04" in text else text.splitlines()
+    raw = data.encode() if isinstance(data, str) else data
+    parts = raw.split(b"\x04") if b"\x04" in raw else raw.splitlines()
     for position, part in enumerate(parts, start=1):
-        if part.strip():
-            yield position, part.strip()
+        part = part.strip()
+        if part:
+            yield position, part
 
 
 def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
@@ -69,7 +73,7 @@ def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
 
     Notes
     -----
-    O(n) in the input size; one ``json.loads`` per message.
+    O(n) in the input size; one ``orjson.loads`` per message.
 
     Examples
     --------
@@ -81,9 +85,9 @@ def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
     """
     for position, text in split_messages(data):
         try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Rejected(position, f"not JSON: {exc.msg} at column {exc.colno}")
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            yield Rejected(position, f"not JSON: {exc}")
             continue
         try:
             yield from _samples(msg)
@@ -155,26 +159,32 @@ def _file_metadata(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+_END_KEYS = {side: (f"{side}_rse", f"{side}_se", f"{side}_hostname") for side in ("src", "dst")}
+
+
 def _end(msg: dict[str, Any], meta: dict[str, Any], side: str) -> HostRef:
     """The link end: Rucio's RSE, else the storage element's host, else the host name."""
-    rse = meta.get(f"{side}_rse")
-    if isinstance(rse, str) and rse:
+    rse_key, se_key, host_key = _END_KEYS[side]
+    rse = meta.get(rse_key)
+    if rse and isinstance(rse, str):
         return HostRef("rse", rse)
-    se = msg.get(f"{side}_se")
-    if isinstance(se, str) and se:
+    se = msg.get(se_key)
+    if se and isinstance(se, str):
         host = urlsplit(se if "://" in se else f"//{se}").hostname
         if host:
             return HostRef("host", host.lower())
-    host = msg.get(f"{side}_hostname")
+    host = msg.get(host_key)
     if isinstance(host, str) and host.strip():
         return HostRef("host", host.strip().lower())
-    raise _Bad(f"missing {side}_se and {side}_hostname (no {side}_rse in file_metadata)")
+    raise _Bad(f"missing {se_key} and {host_key} (no {rse_key} in file_metadata)")
 
 
 def _number(msg: dict[str, Any], *keys: str, required: bool) -> float | None:
     """The first of ``keys`` present, as a number; numbers often arrive as strings."""
     for key in keys:
         raw = msg.get(key)
+        if type(raw) is int or type(raw) is float:  # the usual case, first
+            return float(raw)
         if raw is None or raw == "":
             continue
         if isinstance(raw, bool):

@@ -26,7 +26,7 @@ from collectors.records import ParsedSample, Rejected, Source
 from netbroker.config import MetricsSettings
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
-from netbroker.db.metrics import MetricsDB
+from netbroker.db.metrics import MetricsDB, origin_key
 
 __all__ = ["PARSERS", "IngestReport", "ingest", "parser_for"]
 
@@ -150,8 +150,10 @@ def _chunks(parsed: Iterator[ParsedSample | Rejected], resolver: SiteResolver,
         if item.ts_s < oldest_s:
             report.too_old += 1
             continue
-        rows.append((item.source.value, item.origin_id, src, dst, item.kind.value, item.value,
-                     item.ts_s, item.weight, item.source_unit))  # SAMPLE_COLUMNS order
+        source = item.source.value
+        rows.append((origin_key(source, item.origin_id), source, item.origin_id, src, dst,
+                     item.kind.value, item.value, item.ts_s, item.weight,
+                     item.source_unit))  # SAMPLE_COLUMNS order
         if len(rows) >= CHUNK:
             yield rows
             rows = []

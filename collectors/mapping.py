@@ -18,6 +18,8 @@ from collectors.records import HostRef
 
 __all__ = ["SiteResolver"]
 
+_UNSEEN = object()
+
 
 @dataclass
 class SiteResolver:
@@ -38,17 +40,14 @@ class SiteResolver:
     """
 
     lookup: Mapping[str, Mapping[str, list[int]]]
-    _cache: dict[HostRef, int | None] = field(default_factory=dict, repr=False)
+    _cache: dict[HostRef, object] = field(default_factory=dict, repr=False)
 
     def resolve(self, ref: HostRef) -> int | None:
         """The site id ``ref`` names, or None when unknown or ambiguous. O(labels of the name)."""
-        try:
-            return self._cache[ref]
-        except KeyError:
-            pass
-        found = self._resolve(ref)
-        self._cache[ref] = found
-        return found
+        found = self._cache.get(ref, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._cache[ref] = self._resolve(ref)
+        return found  # type: ignore[return-value]
 
     def _resolve(self, ref: HostRef) -> int | None:
         by, value = ref

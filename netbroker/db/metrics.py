@@ -17,6 +17,7 @@ the caller's ``BEGIN IMMEDIATE`` already is one).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from hashlib import blake2b as _blake2b
 from typing import Any
 
 import numpy as np
@@ -26,16 +27,28 @@ from sqlalchemy.engine import Connection
 
 from netbroker.db.schema import metric_buckets, metric_samples
 
-__all__ = ["SAMPLE_COLUMNS", "MetricsDB", "fold_into_buckets"]
+__all__ = ["SAMPLE_COLUMNS", "MetricsDB", "fold_into_buckets", "origin_key"]
 
 # The order of a sample row tuple.
-SAMPLE_COLUMNS = ("source", "origin_id", "src_site_id", "dst_site_id", "kind", "value", "ts_s",
-                  "weight", "source_unit")
+SAMPLE_COLUMNS = ("origin_key", "source", "origin_id", "src_site_id", "dst_site_id", "kind",
+                  "value", "ts_s", "weight", "source_unit")
 # A bucket row tuple: its key (the table's primary key, in order), then its sums.
 _BUCKET_KEY = ("kind", "bucket_start_s", "src_site_id", "dst_site_id", "source")
 _BUCKET_COLUMNS = (*_BUCKET_KEY, "count", "value_sum", "weight_sum", "weighted_value_sum",
                    "last_ts_s")
 _INGEST_LOCK = 0x6E62_6D65  # "nbme": the advisory lock key of metric ingestion
+
+
+def origin_key(source: str, origin_id: str) -> int:
+    """The 64-bit idempotency key of a sample: a hash of its source and origin id.
+
+    >>> origin_key("fts", "t1:throughput") == origin_key("fts", "t1:throughput")
+    True
+    >>> origin_key("fts", "t1") == origin_key("xrootd", "t1")
+    False
+    """
+    digest = _blake2b(f"{source}\x00{origin_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _insert_for(conn: Connection, table: sa.Table) -> Any:
@@ -68,13 +81,13 @@ def fold_into_buckets(rows: Sequence[tuple[Any, ...]], bucket_s: int) -> list[tu
 
     Examples
     --------
-    >>> rows = [("fts", "a", 1, 2, "throughput", 10.0, 5.0, 1.0, "MB/s"),
-    ...         ("fts", "b", 1, 2, "throughput", 20.0, 599.0, 3.0, "MB/s")]
+    >>> rows = [(11, "fts", "a", 1, 2, "throughput", 10.0, 5.0, 1.0, "MB/s"),
+    ...         (12, "fts", "b", 1, 2, "throughput", 20.0, 599.0, 3.0, "MB/s")]
     >>> fold_into_buckets(rows, 600)
     [('throughput', 0, 1, 2, 'fts', 2, 30.0, 4.0, 70.0, 599.0)]
     """
     out: dict[tuple[Any, ...], list[Any]] = {}
-    for source, _, src, dst, kind, value, ts_s, weight, _ in rows:
+    for _, source, _, src, dst, kind, value, ts_s, weight, _ in rows:
         key = (kind, int(ts_s // bucket_s) * bucket_s, src, dst, source)
         b = out.get(key)
         if b is None:
@@ -122,15 +135,14 @@ class MetricsDB:
             return 0
         t = metric_samples
         before = self.conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar()
-        stmt = _insert_for(self.conn, t).on_conflict_do_nothing(
-            index_elements=["source", "origin_id"])
+        stmt = _insert_for(self.conn, t).on_conflict_do_nothing(index_elements=["origin_key"])
         if self._executemany(stmt, SAMPLE_COLUMNS, rows) != len(rows):
             new_keys = set(self.conn.execute(
-                sa.select(t.c.source, t.c.origin_id).where(t.c.id > before)))
+                sa.select(t.c.origin_key).where(t.c.id > before)).scalars())
             kept = []
             for r in rows:  # a row repeated in ``rows`` went in once: fold it once
-                if (r[0], r[1]) in new_keys:
-                    new_keys.discard((r[0], r[1]))
+                if r[0] in new_keys:
+                    new_keys.discard(r[0])
                     kept.append(r)
             rows = kept
         self._add_to_buckets(fold_into_buckets(rows, bucket_s))
