@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -23,6 +25,16 @@ def sqlite_grid() -> Engine:
     upgrade(engine)
     registry.import_grid_file(engine, registry.sample_grid_path())
     return engine
+
+
+def best_of(n: int, run: Callable[[], object]) -> float:
+    """The shortest of ``n`` timed runs, in seconds (the least disturbed by the machine)."""
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def emit(bench: str, value: float, unit: str, baseline: float, goal: str) -> None:

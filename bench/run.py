@@ -35,8 +35,8 @@ def main() -> int:
             continue
         for line in lines:
             m = json.loads(line)
-            table.add_row(m["bench"], f"{m['value']:.1f}", m["unit"], f"{m['baseline']:.1f}",
-                          f"{m['ratio']:.2f}", m["goal"])
+            table.add_row(m["bench"], f"{m['value']:.4g}", m["unit"], f"{m['baseline']:.4g}",
+                          f"{m['ratio']:.3g}", m["goal"])
     console.print(table)
     return 0
 

@@ -16,6 +16,7 @@ the caller's ``BEGIN IMMEDIATE`` already is one).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from hashlib import blake2b as _blake2b
 from typing import Any
@@ -202,7 +203,8 @@ class MetricsDB:
             rows = result.cursor.fetchall() if result.cursor is not None else []
         finally:
             result.close()
-        return np.array(rows, dtype=np.float64).reshape(-1, 7)
+        flat = itertools.chain.from_iterable(rows)  # fromiter: no tuple of objects per row
+        return np.fromiter(flat, np.float64, count=7 * len(rows)).reshape(-1, 7)
 
     def link_history(self, src_site_id: int, dst_site_id: int, kind: str, since_s: float,
                      until_s: float | None = None) -> list[dict[str, Any]]:
