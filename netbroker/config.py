@@ -24,7 +24,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from netbroker.errors import ConfigError
 
@@ -140,6 +147,20 @@ class MetricsSettings(_Group):
         },
         description="Per kind, the sources whose values consolidate a link, best first.",
     )
+
+    closeness_best_mbytes_per_s: float = Field(
+        200.0, gt=0, description="Throughput graded closeness 0 (best) and above, MB/s."
+    )
+    closeness_worst_mbytes_per_s: float = Field(
+        0.5, gt=0, description="Throughput graded closeness 11 (worst) and below, MB/s."
+    )
+
+    @model_validator(mode="after")
+    def _closeness_scale_ordered(self) -> MetricsSettings:
+        if self.closeness_worst_mbytes_per_s >= self.closeness_best_mbytes_per_s:
+            raise ValueError("closeness_worst_mbytes_per_s must be below "
+                             "closeness_best_mbytes_per_s")
+        return self
 
     @field_validator("precedence")
     @classmethod

@@ -29,9 +29,12 @@ from netbroker.errors import UnknownSite
 
 __all__ = [
     "KIND_UNITS",
+    "MATRIX_KINDS",
+    "MATRIX_UNITS",
     "WINDOWS_S",
     "MetricKind",
     "MetricSource",
+    "closeness",
     "consolidate",
     "link_history",
     "link_table",
@@ -69,6 +72,13 @@ KIND_UNITS = {
 }
 
 WINDOWS_S = {"1h": 3600, "1d": 86400, "1w": 7 * 86400}
+
+# What a matrix can show: every measured kind, plus two derived views.
+# ``latency`` is the one-way delay (perfSONAR's latency tests); ``closeness``
+# grades consolidated throughput on CRIC's scale, 0 (best) to 11 (worst).
+MATRIX_KINDS = (*(k.value for k in MetricKind), "latency", "closeness")
+MATRIX_UNITS = {**{k.value: u for k, u in KIND_UNITS.items()}, "latency": "ms",
+                "closeness": "0 (best) .. 11 (worst)"}
 
 _COLUMNS = ["src", "dst", "source", "count", "value", "last_ts_s"]
 
@@ -185,6 +195,21 @@ def consolidate(links: pd.DataFrame, precedence: list[str], min_samples: int) ->
     return best[_COLUMNS].reset_index(drop=True)
 
 
+def closeness(mbytes_per_s: np.ndarray | pd.DataFrame, best: float, worst: float
+              ) -> np.ndarray | pd.DataFrame:
+    """Grade throughput on CRIC's closeness scale: 0 at ``best`` MB/s or more, 11 at
+    ``worst`` or less, log-linear between; unknown (NaN) stays unknown.
+
+    Examples
+    --------
+    >>> closeness(np.array([500.0, 200.0, 20.0, 0.5, np.nan]), best=200.0, worst=0.5).tolist()
+    [0.0, 0.0, 4.0, 11.0, nan]
+    """
+    span = np.log10(best / worst)
+    grade = 11 * np.clip(np.log10(best / np.maximum(mbytes_per_s, 1e-12)) / span, 0, 1)
+    return np.round(grade)
+
+
 def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
                    source: str = "consolidated", settings: MetricsSettings | None = None,
                    now_s: float | None = None) -> pd.DataFrame:
@@ -193,7 +218,7 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
     Sites are every site with data in the window, ordered by cloud then name
     (so a heatmap groups clouds); a link without a value is NaN (unknown).
     ``source`` is ``consolidated`` (the same rule as :func:`consolidate`) or
-    one source's name.
+    one source's name. ``kind`` is any of :data:`MATRIX_KINDS`.
 
     Notes
     -----
@@ -201,7 +226,12 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
     by index, the preferred source last so that it wins.
     """
     settings = settings or MetricsSettings()
-    kind = MetricKind(kind)
+    if kind == "closeness":
+        throughput = network_matrix(engine, MetricKind.THROUGHPUT, window, source, settings,
+                                    now_s)
+        return closeness(throughput, settings.closeness_best_mbytes_per_s,
+                         settings.closeness_worst_mbytes_per_s)
+    kind = MetricKind.OWD if kind == "latency" else MetricKind(kind)
     if source == "consolidated":
         sources = [MetricSource(s) for s in settings.precedence_for(kind.value)]
         least = settings.min_samples

@@ -223,3 +223,21 @@ def test_consolidated_matrix_follows_the_consolidate_rule(grid_engine: Engine,
     for row in table.itertuples():
         assert fast.loc[row.src, row.dst] == pytest.approx(row.value)
     assert fast.loc["RAL-LCG2", "DESY-HH"] == pytest.approx(40.5)  # nws, two samples
+
+
+def test_closeness_and_latency_matrices(grid_engine: Engine, week: pd.DataFrame) -> None:
+    """Closeness grades consolidated throughput 0..11; latency is the one-way delay."""
+    tp = metrics.network_matrix(grid_engine, "throughput", "1w", now_s=NOW_S)
+    grade = metrics.network_matrix(grid_engine, "closeness", "1w", now_s=NOW_S)
+    settings = MetricsSettings()
+    span = math.log10(settings.closeness_best_mbytes_per_s
+                      / settings.closeness_worst_mbytes_per_s)
+    for src, dst in [("CERN-PROD", "FZK-LCG2"), ("FZK-LCG2", "DESY-HH")]:
+        expected = round(11 * min(max(math.log10(
+            settings.closeness_best_mbytes_per_s / tp.loc[src, dst]) / span, 0), 1))
+        assert grade.loc[src, dst] == expected
+    assert math.isnan(grade.loc["FZK-LCG2", "CERN-PROD"])
+    doc = {"RAL-LCG2:DESY-HH": {"latency": {"latest": 21.5, "timestamp": "2026-11-24T09:30:00"}}}
+    ingest(grid_engine, "nws", json.dumps(doc), now_s=NOW_S)
+    latency = metrics.network_matrix(grid_engine, "latency", "1d", "nws", now_s=NOW_S)
+    assert latency.loc["RAL-LCG2", "DESY-HH"] == 21.5

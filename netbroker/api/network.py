@@ -17,7 +17,7 @@ from netbroker import metrics
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.api.models import IngestOut, LinkPoint, MatrixOut
 from netbroker.errors import InvalidMetric
-from netbroker.metrics import KIND_UNITS, MetricKind, MetricSource
+from netbroker.metrics import MATRIX_UNITS, MetricKind, MetricSource
 
 __all__ = ["router"]
 
@@ -25,6 +25,8 @@ router = APIRouter(prefix="/api/v1", tags=["network"])
 
 Window = Literal["1h", "1d", "1w"]
 SourceChoice = Literal["consolidated", "fts", "perfsonar", "xrootd", "nws"]
+MatrixKind = Literal["throughput", "packet_loss", "owd", "rtt", "success", "latency",
+                     "closeness"]
 MAX_BATCH_BYTES = 64 * 2**20
 
 
@@ -51,7 +53,7 @@ async def push_metrics(source: MetricSource, request: Request, engine: EngineDep
 def get_matrix(
     engine: EngineDep,
     settings: SettingsDep,
-    kind: MetricKind = MetricKind.THROUGHPUT,
+    kind: MatrixKind = "throughput",
     window: Window = "1d",
     source: SourceChoice = "consolidated",
     format: Literal["json", "csv", "parquet"] = "json",
@@ -70,7 +72,7 @@ def get_matrix(
         buffer = io.BytesIO()
         matrix.to_parquet(buffer)
         return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet")
-    return {"kind": kind.value, "unit": KIND_UNITS[kind], "window": window, "source": source,
+    return {"kind": kind, "unit": MATRIX_UNITS[kind], "window": window, "source": source,
             "sources": list(matrix.index), "destinations": list(matrix.columns),
             "values": [[None if math.isnan(v) else v for v in row]
                        for row in matrix.to_numpy().tolist()]}

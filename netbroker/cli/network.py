@@ -18,7 +18,14 @@ from collectors.ingest import ingest as ingest_batch
 from collectors.pull import pull_all
 from netbroker import metrics
 from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json, settings_of
-from netbroker.metrics import KIND_UNITS, WINDOWS_S, MetricKind, MetricSource
+from netbroker.metrics import (
+    KIND_UNITS,
+    MATRIX_KINDS,
+    MATRIX_UNITS,
+    WINDOWS_S,
+    MetricKind,
+    MetricSource,
+)
 
 __all__: list[str] = []
 
@@ -77,7 +84,7 @@ def collect(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command()
 def matrix(
     ctx: typer.Context,
-    kind: MetricKind = MetricKind.THROUGHPUT,
+    kind: Annotated[str, typer.Option(help=", ".join(MATRIX_KINDS))] = "throughput",
     window: Annotated[str, typer.Option(help="1h, 1d or 1w.")] = "1d",
     source: Annotated[str, typer.Option(
         help="consolidated, fts, perfsonar, xrootd or nws.")] = "consolidated",
@@ -88,24 +95,26 @@ def matrix(
     """The network matrix of a window: rows source site, columns destination site."""
     if window not in WINDOWS_S:
         raise typer.BadParameter(f"window must be one of {', '.join(WINDOWS_S)}")
+    if kind not in MATRIX_KINDS:
+        raise typer.BadParameter(f"kind must be one of {', '.join(MATRIX_KINDS)}")
     engine = engine_of(ctx)
     values = metrics.network_matrix(engine, kind, window, source, settings_of(ctx).metrics)
-    unit = KIND_UNITS[kind]
+    unit = MATRIX_UNITS[kind]
     if plot is not None:
         from netbroker.heatmap import plot_matrix
         from netbroker.registry import site_clouds
 
         plot_matrix(values, site_clouds(engine), unit,
-                    f"{kind.value} ({source}, {window})", plot)
+                    f"{kind} ({source}, {window})", plot)
     if format == "parquet":
-        target = output or Path(f"matrix-{kind.value}-{window}.parquet")
+        target = output or Path(f"matrix-{kind}-{window}.parquet")
         values.to_parquet(target)
         out.print(f"wrote {target}")
     elif format in ("csv", "json"):
         text = values.to_csv() if format == "csv" else values.to_json(orient="split")
         _write(text, output)
     elif format == "table":
-        out.print(_matrix_table(values, f"{kind.value} [{unit}], {source}, {window}"))
+        out.print(_matrix_table(values, f"{kind} [{unit}], {source}, {window}"))
     else:
         raise typer.BadParameter("format must be table, csv, json or parquet")
 
