@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from netbroker.config import MetricsSettings
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
+from netbroker.db.schema import sites
 from netbroker.errors import UnknownSite
 
 __all__ = [
@@ -149,7 +150,7 @@ def _link_frame(engine: Engine, kind: MetricKind | str, window: str,
 def _site_names(engine: Engine) -> np.ndarray:
     """Site names indexed by site id (an object array; unused ids hold None)."""
     with engine.connect() as conn:
-        ids = {sid[0]: name for name, sid in GridDB(conn).site_lookup()["site"].items()}
+        ids = {sid: name for name, sid in GridDB(conn).ids(sites).items()}
     names = np.empty(max(ids, default=0) + 1, dtype=object)
     for sid, name in ids.items():
         names[sid] = name
@@ -256,9 +257,9 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
 def _site_order(engine: Engine, ids: set[int]) -> list[tuple[int, str]]:
     """(id, name) of the given sites, ordered by cloud then name."""
     with engine.connect() as conn:
-        lookup = GridDB(conn).site_lookup()["site"]
-        sites = GridDB(conn).list_sites()
-    return [(lookup[s["name"]][0], s["name"]) for s in sites if lookup[s["name"]][0] in ids]
+        db = GridDB(conn)
+        site_ids, rows = db.ids(sites), db.list_sites()
+    return [(site_ids[s["name"]], s["name"]) for s in rows if site_ids[s["name"]] in ids]
 
 
 def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
@@ -273,11 +274,11 @@ def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
         ``src`` or ``dst`` is not registered.
     """
     with engine.connect() as conn:
-        ids = GridDB(conn).site_lookup()["site"]
+        ids = GridDB(conn).ids(sites)
         for name in (src, dst):
             if name not in ids:
                 raise UnknownSite(name)
-        rows = MetricsDB(conn).link_history(ids[src][0], ids[dst][0], MetricKind(kind).value,
+        rows = MetricsDB(conn).link_history(ids[src], ids[dst], MetricKind(kind).value,
                                             since_s, until_s)
     columns = ["bucket_start_s", "source", "count", "value", "last_ts_s"]
     if not rows:
