@@ -122,6 +122,9 @@ class CloudSettings(_Group):
     job_success_window_days: float = Field(
         3.0, gt=0, description="Window of the job success rate, in days."
     )
+    window: Literal["1h", "1d", "1w"] = Field(
+        "1d", description="Measurement window the links are judged on."
+    )
 
 
 class MetricsSettings(_Group):

@@ -41,6 +41,7 @@ __all__ = [
     "link_table",
     "network_matrix",
     "prune_samples",
+    "tier1_links",
     "window_start_s",
 ]
 
@@ -125,13 +126,14 @@ def link_table(engine: Engine, kind: MetricKind | str, window: str,
 
 def _link_frame(engine: Engine, kind: MetricKind | str, window: str,
                 settings: MetricsSettings | None, now_s: float | None,
-                source: MetricSource) -> pd.DataFrame:
+                source: MetricSource, src_ids: list[int] | None = None) -> pd.DataFrame:
     """One source's links of the window: src and dst site ids, count, value, last_ts_s."""
     settings = settings or MetricsSettings()
     now_s = time.time() if now_s is None else now_s
     since = window_start_s(now_s, window, settings.bucket_minutes * 60)
     with engine.connect() as conn:
-        rows = MetricsDB(conn).window(MetricKind(kind).value, source.value, since, now_s)
+        rows = MetricsDB(conn).window(MetricKind(kind).value, source.value, since, now_s,
+                                      src_ids)
     buckets = pd.DataFrame(rows, columns=["src", "dst", "count", "value_sum", "weight_sum",
                                           "weighted_value_sum", "last_ts_s"])
     grouped = buckets.groupby(["src", "dst"], sort=False)
@@ -260,6 +262,27 @@ def _site_order(engine: Engine, ids: set[int]) -> list[tuple[int, str]]:
         db = GridDB(conn)
         site_ids, rows = db.ids(sites), db.list_sites()
     return [(site_ids[s["name"]], s["name"]) for s in rows if site_ids[s["name"]] in ids]
+
+
+def tier1_links(engine: Engine, kind: MetricKind, window: str, src_ids: list[int],
+                settings: MetricsSettings | None = None, now_s: float | None = None
+                ) -> list[tuple[int, int, int, float]]:
+    """Consolidated links leaving the given sites: (src id, dst id, samples, value).
+
+    The consolidation rule of :func:`consolidate` (precedence, then
+    ``min_samples``), reading only the rows of those sources: O(k * n) for
+    k source sites and n destinations.
+    """
+    settings = settings or MetricsSettings()
+    best: dict[tuple[int, int], tuple[int, float]] = {}
+    for source in reversed(settings.precedence_for(kind.value)):  # the best source last
+        frame = _link_frame(engine, kind, window, settings, now_s, MetricSource(source),
+                            src_ids)
+        frame = frame[frame["count"] >= settings.min_samples]
+        for src, dst, count, value in zip(frame["src"], frame["dst"], frame["count"],
+                                          frame["value"], strict=True):
+            best[(int(src), int(dst))] = (int(count), float(value))
+    return [(src, dst, count, value) for (src, dst), (count, value) in best.items()]
 
 
 def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,

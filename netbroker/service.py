@@ -14,6 +14,7 @@ import uvicorn
 
 from collectors.pull import pull_all
 from netbroker.api import create_app
+from netbroker.clouds import recompute
 from netbroker.config import Settings
 from netbroker.db import create_db_engine, describe_url, upgrade
 from netbroker.metrics import prune_samples
@@ -57,9 +58,12 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
 
 
 def service_cycles(settings: Settings) -> list[Cycle]:
-    """The periodic cycles a service runs: pull the archives, prune raw samples."""
+    """The periodic cycles a service runs: pull the archives, recompute the clouds,
+    prune raw samples."""
     cycles = [Cycle("prune_samples", 6 * 3600,
-                    lambda engine: prune_samples(engine, settings.metrics))]
+                    lambda engine: prune_samples(engine, settings.metrics)),
+              Cycle("clouds", settings.clouds.recompute_minutes * 60,
+                    lambda engine: recompute(engine, settings.clouds, settings.metrics))]
     c = settings.collectors
     if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
         cycles.append(Cycle("collect", c.cycle_minutes * 60,

@@ -3,7 +3,8 @@
 Tables and progress for people, ``--json`` for scripts. Domain errors are
 printed as one clear message and exit with status 1 (2 for configuration);
 nothing is half-done. Commands live by topic: ``registry`` (db, grid,
-config, serve, demo) and ``network`` (ingest, matrix, links, NWS).
+config, serve, demo), ``network`` (ingest, collect, matrix, links, NWS) and
+``clouds`` (membership).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import sys
 
 from rich.markup import escape
+from sqlalchemy.exc import DBAPIError
 
-from netbroker.cli import network, registry  # noqa: F401  (registers the commands)
+from netbroker.cli import clouds, network, registry  # noqa: F401  (registers the commands)
 from netbroker.cli._app import app, err
 from netbroker.errors import ConfigError, NetbrokerError
 
@@ -28,4 +30,7 @@ def main() -> None:
         sys.exit(2)
     except NetbrokerError as exc:
         err.print("[red]error:[/red]", escape(str(exc)), highlight=False)
+        sys.exit(1)
+    except DBAPIError as exc:  # the database refused or is unreachable: say so, no traceback
+        err.print("[red]database error:[/red]", escape(str(exc.orig)), highlight=False)
         sys.exit(1)

@@ -184,20 +184,24 @@ class MetricsDB:
             })
         self._executemany(stmt, _BUCKET_COLUMNS, buckets)
 
-    def window(self, kind: str, source: str, since_s: float, until_s: float) -> np.ndarray:
+    def window(self, kind: str, source: str, since_s: float, until_s: float,
+               src_site_ids: Sequence[int] | None = None) -> np.ndarray:
         """The buckets of one kind and source starting in [since_s, until_s].
 
         Returns a float array with one row per bucket: src_site_id,
         dst_site_id, count, value_sum, weight_sum, weighted_value_sum,
         last_ts_s; the caller sums it per link. A range scan of the primary
         key, O(b) in the buckets read; rows come straight from the driver's
-        cursor as tuples (a million in about a second).
+        cursor as tuples (a million in about a second). ``src_site_ids``
+        keeps only links from those sites.
         """
         t = metric_buckets
         stmt = (sa.select(t.c.src_site_id, t.c.dst_site_id, t.c.count, t.c.value_sum,
                           t.c.weight_sum, t.c.weighted_value_sum, t.c.last_ts_s)
                 .where(t.c.kind == kind, t.c.source == source, t.c.bucket_start_s >= since_s,
                        t.c.bucket_start_s <= until_s))
+        if src_site_ids is not None:
+            stmt = stmt.where(t.c.src_site_id.in_(list(src_site_ids)))
         result = self.conn.execute(stmt)
         try:
             rows = result.cursor.fetchall() if result.cursor is not None else []

@@ -32,6 +32,8 @@ __all__ = [
     "ReplicaState",
     "SiteStatus",
     "UTCDateTime",
+    "cloud_members",
+    "cloud_membership_history",
     "clouds",
     "cycles",
     "datasets",
@@ -293,6 +295,36 @@ metric_buckets = sa.Table(
     sqlite_with_rowid=False,  # the key is the table: one B-tree per upsert, not two
 )
 
+
+cloud_members = sa.Table(
+    "cloud_members",
+    metadata,
+    # Foreign calculated members only: a site's home cloud is in ``sites``.
+    sa.Column("cloud_id", sa.Integer, sa.ForeignKey("clouds.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("joined_at", UTCDateTime(), nullable=False),
+    sa.Column("stale_cycles", sa.Integer, nullable=False, server_default="0"),
+)
+
+cloud_membership_history = sa.Table(
+    "cloud_membership_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("cloud_id", sa.Integer, sa.ForeignKey("clouds.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("change", sa.String(8), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    # The measurements that decided it (NULL: not measured).
+    sa.Column("mbytes_per_s", sa.Float, nullable=True),
+    sa.Column("packet_loss_fraction", sa.Float, nullable=True),
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.CheckConstraint("change IN ('joined', 'left')", name="change_known"),
+)
 
 cycles = sa.Table(
     "cycles",

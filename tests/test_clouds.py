@@ -1,0 +1,130 @@
+"""Dynamic cloud membership: joins, hysteresis, staleness, preview, history, the mesh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+
+from collectors.ingest import ingest
+from netbroker import clouds, registry
+from netbroker.clouds import MembershipInputs, decide_membership
+from netbroker.config import CloudSettings
+from netbroker.db.schema import metadata
+from tests.factories import fts_transfers
+
+T0 = 1795514400.0  # 2026-11-24T10:00:00Z
+HOUR = CloudSettings(window="1h")  # each phase of a test lives in its own hour
+FZK = "FZK-LCG2_DATADISK"  # the DE cloud's Tier-1
+MAN = "UKI-NORTHGRID-MAN-HEP_DATADISK"  # a UK Tier-2, foreign to DE
+DESY = "DESY-HH_DATADISK"  # a DE Tier-2, a static member
+
+
+def feed(engine: Engine, dst: str, mbytes_per_s: float, n: int, at: float) -> None:
+    report = ingest(engine, "fts", fts_transfers(FZK, dst, mbytes_per_s, n, at - 120, str(at)),
+                    now_s=at)
+    assert report.stored == 2 * n
+
+
+def changes_of(changes: list[clouds.MembershipChange]) -> set[tuple[str, str, str]]:
+    return {(c.cloud, c.site, c.change) for c in changes}
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return {name: sorted(map(tuple, conn.execute(sa.select(t))), key=repr)
+                for name, t in metadata.tables.items()}
+
+
+def test_foreign_site_joins_cloud_above_threshold(grid_engine: Engine) -> None:
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    feed(grid_engine, DESY, 50.0, 4, T0)
+    feed(grid_engine, "CA-SFU-T2_DATADISK", 4.0, 4, T0)  # below 5 MB/s
+    feed(grid_engine, "IFIC-LCG2_DATADISK", 9.0, 2, T0)  # too few samples (3 needed)
+    changes = clouds.recompute(grid_engine, HOUR, now_s=T0)
+    assert changes_of(changes) == {("DE", "UKI-NORTHGRID-MAN-HEP", "joined")}
+    (joined,) = changes
+    assert joined.mbytes_per_s == pytest.approx(8.0, rel=1e-4) and joined.samples == 4
+    de = next(c for c in clouds.show_membership(grid_engine) if c["cloud"] == "DE")
+    assert [m["site"] for m in de["foreign"]] == ["UKI-NORTHGRID-MAN-HEP"]
+    assert "DESY-HH" in de["static"]
+    (row,) = clouds.history(grid_engine, cloud="DE")
+    assert (row["site"], row["change"], row["samples"]) == ("UKI-NORTHGRID-MAN-HEP", "joined", 4)
+
+
+def test_member_leaves_only_below_the_hysteresis_margin(grid_engine: Engine) -> None:
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    assert clouds.recompute(grid_engine, HOUR, now_s=T0)
+    feed(grid_engine, MAN, 4.5, 4, T0 + 7200)  # under 5, above 5 * (1 - 0.2) = 4
+    assert clouds.recompute(grid_engine, HOUR, now_s=T0 + 7200) == []
+    feed(grid_engine, MAN, 3.0, 4, T0 + 14400)
+    (left,) = clouds.recompute(grid_engine, HOUR, now_s=T0 + 14400)
+    assert (left.site, left.change) == ("UKI-NORTHGRID-MAN-HEP", "left")
+    assert left.mbytes_per_s == pytest.approx(3.0, rel=1e-4) and "below 4 MB/s" in left.reason
+    assert [h["change"] for h in clouds.history(grid_engine, site="UKI-NORTHGRID-MAN-HEP")] \
+        == ["left", "joined"]
+
+
+def test_member_without_measurements_leaves_after_stale_cycles(grid_engine: Engine) -> None:
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    clouds.recompute(grid_engine, HOUR, now_s=T0)
+    assert clouds.recompute(grid_engine, HOUR, now_s=T0 + 7200) == []
+    assert clouds.recompute(grid_engine, HOUR, now_s=T0 + 10800) == []
+    (left,) = clouds.recompute(grid_engine, HOUR, now_s=T0 + 14400)
+    assert left.change == "left" and left.reason == "no measurement for 3 cycles"
+
+
+def test_member_whose_site_goes_offline_leaves(grid_engine: Engine) -> None:
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    clouds.recompute(grid_engine, HOUR, now_s=T0)
+    registry.import_grid_document(
+        grid_engine, '{"site": {"UKI-NORTHGRID-MAN-HEP": {"cloud": "UK", "tier_level": 2, '
+                     '"country": "United Kingdom", "status": "offline"}}}')
+    (left,) = clouds.recompute(grid_engine, HOUR, now_s=T0 + 60)
+    assert left.reason == "site offline or without an online queue"
+
+
+def test_preview_changes_nothing_and_agrees_with_the_recompute(grid_engine: Engine) -> None:
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    feed(grid_engine, "CA-SFU-T2_DATADISK", 4.0, 4, T0)
+    lower = CloudSettings(window="1h", min_mbytes_per_s_from_tier1=3.5)
+    before = snapshot(grid_engine)
+    previewed = clouds.preview(grid_engine, lower, now_s=T0)
+    assert snapshot(grid_engine) == before
+    assert changes_of(previewed) == {("DE", "UKI-NORTHGRID-MAN-HEP", "joined"),
+                                     ("DE", "CA-SFU-T2", "joined")}
+    assert changes_of(clouds.recompute(grid_engine, lower, now_s=T0)) == changes_of(previewed)
+
+
+def test_full_mesh_ranks_sites_by_network_closeness(grid_engine: Engine) -> None:
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    feed(grid_engine, DESY, 50.0, 4, T0)
+    ranking = clouds.mesh_ranking(grid_engine, HOUR, nucleus="FZK-LCG2", now_s=T0)
+    assert [(r["site"], r["rank"]) for r in ranking] == [("DESY-HH", 1),
+                                                         ("UKI-NORTHGRID-MAN-HEP", 2)]
+    assert ranking[0]["closeness"] < ranking[1]["closeness"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_membership_is_monotone_in_the_threshold(data: st.DataObject) -> None:
+    """Lowering the join threshold never removes a join."""
+    c, n = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 12))
+    floats = st.floats(0, 100, allow_nan=False) | st.just(float("nan"))
+    rate = np.array(data.draw(st.lists(floats, min_size=c * n, max_size=c * n))).reshape(c, n)
+    count = np.array(data.draw(st.lists(st.integers(0, 6), min_size=c * n,
+                                        max_size=c * n))).reshape(c, n)
+    home = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
+    fit = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    low, high = sorted(data.draw(st.lists(st.floats(0.1, 100), min_size=2, max_size=2)))
+    empty = np.zeros((c, n), bool)
+    inputs = MembershipInputs([f"C{k}" for k in range(c)], [f"S{i}" for i in range(n)], home,
+                              rate, count, np.full((c, n), np.nan), fit, empty,
+                              np.zeros((c, n), int))
+    at_low = decide_membership(inputs, CloudSettings(min_mbytes_per_s_from_tier1=low)).members
+    at_high = decide_membership(inputs, CloudSettings(min_mbytes_per_s_from_tier1=high)).members
+    assert not (at_high & ~at_low).any()
+    assert not (at_low & (home[np.newaxis, :] == np.arange(c)[:, np.newaxis])).any()
