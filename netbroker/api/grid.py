@@ -6,10 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from netbroker import registry
+from netbroker import clouds, registry
 from netbroker.api.deps import EngineDep
-from netbroker.api.models import CloudOut, QueueOut, SiteDetail, SiteOut
+from netbroker.api.models import (
+    CloudMembersOut,
+    CloudOut,
+    MembershipEventOut,
+    QueueOut,
+    SiteDetail,
+    SiteOut,
+)
 from netbroker.db.schema import SiteStatus
+from netbroker.errors import UnknownCloud
 
 __all__ = ["router"]
 
@@ -56,3 +64,23 @@ def list_queues(
     return registry.list_queues(engine, site, cloud, status.value if status else None)
 
 
+
+
+@router.get("/clouds/{name}/members", response_model=CloudMembersOut)
+def get_cloud_members(name: str, engine: EngineDep) -> dict[str, object]:
+    """A cloud's Tier-1, its registered sites and its foreign calculated members."""
+    for row in clouds.show_membership(engine):
+        if row["cloud"] == name:
+            return row
+    raise UnknownCloud(name)
+
+
+@router.get("/clouds/{name}/history", response_model=list[MembershipEventOut])
+def get_cloud_history(
+    name: str, engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[dict[str, object]]:
+    """The cloud's joins and leaves, newest first, with the measurements that decided them."""
+    if name not in {c["name"] for c in registry.list_clouds(engine)}:
+        raise UnknownCloud(name)
+    return clouds.history(engine, cloud=name, limit=limit)

@@ -7,6 +7,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 from netbroker.db.schema import QueueType, SiteStatus
 
 __all__ = [
+    "CloudMembersOut",
     "CloudOut",
     "EndpointOut",
     "Health",
@@ -14,6 +15,7 @@ __all__ = [
     "IngestOut",
     "LinkPoint",
     "MatrixOut",
+    "MembershipEventOut",
     "QueueOut",
     "RejectedOut",
     "SiteDetail",
@@ -124,3 +126,26 @@ class LinkPoint(_Out):
     count: int
     value: float
     last_ts_s: float
+
+
+class ForeignMemberOut(_Out):
+    site: str
+    joined_at: AwareDatetime
+
+
+class CloudMembersOut(_Out):
+    cloud: str
+    tier1: str | None
+    static: list[str]
+    foreign: list[ForeignMemberOut]
+
+
+class MembershipEventOut(_Out):
+    cloud: str
+    site: str
+    change: str
+    at: AwareDatetime
+    mbytes_per_s: float | None
+    packet_loss_fraction: float | None
+    samples: int
+    reason: str
