@@ -39,6 +39,7 @@ __all__ = [
     "CloudSettings",
     "CollectorSettings",
     "DatabaseSettings",
+    "DispatcherSettings",
     "MetricsSettings",
     "ServiceSettings",
     "Settings",
@@ -225,6 +226,18 @@ class CollectorSettings(_Group):
         return urls
 
 
+class DispatcherSettings(_Group):
+    """The pilot-facing dispatcher: how long silence is tolerated."""
+
+    start_timeout_minutes: float = Field(
+        30.0, gt=0, description="A sent job never started after this goes back to activated."
+    )
+    lost_heartbeat_minutes: float = Field(
+        60.0, gt=0, description="A running job silent this long fails (lost heartbeat)."
+    )
+    watchdog_minutes: float = Field(5.0, gt=0, description="Period of the watchdog, minutes.")
+
+
 class Settings(_Group):
     """All of netbroker's settings, one attribute per group."""
 
@@ -233,6 +246,7 @@ class Settings(_Group):
     clouds: CloudSettings = CloudSettings()
     metrics: MetricsSettings = MetricsSettings()
     collectors: CollectorSettings = CollectorSettings()
+    dispatcher: DispatcherSettings = DispatcherSettings()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:

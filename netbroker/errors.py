@@ -9,11 +9,13 @@ explain it, so a message can name the record and the field that was wrong::
     ├── StorageUnavailable          the database cannot be reached
     ├── InvalidGridDocument         a grid import was refused (record, field, why)
     ├── InvalidMetric               a metric batch or query was refused as a whole
+    ├── InvalidTransition           a job cannot go from its state to the one asked
     └── NotFound
         ├── UnknownCloud
         ├── UnknownSite
         ├── UnknownQueue
-        └── UnknownEndpoint
+        ├── UnknownEndpoint
+        └── UnknownJob
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ __all__ = [
     "GridProblem",
     "InvalidGridDocument",
     "InvalidMetric",
+    "InvalidTransition",
     "NetbrokerError",
     "NotFound",
     "StorageUnavailable",
     "UnknownCloud",
     "UnknownEndpoint",
+    "UnknownJob",
     "UnknownQueue",
     "UnknownSite",
 ]
@@ -89,6 +93,14 @@ class InvalidMetric(NetbrokerError):
     """A metric batch or query refused as a whole (single bad records are reported, not raised)."""
 
 
+class InvalidTransition(NetbrokerError):
+    """A job was asked to move to a state its current state does not lead to."""
+
+    def __init__(self, job_id: int, current: str, wanted: str) -> None:
+        self.job_id, self.current, self.wanted = job_id, current, wanted
+        super().__init__(f"job {job_id} is {current}: it cannot become {wanted}")
+
+
 class NotFound(NetbrokerError):
     """A named object does not exist."""
 
@@ -113,3 +125,7 @@ class UnknownQueue(NotFound):
 
 class UnknownEndpoint(NotFound):
     kind = "storage endpoint"
+
+
+class UnknownJob(NotFound):
+    kind = "job"

@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from collectors.pull import pull_all
+from dispatcher.core import watchdog
 from netbroker.api import create_app
 from netbroker.clouds import recompute
 from netbroker.config import Settings
@@ -63,7 +64,9 @@ def service_cycles(settings: Settings) -> list[Cycle]:
     cycles = [Cycle("prune_samples", 6 * 3600,
                     lambda engine: prune_samples(engine, settings.metrics)),
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
-                    lambda engine: recompute(engine, settings.clouds, settings.metrics))]
+                    lambda engine: recompute(engine, settings.clouds, settings.metrics)),
+              Cycle("heartbeat_watchdog", settings.dispatcher.watchdog_minutes * 60,
+                    lambda engine: watchdog(engine, settings.dispatcher))]
     c = settings.collectors
     if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
         cycles.append(Cycle("collect", c.cycle_minutes * 60,

@@ -13,7 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from netbroker.errors import InvalidGridDocument, NetbrokerError, NotFound, StorageUnavailable
+from netbroker.errors import (
+    InvalidGridDocument,
+    InvalidTransition,
+    NetbrokerError,
+    NotFound,
+    StorageUnavailable,
+)
 
 __all__ = ["register_error_handlers"]
 
@@ -26,6 +32,7 @@ def register_error_handlers(app: FastAPI) -> None:
     """Install the handlers on ``app``."""
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(InvalidGridDocument, _invalid_grid)
+    app.add_exception_handler(InvalidTransition, _conflict)
     app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(OperationalError, _storage_down)
     app.add_exception_handler(NetbrokerError, _other)
@@ -44,6 +51,12 @@ async def _invalid_grid(_: Request, exc: Exception) -> JSONResponse:
                 for p in exc.problems]
     return JSONResponse({"error": "InvalidGridDocument", "detail": str(exc),
                          "problems": problems}, status_code=422)
+
+
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidTransition)
+    return JSONResponse({"error": "InvalidTransition", "detail": str(exc),
+                         "current": exc.current, "wanted": exc.wanted}, status_code=409)
 
 
 async def _storage_down(_: Request, exc: Exception) -> JSONResponse:

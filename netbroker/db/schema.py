@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 
 __all__ = [
     "ENDPOINT_KINDS",
+    "JobStatus",
     "QueueType",
     "ReplicaState",
     "SiteStatus",
@@ -39,6 +40,8 @@ __all__ = [
     "datasets",
     "endpoints",
     "files",
+    "job_state_changes",
+    "jobs",
     "metadata",
     "metric_buckets",
     "metric_samples",
@@ -76,6 +79,23 @@ class QueueType(enum.StrEnum):
     PRODUCTION = "production"
     ANALYSIS = "analysis"
     UNIFIED = "unified"
+
+
+class JobStatus(enum.StrEnum):
+    """A job's state, as PanDA names them (see ``netbroker.jobs`` for the moves)."""
+
+    DEFINED = "defined"
+    ASSIGNED = "assigned"
+    ACTIVATED = "activated"
+    SENT = "sent"
+    STARTING = "starting"
+    RUNNING = "running"
+    TRANSFERRING = "transferring"
+    HOLDING = "holding"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CLOSED = "closed"
 
 
 class ReplicaState(enum.StrEnum):
@@ -295,6 +315,48 @@ metric_buckets = sa.Table(
     sqlite_with_rowid=False,  # the key is the table: one B-tree per upsert, not two
 )
 
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("task_id", sa.Integer, nullable=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("status", _enum(JobStatus, "job_status"), nullable=False),
+    sa.Column("queue_id", sa.Integer, sa.ForeignKey("queues.id"), nullable=True),
+    sa.Column("prod_source_label", sa.String(32), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("attempt_nr", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("cores", sa.Integer, nullable=False),
+    sa.Column("min_ram_mb", sa.Integer, nullable=False),
+    sa.Column("max_disk_mb", sa.Integer, nullable=False),
+    sa.Column("max_walltime_s", sa.Integer, nullable=False),
+    sa.Column("transformation", sa.String(512), nullable=False),
+    sa.Column("job_pars", sa.Text, nullable=False, server_default=""),
+    sa.Column("pilot_id", sa.String(255), nullable=True),
+    sa.Column("node", sa.String(255), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("pilot_error_code", sa.Integer, nullable=True),
+    sa.Column("error_diag", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("modified_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+    sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
+                       "AND max_walltime_s >= 0", name="resources_valid"),
+    # Acquisition reads the best activated job of a queue: this index is its plan.
+    sa.Index("ix_jobs_acquire", "queue_id", "status", "priority", "id"),
+)
+
+job_state_changes = sa.Table(
+    "job_state_changes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("status", _enum(JobStatus, "job_state_change_status"), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)
 
 cloud_members = sa.Table(
     "cloud_members",

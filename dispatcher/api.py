@@ -1,0 +1,55 @@
+"""The dispatcher's JSON API for pilots (``/api/v1/pilot/...``) and job reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
+from netbroker.api.deps import EngineDep
+from netbroker.db.jobs import JobDB
+from netbroker.errors import UnknownJob
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["dispatcher"])
+
+
+class AcquireOut(BaseModel):
+    job: dict[str, Any] | None
+    reason: str | None = None
+
+
+class UpdateOut(BaseModel):
+    job_id: int
+    status: str
+    command: str
+
+
+@router.post("/pilot/jobs/acquire", response_model=AcquireOut)
+def post_acquire(request: AcquireRequest, engine: EngineDep) -> dict[str, Any]:
+    """The single highest-priority activated job of the queue that fits; ``job: null`` if none."""
+    job = acquire_job(engine, request)
+    if job is None:
+        return {"job": None, "reason": f"no activated job of queue {request.queue} fits"}
+    return {"job": job}
+
+
+@router.post("/pilot/jobs/{job_id}/update", response_model=UpdateOut,
+             responses={404: {}, 409: {"description": "the move is not allowed"}})
+def post_update(job_id: int, report: UpdateRequest, engine: EngineDep) -> dict[str, Any]:
+    """A state report (a running report is a heartbeat); the answer may carry a command."""
+    return update_job(engine, job_id, report)
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, engine: EngineDep) -> dict[str, Any]:
+    """A job with its timeline of states."""
+    with engine.connect() as conn:
+        db = JobDB(conn)
+        job = db.get(job_id)
+        if job is None:
+            raise UnknownJob(str(job_id))
+        return {**job, "timeline": db.timeline(job_id)}

@@ -1,0 +1,111 @@
+"""The dispatcher's work: hand out jobs, take state reports, recover silent jobs.
+
+Each call is one short transaction (``BEGIN IMMEDIATE`` on SQLite, row
+locks on PostgreSQL) around ``netbroker.db.jobs.JobDB``; the lifecycle rules
+are the core's (``netbroker.jobs``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Engine
+
+from netbroker.config import DispatcherSettings
+from netbroker.db import begin_immediate
+from netbroker.db.grid import GridDB
+from netbroker.db.jobs import JobDB
+from netbroker.db.schema import JobStatus, queues, utcnow
+from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
+from netbroker.jobs import LIVE, allowed_sources
+
+__all__ = ["AcquireRequest", "UpdateRequest", "acquire_job", "update_job", "watchdog"]
+
+LOST_HEARTBEAT_CODE = 1144  # our pilot error code for a job whose pilot went silent
+
+
+class AcquireRequest(BaseModel):
+    """What a pilot offers when it asks for work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: str = Field(min_length=1, max_length=128)
+    prod_source_label: str = Field("managed", min_length=1, max_length=32)
+    cores: int = Field(1, ge=1, le=4096)
+    memory_mb: int = Field(2000, ge=0)
+    disk_mb: int = Field(10_000, ge=0)
+    node: str = Field("", max_length=255)
+    pilot_id: str = Field("", max_length=255)
+
+
+class UpdateRequest(BaseModel):
+    """A pilot's report: the state reached, and the outcome when it is final."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: JobStatus
+    exit_code: int | None = None
+    pilot_error_code: int | None = None
+    error_diag: str | None = Field(None, max_length=4000)
+
+
+def acquire_job(engine: Engine, request: AcquireRequest) -> dict[str, Any] | None:
+    """The single highest-priority activated job of the queue that fits, sent to this pilot.
+
+    Returns None when no job fits (not an error). Raises ``UnknownQueue``.
+    """
+    with begin_immediate(engine) as conn:
+        queue_ids = GridDB(conn).ids(queues)
+        if request.queue not in queue_ids:
+            raise UnknownQueue(request.queue)
+        return JobDB(conn).acquire(queue_ids[request.queue], request.prod_source_label,
+                                   request.cores, request.memory_mb, request.disk_mb,
+                                   request.pilot_id, request.node, utcnow())
+
+
+def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, Any]:
+    """Apply a pilot's report; returns the job's state and a command for the pilot.
+
+    A report on a cancelled job is answered with ``tobekilled`` and changes
+    nothing. Raises ``UnknownJob``, or ``InvalidTransition`` naming the
+    current state when the move is not allowed.
+    """
+    fields = {k: v for k, v in (("exit_code", report.exit_code),
+                                ("pilot_error_code", report.pilot_error_code),
+                                ("error_diag", report.error_diag)) if v is not None}
+    with begin_immediate(engine) as conn:
+        db = JobDB(conn)
+        if db.set_status(job_id, report.state, allowed_sources(report.state), utcnow(),
+                         **fields):
+            return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
+        job = db.get(job_id)
+    if job is None:
+        raise UnknownJob(str(job_id))
+    if job["status"] == JobStatus.CANCELLED and report.state in LIVE:
+        return {"job_id": job_id, "status": JobStatus.CANCELLED.value, "command": "tobekilled"}
+    raise InvalidTransition(job_id, str(job["status"]), report.state.value)
+
+
+def watchdog(engine: Engine, settings: DispatcherSettings) -> dict[str, list[int]]:
+    """Recover silent jobs: sent but never started go back to activated; running but
+    silent fail with a lost-heartbeat error. Returns the ids of each."""
+    now = utcnow()
+    out: dict[str, list[int]] = {"requeued": [], "lost": []}
+    with begin_immediate(engine) as conn:
+        db = JobDB(conn)
+        for job_id in db.silent({JobStatus.SENT},
+                                now - timedelta(minutes=settings.start_timeout_minutes)):
+            if db.set_status(job_id, JobStatus.ACTIVATED, {JobStatus.SENT}, now,
+                             pilot_id=None, node=None):
+                out["requeued"].append(job_id)
+        running = LIVE - {JobStatus.SENT}
+        for job_id in db.silent(running,
+                                now - timedelta(minutes=settings.lost_heartbeat_minutes)):
+            if db.set_status(job_id, JobStatus.FAILED, running, now,
+                             pilot_error_code=LOST_HEARTBEAT_CODE,
+                             error_diag="lost heartbeat: no report for "
+                                        f"{settings.lost_heartbeat_minutes:g} minutes"):
+                out["lost"].append(job_id)
+    return out
