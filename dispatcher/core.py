@@ -17,9 +17,9 @@ from netbroker.config import DispatcherSettings
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, queues, utcnow
+from netbroker.db.schema import JobStatus, utcnow
 from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
-from netbroker.jobs import LIVE, allowed_sources
+from netbroker.jobs import FINAL, LIVE, allowed_sources
 
 __all__ = ["AcquireRequest", "UpdateRequest", "acquire_job", "update_job", "watchdog"]
 
@@ -33,8 +33,8 @@ class AcquireRequest(BaseModel):
 
     queue: str = Field(min_length=1, max_length=128)
     prod_source_label: str = Field("managed", min_length=1, max_length=32)
-    cores: int = Field(1, ge=1, le=4096)
-    memory_mb: int = Field(2000, ge=0)
+    cores: int | None = Field(None, ge=1, le=4096, description="Default: the queue's cores.")
+    memory_mb: int | None = Field(None, ge=0, description="Default: the queue's max memory.")
     disk_mb: int = Field(10_000, ge=0)
     node: str = Field("", max_length=255)
     pilot_id: str = Field("", max_length=255)
@@ -57,20 +57,22 @@ def acquire_job(engine: Engine, request: AcquireRequest) -> dict[str, Any] | Non
     Returns None when no job fits (not an error). Raises ``UnknownQueue``.
     """
     with begin_immediate(engine) as conn:
-        queue_ids = GridDB(conn).ids(queues)
-        if request.queue not in queue_ids:
+        queue = GridDB(conn).queue(request.queue)
+        if queue is None:
             raise UnknownQueue(request.queue)
-        return JobDB(conn).acquire(queue_ids[request.queue], request.prod_source_label,
-                                   request.cores, request.memory_mb, request.disk_mb,
-                                   request.pilot_id, request.node, utcnow())
+        cores = request.cores if request.cores is not None else queue["cores"]
+        memory = request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"]
+        return JobDB(conn).acquire(queue["id"], request.prod_source_label, cores, memory,
+                                   request.disk_mb, request.pilot_id, request.node, utcnow())
 
 
 def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, Any]:
     """Apply a pilot's report; returns the job's state and a command for the pilot.
 
     A report on a cancelled job is answered with ``tobekilled`` and changes
-    nothing. Raises ``UnknownJob``, or ``InvalidTransition`` naming the
-    current state when the move is not allowed.
+    nothing; a final report repeated (a pilot retrying a lost answer) is
+    acknowledged and changes nothing. Raises ``UnknownJob``, or
+    ``InvalidTransition`` naming the current state when the move is not allowed.
     """
     fields = {k: v for k, v in (("exit_code", report.exit_code),
                                 ("pilot_error_code", report.pilot_error_code),
@@ -85,6 +87,8 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
         raise UnknownJob(str(job_id))
     if job["status"] == JobStatus.CANCELLED and report.state in LIVE:
         return {"job_id": job_id, "status": JobStatus.CANCELLED.value, "command": "tobekilled"}
+    if job["status"] == report.state and report.state in FINAL:
+        return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)
 
 

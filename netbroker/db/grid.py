@@ -242,6 +242,15 @@ class GridDB:
             stmt = stmt.where(queues.c.status == status)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
+    def queue(self, name: str) -> dict[str, Any] | None:
+        """One queue (with its id, site and cloud names), or None."""
+        cols = [c for c in queues.c if c.name != "site_id"]
+        stmt = (sa.select(*cols, sites.c.name.label("site"), clouds.c.name.label("cloud"))
+                .join(sites, queues.c.site_id == sites.c.id)
+                .join(clouds, sites.c.cloud_id == clouds.c.id).where(queues.c.name == name))
+        row = self.conn.execute(stmt).mappings().first()
+        return dict(row) if row is not None else None
+
     def list_endpoints(self, site: str | None = None) -> list[dict[str, Any]]:
         """Storage endpoints with their site name, ordered by name."""
         cols = [c for c in endpoints.c if c.name not in ("id", "site_id")]

@@ -1,0 +1,195 @@
+"""The PanDA server's wire protocol, so existing pilots (PanDA Pilot 3) work unchanged.
+
+Pilots POST form-encoded fields (3.7, every value a string) or a JSON
+object, gzip-compressed without a Content-Encoding header (3.11); both are
+coerced into one typed request. Answers are a JSON object with
+``StatusCode`` (0 ok, 20 no job, 30 failed) when the client accepts JSON,
+URL-encoded otherwise, as the PanDA server does.
+
+Routes: ``/server/panda/getJob``, ``/server/panda/updateJob``, and the queue
+description the pilot downloads first, ``/cache/schedconfig/<Q>.all.json``
+(flat) and ``/cache/schedconfig/<Q>.json`` (wrapped), with the storage
+endpoints at ``/cache/ddmendpoints.json``, all generated from the registry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
+from netbroker.api.deps import EngineDep
+from netbroker.db.grid import GridDB
+from netbroker.errors import InvalidTransition, NotFound, UnknownQueue
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["panda wire protocol"])
+
+OK, NO_JOB, FAILED = 0, 20, 30
+
+
+class GetJobForm(BaseModel):
+    """The getJob fields netbroker uses (pilots send more; the rest is ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    computingElement: str = Field(min_length=1)
+    siteName: str = ""
+    prodSourceLabel: str = "managed"
+    diskSpace: int = Field(10**7, ge=0)
+    mem: int | None = Field(None, ge=0)  # MB
+    coreCount: int | None = Field(None, ge=1)
+    node: str = ""
+    pilotID: str = ""
+
+
+class UpdateJobForm(BaseModel):
+    """The updateJob fields netbroker uses."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    jobId: int
+    state: str
+    transExitCode: int | None = None
+    pilotErrorCode: int | None = None
+    pilotErrorDiag: str | None = None
+    exeErrorDiag: str | None = None
+
+
+async def _fields(request: Request) -> dict[str, Any]:
+    """The request's fields, whatever the pilot's version sent: form, JSON, gzip'd JSON."""
+    body = await request.body()
+    if body[:2] == b"\x1f\x8b":  # 3.11 gzips without saying so
+        body = gzip.decompress(body)
+    text = body.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        data = json.loads(text)
+        return data if isinstance(data, dict) else {}
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _answer(request: Request, payload: dict[str, Any], status_code: int = 200) -> Response:
+    wants_json = "json" in request.headers.get("accept", "") or \
+        "json" in request.headers.get("content-type", "")
+    if wants_json:
+        return JSONResponse(payload, status_code=status_code)
+    return Response(urlencode({k: "" if v is None else v for k, v in payload.items()}),
+                    status_code=status_code, media_type="application/x-www-form-urlencoded")
+
+
+def _refusal(request: Request, error: Exception, status_code: int) -> Response:
+    return _answer(request, {"StatusCode": FAILED, "errorDialog": str(error)}, status_code)
+
+
+@router.post("/server/panda/getJob")
+async def get_job(request: Request, engine: EngineDep) -> Response:
+    """One job for the pilot's queue (``computingElement``), or StatusCode 20."""
+    try:
+        form = GetJobForm.model_validate(await _fields(request))
+        job = await run_in_threadpool(acquire_job, engine, AcquireRequest(
+            queue=form.computingElement, prod_source_label=form.prodSourceLabel,
+            cores=form.coreCount, memory_mb=form.mem, disk_mb=form.diskSpace,
+            node=form.node[:255], pilot_id=form.pilotID[:255]))
+    except (ValidationError, ValueError) as exc:
+        return _refusal(request, exc, 400)
+    except NotFound as exc:
+        return _refusal(request, exc, 404)
+    if job is None:
+        return _answer(request, {"StatusCode": NO_JOB, "errorDialog": "no jobs"})
+    return _answer(request, {"StatusCode": OK, **panda_job(job)})
+
+
+@router.post("/server/panda/updateJob")
+async def update_job_route(request: Request, engine: EngineDep) -> Response:
+    """A pilot's state report; the answer's ``command`` is the back channel."""
+    try:
+        form = UpdateJobForm.model_validate(await _fields(request))
+        report = UpdateRequest(state=form.state, exit_code=form.transExitCode,
+                               pilot_error_code=form.pilotErrorCode,
+                               error_diag=(form.pilotErrorDiag or form.exeErrorDiag or None))
+        result = await run_in_threadpool(update_job, engine, form.jobId, report)
+    except (ValidationError, ValueError) as exc:
+        return _refusal(request, exc, 400)
+    except NotFound as exc:
+        return _refusal(request, exc, 404)
+    except InvalidTransition as exc:
+        return _refusal(request, exc, 409)
+    return _answer(request, {"StatusCode": OK, "command": result["command"]})
+
+
+def panda_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job row in the shape getJob answers (field names as PanDA's)."""
+    empty = ("inFiles", "GUID", "fsize", "checksum", "scopeIn", "realDatasetsIn",
+             "prodDBlocks", "prodDBlockToken", "ddmEndPointIn", "outFiles", "scopeOut",
+             "realDatasets", "destinationDblock", "ddmEndPointOut", "destinationSE",
+             "logFile", "logGUID", "scopeLog", "cmtConfig", "transferType")
+    return {
+        "PandaID": job["id"], "jobsetID": 0, "taskID": job["task_id"] or 0,
+        "jobDefinitionID": 0, "jobName": job["name"],
+        "prodSourceLabel": job["prod_source_label"], "attemptNr": job["attempt_nr"],
+        "coreCount": job["cores"], "maxWalltime": job["max_walltime_s"],
+        "maxCpuCount": job["max_walltime_s"], "minRamCount": job["min_ram_mb"],
+        "maxDiskCount": job["max_disk_mb"], "currentPriority": job["priority"],
+        "processingType": "netbroker", "swRelease": "NULL",
+        "transformation": job["transformation"], "jobPars": job["job_pars"],
+        **dict.fromkeys(empty, ""),
+    }
+
+
+@router.get("/cache/schedconfig/{name}.all.json")
+def schedconfig_flat(name: str, engine: EngineDep) -> dict[str, Any]:
+    """The queue description a pilot downloads first: one flat object."""
+    return schedconfig(engine, name)
+
+
+@router.get("/cache/schedconfig/{name}.json")
+def schedconfig_wrapped(name: str, engine: EngineDep) -> dict[str, Any]:
+    """The same description wrapped as ``{"<queue>": {...}}``."""
+    return {name: schedconfig(engine, name)}
+
+
+def schedconfig(engine: Engine, name: str) -> dict[str, Any]:
+    """A queue in CRIC's schedconfig shape, as Pilot 3 reads it."""
+    with engine.connect() as conn:
+        queue = GridDB(conn).queue(name)
+    if queue is None:
+        raise UnknownQueue(name)
+    movers = ("default", "pr", "pw", "pl", "read_lan", "write_lan")
+    return {
+        "nickname": queue["name"], "panda_resource": queue["panda_resource"],
+        "site": queue["site"], "atlas_site": queue["site"], "cloud": queue["cloud"],
+        "state": "ACTIVE", "status": str(queue["status"]), "type": str(queue["queue_type"]),
+        "catchall": "", "environ": "", "cmtconfig": "", "appdir": "", "container_type": "",
+        "container_options": "", "copytools": {"mv": {"setup": ""}},
+        "acopytools": {key: ["mv"] for key in movers}, "astorages": {}, "aprotocols": {},
+        "acopytools_schemas": {}, "params": {}, "maxwdir": queue["max_disk_mb"],
+        "maxrss": queue["max_memory_mb"], "maxtime": queue["max_walltime_s"],
+        "maxinputsize": queue["max_disk_mb"], "timefloor": 0, "corecount": queue["cores"],
+        "pledgedcpu": 0, "is_cvmfs": False, "direct_access_lan": False,
+        "direct_access_wan": False, "allow_lan": True, "allow_wan": False,
+        "use_pcache": False,
+    }
+
+
+@router.get("/cache/ddmendpoints.json")
+def ddmendpoints(engine: EngineDep) -> dict[str, Any]:
+    """Storage endpoints keyed by name, in the shape the pilot reads."""
+    with engine.connect() as conn:
+        rows = GridDB(conn).list_endpoints()
+    return {e["name"]: {"name": e["name"], "id": i, "type": e["endpoint_type"],
+                        "token": "", "state": "ACTIVE" if e["active"] else "DISABLED",
+                        "site": e["site"], "is_deterministic": True,
+                        "is_tape": e["kind"] == "tape",
+                        "rprotocols": {}, "resource": {}, "arprotocols": {}}
+            for i, e in enumerate(rows, start=1)}

@@ -1,0 +1,101 @@
+"""The PanDA wire protocol as Pilot 3.7 (form) and 3.11 (gzip'd JSON) speak it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from tests.conftest import LiveServer
+from tests.test_dispatcher import add_jobs
+
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def panda(grid_engine: Engine) -> Iterator[httpx.Client]:
+    with LiveServer(grid_engine) as server, httpx.Client(base_url=server.url) as client:
+        yield client
+
+
+def test_pilot_37_form_get_job_then_reports_to_finished(grid_engine: Engine,
+                                                       panda: httpx.Client) -> None:
+    (job_id,) = add_jobs(grid_engine, 1)
+    form = {"siteName": "DESY-HH", "computingElement": "DESY-HH", "prodSourceLabel": "managed",
+            "diskSpace": "50000", "mem": "16000", "node": "wn042.desy.de", "cpu": "2400",
+            "allowOtherCountry": "False", "workingGroup": ""}
+    job = panda.post("/server/panda/getJob", data=form, headers=JSON).json()
+    assert job["StatusCode"] == 0 and job["PandaID"] == job_id
+    assert (job["transformation"], job["coreCount"], job["inFiles"]) == ("run.sh", 1, "")
+    again = panda.post("/server/panda/getJob", data=form, headers=JSON).json()
+    assert again == {"StatusCode": 20, "errorDialog": "no jobs"}
+    for state in ("starting", "running", "running"):
+        answer = panda.post("/server/panda/updateJob", headers=JSON,
+                            data={"jobId": str(job_id), "state": state, "siteName": "DESY-HH"})
+        assert answer.json() == {"StatusCode": 0, "command": "NULL"}
+    final = {"jobId": str(job_id), "state": "finished", "transExitCode": "0",
+             "pilotErrorCode": "0", "pilotTiming": "1|0|12|0|1|1", "xml": "{}"}
+    assert panda.post("/server/panda/updateJob", data=final, headers=JSON).json()[
+        "StatusCode"] == 0
+    # a retried final report (the first answer lost) is acknowledged, not refused
+    assert panda.post("/server/panda/updateJob", data=final, headers=JSON).json()[
+        "StatusCode"] == 0
+    late = panda.post("/server/panda/updateJob", headers=JSON,
+                      data={"jobId": str(job_id), "state": "running"})
+    assert late.status_code == 409 and "is finished" in late.json()["errorDialog"]
+
+
+def test_pilot_311_gzipped_json_and_failure_codes(grid_engine: Engine,
+                                                 panda: httpx.Client) -> None:
+    (job_id,) = add_jobs(grid_engine, 1)
+    body = gzip.compress(json.dumps({"computingElement": "DESY-HH", "diskSpace": 50000,
+                                     "mem": 16000, "node": "wn1"}).encode())
+    job = panda.post("/server/panda/getJob", content=body,
+                     headers={**JSON, "Content-Type": "application/json"}).json()
+    assert job["PandaID"] == job_id
+    report = gzip.compress(json.dumps({"jobId": job_id, "state": "failed", "transExitCode": 3,
+                                       "pilotErrorCode": 1368,
+                                       "pilotErrorDiag": "payload exit 3"}).encode())
+    panda.post("/server/panda/updateJob", content=report,
+               headers={**JSON, "Content-Type": "application/json"}).raise_for_status()
+    stored = panda.get(f"/api/v1/jobs/{job_id}").json()
+    assert (stored["status"], stored["exit_code"], stored["pilot_error_code"]) == (
+        "failed", 3, 1368)
+
+
+def test_url_encoded_answer_without_accept_json(grid_engine: Engine,
+                                                panda: httpx.Client) -> None:
+    answer = panda.post("/server/panda/getJob", data={"computingElement": "DESY-HH"})
+    assert answer.headers["content-type"].startswith("application/x-www-form-urlencoded")
+    assert dict(parse_qsl(answer.text)) == {"StatusCode": "20", "errorDialog": "no jobs"}
+
+
+@pytest.mark.parametrize(("path", "data", "status"), [
+    ("/server/panda/getJob", {"siteName": "X"}, 400),
+    ("/server/panda/getJob", {"computingElement": "NOPE"}, 404),
+    ("/server/panda/getJob", {"computingElement": "DESY-HH", "diskSpace": "lots"}, 400),
+    ("/server/panda/updateJob", {"jobId": "abc", "state": "running"}, 400),
+    ("/server/panda/updateJob", {"jobId": "1", "state": "dancing"}, 400),
+    ("/server/panda/updateJob", {"jobId": "999999", "state": "running"}, 404),
+])
+def test_malformed_pilot_requests_get_clear_refusals(panda: httpx.Client, path: str,
+                                                     data: dict[str, str], status: int) -> None:
+    answer = panda.post(path, data=data, headers=JSON)
+    assert answer.status_code == status
+    assert answer.json()["StatusCode"] == 30 and answer.json()["errorDialog"]
+
+
+def test_queue_description_and_storage_endpoints(panda: httpx.Client) -> None:
+    flat = panda.get("/cache/schedconfig/DESY-HH.all.json").json()
+    assert (flat["nickname"], flat["state"], flat["corecount"], flat["maxrss"]) == (
+        "DESY-HH", "ACTIVE", 8, 24000)
+    assert flat["acopytools"]["pr"] == ["mv"] and flat["timefloor"] == 0
+    assert panda.get("/cache/schedconfig/DESY-HH.json").json() == {"DESY-HH": flat}
+    assert panda.get("/cache/schedconfig/NOPE.all.json").status_code == 404
+    endpoints = panda.get("/cache/ddmendpoints.json").json()
+    assert endpoints["DESY-HH_DATADISK"]["site"] == "DESY-HH"
