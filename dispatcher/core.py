@@ -49,6 +49,8 @@ class UpdateRequest(BaseModel):
     exit_code: int | None = None
     pilot_error_code: int | None = None
     error_diag: str | None = Field(None, max_length=4000)
+    cpu_time_s: float | None = Field(None, ge=0, description="Payload CPU time so far, s.")
+    max_rss_kb: int | None = Field(None, ge=0, description="Payload peak resident memory, kB.")
 
 
 def acquire_job(engine: Engine, request: AcquireRequest) -> dict[str, Any] | None:
@@ -74,9 +76,7 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
     acknowledged and changes nothing. Raises ``UnknownJob``, or
     ``InvalidTransition`` naming the current state when the move is not allowed.
     """
-    fields = {k: v for k, v in (("exit_code", report.exit_code),
-                                ("pilot_error_code", report.pilot_error_code),
-                                ("error_diag", report.error_diag)) if v is not None}
+    fields = {k: v for k, v in report.model_dump(exclude={"state"}).items() if v is not None}
     with begin_immediate(engine) as conn:
         db = JobDB(conn)
         if db.set_status(job_id, report.state, allowed_sources(report.state), utcnow(),

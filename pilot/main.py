@@ -1,8 +1,12 @@
 """``netbroker-pilot``: the worker-node pilot's command line.
 
 ``netbroker-pilot check`` measures the node and tells whether it can take a
-job of the given size (exit status 0) or not (1, with the reasons). Fetching
-and running jobs from the dispatcher comes with the job-cycle issue.
+job of the given size (exit status 0) or not (1, with the reasons).
+``netbroker-pilot run --server URL --queue Q`` takes jobs from the
+dispatcher one after another: checks the node, gets a job, prepares its
+directory (downloading an http(s) transformation), runs the payload with
+heartbeats, reports the outcome and removes the directory. SIGTERM or
+SIGINT kill the payload and report it failed before the pilot exits.
 """
 
 from __future__ import annotations
@@ -30,11 +34,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--min-memory-mb", type=int, default=0, help="Memory needed, MB.")
     check.add_argument("--min-cores", type=int, default=1, help="Cores needed.")
     check.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    run = sub.add_parser("run", help="Take and run jobs from a dispatcher.")
+    run.add_argument("--server", required=True, help="netbroker URL, e.g. http://host:25080")
+    run.add_argument("--queue", required=True, help="The compute queue this pilot serves.")
+    run.add_argument("--max-jobs", type=int, default=1, help="Jobs to run before exiting.")
+    run.add_argument("--workdir", type=Path, default=Path.cwd(), help="Where jobs run.")
+    run.add_argument("--heartbeat-s", type=float, default=60.0, help="Heartbeat period, s.")
+    run.add_argument("--label", default="managed", help="prodSourceLabel of jobs to take.")
+    run.add_argument("--pilot-id", default="", help="Name reported to the server.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        from pilot.runner import run_pilot
+
+        return run_pilot(args)
     if not args.workdir.is_dir():
         print(f"netbroker-pilot: workdir {args.workdir} is not a directory", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-25 13:49:27.636486
+Create Date: 2026-11-25 13:54:54.538573
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def upgrade() -> None:
     sa.Column('exit_code', sa.Integer(), nullable=True),
     sa.Column('pilot_error_code', sa.Integer(), nullable=True),
     sa.Column('error_diag', sa.Text(), nullable=True),
+    sa.Column('cpu_time_s', sa.Float(), nullable=True),
+    sa.Column('max_rss_kb', sa.BigInteger(), nullable=True),
     sa.Column('created_at', netbroker.db.schema.UTCDateTime(timezone=True), nullable=False),
     sa.Column('modified_at', netbroker.db.schema.UTCDateTime(timezone=True), nullable=False),
     sa.Column('heartbeat_at', netbroker.db.schema.UTCDateTime(timezone=True), nullable=True),

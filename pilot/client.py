@@ -1,0 +1,50 @@
+"""The pilot's side of the dispatcher's JSON API (``/api/v1/pilot/...``), over requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter, Retry
+
+__all__ = ["DispatcherClient"]
+
+
+class DispatcherClient:
+    """Ask for work and report on it. Connection errors and 5xx answers are retried."""
+
+    def __init__(self, server: str, timeout_s: float = 30.0, retries: int = 3,
+                 session: requests.Session | None = None) -> None:
+        self.server = server.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+        adapter = HTTPAdapter(max_retries=Retry(
+            total=retries, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
+            allowed_methods=None, raise_on_status=False))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def acquire(self, queue: str, **offer: Any) -> dict[str, Any] | None:
+        """A job for ``queue`` given what this node offers, or None when there is none."""
+        answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/acquire",
+                                   json={"queue": queue, **offer}, timeout=self.timeout_s)
+        answer.raise_for_status()
+        job: dict[str, Any] | None = answer.json()["job"]
+        return job
+
+    def update(self, job_id: int, state: str, **fields: Any) -> str:
+        """Report a state; returns the server's command (``NULL``, ``tobekilled``, ...)."""
+        body = {"state": state, **{k: v for k, v in fields.items() if v is not None}}
+        answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/update",
+                                   json=body, timeout=self.timeout_s)
+        answer.raise_for_status()
+        command: str = answer.json()["command"]
+        return command
+
+    def download(self, url: str, target: str) -> None:
+        """Fetch ``url`` into the file ``target`` (a transformation script, an input)."""
+        with self.session.get(url, stream=True, timeout=self.timeout_s) as answer:
+            answer.raise_for_status()
+            with open(target, "wb") as out:
+                for chunk in answer.iter_content(1 << 20):
+                    out.write(chunk)
