@@ -7,6 +7,7 @@ are the core's (``netbroker.jobs``).
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -53,15 +54,31 @@ class UpdateRequest(BaseModel):
     max_rss_kb: int | None = Field(None, ge=0, description="Payload peak resident memory, kB.")
 
 
+_QUEUE_CACHE_S = 30.0  # queue ids and limits change rarely; getJob is the hot path
+_queue_cache: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+
+
+def _queue(engine: Engine, name: str) -> dict[str, Any]:
+    """The queue's registry row, remembered for a few seconds per process."""
+    key = (id(engine), name)
+    hit = _queue_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < _QUEUE_CACHE_S:
+        return hit[1]
+    with engine.connect() as conn:
+        queue = GridDB(conn).queue(name)
+    if queue is None:
+        raise UnknownQueue(name)
+    _queue_cache[key] = (time.monotonic(), queue)
+    return queue
+
+
 def acquire_job(engine: Engine, request: AcquireRequest) -> dict[str, Any] | None:
     """The single highest-priority activated job of the queue that fits, sent to this pilot.
 
     Returns None when no job fits (not an error). Raises ``UnknownQueue``.
     """
+    queue = _queue(engine, request.queue)
     with begin_immediate(engine) as conn:
-        queue = GridDB(conn).queue(request.queue)
-        if queue is None:
-            raise UnknownQueue(request.queue)
         cores = request.cores if request.cores is not None else queue["cores"]
         memory = request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"]
         return JobDB(conn).acquire(queue["id"], request.prod_source_label, cores, memory,

@@ -15,6 +15,7 @@ by the statements themselves, not here.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,13 +74,27 @@ def begin_immediate(engine: Engine) -> Iterator[Connection]:
     """Open a write transaction that holds the database's write lock at once.
 
     On SQLite this is ``BEGIN IMMEDIATE``: two such transactions never both
-    read and then write, so a read-then-claim is atomic. On PostgreSQL it is
-    an ordinary transaction; row locks do the same job there.
+    read and then write, so a read-then-claim is atomic; the threads of one
+    process take turns first on a lock of their own. On PostgreSQL it is an
+    ordinary transaction; row locks do the same job there.
     """
-    with engine.connect() as conn:
+    if not is_sqlite(engine):
+        with engine.begin() as conn:
+            yield conn
+        return
+    # Threads of one process queue on a Python lock instead of SQLite's busy
+    # handler, which sleeps in growing steps and wastes the lock under load.
+    with _writer_lock(engine), engine.connect() as conn:
         conn = conn.execution_options(**{_IMMEDIATE: True})
         with conn.begin():
             yield conn
+
+
+_WRITER_LOCKS: dict[int, threading.Lock] = {}
+
+
+def _writer_lock(engine: Engine) -> threading.Lock:
+    return _WRITER_LOCKS.setdefault(id(engine), threading.Lock())
 
 
 def describe_url(url: str) -> str:

@@ -42,14 +42,17 @@ class JobDB:
                 pilot_id: str, node: str, now: datetime) -> dict[str, Any] | None:
         """Send the best activated job of a queue that fits to this pilot, or None.
 
-        Best: highest priority, then oldest. Fits: cores, memory and disk
-        within what the pilot offers, and the pilot's prodSourceLabel.
+        Best: highest priority, then the newest id (the index's order, read
+        backwards; waiting jobs climb by aging, so the old are not starved).
+        Fits: cores, memory and disk within what the pilot offers, and the
+        pilot's prodSourceLabel.
         """
         pick = (sa.select(jobs.c.id)
                 .where(jobs.c.queue_id == queue_id, jobs.c.status == JobStatus.ACTIVATED,
                        jobs.c.prod_source_label == label, jobs.c.cores <= cores,
                        jobs.c.min_ram_mb <= memory_mb, jobs.c.max_disk_mb <= disk_mb)
-                .order_by(jobs.c.priority.desc(), jobs.c.id).limit(1)
+                # Both keys descending: a backward scan of ix_jobs_acquire, no sort.
+                .order_by(jobs.c.priority.desc(), jobs.c.id.desc()).limit(1)
                 .with_for_update(skip_locked=True)
                 .scalar_subquery())
         stmt = (sa.update(jobs).where(jobs.c.id == pick)

@@ -6,6 +6,7 @@ netbroker), so this works from a wheel as well as from a checkout.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from importlib.resources import files
@@ -45,8 +46,9 @@ def alembic_config() -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str | None:
-    """The newest revision shipped with this netbroker."""
+    """The newest revision shipped with this netbroker (read once per process)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
