@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
-from netbroker.api.deps import EngineDep
+from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
+from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.jobs import JobDB
 from netbroker.errors import UnknownJob
 
@@ -53,3 +54,21 @@ def get_job(job_id: int, engine: EngineDep) -> dict[str, Any]:
         if job is None:
             raise UnknownJob(str(job_id))
         return {**job, "timeline": db.timeline(job_id)}
+
+
+class RangesIn(BaseModel):
+    n: int = Field(1, ge=1, le=10_000)
+    pilot_id: str = Field("", max_length=255)
+
+
+@router.post("/pilot/jobs/{job_id}/event-ranges")
+def post_event_ranges(job_id: int, request: RangesIn, engine: EngineDep) -> dict[str, Any]:
+    """Up to ``n`` ready event ranges of the job, now held by the asking pilot."""
+    return {"ranges": get_event_ranges(engine, job_id, request.n, request.pilot_id)}
+
+
+@router.post("/pilot/event-ranges/update")
+def post_event_range_reports(reports: list[RangeReport], engine: EngineDep,
+                             settings: SettingsDep) -> dict[str, Any]:
+    """Each range's outcome; the answer gives each range's new status (null: refused)."""
+    return {"results": report_event_ranges(engine, reports, settings.dispatcher)}

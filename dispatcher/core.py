@@ -111,7 +111,10 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
 
 def watchdog(engine: Engine, settings: DispatcherSettings) -> dict[str, list[int]]:
     """Recover silent jobs: sent but never started go back to activated; running but
-    silent fail with a lost-heartbeat error. Returns the ids of each."""
+    silent fail with a lost-heartbeat error. Returns the ids of each.
+
+    (The event ranges of vanished pilots are given back by
+    ``dispatcher.events.release_silent_ranges``, in the same cycle.)"""
     now = utcnow()
     out: dict[str, list[int]] = {"requeued": [], "lost": []}
     with begin_immediate(engine) as conn:

@@ -6,7 +6,8 @@ coerced into one typed request. Answers are a JSON object with
 ``StatusCode`` (0 ok, 20 no job, 30 failed) when the client accepts JSON,
 URL-encoded otherwise, as the PanDA server does.
 
-Routes: ``/server/panda/getJob``, ``/server/panda/updateJob``, and the queue
+Routes: ``/server/panda/getJob``, ``/server/panda/updateJob``,
+``/server/panda/getEventRanges``, ``/server/panda/updateEventRanges``, and the queue
 description the pilot downloads first, ``/cache/schedconfig/<Q>.all.json``
 (flat) and ``/cache/schedconfig/<Q>.json`` (wrapped), with the storage
 endpoints at ``/cache/ddmendpoints.json``, all generated from the registry.
@@ -27,7 +28,8 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
-from netbroker.api.deps import EngineDep
+from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
+from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.grid import GridDB
 from netbroker.errors import InvalidTransition, NotFound, UnknownQueue
 
@@ -126,6 +128,53 @@ async def update_job_route(request: Request, engine: EngineDep) -> Response:
     except InvalidTransition as exc:
         return _refusal(request, exc, 409)
     return _answer(request, {"StatusCode": OK, "command": result["command"]})
+
+
+class GetEventRangesForm(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    pandaID: int
+    nRanges: int = Field(10, ge=1, le=10_000)
+
+
+def event_range_id(job_id: int, row: dict[str, Any]) -> str:
+    """The id a pilot echoes back: ``<PandaID>-<range>-<attempt>``.
+
+    >>> event_range_id(7, {"id": 12, "attempt": 2})
+    '7-12-2'
+    """
+    return f"{job_id}-{row['id']}-{row['attempt']}"
+
+
+@router.post("/server/panda/getEventRanges")
+async def get_event_ranges_route(request: Request, engine: EngineDep) -> Response:
+    """Up to ``nRanges`` ready event ranges of ``pandaID`` (a JSON string, as PanDA sends)."""
+    try:
+        form = GetEventRangesForm.model_validate(await _fields(request))
+        rows = await run_in_threadpool(get_event_ranges, engine, form.pandaID, form.nRanges)
+    except (ValidationError, ValueError) as exc:
+        return _refusal(request, exc, 400)
+    except NotFound as exc:
+        return _refusal(request, exc, 404)
+    ranges = [{"eventRangeID": event_range_id(form.pandaID, r), "startEvent": r["first_event"],
+               "lastEvent": r["last_event"], "attemptNr": r["attempt"], "LFN": "", "GUID": "",
+               "scope": ""} for r in rows]
+    return _answer(request, {"StatusCode": OK, "eventRanges": json.dumps(ranges)})
+
+
+@router.post("/server/panda/updateEventRanges")
+async def update_event_ranges_route(request: Request, engine: EngineDep,
+                                    settings: SettingsDep) -> Response:
+    """Reports ``[{"eventRangeID", "eventStatus"}]`` (a JSON string); ``Returns`` per range."""
+    try:
+        raw = (await _fields(request)).get("eventRanges", "[]")
+        items = json.loads(raw) if isinstance(raw, str) else raw
+        reports = [RangeReport(range_id=int(str(item["eventRangeID"]).split("-")[1]),
+                               status=item["eventStatus"]) for item in items]
+    except (ValidationError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return _refusal(request, ValueError(f"eventRanges: {exc}"), 400)
+    results = await run_in_threadpool(report_event_ranges, engine, reports, settings.dispatcher)
+    return _answer(request, {"StatusCode": OK, "Returns": [r is not None for r in results]})
 
 
 def panda_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -236,6 +236,12 @@ class DispatcherSettings(_Group):
         60.0, gt=0, description="A running job silent this long fails (lost heartbeat)."
     )
     watchdog_minutes: float = Field(5.0, gt=0, description="Period of the watchdog, minutes.")
+    event_range_timeout_minutes: float = Field(
+        30.0, gt=0, description="A running event range silent this long goes back to ready."
+    )
+    event_range_max_attempts: int = Field(
+        3, ge=1, description="Attempts of an event range before it stays failed."
+    )
 
 
 class Settings(_Group):

@@ -14,6 +14,7 @@ import uvicorn
 
 from collectors.pull import pull_all
 from dispatcher.core import watchdog
+from dispatcher.events import release_silent_ranges
 from netbroker.api import create_app
 from netbroker.clouds import recompute
 from netbroker.config import Settings
@@ -66,7 +67,8 @@ def service_cycles(settings: Settings) -> list[Cycle]:
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
                     lambda engine: recompute(engine, settings.clouds, settings.metrics)),
               Cycle("heartbeat_watchdog", settings.dispatcher.watchdog_minutes * 60,
-                    lambda engine: watchdog(engine, settings.dispatcher))]
+                    lambda engine: (watchdog(engine, settings.dispatcher),
+                                    release_silent_ranges(engine, settings.dispatcher)))]
     c = settings.collectors
     if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
         cycles.append(Cycle("collect", c.cycle_minutes * 60,

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 
 __all__ = [
     "ENDPOINT_KINDS",
+    "EventRangeStatus",
     "JobStatus",
     "QueueType",
     "ReplicaState",
@@ -39,6 +40,7 @@ __all__ = [
     "cycles",
     "datasets",
     "endpoints",
+    "event_ranges",
     "files",
     "job_state_changes",
     "jobs",
@@ -96,6 +98,16 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     CLOSED = "closed"
+
+
+class EventRangeStatus(enum.StrEnum):
+    """An event range's state in the event service."""
+
+    READY = "ready"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class ReplicaState(enum.StrEnum):
@@ -358,6 +370,22 @@ job_state_changes = sa.Table(
               nullable=False, index=True),
     sa.Column("status", _enum(JobStatus, "job_state_change_status"), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+event_ranges = sa.Table(
+    "event_ranges",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("first_event", sa.Integer, nullable=False),
+    sa.Column("last_event", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("status", _enum(EventRangeStatus, "event_range_status"), nullable=False),
+    sa.Column("pilot_id", sa.String(255), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("first_event >= 0 AND last_event >= first_event", name="events_valid"),
+    sa.Index("ix_event_ranges_job_status", "job_id", "status", "id"),
 )
 
 cloud_members = sa.Table(
