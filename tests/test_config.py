@@ -85,7 +85,8 @@ def test_a_named_file_that_is_missing_is_refused(tmp_path: Path) -> None:
 
 # Counts and switches need no unit; every other number says its unit in its name.
 UNITLESS = {"database.pool_size", "service.port", "service.workers", "clouds.min_samples",
-            "clouds.stale_cycles", "metrics.min_samples", "collectors.http_retries"}
+            "clouds.stale_cycles", "metrics.min_samples", "collectors.http_retries",
+            "dispatcher.event_range_max_attempts"}
 UNIT_SUFFIXES = ("_ms", "_s", "_minutes", "_days", "_mb", "_bytes", "_fraction",
                  "_mbytes_per_s_from_tier1")
 
