@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test serve bench lint clean
+.PHONY: demo test serve bench lint clean interop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,23 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# The real PanDA Pilot 3, unmodified, from PyPI's sdist (the wheel has no pilot.py),
+# in a venv of its own; tests/test_interop_pilot3.py runs it against netbroker.
+PILOT3_VERSION ?= 3.7.0.36
+INTEROP := .interop
+interop: $(INTEROP)/src/pilot.py
+
+$(INTEROP)/src/pilot.py:
+	rm -rf $(INTEROP) && mkdir -p $(INTEROP)/dl
+	$(PYTHON) -m venv $(INTEROP)/venv
+	$(INTEROP)/venv/bin/python -m pip download --quiet --no-binary :all: --no-deps \
+		-d $(INTEROP)/dl panda-pilot==$(PILOT3_VERSION)
+	tar -xzf $(INTEROP)/dl/panda-pilot-$(PILOT3_VERSION).tar.gz -C $(INTEROP)
+	mv $(INTEROP)/panda-pilot-$(PILOT3_VERSION) $(INTEROP)/src
+	$(INTEROP)/venv/bin/python -m pip install --quiet --no-deps $(INTEROP)/src
+
 lint: $(STAMP)
 	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info netbroker-demo.db*
+	rm -rf $(VENV) $(INTEROP) build dist *.egg-info netbroker-demo.db*

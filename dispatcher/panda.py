@@ -49,8 +49,9 @@ class GetJobForm(BaseModel):
     computingElement: str = Field(min_length=1)
     siteName: str = ""
     prodSourceLabel: str = "managed"
-    diskSpace: int = Field(10**7, ge=0)
-    mem: int | None = Field(None, ge=0)  # MB
+    # Pilot 3 sends memory with decimals ("24105.55078125"): read floats, use whole MB.
+    diskSpace: float = Field(1e7, ge=0)  # MB
+    mem: float | None = Field(None, ge=0)  # MB
     coreCount: int | None = Field(None, ge=1)
     node: str = ""
     pilotID: str = ""
@@ -101,7 +102,8 @@ async def get_job(request: Request, engine: EngineDep) -> Response:
         form = GetJobForm.model_validate(await _fields(request))
         job = await run_in_threadpool(acquire_job, engine, AcquireRequest(
             queue=form.computingElement, prod_source_label=form.prodSourceLabel,
-            cores=form.coreCount, memory_mb=form.mem, disk_mb=form.diskSpace,
+            cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
+            disk_mb=int(form.diskSpace),
             node=form.node[:255], pilot_id=form.pilotID[:255]))
     except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)

@@ -27,7 +27,7 @@ def test_pilot_37_form_get_job_then_reports_to_finished(grid_engine: Engine,
                                                        panda: httpx.Client) -> None:
     (job_id,) = add_jobs(grid_engine, 1)
     form = {"siteName": "DESY-HH", "computingElement": "DESY-HH", "prodSourceLabel": "managed",
-            "diskSpace": "50000", "mem": "16000", "node": "wn042.desy.de", "cpu": "2400",
+            "diskSpace": "50000", "mem": "16000.55078125", "node": "wn042.desy.de", "cpu": "2400",
             "allowOtherCountry": "False", "workingGroup": ""}
     job = panda.post("/server/panda/getJob", data=form, headers=JSON).json()
     assert job["StatusCode"] == 0 and job["PandaID"] == job_id
