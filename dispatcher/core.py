@@ -88,6 +88,9 @@ def acquire_job(engine: Engine, request: AcquireRequest) -> dict[str, Any] | Non
 def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, Any]:
     """Apply a pilot's report; returns the job's state and a command for the pilot.
 
+    A failed job with attempts left is retried at once as a new activated job
+    (``attempt_nr + 1``, ``retry_of`` the failed one), as PanDA does.
+
     A report on a cancelled job is answered with ``tobekilled`` and changes
     nothing; a final report repeated (a pilot retrying a lost answer) is
     acknowledged and changes nothing. Raises ``UnknownJob``, or
@@ -95,9 +98,10 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
     """
     fields = {k: v for k, v in report.model_dump(exclude={"state"}).items() if v is not None}
     with begin_immediate(engine) as conn:
-        db = JobDB(conn)
-        if db.set_status(job_id, report.state, allowed_sources(report.state), utcnow(),
-                         **fields):
+        db, now = JobDB(conn), utcnow()
+        if db.set_status(job_id, report.state, allowed_sources(report.state), now, **fields):
+            if report.state == JobStatus.FAILED:
+                db.retry(job_id, now)
             return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
         job = db.get(job_id)
     if job is None:
@@ -111,7 +115,8 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
 
 def watchdog(engine: Engine, settings: DispatcherSettings) -> dict[str, list[int]]:
     """Recover silent jobs: sent but never started go back to activated; running but
-    silent fail with a lost-heartbeat error. Returns the ids of each.
+    silent fail with a lost-heartbeat error (and are retried while attempts are
+    left). Returns the ids of each.
 
     (The event ranges of vanished pilots are given back by
     ``dispatcher.events.release_silent_ranges``, in the same cycle.)"""
@@ -132,4 +137,5 @@ def watchdog(engine: Engine, settings: DispatcherSettings) -> dict[str, list[int
                              error_diag="lost heartbeat: no report for "
                                         f"{settings.lost_heartbeat_minutes:g} minutes"):
                 out["lost"].append(job_id)
+                db.retry(job_id, now)
     return out

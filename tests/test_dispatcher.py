@@ -154,3 +154,16 @@ def test_pilot_api_over_http(grid_engine: Engine) -> None:
         job = client.get(f"/api/v1/jobs/{job_id}").json()
         assert [t["status"] for t in job["timeline"]] == ["activated", "sent", "finished"]
         assert client.get("/api/v1/jobs/999999").status_code == 404
+
+
+def test_a_failed_job_is_retried_as_a_new_attempt_until_its_last(grid_engine: Engine) -> None:
+    (first,) = add_jobs(grid_engine, 1, max_attempts=2)
+    acquire_job(grid_engine, ask())
+    update_job(grid_engine, first, UpdateRequest(state="failed", exit_code=3))
+    second = acquire_job(grid_engine, ask())
+    assert second is not None and second["id"] != first
+    assert (second["attempt_nr"], second["retry_of"], second["name"]) == (2, first, "job-DESY-HH-0")
+    update_job(grid_engine, second["id"], UpdateRequest(state="failed", exit_code=3))
+    assert acquire_job(grid_engine, ask()) is None  # two attempts were all it had
+    with grid_engine.connect() as conn:
+        assert JobDB(conn).count_by_status() == {"failed": 2}

@@ -88,7 +88,7 @@ def test_real_pilot3_runs_a_netbroker_job(pilot3: Path, grid_engine: Engine, tmp
     (trf / "runtest.sh").chmod(0o755)
     (job_id,) = add_jobs(grid_engine, 1, prod_source_label="user", min_ram_mb=0,
                          max_disk_mb=0, transformation=TRF_URL + "runtest.sh",
-                         job_pars="hello")
+                         job_pars="hello", max_attempts=1)
     home = tmp_path / "home"
     home.mkdir()
     with LiveServer(grid_engine) as server:

@@ -39,7 +39,7 @@ def test_wheel_holds_packages_migrations_data_and_scripts(wheel: Path) -> None:
                  "dispatcher/__init__.py", "pilot/main.py", "sql/env.py",
                  "sql/script.py.mako", "sql/versions/0001_grid_registry.py",
                  "sql/versions/0002_network_metrics_and_cycles.py", "collectors/fts.py",
-                 "sql/versions/0004_jobs.py", "dispatcher/core.py",
+                 "sql/versions/0004_jobs_and_event_ranges.py", "dispatcher/core.py",
                  "netbroker/data/sample_grid.json"):
         assert path in names, f"{path} missing from {wheel.name}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

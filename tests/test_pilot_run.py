@@ -52,10 +52,11 @@ def test_pilot_runs_payloads_reports_outcomes_and_cleans_up(
         grid_engine: Engine, tmp_path: Path, trf_server: str) -> None:
     ok = add_jobs(grid_engine, 1, transformation="/bin/sh", priority=40,
                   job_pars="-c 'echo hello > out.txt; sleep 0.7'")[0]
+    # one attempt each: a retry would be another job for this pilot to take
     failing = add_jobs(grid_engine, 1, transformation="/bin/sh", priority=30,
-                       job_pars="-c 'exit 3'")[0]
+                       job_pars="-c 'exit 3'", max_attempts=1)[0]
     slow = add_jobs(grid_engine, 1, transformation="/bin/sh", priority=20,
-                    max_walltime_s=1, job_pars="-c 'sleep 30'")[0]
+                    max_walltime_s=1, job_pars="-c 'sleep 30'", max_attempts=1)[0]
     fetched = add_jobs(grid_engine, 1, transformation=f"{trf_server}/echo_arg.sh",
                        priority=10, job_pars="netbroker")[0]
     workdir = tmp_path / "work"
@@ -81,7 +82,8 @@ def test_pilot_runs_payloads_reports_outcomes_and_cleans_up(
 
 def test_sigterm_kills_the_payload_and_reports_it_failed(grid_engine: Engine,
                                                          tmp_path: Path) -> None:
-    (job_id,) = add_jobs(grid_engine, 1, transformation="/bin/sh", job_pars="-c 'sleep 60'")
+    (job_id,) = add_jobs(grid_engine, 1, transformation="/bin/sh", job_pars="-c 'sleep 60'",
+                         max_attempts=1)
     with LiveServer(grid_engine) as server:
         run = pilot(server.url, tmp_path)
         deadline = time.monotonic() + 30

@@ -76,6 +76,19 @@ class JobDB:
         self._log(job_id, status, now)
         return True
 
+    def retry(self, job_id: int, now: datetime) -> int | None:
+        """A new activated attempt of a failed job, if it has attempts left; its id or None."""
+        job = self.get(job_id)
+        if job is None or job["attempt_nr"] >= job["max_attempts"]:
+            return None
+        keep = ("task_id", "name", "queue_id", "prod_source_label", "priority", "max_attempts",
+                "cores", "min_ram_mb", "max_disk_mb", "max_walltime_s", "transformation",
+                "job_pars")
+        (new_id,) = self.add_jobs([{**{k: job[k] for k in keep},
+                                    "status": JobStatus.ACTIVATED, "retry_of": job_id,
+                                    "attempt_nr": job["attempt_nr"] + 1}], now)
+        return new_id
+
     def _log(self, job_id: int, status: JobStatus, now: datetime) -> None:
         self.conn.execute(sa.insert(job_state_changes).values(job_id=job_id, status=status,
                                                               at=now))

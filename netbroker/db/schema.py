@@ -340,6 +340,8 @@ jobs = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("attempt_nr", sa.Integer, nullable=False, server_default="1"),
     sa.Column("max_attempts", sa.Integer, nullable=False, server_default="3"),
+    # The failed attempt this job retries (PanDA gives each attempt a new id).
+    sa.Column("retry_of", sa.BigInteger, sa.ForeignKey("jobs.id"), nullable=True),
     sa.Column("cores", sa.Integer, nullable=False),
     sa.Column("min_ram_mb", sa.Integer, nullable=False),
     sa.Column("max_disk_mb", sa.Integer, nullable=False),
