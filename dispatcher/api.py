@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
+from dispatcher.core import (
+    AcquireRequest,
+    UpdateRequest,
+    acquire_job,
+    pilot_demand,
+    update_job,
+)
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.jobs import JobDB
@@ -72,3 +78,10 @@ def post_event_range_reports(reports: list[RangeReport], engine: EngineDep,
                              settings: SettingsDep) -> dict[str, Any]:
     """Each range's outcome; the answer gives each range's new status (null: refused)."""
     return {"results": report_event_ranges(engine, reports, settings.dispatcher)}
+
+
+@router.get("/queues/{name}/pilot-demand")
+def get_pilot_demand(name: str, engine: EngineDep,
+                     pending: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """How many pilots a factory should submit now (``pending``: submitted, not asking yet)."""
+    return pilot_demand(engine, name, pending)

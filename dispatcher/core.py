@@ -22,7 +22,14 @@ from netbroker.db.schema import JobStatus, utcnow
 from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
 from netbroker.jobs import FINAL, LIVE, allowed_sources
 
-__all__ = ["AcquireRequest", "UpdateRequest", "acquire_job", "update_job", "watchdog"]
+__all__ = [
+    "AcquireRequest",
+    "UpdateRequest",
+    "acquire_job",
+    "pilot_demand",
+    "update_job",
+    "watchdog",
+]
 
 LOST_HEARTBEAT_CODE = 1144  # our pilot error code for a job whose pilot went silent
 
@@ -111,6 +118,28 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
     if job["status"] == report.state and report.state in FINAL:
         return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)
+
+
+def pilot_demand(engine: Engine, queue: str, pending: int = 0) -> dict[str, Any]:
+    """How many pilots a factory should submit to ``queue`` now.
+
+    ``pending`` pilots were submitted by the factory and have not asked yet.
+    The demand covers the activated jobs not already promised to a pilot,
+    within the queue's pilot slots less the pilots holding jobs:
+    ``max(0, min(activated - pending, slots - sent - running - pending))``.
+
+    >>> max(0, min(120 - 10, 100 - 5 - 60 - 10))  # 120 waiting, 100 slots
+    25
+    """
+    row = _queue(engine, queue)
+    with engine.connect() as conn:
+        counts = JobDB(conn).count_by_status(row["id"])
+    activated, sent = counts.get("activated", 0), counts.get("sent", 0)
+    running = sum(counts.get(s, 0) for s in ("starting", "running", "transferring"))
+    slots = row["pilot_slots"]
+    demand = max(0, min(activated - pending, slots - sent - running - pending))
+    return {"queue": queue, "activated": activated, "sent": sent, "running": running,
+            "pilot_slots": slots, "pending": pending, "demand": demand}
 
 
 def watchdog(engine: Engine, settings: DispatcherSettings) -> dict[str, list[int]]:

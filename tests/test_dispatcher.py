@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter, defaultdict
@@ -167,3 +168,32 @@ def test_a_failed_job_is_retried_as_a_new_attempt_until_its_last(grid_engine: En
     assert acquire_job(grid_engine, ask()) is None  # two attempts were all it had
     with grid_engine.connect() as conn:
         assert JobDB(conn).count_by_status() == {"failed": 2}
+
+
+def test_pilot_demand_counts_waiting_jobs_within_free_slots(grid_engine: Engine) -> None:
+    from dispatcher.core import pilot_demand
+
+    add_jobs(grid_engine, 30)
+    for _ in range(4):
+        acquire_job(grid_engine, ask())
+    demand = pilot_demand(grid_engine, "DESY-HH", pending=6)
+    slots = demand["pilot_slots"]  # 1278 in the sample grid: not the limit here
+    assert (demand["activated"], demand["sent"], demand["demand"]) == (26, 4, 20)
+    assert slots == 1278
+    with LiveServer(grid_engine) as server:
+        answer = httpx.get(f"{server.url}/api/v1/queues/DESY-HH/pilot-demand",
+                           params={"pending": 30}, timeout=10).json()
+        assert answer["demand"] == 0
+        assert httpx.get(f"{server.url}/api/v1/queues/NOPE/pilot-demand",
+                         timeout=10).status_code == 404
+    # a small queue: its free slots, not its waiting jobs, bound the demand
+    from netbroker import registry
+
+    registry.import_grid_document(grid_engine, json.dumps({"pandaqueue": {"DESY-HH_SMALL": {
+        "atlas_site": "DESY-HH", "status": "online", "maxrss": 4000, "maxtime": 3600,
+        "pilot_slots": 10}}}))
+    add_jobs(grid_engine, 30, queue="DESY-HH_SMALL")
+    for _ in range(3):
+        acquire_job(grid_engine, ask("DESY-HH_SMALL"))
+    small = pilot_demand(grid_engine, "DESY-HH_SMALL", pending=2)
+    assert (small["activated"], small["demand"]) == (27, 10 - 3 - 2)

@@ -109,6 +109,9 @@ class JobDB:
                                           jobs.c.heartbeat_at < before).order_by(jobs.c.id)
         return list(self.conn.execute(stmt).scalars())
 
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, queue_id: int | None = None) -> dict[str, int]:
+        """Jobs per state, of one queue or of all."""
         stmt = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        if queue_id is not None:
+            stmt = stmt.where(jobs.c.queue_id == queue_id)
         return {str(s): n for s, n in self.conn.execute(stmt)}
