@@ -1,0 +1,109 @@
+"""SIGKILL the dispatching service mid-flight, restart it: no job lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from dispatcher.core import watchdog
+from netbroker.config import DispatcherSettings
+from netbroker.db.jobs import JobDB
+from tests.test_dispatcher import add_jobs
+
+pytestmark = pytest.mark.slow
+
+
+def start_service(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
+    env.update(NETBROKER_DATABASE_URL=db_url, NETBROKER_SERVICE_RUN_CYCLES="false",
+               NETBROKER_SERVICE_LOG_LEVEL="warning")
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "netbroker", "serve", "--port",
+                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(log.read_text()[-2000:])
+
+
+def test_sigkill_and_restart_lose_and_duplicate_nothing(grid_engine: Engine, db_url: str,
+                                                        tmp_path: Path) -> None:
+    ids = set(add_jobs(grid_engine, 600))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base, log = f"http://127.0.0.1:{port}", tmp_path / "serve.log"
+    received: list[int] = []
+    done = threading.Event()
+
+    def pilot() -> None:
+        with httpx.Client(base_url=base, timeout=5) as client:
+            while not done.is_set():
+                try:
+                    answer = client.post("/api/v1/pilot/jobs/acquire",
+                                         json={"queue": "DESY-HH", "disk_mb": 20000})
+                    job = answer.json()["job"]
+                except (httpx.TransportError, ValueError):
+                    time.sleep(0.05)  # the service is down: ask again, as pilots do
+                    continue
+                if job is None:
+                    return
+                received.append(job["id"])
+                while True:  # a real pilot says it started; it retries through an outage
+                    try:
+                        client.post(f"/api/v1/pilot/jobs/{job['id']}/update",
+                                    json={"state": "starting"}).raise_for_status()
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.05)
+
+    service = start_service(db_url, port, log)
+    pilots = [threading.Thread(target=pilot) for _ in range(8)]
+    for p in pilots:
+        p.start()
+    while len(received) < 150:
+        time.sleep(0.01)
+    os.kill(service.pid, signal.SIGKILL)  # our own child, by PID, mid-dispatch
+    service.wait()
+    killed_at = len(received)
+    service = start_service(db_url, port, log)
+    try:
+        for p in pilots:
+            p.join(timeout=120)
+        assert not any(p.is_alive() for p in pilots)
+        # jobs sent whose answer died with the process: the watchdog gives them back
+        requeued = watchdog(grid_engine, DispatcherSettings(start_timeout_minutes=1e-9))
+        lost_answers = set(requeued["requeued"])
+        done.clear()
+        second = [threading.Thread(target=pilot) for _ in range(2)]
+        for p in second:
+            p.start()
+        for p in second:
+            p.join(timeout=60)
+    finally:
+        done.set()
+        service.terminate()
+        service.wait(timeout=30)
+    taken = Counter(received)
+    assert max(taken.values()) == 1, "a job reached two pilots"
+    assert set(taken) == ids, "a job was lost"
+    assert killed_at < len(received)  # work went on after the restart
+    assert lost_answers <= ids and not lost_answers & set(received[:killed_at])
+    with grid_engine.connect() as conn:
+        assert JobDB(conn).count_by_status() == {"starting": 600}
