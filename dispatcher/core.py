@@ -62,12 +62,12 @@ class UpdateRequest(BaseModel):
 
 
 _QUEUE_CACHE_S = 30.0  # queue ids and limits change rarely; getJob is the hot path
-_queue_cache: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+_queue_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
 
 def _queue(engine: Engine, name: str) -> dict[str, Any]:
     """The queue's registry row, remembered for a few seconds per process."""
-    key = (id(engine), name)
+    key = (engine.url.render_as_string(hide_password=False), name)  # one cache per database
     hit = _queue_cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < _QUEUE_CACHE_S:
         return hit[1]
