@@ -150,7 +150,8 @@ def test_network_commands_ingest_then_show_the_matrix(db_url: str, tmp_path: Pat
     assert png.read_bytes()[:4] == b"\x89PNG"
     link = netbroker("network", "link", "CERN-PROD", "NOWHERE", url=db_url)
     assert link.returncode == 1 and "unknown site 'NOWHERE'" in link.stderr
-    assert json.loads(netbroker("network", "nws", url=db_url).stdout) is not None
+    nws = json.loads(netbroker("network", "nws", url=db_url).stdout)
+    assert nws["CERN-PROD:FZK-LCG2"]["mbps"]["netbroker"]["1h"] == 75.0
     collect = netbroker("collect", url=db_url)
     assert "no archive configured" in collect.stdout
     cycles = netbroker("cycles", "--json", url=db_url)

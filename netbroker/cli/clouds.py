@@ -18,6 +18,13 @@ clouds_app = typer.Typer(no_args_is_help=True, help="Dynamic cloud membership.")
 app.add_typer(clouds_app, name="clouds")
 
 
+def _show_changes(changes: list[MembershipChange], title: str, as_json: bool) -> None:
+    if as_json:
+        print_json([vars(c) for c in changes])
+    else:
+        out.print(_changes_table(changes, title))
+
+
 def _changes_table(changes: list[MembershipChange], title: str) -> Table:
     table = Table(title=f"{title}: {len(changes)} change(s)")
     for col in ("cloud", "site", "change", "MB/s", "loss", "samples", "reason"):
@@ -51,10 +58,7 @@ def recompute(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Recompute the memberships now (the service does it every recompute_minutes)."""
     settings = settings_of(ctx)
     changes = membership.recompute(engine_of(ctx), settings.clouds, settings.metrics)
-    if as_json:
-        print_json([vars(c) for c in changes])
-        return
-    out.print(_changes_table(changes, "recomputed"))
+    _show_changes(changes, "recomputed", as_json)
 
 
 @clouds_app.command("preview")
@@ -73,10 +77,7 @@ def preview(
         overrides[key if "." in key else f"clouds.{key}"] = value
     settings = load_settings(ctx.find_root().obj["config"], overrides=overrides)
     changes = membership.preview(engine_of(ctx), settings.clouds, settings.metrics)
-    if as_json:
-        print_json([vars(c) for c in changes])
-        return
-    out.print(_changes_table(changes, "preview (not applied)"))
+    _show_changes(changes, "preview (not applied)", as_json)
 
 
 @clouds_app.command("history")
