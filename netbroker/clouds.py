@@ -9,19 +9,21 @@ least ``min_samples`` measurements, packet loss at most
 itself fit (online, with an online queue). Hysteresis keeps memberships
 from flapping: a member leaves only when its throughput drops below
 ``threshold * (1 - leave_margin_fraction)``, it becomes unfit, or it has had
-no measurement for ``stale_cycles`` recomputations.
+no measurement for ``stale_cycles`` recomputations. A site is unfit when it
+is offline, has no online queue, or its own jobs succeeded less than
+``min_job_success_fraction`` of the time over ``job_success_window_days``
+(a site with no finished or failed job there is not judged on it).
 
 :func:`decide_membership` is the pure decision over arrays indexed by cloud
 and site; :func:`recompute`, :func:`preview` and :func:`show_membership`
-read the database around it. The job-success criterion
-(``min_job_success_fraction``) waits for the jobs table of the job-cycle
-issue and is not applied yet.
+read the database around it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from sqlalchemy.engine import Engine
 from netbroker.config import CloudSettings, MetricsSettings
 from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
+from netbroker.db.jobs import JobDB
 from netbroker.db.schema import clouds as clouds_table
 from netbroker.db.schema import sites as sites_table
 from netbroker.db.schema import utcnow
@@ -67,6 +70,7 @@ class MembershipInputs:
     site_fit: np.ndarray        # (n,) bool: online, with an online queue
     members: np.ndarray         # (c, n) bool: foreign members now
     stale: np.ndarray           # (c, n) cycles without data, for members
+    job_success: np.ndarray | None = None  # (n,) finished / (finished + failed), NaN: none
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,10 @@ def decide_membership(inputs: MembershipInputs, settings: CloudSettings) -> Memb
     foreign = inputs.home[np.newaxis, :] != np.arange(len(inputs.clouds))[:, np.newaxis]
     measured = (count >= s.min_samples) & ~np.isnan(rate)
     loss_ok = np.isnan(loss) | (loss <= s.max_packet_loss_fraction)
-    fit = inputs.site_fit[np.newaxis, :]
+    success = (inputs.job_success if inputs.job_success is not None
+               else np.full(len(inputs.sites), np.nan))
+    succeeds = np.isnan(success) | (success >= s.min_job_success_fraction)
+    fit = (inputs.site_fit & succeeds)[np.newaxis, :]
     joins = foreign & ~inputs.members & fit & measured & (rate >= s.min_mbytes_per_s_from_tier1) \
         & loss_ok
     stale = np.where(inputs.members & ~measured, inputs.stale + 1, 0)
@@ -144,6 +151,7 @@ def decide_membership(inputs: MembershipInputs, settings: CloudSettings) -> Memb
         "slow": f"throughput below {leave_below:g} MB/s (threshold less the leave margin)",
         "lossy": f"packet loss above {s.max_packet_loss_fraction:g}",
         "unfit": "site offline or without an online queue",
+        "failing": f"site's job success below {s.min_job_success_fraction:g}",
         "stale": f"no measurement for {s.stale_cycles} cycles",
         "home": "now registered in this cloud",
     }
@@ -153,7 +161,8 @@ def decide_membership(inputs: MembershipInputs, settings: CloudSettings) -> Memb
             kind, why = "joined", reasons["joined"]
         else:
             kind = "left"
-            why = reasons["home" if not foreign[k, i] else "unfit" if unfit[k, i]
+            unfit_why = "unfit" if not inputs.site_fit[i] else "failing"
+            why = reasons["home" if not foreign[k, i] else unfit_why if unfit[k, i]
                           else "stale" if gone[k, i] else "lossy" if lossy[k, i] else "slow"]
         changes.append(MembershipChange(
             inputs.clouds[k], inputs.sites[i], kind, _num(rate[k, i]), _num(loss[k, i]),
@@ -205,7 +214,16 @@ def gather_inputs(engine: Engine, settings: CloudSettings,
         k, i = c_index.get(cloud_names[cloud_id]), s_index.get(site_names[site_id])
         if k is not None and i is not None:
             members[k, i], stale[k, i] = True, stale_cycles
-    return MembershipInputs(clouds, sites, home, rate, count, loss, fit, members, stale)
+    since = utcnow() - timedelta(days=settings.job_success_window_days)
+    with engine.connect() as conn:
+        outcomes = JobDB(conn).final_counts_by_site(since)
+    success = np.full(len(sites), np.nan)
+    for site_id, (finished, failed) in outcomes.items():
+        i = s_index.get(site_names.get(site_id, ""))
+        if i is not None and finished + failed > 0:
+            success[i] = finished / (finished + failed)
+    return MembershipInputs(clouds, sites, home, rate, count, loss, fit, members, stale,
+                            success)
 
 
 def recompute(engine: Engine, settings: CloudSettings, metrics: MetricsSettings | None = None,

@@ -36,11 +36,14 @@ from pydantic import (
 from netbroker.errors import ConfigError
 
 __all__ = [
+    "BrokerageSettings",
     "CloudSettings",
     "CollectorSettings",
     "DatabaseSettings",
     "DispatcherSettings",
     "MetricsSettings",
+    "PrioritySettings",
+    "RebrokerageSettings",
     "ServiceSettings",
     "Settings",
     "default_config_path",
@@ -244,6 +247,74 @@ class DispatcherSettings(_Group):
     )
 
 
+class BrokerageSettings(_Group):
+    """Task and job brokerage: how candidates are weighed and chosen.
+
+    A candidate's score is ``weight_data * data + weight_capacity * free +
+    weight_network * 1 / (1 + transfer_s / network_scale_s)``, each term in
+    0..1; candidates within ``near_equal_fraction`` of the best are drawn at
+    random in proportion to their score (seeded, so a decision can be replayed).
+    """
+
+    mode: Literal["clouds", "full_mesh"] = Field(
+        "clouds", description="clouds: task -> cloud; full_mesh: task -> nucleus, no boundary.")
+    weight_data: float = Field(
+        1.0, ge=0, description="Weight of input data already at the candidate.")
+    weight_capacity: float = Field(
+        0.5, ge=0, description="Weight of free pilot slots (free / slots).")
+    weight_network: float = Field(
+        0.5, ge=0, description="Weight of the time to bring the missing input.")
+    network_scale_s: float = Field(
+        3600.0, gt=0, description="Transfer time at which the network term is halved, s.")
+    unknown_link_mbytes_per_s: float = Field(
+        1.0, gt=0, description="Throughput assumed for an unmeasured link (ranked last), MB/s.")
+    tape_recall_mbytes_per_s: float = Field(
+        50.0, gt=0, description="Rate of bringing input from a site's own tape to its disk, MB/s.")
+    near_equal_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Scores within this fraction of the best are drawn at random.")
+    seed: int = Field(0, ge=0, description="Seed of the weighted draw (mixed with the task id).")
+    remote_input_max_transfer_s: float = Field(
+        1800.0, ge=0,
+        description="A job whose missing input arrives within this is activated at once, s; "
+                    "slower ones wait assigned for the data.")
+    output_fraction_of_input: float = Field(
+        0.5, ge=0, description="Expected output bytes per input byte, for the Tier-1 space check.")
+    scratch_disk_mb: int = Field(
+        2000, ge=0, description="Work-directory disk a job needs besides its input, MB.")
+    cycle_minutes: float = Field(
+        5.0, gt=0, description="Period of the retry of tasks that found no candidate, minutes.")
+
+
+class RebrokerageSettings(_Group):
+    """Rebrokerage: when a waiting job is moved to another site."""
+
+    cycle_minutes: float = Field(15.0, gt=0, description="Period of the cycle, minutes.")
+    min_wait_minutes: float = Field(
+        60.0, ge=0, description="Only jobs waiting (assigned/activated) this long move, minutes.")
+    busy_queued_per_slot: float = Field(
+        2.0, gt=0, description="A queue with more waiting jobs per pilot slot is busy.")
+    better_by_fraction: float = Field(
+        0.2, ge=0, description="The new site must score this fraction above the current one.")
+    max_rebrokerages: int = Field(3, ge=0, description="Moves allowed per job.")
+
+
+class PrioritySettings(_Group):
+    """Job priorities: fair share, aging and the failure penalty (boosts live in the DB)."""
+
+    cycle_minutes: float = Field(10.0, gt=0, description="Period of the recomputation, minutes.")
+    user_cpu_hours_per_day: float = Field(
+        1000.0, gt=0, description="A user's fair share: CPU-hours per 24 h before a penalty.")
+    fairshare_penalty: int = Field(
+        100, ge=0, description="Priority lost per 100% of usage above the fair share.")
+    fairshare_max_penalty: int = Field(
+        500, ge=0, description="Largest fair-share penalty.")
+    aging_per_hour: float = Field(
+        10.0, ge=0, description="Priority a waiting job gains per hour of waiting.")
+    aging_cap: int = Field(300, ge=0, description="Largest priority gained by aging.")
+    failure_penalty: int = Field(
+        50, ge=0, description="Priority lost per failed earlier attempt.")
+
+
 class Settings(_Group):
     """All of netbroker's settings, one attribute per group."""
 
@@ -253,6 +324,9 @@ class Settings(_Group):
     metrics: MetricsSettings = MetricsSettings()
     collectors: CollectorSettings = CollectorSettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
+    brokerage: BrokerageSettings = BrokerageSettings()
+    rebrokerage: RebrokerageSettings = RebrokerageSettings()
+    priority: PrioritySettings = PrioritySettings()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:

@@ -10,11 +10,17 @@ explain it, so a message can name the record and the field that was wrong::
     ├── InvalidGridDocument         a grid import was refused (record, field, why)
     ├── InvalidMetric               a metric batch or query was refused as a whole
     ├── InvalidTransition           a job cannot go from its state to the one asked
+    ├── InvalidTask                 a task description was refused (field, why)
+    ├── TaskExists                  a task of that name was already submitted
+    ├── InvalidBoost                a priority boost rule was refused
     └── NotFound
         ├── UnknownCloud
         ├── UnknownSite
         ├── UnknownQueue
         ├── UnknownEndpoint
+        ├── UnknownDataset
+        ├── UnknownTask
+        ├── UnknownBoost
         └── UnknownJob
 """
 
@@ -25,17 +31,23 @@ from dataclasses import dataclass
 __all__ = [
     "ConfigError",
     "GridProblem",
+    "InvalidBoost",
     "InvalidGridDocument",
     "InvalidMetric",
+    "InvalidTask",
     "InvalidTransition",
     "NetbrokerError",
     "NotFound",
     "StorageUnavailable",
+    "TaskExists",
+    "UnknownBoost",
     "UnknownCloud",
+    "UnknownDataset",
     "UnknownEndpoint",
     "UnknownJob",
     "UnknownQueue",
     "UnknownSite",
+    "UnknownTask",
 ]
 
 
@@ -96,9 +108,30 @@ class InvalidMetric(NetbrokerError):
 class InvalidTransition(NetbrokerError):
     """A job was asked to move to a state its current state does not lead to."""
 
-    def __init__(self, job_id: int, current: str, wanted: str) -> None:
+    def __init__(self, job_id: int, current: str, wanted: str, what: str = "job") -> None:
         self.job_id, self.current, self.wanted = job_id, current, wanted
-        super().__init__(f"job {job_id} is {current}: it cannot become {wanted}")
+        super().__init__(f"{what} {job_id} is {current}: it cannot become {wanted}")
+
+
+class InvalidTask(NetbrokerError):
+    """A task description refused as a whole; ``problems`` name each field and why."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems, self.source = problems, source
+        where = f" in {source}" if source else ""
+        super().__init__(f"task refused{where}: " + "; ".join(problems))
+
+
+class TaskExists(NetbrokerError):
+    """A task of that name exists: task names are unique, a resubmission is refused."""
+
+    def __init__(self, name: str, task_id: int) -> None:
+        self.name, self.task_id = name, task_id
+        super().__init__(f"task {name!r} already exists (id {task_id})")
+
+
+class InvalidBoost(NetbrokerError):
+    """A priority boost rule that cannot apply (no one named, two places, no duration)."""
 
 
 class NotFound(NetbrokerError):
@@ -129,3 +162,15 @@ class UnknownEndpoint(NotFound):
 
 class UnknownJob(NotFound):
     kind = "job"
+
+
+class UnknownDataset(NotFound):
+    kind = "dataset"
+
+
+class UnknownTask(NotFound):
+    kind = "task"
+
+
+class UnknownBoost(NotFound):
+    kind = "boost"

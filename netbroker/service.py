@@ -20,7 +20,10 @@ from netbroker.clouds import recompute
 from netbroker.config import Settings
 from netbroker.db import create_db_engine, describe_url, upgrade
 from netbroker.metrics import prune_samples
+from netbroker.priority import recompute as recompute_priorities
+from netbroker.rebrokerage import rebroker
 from netbroker.scheduler import Cycle, build_scheduler, process_holder
+from netbroker.tasks import broker_tasks
 
 __all__ = ["run_service", "service_cycles"]
 
@@ -61,14 +64,21 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
 
 def service_cycles(settings: Settings) -> list[Cycle]:
     """The periodic cycles a service runs: pull the archives, recompute the clouds,
-    prune raw samples."""
+    broker waiting tasks, rebroker waiting jobs, recompute priorities, watch
+    heartbeats, prune raw samples."""
     cycles = [Cycle("prune_samples", 6 * 3600,
                     lambda engine: prune_samples(engine, settings.metrics)),
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
                     lambda engine: recompute(engine, settings.clouds, settings.metrics)),
               Cycle("heartbeat_watchdog", settings.dispatcher.watchdog_minutes * 60,
                     lambda engine: (watchdog(engine, settings.dispatcher),
-                                    release_silent_ranges(engine, settings.dispatcher)))]
+                                    release_silent_ranges(engine, settings.dispatcher))),
+              Cycle("brokerage", settings.brokerage.cycle_minutes * 60,
+                    lambda engine: broker_tasks(engine, settings)),
+              Cycle("rebrokerage", settings.rebrokerage.cycle_minutes * 60,
+                    lambda engine: rebroker(engine, settings)),
+              Cycle("priority", settings.priority.cycle_minutes * 60,
+                    lambda engine: recompute_priorities(engine, settings.priority))]
     c = settings.collectors
     if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
         cycles.append(Cycle("collect", c.cycle_minutes * 60,

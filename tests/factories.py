@@ -44,3 +44,62 @@ def fts_transfers(src_rse: str, dst_rse: str, mbytes_per_s: float, n: int, end_s
             "timestamp_tr_st": end_ms - duration_ms, "timestamp_tr_comp": end_ms,
             "file_size": size, "tr_bt_transfered": size, "throughput": -1}))
     return "\n".join(lines)
+
+
+GB = 1_000_000_000
+
+
+def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
+              file_bytes: int = 10 * GB, queue_memory_mb: dict[str, int] | None = None,
+              queue_status: dict[str, str] | None = None,
+              extra_dataset: str | None = None) -> str:
+    """A three-cloud grid document in CRIC's shape, small enough to reason about.
+
+    DE (Tier-1 FZK, nucleus; Tier-2s DESY and LRZ), UK (Tier-1 RAL; MAN) and
+    FR (Tier-1 CC). Each site has one unified 8-core queue ``<SITE>_UCORE``
+    (48 h, 64 GB, 100 pilot slots) and a disk endpoint ``<SITE>_DATADISK``;
+    FZK also has ``FZK_TAPE``. The dataset ``data23:data23.AOD`` has ``files``
+    files of ``file_bytes``, with replicas on the endpoints named in
+    ``replicas`` (by dataset name, default the AOD on DESY_DATADISK).
+    """
+    layout = {"FZK": ("DE", 1), "DESY": ("DE", 2), "LRZ": ("DE", 2), "RAL": ("UK", 1),
+              "MAN": ("UK", 2), "CC": ("FR", 1)}
+    memory = queue_memory_mb or {}
+    status = queue_status or {}
+    replicas = replicas if replicas is not None else {"data23.AOD": ["DESY_DATADISK"]}
+    doc: dict[str, dict[str, object]] = {
+        "cloud": {"DE": {"tier1": "FZK"}, "UK": {"tier1": "RAL"}, "FR": {"tier1": "CC"}},
+        "site": {}, "ddmendpoint": {}, "pandaqueue": {}}
+    for site, (cloud, tier) in layout.items():
+        doc["site"][site] = {"cloud": cloud, "tier_level": tier, "country": cloud,
+                             "status": "online", "datapolicies": ["Nucleus"] if site == "FZK"
+                             else [], "domains": [f"{site.lower()}.example"]}
+        doc["ddmendpoint"][f"{site}_DATADISK"] = {
+            "site": site, "type": "DATADISK", "is_tape": False, "state": "ACTIVE",
+            "se": f"davs://se.{site.lower()}.example:443",
+            "space_total_bytes": 10**15, "space_free_bytes": 5 * 10**14}
+        doc["pandaqueue"][f"{site}_UCORE"] = {
+            "atlas_site": site, "panda_resource": f"{site}_UCORE", "type": "unified",
+            "status": status.get(site, "online"), "corecount": 8,
+            "maxrss": memory.get(site, 64000), "maxtime": 172800, "maxwdir": 200000,
+            "pilot_slots": 100}
+    doc["ddmendpoint"]["FZK_TAPE"] = {
+        "site": "FZK", "type": "DATATAPE", "is_tape": True, "state": "ACTIVE",
+        "se": "root://tape.fzk.example:1094", "space_total_bytes": 10**16,
+        "space_free_bytes": 10**16}
+    names = ["data23.AOD"] + ([extra_dataset] if extra_dataset else [])
+    doc["dataset"] = [{
+        "scope": "data23", "name": name,
+        "files": [{"name": f"{name}._{i:06d}.pool.root.1", "bytes": file_bytes,
+                   "guid": f"00000000-0000-4000-8000-{k:04d}{i:08d}", "adler32": "0a0b0c0d"}
+                  for i in range(1, files + 1)],
+        "replicas": [{"rse": rse, "state": "AVAILABLE"} for rse in replicas.get(name, [])]}
+        for k, name in enumerate(names)]
+    return json.dumps(doc)
+
+
+def task_spec(name: str = "task.001", **over: object) -> dict[str, object]:
+    """A task description over ``data23:data23.AOD``: 1 file per job, 2 h per file."""
+    return {"name": name, "user": "alice", "input_dataset": "data23:data23.AOD",
+            "transformation": "Reco_tf.py", "parameters": "--in $IN --out $OUT",
+            "cores": 8, "memory_mb": 16000, "walltime_s": 7200, "files_per_job": 1, **over}

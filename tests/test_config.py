@@ -86,9 +86,15 @@ def test_a_named_file_that_is_missing_is_refused(tmp_path: Path) -> None:
 # Counts and switches need no unit; every other number says its unit in its name.
 UNITLESS = {"database.pool_size", "service.port", "service.workers", "clouds.min_samples",
             "clouds.stale_cycles", "metrics.min_samples", "collectors.http_retries",
-            "dispatcher.event_range_max_attempts"}
+            "dispatcher.event_range_max_attempts", "rebrokerage.max_rebrokerages",
+            "brokerage.seed",
+            # Score weights are dimensionless; penalties and caps are in priority points.
+            "brokerage.weight_data", "brokerage.weight_capacity", "brokerage.weight_network",
+            "priority.fairshare_penalty", "priority.fairshare_max_penalty", "priority.aging_cap",
+            "priority.failure_penalty"}
 UNIT_SUFFIXES = ("_ms", "_s", "_minutes", "_days", "_mb", "_bytes", "_fraction",
-                 "_mbytes_per_s_from_tier1")
+                 "_mbytes_per_s_from_tier1", "_mbytes_per_s", "_per_hour", "_per_day",
+                 "_per_slot")
 
 
 def test_every_setting_is_documented_and_numbers_carry_units() -> None:

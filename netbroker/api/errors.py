@@ -15,10 +15,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from netbroker.errors import (
     InvalidGridDocument,
+    InvalidTask,
     InvalidTransition,
     NetbrokerError,
     NotFound,
     StorageUnavailable,
+    TaskExists,
 )
 
 __all__ = ["register_error_handlers"]
@@ -33,6 +35,8 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(InvalidGridDocument, _invalid_grid)
     app.add_exception_handler(InvalidTransition, _conflict)
+    app.add_exception_handler(InvalidTask, _invalid_task)
+    app.add_exception_handler(TaskExists, _task_exists)
     app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(OperationalError, _storage_down)
     app.add_exception_handler(NetbrokerError, _other)
@@ -57,6 +61,18 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidTransition)
     return JSONResponse({"error": "InvalidTransition", "detail": str(exc),
                          "current": exc.current, "wanted": exc.wanted}, status_code=409)
+
+
+async def _invalid_task(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidTask)
+    return JSONResponse({"error": "InvalidTask", "detail": str(exc), "problems": exc.problems},
+                        status_code=422)
+
+
+async def _task_exists(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskExists)
+    return JSONResponse({"error": "TaskExists", "detail": str(exc), "task_id": exc.task_id},
+                        status_code=409)
 
 
 async def _storage_down(_: Request, exc: Exception) -> JSONResponse:

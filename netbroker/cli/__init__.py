@@ -3,8 +3,9 @@
 Tables and progress for people, ``--json`` for scripts. Domain errors are
 printed as one clear message and exit with status 1 (2 for configuration);
 nothing is half-done. Commands live by topic: ``registry`` (db, grid,
-config, serve, demo), ``network`` (ingest, collect, matrix, links, NWS) and
-``clouds`` (membership).
+config, serve, demo), ``network`` (ingest, collect, matrix, links, NWS),
+``clouds`` (membership) and ``tasks`` (submit, tasks, jobs, kill, explain,
+broker, rebroker, priority).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
-from netbroker.cli import clouds, network, registry  # noqa: F401  (registers the commands)
+from netbroker.cli import clouds, network, registry, tasks  # noqa: F401  (registers commands)
 from netbroker.cli._app import app, err
 from netbroker.errors import ConfigError, NetbrokerError
 

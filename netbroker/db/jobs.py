@@ -17,9 +17,24 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netbroker.db.schema import JobStatus, job_state_changes, jobs
+from netbroker.db.schema import JobStatus, job_files, job_state_changes, jobs, queues
 
-__all__ = ["JobDB"]
+__all__ = ["WAITING", "JobDB", "output_name"]
+
+# A job waiting for a pilot: what aging, rebrokerage and the pilot demand count.
+WAITING = frozenset({JobStatus.DEFINED, JobStatus.ASSIGNED, JobStatus.ACTIVATED})
+
+
+def output_name(lfn: str, attempt: int) -> str:
+    """An output file's name for an attempt: PanDA's trailing ``.N`` is the attempt.
+
+    >>> output_name("EVNT.41370636._000001.pool.root.1", 2)
+    'EVNT.41370636._000001.pool.root.2'
+    >>> output_name("log.tgz", 2)
+    'log.tgz.2'
+    """
+    stem, dot, last = lfn.rpartition(".")
+    return f"{stem}.{attempt}" if dot and last.isdigit() else f"{lfn}.{attempt}"
 
 
 class JobDB:
@@ -29,10 +44,16 @@ class JobDB:
         self.conn = conn
 
     def add_jobs(self, rows: Sequence[dict[str, Any]], now: datetime) -> list[int]:
-        """Insert jobs (their status included) and log their first state; returns the ids."""
+        """Insert jobs (their status included) and log their first state; returns the ids.
+
+        ``base_priority`` defaults to ``priority``; a waiting job's
+        ``waiting_since`` defaults to ``now``.
+        """
         ids = [r[0] for r in self.conn.execute(
             sa.insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True),
-            [{**r, "created_at": now, "modified_at": now} for r in rows])]
+            [{"base_priority": r["priority"],
+              "waiting_since": now if r["status"] in WAITING else None,
+              **r, "created_at": now, "modified_at": now} for r in rows])]
         self.conn.execute(sa.insert(job_state_changes), [
             {"job_id": i, "status": r["status"], "at": now}
             for i, r in zip(ids, rows, strict=True)])
@@ -83,11 +104,36 @@ class JobDB:
             return None
         keep = ("task_id", "name", "queue_id", "prod_source_label", "priority", "max_attempts",
                 "cores", "min_ram_mb", "max_disk_mb", "max_walltime_s", "transformation",
-                "job_pars")
+                "job_pars", "user_name", "working_group", "base_priority", "input_bytes",
+                "brokerage_id", "rebrokerages", "pinned")
         (new_id,) = self.add_jobs([{**{k: job[k] for k in keep},
                                     "status": JobStatus.ACTIVATED, "retry_of": job_id,
                                     "attempt_nr": job["attempt_nr"] + 1}], now)
+        files = self.conn.execute(sa.select(job_files).where(job_files.c.job_id == job_id)
+                                  .order_by(job_files.c.id)).mappings().all()
+        if files:  # the same inputs; outputs renamed for the attempt, size and sum unknown
+            attempt = job["attempt_nr"] + 1
+            self.conn.execute(sa.insert(job_files), [
+                {**{k: f[k] for k in ("kind", "scope", "dataset", "file_id")}, "job_id": new_id,
+                 **({k: f[k] for k in ("lfn", "bytes", "guid", "adler32")} if f["kind"] == "input"
+                    else {"lfn": output_name(f["lfn"], attempt), "bytes": None, "guid": None,
+                          "adler32": None})} for f in files])
         return new_id
+
+    def cancel_task_jobs(self, task_id: int, now: datetime) -> int:
+        """Cancel every job of a task not yet final, in bulk; returns how many."""
+        final = [JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.CLOSED]
+        ids = list(self.conn.execute(sa.select(jobs.c.id).where(
+            jobs.c.task_id == task_id, jobs.c.status.not_in(final))).scalars())
+        if not ids:
+            return 0
+        done = list(self.conn.execute(
+            sa.update(jobs).where(jobs.c.id.in_(ids), jobs.c.status.not_in(final))
+            .values(status=JobStatus.CANCELLED, modified_at=now).returning(jobs.c.id)).scalars())
+        if done:
+            self.conn.execute(sa.insert(job_state_changes), [
+                {"job_id": i, "status": JobStatus.CANCELLED, "at": now} for i in done])
+        return len(done)
 
     def _log(self, job_id: int, status: JobStatus, now: datetime) -> None:
         self.conn.execute(sa.insert(job_state_changes).values(job_id=job_id, status=status,
@@ -108,6 +154,18 @@ class JobDB:
         stmt = sa.select(jobs.c.id).where(jobs.c.status.in_(list(statuses)),
                                           jobs.c.heartbeat_at < before).order_by(jobs.c.id)
         return list(self.conn.execute(stmt).scalars())
+
+    def final_counts_by_site(self, since: datetime) -> dict[int, tuple[int, int]]:
+        """(finished, failed) jobs per site id, of jobs that ended since ``since``."""
+        stmt = (sa.select(queues.c.site_id, jobs.c.status, sa.func.count())
+                .join(queues, jobs.c.queue_id == queues.c.id)
+                .where(jobs.c.status.in_([JobStatus.FINISHED, JobStatus.FAILED]),
+                       jobs.c.modified_at >= since)
+                .group_by(queues.c.site_id, jobs.c.status))
+        out: dict[int, list[int]] = {}
+        for site_id, status, n in self.conn.execute(stmt):
+            out.setdefault(site_id, [0, 0])[0 if status == JobStatus.FINISHED else 1] += n
+        return {k: (v[0], v[1]) for k, v in out.items()}
 
     def count_by_status(self, queue_id: int | None = None) -> dict[str, int]:
         """Jobs per state, of one queue or of all."""

@@ -30,10 +30,13 @@ __all__ = [
     "ENDPOINT_KINDS",
     "EventRangeStatus",
     "JobStatus",
+    "ProcessingType",
     "QueueType",
     "ReplicaState",
     "SiteStatus",
+    "TaskStatus",
     "UTCDateTime",
+    "brokerage_decisions",
     "cloud_members",
     "cloud_membership_history",
     "clouds",
@@ -42,15 +45,19 @@ __all__ = [
     "endpoints",
     "event_ranges",
     "files",
+    "job_files",
     "job_state_changes",
     "jobs",
     "metadata",
     "metric_buckets",
     "metric_samples",
+    "priority_boosts",
     "queues",
+    "rebrokerages",
     "replicas",
     "site_hosts",
     "sites",
+    "tasks",
     "utcnow",
 ]
 
@@ -98,6 +105,24 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     CLOSED = "closed"
+
+
+class ProcessingType(enum.StrEnum):
+    """What a task is: managed production or a user's analysis."""
+
+    PRODUCTION = "production"
+    ANALYSIS = "analysis"
+
+
+class TaskStatus(enum.StrEnum):
+    """A task's state: brokered into jobs, or waiting for a candidate."""
+
+    REGISTERED = "registered"  # accepted, not brokered yet
+    PENDING = "pending"        # no candidate passed; the brokerage cycle retries
+    RUNNING = "running"        # its jobs are defined
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class EventRangeStatus(enum.StrEnum):
@@ -328,11 +353,64 @@ metric_buckets = sa.Table(
 )
 
 
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("working_group", sa.String(64), nullable=False, server_default=""),
+    sa.Column("processing_type", _enum(ProcessingType, "processing_type"), nullable=False),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("transformation", sa.String(512), nullable=False),
+    # The job parameters, with $IN, $OUT, $FIRST_EVENT, $MAX_EVENTS, $JOB filled per job.
+    sa.Column("job_pars", sa.Text, nullable=False, server_default=""),
+    sa.Column("cores", sa.Integer, nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    # Wall time of a full-size job (files_per_job files); jobs are fitted to
+    # each queue's limit from it, as JEDI does.
+    sa.Column("walltime_s", sa.Integer, nullable=False),
+    sa.Column("files_per_job", sa.Integer, nullable=False),
+    sa.Column("events_per_job", sa.Integer, nullable=True),
+    sa.Column("events_per_file", sa.Integer, nullable=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    # A task pinned to a site is brokered there only and never rebrokered.
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id"), nullable=True),
+    sa.Column("cloud_id", sa.Integer, sa.ForeignKey("clouds.id"), nullable=True),
+    sa.Column("nucleus_site_id", sa.Integer, sa.ForeignKey("sites.id"), nullable=True),
+    sa.Column("status", _enum(TaskStatus, "task_status"), nullable=False),
+    sa.Column("reason", sa.String(512), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("modified_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("cores >= 1 AND memory_mb >= 0 AND walltime_s >= 1 "
+                       "AND files_per_job >= 1 AND max_attempts >= 1", name="task_valid"),
+)
+
+brokerage_decisions = sa.Table(
+    "brokerage_decisions",
+    metadata,
+    # One row per decision: a task to a cloud or nucleus, a task's jobs to
+    # queues, or a rebrokerage. ``candidates`` is JSON: every candidate with
+    # the filter that removed it or its terms, score and draw share.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("chosen", sa.Text, nullable=False),
+    sa.Column("summary", sa.String(512), nullable=False),
+    sa.Column("weights", sa.Text, nullable=False),
+    sa.Column("candidates", sa.Text, nullable=False),
+    sa.CheckConstraint("kind IN ('task', 'job', 'rebrokerage')", name="kind_known"),
+)
+
 jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("task_id", sa.Integer, nullable=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=True),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("status", _enum(JobStatus, "job_status"), nullable=False),
     sa.Column("queue_id", sa.Integer, sa.ForeignKey("queues.id"), nullable=True),
@@ -358,10 +436,79 @@ jobs = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("modified_at", UTCDateTime(), nullable=False),
     sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+    sa.Column("user_name", sa.String(64), nullable=False, server_default=""),
+    sa.Column("working_group", sa.String(64), nullable=False, server_default=""),
+    # ``priority`` is recomputed from this (fair share, boosts, aging, failures).
+    sa.Column("base_priority", sa.Integer, nullable=False, server_default="0"),
+    # When the job last started waiting (assigned/activated): aging counts from it.
+    sa.Column("waiting_since", UTCDateTime(), nullable=True),
+    sa.Column("input_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("brokerage_id", sa.BigInteger,
+              sa.ForeignKey("brokerage_decisions.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("rebrokerages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.
     sa.Index("ix_jobs_acquire", "queue_id", "status", "priority", "id"),
+    # The priority and rebrokerage cycles read the waiting jobs; tasks list theirs.
+    sa.Index("ix_jobs_status", "status"),
+    sa.Index("ix_jobs_task_id", "task_id"),
+)
+
+job_files = sa.Table(
+    "job_files",
+    metadata,
+    # A job's input files (from the catalog) and its output and log files
+    # (named at definition; size and checksum filled when the pilot reports).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("lfn", sa.String(255), nullable=False),
+    sa.Column("scope", sa.String(64), nullable=False),
+    sa.Column("dataset", sa.String(255), nullable=False),
+    sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id"), nullable=True),
+    sa.Column("bytes", sa.BigInteger, nullable=True),
+    sa.Column("guid", sa.String(36), nullable=True),
+    sa.Column("adler32", sa.String(8), nullable=True),
+    sa.CheckConstraint("kind IN ('input', 'output', 'log')", name="kind_known"),
+)
+
+rebrokerages = sa.Table(
+    "rebrokerages",
+    metadata,
+    # History of moves: a job taken from one queue to another, and why.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("from_queue_id", sa.Integer, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("to_queue_id", sa.Integer, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("decision_id", sa.BigInteger,
+              sa.ForeignKey("brokerage_decisions.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("reason", sa.String(512), nullable=False),
+)
+
+priority_boosts = sa.Table(
+    "priority_boosts",
+    metadata,
+    # An operator's rule: jobs of a user or a working group gain ``value``
+    # at a site, in a cloud, or everywhere (both NULL), until it expires.
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_name", sa.String(64), nullable=True),
+    sa.Column("working_group", sa.String(64), nullable=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
+              nullable=True),
+    sa.Column("cloud_id", sa.Integer, sa.ForeignKey("clouds.id", ondelete="CASCADE"),
+              nullable=True),
+    sa.Column("value", sa.Integer, nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False, server_default=""),
+    sa.Column("comment", sa.String(255), nullable=False, server_default=""),
+    sa.CheckConstraint("user_name IS NOT NULL OR working_group IS NOT NULL", name="who_given"),
+    sa.CheckConstraint("site_id IS NULL OR cloud_id IS NULL", name="one_place"),
 )
 
 job_state_changes = sa.Table(

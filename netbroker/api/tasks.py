@@ -1,0 +1,115 @@
+"""Routes of tasks, jobs, brokerage explanations and priority boosts.
+
+Thin: each route validates, calls ``netbroker.tasks`` / ``netbroker.priority``
+and returns plain data; domain errors become HTTP in ``netbroker.api.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from netbroker import priority, tasks
+from netbroker.api.deps import EngineDep, SettingsDep
+from netbroker.db.schema import JobStatus, TaskStatus
+from netbroker.tasks import TaskSpec
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+
+class BoostIn(BaseModel):
+    """An operator's boost rule: who, where, how much, for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: int = Field(ge=-100_000, le=100_000, description="Priority points added.")
+    hours: float = Field(gt=0, le=24 * 366, description="How long the rule lasts, hours.")
+    user: str | None = Field(None, min_length=1, max_length=64)
+    working_group: str | None = Field(None, min_length=1, max_length=64)
+    site: str | None = Field(None, min_length=1, max_length=128)
+    cloud: str | None = Field(None, min_length=1, max_length=64)
+    comment: str = Field("", max_length=255)
+
+
+@router.post("/tasks", status_code=status.HTTP_201_CREATED,
+             responses={404: {"description": "unknown dataset or site"},
+                        409: {"description": "a task of that name exists"}})
+def submit_task(spec: TaskSpec, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+    """Submit a task: it is brokered at once (its status says running or pending)."""
+    return tasks.submit(engine, spec, settings)
+
+
+@router.get("/tasks")
+def list_tasks(engine: EngineDep, task_status: Annotated[TaskStatus | None, Query(
+        alias="status")] = None, user: str | None = None, limit: Limit = 100
+               ) -> list[dict[str, Any]]:
+    """Tasks, newest first, with their jobs per state."""
+    return tasks.list_tasks(engine, task_status, user, limit)
+
+
+@router.get("/tasks/{task_id}")
+def get_task(task_id: int, engine: EngineDep) -> dict[str, Any]:
+    """One task with its jobs per state."""
+    return tasks.get_task(engine, task_id)
+
+
+@router.get("/tasks/{task_id}/brokerage")
+def task_brokerage(task_id: int, engine: EngineDep) -> dict[str, Any]:
+    """Every brokerage decision of a task, with every candidate and why."""
+    return tasks.explain_task(engine, task_id)
+
+
+@router.post("/tasks/{task_id}/kill", responses={409: {"description": "the task is final"}})
+def kill_task(task_id: int, engine: EngineDep) -> dict[str, Any]:
+    """Cancel a task and its jobs; running ones are told to stop at their next heartbeat."""
+    return tasks.kill_task(engine, task_id)
+
+
+@router.get("/jobs")
+def list_jobs(engine: EngineDep, task: int | None = None,
+              job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+              site: str | None = None, user: str | None = None, limit: Limit = 100
+              ) -> list[dict[str, Any]]:
+    """Jobs, newest first, filterable by task, state, site and user."""
+    return tasks.list_jobs(engine, task, job_status, site, user, limit)
+
+
+@router.get("/jobs/{job_id}/brokerage")
+def job_brokerage(job_id: int, engine: EngineDep) -> dict[str, Any]:
+    """Why a job runs where it does: its task's cloud choice, its job brokerage
+    (every queue candidate with the filter that removed it or its weights) and
+    its rebrokerages."""
+    return tasks.explain_job(engine, job_id)
+
+
+@router.post("/jobs/{job_id}/kill", responses={409: {"description": "the job is final"}})
+def kill_job(job_id: int, engine: EngineDep) -> dict[str, Any]:
+    """Cancel one job."""
+    return tasks.kill_job(engine, job_id)
+
+
+@router.get("/priority/boosts", tags=["priority"])
+def list_boosts(engine: EngineDep, active: bool = False) -> list[dict[str, Any]]:
+    """Boost rules, newest first (only unexpired ones with ``active=true``)."""
+    return priority.list_boosts(engine, active_only=active)
+
+
+@router.post("/priority/boosts", status_code=status.HTTP_201_CREATED, tags=["priority"])
+def add_boost(boost: BoostIn, engine: EngineDep) -> dict[str, Any]:
+    """Add a boost rule; it applies at the next priority recomputation."""
+    return priority.add_boost(engine, boost.value, boost.hours, boost.user,
+                              boost.working_group, boost.site, boost.cloud,
+                              comment=boost.comment)
+
+
+@router.delete("/priority/boosts/{boost_id}", status_code=status.HTTP_204_NO_CONTENT,
+               tags=["priority"])
+def remove_boost(boost_id: int, engine: EngineDep) -> None:
+    """Remove a boost rule."""
+    priority.remove_boost(engine, boost_id)

@@ -1,0 +1,232 @@
+"""Commands of tasks and jobs: submit, tasks, jobs, kill, explain, rebroker, priority."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from netbroker import priority, rebrokerage, tasks
+from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+
+__all__: list[str] = []
+
+priority_app = typer.Typer(no_args_is_help=True, help="Job priorities: recompute, boosts.")
+boost_app = typer.Typer(no_args_is_help=True, help="Operator boost rules.")
+app.add_typer(priority_app, name="priority")
+priority_app.add_typer(boost_app, name="boost")
+
+
+class What(StrEnum):
+    task = "task"
+    job = "job"
+
+
+@app.command("submit")
+def submit(ctx: typer.Context,
+           file: Annotated[Path, typer.Argument(help="Task description, .toml or .json.")],
+           as_json: JsonOpt = False) -> None:
+    """Submit a task: it is brokered at once into jobs (or left pending, with why)."""
+    spec = tasks.load_task_file(file)
+    task = tasks.submit(engine_of(ctx), spec, settings_of(ctx))
+    if as_json:
+        print_json(task)
+        return
+    where = task["cloud"] or task["nucleus"] or "-"
+    jobs = sum(task["jobs"].values())
+    out.print(f"task {task['id']} [bold]{escape(task['name'])}[/bold]: {task['status']}, "
+              f"{jobs} jobs, cloud {where}")
+    out.print(f"  {escape(task['reason'])}", highlight=False)
+
+
+@app.command("tasks")
+def list_tasks(ctx: typer.Context, status: str | None = None, user: str | None = None,
+               limit: int = 50, as_json: JsonOpt = False) -> None:
+    """Tasks, newest first, with their jobs per state."""
+    rows = tasks.list_tasks(engine_of(ctx), status, user, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"tasks ({len(rows)})")
+    for col in ("id", "name", "user", "type", "status", "cloud", "jobs", "reason"):
+        table.add_column(col)
+    for t in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(t["jobs"].items())) or "-"
+        table.add_row(str(t["id"]), t["name"], t["user_name"], str(t["processing_type"]),
+                      str(t["status"]), t["cloud"] or t["nucleus"] or "-", counts,
+                      escape(t["reason"][:80]))
+    out.print(table)
+
+
+@app.command("jobs")
+def list_jobs(ctx: typer.Context, task: int | None = None, status: str | None = None,
+              site: str | None = None, user: str | None = None, limit: int = 50,
+              as_json: JsonOpt = False) -> None:
+    """Jobs, newest first, filterable by task, state, site and user."""
+    rows = tasks.list_jobs(engine_of(ctx), task, status, site, user, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"jobs ({len(rows)})")
+    for col in ("id", "task", "name", "status", "queue", "priority", "attempt", "moves"):
+        table.add_column(col)
+    for j in rows:
+        table.add_row(str(j["id"]), str(j["task_id"] or "-"), j["name"], str(j["status"]),
+                      j["queue"] or "-", str(j["priority"]), str(j["attempt_nr"]),
+                      str(j["rebrokerages"]))
+    out.print(table)
+
+
+@app.command("kill")
+def kill(ctx: typer.Context, what: What, ident: Annotated[int, typer.Argument(metavar="ID")],
+         as_json: JsonOpt = False) -> None:
+    """Cancel a task (and its jobs) or one job."""
+    engine = engine_of(ctx)
+    result = tasks.kill_task(engine, ident) if what == What.task else tasks.kill_job(engine,
+                                                                                     ident)
+    if as_json:
+        print_json(result)
+    elif what == What.task:
+        out.print(f"task {ident} cancelled; {result['jobs_cancelled']} jobs cancelled")
+    else:
+        out.print(f"job {ident} cancelled")
+
+
+@app.command("explain")
+def explain(ctx: typer.Context, what: What, ident: Annotated[int, typer.Argument(metavar="ID")],
+            top: Annotated[int, typer.Option(help="Candidates shown per decision.")] = 15,
+            as_json: JsonOpt = False) -> None:
+    """Why a task went to its cloud and a job to its queue: every candidate, the filter
+    that removed it or its weights, and any rebrokerage."""
+    engine = engine_of(ctx)
+    data = tasks.explain_task(engine, ident) if what == What.task else tasks.explain_job(
+        engine, ident)
+    if as_json:
+        print_json(data)
+        return
+    if what == What.job:
+        job = data["job"]
+        out.print(f"job {job['id']} {escape(job['name'])}: {job['status']} at "
+                  f"{job['queue'] or '-'} ({job['site'] or '-'}), priority {job['priority']} "
+                  f"(base {job['base_priority']}), attempt {job['attempt_nr']}, "
+                  f"moved {job['rebrokerages']} time(s)")
+        mine = job["queue"]
+    else:
+        task = data["task"]
+        out.print(f"task {task['id']} {escape(task['name'])}: {task['status']}, "
+                  f"{escape(task['reason'])}", highlight=False)
+        mine = None
+    for d in data["decisions"]:
+        out.print(_decision_table(d, top, mine))
+    for m in data.get("rebrokerages", []):
+        out.print(f"moved {m['at']:%Y-%m-%d %H:%M}: {m['from_queue']} -> {m['to_queue']}: "
+                  f"{escape(m['reason'])}", highlight=False)
+
+
+def _decision_table(d: dict[str, Any], top: int, mine: str | None) -> Table:
+    table = Table(title=f"{d['kind']} decision {d['id']} ({d['at']:%Y-%m-%d %H:%M}): "
+                        f"{escape(d['summary'])}")
+    for col in ("candidate", "score", "data", "capacity", "network/transfer", "share", "jobs",
+                "filtered out by"):
+        table.add_column(col)
+    rows = d["candidates"]
+    shown = rows[:top] + [r for r in rows[top:] if r["name"] == mine]
+    for r in shown:
+        terms = r.get("terms", {})
+        net = terms.get("network", terms.get("transfer_s"))
+        name = f"[bold]{escape(r['name'])}[/bold]" if r["name"] in (mine, d["chosen"]) \
+            else escape(r["name"])
+        table.add_row(name, _fmt(r.get("score")), _fmt(terms.get("data")),
+                      _fmt(terms.get("capacity")), _fmt(net), _fmt(r.get("share")),
+                      _fmt(r.get("jobs")), escape(r.get("filter", "")))
+    if len(rows) > len(shown):
+        table.caption = f"{len(rows) - len(shown)} more candidates (--top or --json)"
+    return table
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+@app.command("rebroker")
+def rebroker(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Run one rebrokerage pass now (the service runs it every rebrokerage.cycle_minutes)."""
+    result = rebrokerage.rebroker(engine_of(ctx), settings_of(ctx))
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"{result['activated']} assigned jobs activated (their input arrived); "
+              f"{len(result['moved'])} jobs moved")
+    for m in result["moved"][:50]:
+        out.print(f"  job {m['job_id']}: {m['from']} -> {m['to']}: {escape(m['reason'])}",
+                  highlight=False)
+
+
+@app.command("broker")
+def broker(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Broker the registered and pending tasks now (the service retries them every
+    brokerage.cycle_minutes)."""
+    rows = tasks.broker_tasks(engine_of(ctx), settings_of(ctx))
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        out.print(f"task {r['task_id']}: {r['status']}, {r['jobs']} jobs: "
+                  f"{escape(r['reason'])}", highlight=False)
+    if not rows:
+        out.print("no task waits for brokerage")
+
+
+@priority_app.command("recompute")
+def recompute(ctx: typer.Context) -> None:
+    """Recompute every waiting job's priority now."""
+    changed = priority.recompute(engine_of(ctx), settings_of(ctx).priority)
+    out.print(f"{changed} job priorities changed")
+
+
+@boost_app.command("add")
+def boost_add(ctx: typer.Context,
+              value: Annotated[int, typer.Option(help="Priority points added.")],
+              hours: Annotated[float, typer.Option(help="How long it lasts, hours.")],
+              user: str | None = None, group: str | None = None,
+              site: str | None = None, cloud: str | None = None, comment: str = "",
+              as_json: JsonOpt = False) -> None:
+    """Boost a user's or a working group's jobs, at a site, in a cloud, or everywhere."""
+    rule = priority.add_boost(engine_of(ctx), value, hours, user, group, site, cloud,
+                              comment=comment)
+    if as_json:
+        print_json(rule)
+    else:
+        until = f"{rule['expires_at']:%Y-%m-%d %H:%M}"
+        out.print(f"boost {rule['id']} added: {value:+d} until {until} UTC")
+
+
+@boost_app.command("list")
+def boost_list(ctx: typer.Context, active: bool = False, as_json: JsonOpt = False) -> None:
+    """Boost rules, newest first."""
+    rows = priority.list_boosts(engine_of(ctx), active_only=active)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"boosts ({len(rows)})")
+    for col in ("id", "user", "group", "site", "cloud", "value", "expires (UTC)", "comment"):
+        table.add_column(col)
+    for b in rows:
+        table.add_row(str(b["id"]), b["user_name"] or "-", b["working_group"] or "-",
+                      b["site"] or "-", b["cloud"] or "-", f"{b['value']:+d}",
+                      f"{b['expires_at']:%Y-%m-%d %H:%M}", escape(b["comment"]))
+    out.print(table)
+
+
+@boost_app.command("remove")
+def boost_remove(ctx: typer.Context, boost_id: Annotated[int, typer.Argument(metavar="ID")]
+                 ) -> None:
+    """Remove a boost rule."""
+    priority.remove_boost(engine_of(ctx), boost_id)
+    out.print(f"boost {boost_id} removed")

@@ -1,0 +1,161 @@
+"""TaskDB: tasks, brokerage decisions, job files and rebrokerage history, on one connection."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from netbroker.db.schema import (
+    ReplicaState,
+    brokerage_decisions,
+    clouds,
+    datasets,
+    endpoints,
+    files,
+    job_files,
+    jobs,
+    queues,
+    rebrokerages,
+    replicas,
+    sites,
+    tasks,
+)
+
+__all__ = ["TaskDB"]
+
+
+class TaskDB:
+    """Reads and writes ``tasks``, ``brokerage_decisions``, ``job_files``, ``rebrokerages``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- tasks -------------------------------------------------------------------------
+    def task_id(self, name: str) -> int | None:
+        return self.conn.execute(sa.select(tasks.c.id).where(tasks.c.name == name)).scalar()
+
+    def add_task(self, row: dict[str, Any]) -> int:
+        return int(self.conn.execute(sa.insert(tasks).returning(tasks.c.id), [row]).scalar_one())
+
+    def claim_task(self, task_id: int, statuses: Collection[str], now: Any) -> bool:
+        """Touch a task if it is still in ``statuses``: the row lock that makes one
+        brokerage pass, of several processes, own it."""
+        result = self.conn.execute(sa.update(tasks).where(
+            tasks.c.id == task_id, tasks.c.status.in_(list(statuses))).values(modified_at=now))
+        return result.rowcount == 1
+
+    def set_task(self, task_id: int, **values: Any) -> None:
+        self.conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
+
+    def _task_select(self) -> sa.Select[Any]:
+        site, nucleus = sites.alias("pinned"), sites.alias("nucleus")
+        return (sa.select(tasks, datasets.c.scope.label("dataset_scope"),
+                          datasets.c.name.label("dataset_name"), site.c.name.label("site"),
+                          clouds.c.name.label("cloud"), nucleus.c.name.label("nucleus"))
+                .join(datasets, tasks.c.dataset_id == datasets.c.id)
+                .outerjoin(site, tasks.c.site_id == site.c.id)
+                .outerjoin(clouds, tasks.c.cloud_id == clouds.c.id)
+                .outerjoin(nucleus, tasks.c.nucleus_site_id == nucleus.c.id))
+
+    def task(self, task_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute(self._task_select().where(tasks.c.id == task_id)
+                                ).mappings().first()
+        return dict(row) if row is not None else None
+
+    def tasks(self, statuses: Collection[str] | None = None, user: str | None = None,
+              ids: Collection[int] | None = None, limit: int | None = None
+              ) -> list[dict[str, Any]]:
+        """Tasks, newest first, optionally of some states, one user or some ids."""
+        stmt = self._task_select().order_by(tasks.c.id.desc())
+        if statuses is not None:
+            stmt = stmt.where(tasks.c.status.in_(list(statuses)))
+        if user is not None:
+            stmt = stmt.where(tasks.c.user_name == user)
+        if ids is not None:
+            stmt = stmt.where(tasks.c.id.in_(list(ids)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def job_counts(self, task_ids: Collection[int]) -> dict[int, dict[str, int]]:
+        """Jobs per state of each task."""
+        out: dict[int, dict[str, int]] = {t: {} for t in task_ids}
+        if not task_ids:
+            return out
+        stmt = (sa.select(jobs.c.task_id, jobs.c.status, sa.func.count())
+                .where(jobs.c.task_id.in_(list(task_ids)))
+                .group_by(jobs.c.task_id, jobs.c.status))
+        for task_id, status, n in self.conn.execute(stmt):
+            out[task_id][str(status)] = n
+        return out
+
+    # --- datasets ----------------------------------------------------------------------
+    def dataset_id(self, scope: str, name: str) -> int | None:
+        return self.conn.execute(sa.select(datasets.c.id).where(
+            datasets.c.scope == scope, datasets.c.name == name)).scalar()
+
+    def dataset_files(self, dataset_ids: Collection[int]) -> dict[int, list[dict[str, Any]]]:
+        """Each dataset's files, ordered by name (the order jobs take them in)."""
+        out: dict[int, list[dict[str, Any]]] = {d: [] for d in dataset_ids}
+        stmt = (sa.select(files.c.id, files.c.dataset_id, files.c.name, files.c.guid,
+                          files.c.bytes, files.c.adler32)
+                .where(files.c.dataset_id.in_(list(dataset_ids)))
+                .order_by(files.c.dataset_id, files.c.name))
+        for row in self.conn.execute(stmt).mappings():
+            out[row["dataset_id"]].append(dict(row))
+        return out
+
+    def replica_sites(self, dataset_ids: Collection[int]) -> list[tuple[int, int, str]]:
+        """(dataset id, site id, endpoint kind) of every available replica on an active
+        endpoint."""
+        stmt = (sa.select(replicas.c.dataset_id, endpoints.c.site_id, endpoints.c.kind)
+                .join(endpoints, replicas.c.endpoint_id == endpoints.c.id)
+                .where(replicas.c.dataset_id.in_(list(dataset_ids)),
+                       replicas.c.state == ReplicaState.AVAILABLE, endpoints.c.active)
+                .distinct())
+        return [tuple(r) for r in self.conn.execute(stmt)]  # type: ignore[misc]
+
+    # --- decisions ---------------------------------------------------------------------
+    def add_decisions(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
+        t = brokerage_decisions
+        return [r[0] for r in self.conn.execute(
+            sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), list(rows))]
+
+    def decisions(self, task_id: int | None = None, ids: Collection[int] | None = None
+                  ) -> list[dict[str, Any]]:
+        """Decisions of a task or with given ids, oldest first."""
+        t = brokerage_decisions
+        stmt = sa.select(t).order_by(t.c.id)
+        if task_id is not None:
+            stmt = stmt.where(t.c.task_id == task_id)
+        if ids is not None:
+            stmt = stmt.where(t.c.id.in_(list(ids)))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    # --- job files and moves -----------------------------------------------------------
+    def add_job_files(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(sa.insert(job_files), list(rows))
+
+    def job_files(self, job_id: int) -> list[dict[str, Any]]:
+        stmt = (sa.select(job_files).where(job_files.c.job_id == job_id)
+                .order_by(job_files.c.id))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def add_rebrokerages(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(sa.insert(rebrokerages), list(rows))
+
+    def rebrokerages_of(self, job_id: int) -> list[dict[str, Any]]:
+        src, dst = queues.alias("src"), queues.alias("dst")
+        r = rebrokerages
+        stmt = (sa.select(r.c.at, src.c.name.label("from_queue"), dst.c.name.label("to_queue"),
+                          r.c.decision_id, r.c.reason)
+                .join(src, r.c.from_queue_id == src.c.id).join(dst, r.c.to_queue_id == dst.c.id)
+                .where(r.c.job_id == job_id).order_by(r.c.id))
+        return [dict(row) for row in self.conn.execute(stmt).mappings()]
