@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from netbroker.db.schema import clouds, sites, utcnow
 from netbroker.errors import InvalidBoost, UnknownBoost, UnknownCloud, UnknownSite
 
 __all__ = [
+    "PriorityContext",
     "add_boost",
     "aging",
     "boost_values",
@@ -44,6 +45,7 @@ __all__ = [
     "fairshare_penalty",
     "list_boosts",
     "priorities_for_new_jobs",
+    "priority_context",
     "recompute",
     "remove_boost",
 ]
@@ -151,7 +153,21 @@ def recompute(engine: Engine, settings: PrioritySettings, now: datetime | None =
         return db.set_priorities(list(zip(ids.tolist(), new[changed].tolist(), strict=True)))
 
 
-def priorities_for_new_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]],
+class PriorityContext(NamedTuple):
+    """What new jobs' priorities depend on besides themselves, read once per pass."""
+
+    boosts: list[dict[str, Any]]
+    usage_hours: dict[str, float]
+
+
+def priority_context(conn: Connection, now: datetime) -> PriorityContext:
+    """The active boosts and every user's CPU-hours over the last 24 h."""
+    db = PriorityDB(conn)
+    return PriorityContext(db.boosts(active_at=now),
+                           db.cpu_hours_by_user(now - timedelta(hours=24)))
+
+
+def priorities_for_new_jobs(context: PriorityContext, rows: Sequence[Mapping[str, Any]],
                             site_of_queue: Mapping[int, tuple[int, int]],
                             settings: PrioritySettings, now: datetime) -> np.ndarray:
     """Starting priorities for jobs about to be inserted (not waited yet).
@@ -159,7 +175,6 @@ def priorities_for_new_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]],
     ``rows`` carry ``base_priority, user_name, working_group, attempt_nr,
     queue_id``; ``site_of_queue`` maps a queue id to (site id, cloud id).
     """
-    db = PriorityDB(conn)
     place = [site_of_queue.get(r["queue_id"], (-1, -1)) for r in rows]
     frame = pd.DataFrame({
         "base_priority": [r["base_priority"] for r in rows],
@@ -168,8 +183,7 @@ def priorities_for_new_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]],
         "attempt_nr": [r.get("attempt_nr", 1) for r in rows],
         "site_id": [p[0] for p in place], "cloud_id": [p[1] for p in place],
         "waiting_since": [now] * len(rows)})
-    return _priorities(frame, db.boosts(active_at=now),
-                       db.cpu_hours_by_user(now - timedelta(hours=24)), now, settings)
+    return _priorities(frame, context.boosts, context.usage_hours, now, settings)
 
 
 def add_boost(engine: Engine, value: int, hours: float, user: str | None = None,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -33,7 +32,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.engine import Engine
 
-from netbroker.brokerage import MB, TaskNeeds, broker_jobs, broker_task
+from netbroker.brokerage import MB, JobPlan, TaskNeeds, broker_jobs, broker_task
 from netbroker.config import Settings
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
@@ -59,7 +58,7 @@ from netbroker.errors import (
 )
 from netbroker.gridview import load_grid_view
 from netbroker.jobs import FINAL
-from netbroker.priority import priorities_for_new_jobs
+from netbroker.priority import priorities_for_new_jobs, priority_context
 
 __all__ = [
     "TaskSpec",
@@ -223,6 +222,8 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
     out = []
     with begin_immediate(engine) as conn:
         db, job_db = TaskDB(conn), JobDB(conn)
+        new_jobs: list[dict[str, Any]] = []
+        new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
         for task, task_files, needs, seed, choice, plan in planned:
             if not db.claim_task(task["id"], OPEN, now):
                 continue  # brokered meanwhile by another process
@@ -246,8 +247,11 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
                 **decision, "kind": "job", "chosen": plan.summary[:4000],
                 "summary": plan.summary[:512],
                 "candidates": orjson.dumps(plan.candidates).decode()}])
-            n = _define_jobs(conn, job_db, db, task, task_files, needs, plan, job_decision,
-                             view, ids_of, site_of_queue, settings, now)
+            rows, files_of = _job_rows(task, task_files, needs, plan, job_decision, ids_of,
+                                       settings)
+            new_jobs.extend(rows)
+            new_files.extend(files_of)
+            n = len(rows)
             where = {"cloud_id": None, "nucleus_site_id": None}
             if settings.brokerage.mode == "clouds":
                 where["cloud_id"] = ids_of["clouds"][choice.chosen]  # type: ignore[index]
@@ -257,6 +261,15 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
                         **where)
             out.append({"task_id": task["id"], "status": "running", "jobs": n,
                         "where": choice.chosen_name, "reason": choice.summary})
+        if new_jobs:  # one priority computation and two bulk inserts for the whole pass
+            priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
+                                                 site_of_queue, settings.priority, now)
+            for row, p in zip(new_jobs, priorities.tolist(), strict=True):
+                row["priority"] = p
+            ids = job_db.add_jobs(new_jobs, now)
+            db.add_job_files([{**f, "job_id": job_id}
+                              for job_id, job_files in zip(ids, new_files, strict=True)
+                              for f in job_files])
     return out
 
 
@@ -278,35 +291,34 @@ def _seed(base: int, task_id: int) -> int:
     return int(np.random.SeedSequence([base, task_id]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _define_jobs(conn: Any, job_db: JobDB, db: TaskDB, task: dict[str, Any],
-                 task_files: list[dict[str, Any]], needs: TaskNeeds, plan: Any,
-                 decision_id: int, view: Any, ids_of: dict[str, list[int]],
-                 site_of_queue: dict[int, tuple[int, int]], settings: Settings,
-                 now: datetime) -> int:
-    """Insert the plan's jobs and their files; returns how many."""
+def _job_rows(task: dict[str, Any], task_files: list[dict[str, Any]], needs: TaskNeeds,
+              plan: JobPlan, decision_id: int, ids_of: dict[str, list[int]],
+              settings: Settings) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """The plan's job rows (priority still the base) and each job's file rows."""
     b = settings.brokerage
     label = LABELS[ProcessingType(task["processing_type"])]
     template = Template(task["job_pars"])
     sizes = np.array([f["bytes"] for f in task_files], dtype=np.int64)
     ends = np.concatenate([[0], np.cumsum(sizes)])
-    per_unit = needs.seconds_per_unit
     queue_ids = np.array(ids_of["queues"], dtype=np.int64)[plan.queue]
     in_bytes = ends[plan.first_file + plan.n_files] - ends[plan.first_file]
     units = plan.n_events if plan.n_events is not None else plan.n_files
-    walltime = np.ceil(units * per_unit).astype(np.int64)
+    walltime = np.ceil(units * needs.seconds_per_unit).astype(np.int64)
     disk = (np.ceil(in_bytes / MB) + b.scratch_disk_mb).astype(np.int64)
     active = plan.data_local | (plan.transfer_s <= b.remote_input_max_transfer_s)
     out_scope = task["dataset_scope"] if label == "managed" else f"user.{task['user_name']}"
+    inputs = [{"kind": "input", "lfn": f["name"], "scope": task["dataset_scope"],
+               "dataset": task["dataset_name"], "file_id": f["id"], "bytes": f["bytes"],
+               "guid": f["guid"], "adler32": f["adler32"]} for f in task_files]
     pinned = task["site_id"] is not None
-    rows, names = [], []
+    rows, files_of = [], []
     for j in range(len(plan)):
         f0, nf = int(plan.first_file[j]), int(plan.n_files[j])
         name = f"{task['name']}._{j + 1:06d}"
         out_lfn = f"{name}.root.1"
-        names.append((name, f0, nf, out_lfn))
         subst = {"IN": ",".join(f["name"] for f in task_files[f0:f0 + nf]), "OUT": out_lfn,
                  "JOB": str(j + 1)}
-        if plan.first_event is not None:
+        if plan.first_event is not None and plan.n_events is not None:
             subst.update(FIRST_EVENT=str(int(plan.first_event[j])),
                          MAX_EVENTS=str(int(plan.n_events[j])))
         rows.append({
@@ -320,24 +332,12 @@ def _define_jobs(conn: Any, job_db: JobDB, db: TaskDB, task: dict[str, Any],
             "job_pars": template.safe_substitute(subst), "user_name": task["user_name"],
             "working_group": task["working_group"], "input_bytes": int(in_bytes[j]),
             "brokerage_id": decision_id, "pinned": pinned})
-    priorities = priorities_for_new_jobs(conn, rows, site_of_queue, settings.priority, now)
-    for row, p in zip(rows, priorities.tolist(), strict=True):
-        row["priority"] = p
-    ids = job_db.add_jobs(rows, now)
-    in_dataset = task["dataset_name"]
-    file_rows = []
-    for job_id, (name, f0, nf, out_lfn) in zip(ids, names, strict=True):
-        for f in task_files[f0:f0 + nf]:
-            file_rows.append({"job_id": job_id, "kind": "input", "lfn": f["name"],
-                              "scope": task["dataset_scope"], "dataset": in_dataset,
-                              "file_id": f["id"], "bytes": f["bytes"], "guid": f["guid"],
-                              "adler32": f["adler32"]})
-        file_rows.append({"job_id": job_id, "kind": "output", "lfn": out_lfn,
-                          "scope": out_scope, "dataset": f"{task['name']}.output", **UNKNOWN})
-        file_rows.append({"job_id": job_id, "kind": "log", "lfn": f"{name}.log.tgz.1",
-                          "scope": out_scope, "dataset": f"{task['name']}.log", **UNKNOWN})
-    db.add_job_files(file_rows)
-    return len(ids)
+        files_of.append([*inputs[f0:f0 + nf],
+                         {"kind": "output", "lfn": out_lfn, "scope": out_scope,
+                          "dataset": f"{task['name']}.output", **UNKNOWN},
+                         {"kind": "log", "lfn": f"{name}.log.tgz.1", "scope": out_scope,
+                          "dataset": f"{task['name']}.log", **UNKNOWN}])
+    return rows, files_of
 
 
 # --- reading -------------------------------------------------------------------------
