@@ -52,6 +52,7 @@ GB = 1_000_000_000
 def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
               file_bytes: int = 10 * GB, queue_memory_mb: dict[str, int] | None = None,
               queue_status: dict[str, str] | None = None,
+              pilot_slots: dict[str, int] | None = None,
               extra_dataset: str | None = None) -> str:
     """A three-cloud grid document in CRIC's shape, small enough to reason about.
 
@@ -82,7 +83,7 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
             "atlas_site": site, "panda_resource": f"{site}_UCORE", "type": "unified",
             "status": status.get(site, "online"), "corecount": 8,
             "maxrss": memory.get(site, 64000), "maxtime": 172800, "maxwdir": 200000,
-            "pilot_slots": 100}
+            "pilot_slots": (pilot_slots or {}).get(site, 100)}
     doc["ddmendpoint"]["FZK_TAPE"] = {
         "site": "FZK", "type": "DATATAPE", "is_tape": True, "state": "ACTIVE",
         "se": "root://tape.fzk.example:1094", "space_total_bytes": 10**16,

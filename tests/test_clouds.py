@@ -15,7 +15,9 @@ from collectors.ingest import ingest
 from netbroker import clouds, registry
 from netbroker.clouds import MembershipInputs, decide_membership
 from netbroker.config import CloudSettings
-from netbroker.db.schema import metadata
+from netbroker.db.grid import GridDB
+from netbroker.db.jobs import JobDB
+from netbroker.db.schema import JobStatus, metadata, queues, utcnow
 from tests.factories import fts_transfers
 
 T0 = 1795514400.0  # 2026-11-24T10:00:00Z
@@ -157,3 +159,30 @@ def test_membership_over_http_and_the_command_line(grid_engine: Engine, db_url: 
     assert snapshot(grid_engine) == before
     bad = netbroker("clouds", "preview", "--set", "min_mbytes_per_s_from_tier1=-1", url=db_url)
     assert bad.returncode == 2 and "greater than 0" in bad.stderr
+
+
+def test_a_site_whose_jobs_fail_does_not_join_until_they_succeed(grid_engine: Engine) -> None:
+    def outcomes(finished: int, failed: int) -> None:
+        with grid_engine.begin() as conn:
+            grid = GridDB(conn)
+            (queue, *_) = grid.list_queues(site="UKI-NORTHGRID-MAN-HEP")
+            queue_id = grid.ids(queues)[queue["name"]]
+            JobDB(conn).add_jobs([{
+                "name": f"j{i}", "status": status, "queue_id": queue_id,
+                "prod_source_label": "managed", "priority": 1, "cores": 1, "min_ram_mb": 0,
+                "max_disk_mb": 0, "max_walltime_s": 60, "transformation": "x"}
+                for i, status in enumerate([JobStatus.FINISHED] * finished
+                                           + [JobStatus.FAILED] * failed)], utcnow())
+
+    outcomes(finished=5, failed=5)  # 50% success, 80% needed
+    feed(grid_engine, MAN, 8.0, 4, T0)
+    inputs = clouds.gather_inputs(grid_engine, HOUR, now_s=T0)
+    assert inputs.job_success is not None
+    assert inputs.job_success[inputs.sites.index("UKI-NORTHGRID-MAN-HEP")] == 0.5
+    assert clouds.recompute(grid_engine, HOUR, now_s=T0) == []
+    outcomes(finished=40, failed=0)  # 45 of 50: 90%
+    (joined,) = clouds.recompute(grid_engine, HOUR, now_s=T0 + 60)
+    assert (joined.site, joined.change) == ("UKI-NORTHGRID-MAN-HEP", "joined")
+    outcomes(finished=0, failed=100)  # 45 of 150: it leaves, with that reason
+    (left,) = clouds.recompute(grid_engine, HOUR, now_s=T0 + 120)
+    assert left.change == "left" and left.reason == "site's job success below 0.8"

@@ -70,8 +70,9 @@ class PriorityDB:
         """
         if not changes:
             return 0
-        stmt = (sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"),
-                                      jobs.c.status.in_(list(WAITING)))
+        # executemany takes no expanding IN: the states are spelled out.
+        waiting = sa.or_(*(jobs.c.status == s for s in sorted(WAITING)))
+        stmt = (sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"), waiting)
                 .values(priority=sa.bindparam("new_priority")))
         self.conn.execute(stmt, [{"job_id": i, "new_priority": p} for i, p in changes])
         return len(changes)
