@@ -343,7 +343,7 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
         names = list(view.clouds)
         member_sets = [members_of(view, k) for k in heads]
         targets = view.cloud_tier1
-    output_bytes = needs.input_bytes * settings.output_fraction_of_input
+    output_bytes = needs.input_bytes * settings.output_to_input_fraction
     present = view.present.get(needs.dataset_id, np.zeros(len(view.sites), bool))
     pinned_home = _pinned_head(view, needs, settings, heads, member_sets)
     candidates: list[dict[str, Any]] = []

@@ -277,7 +277,7 @@ class BrokerageSettings(_Group):
         1800.0, ge=0,
         description="A job whose missing input arrives within this is activated at once, s; "
                     "slower ones wait assigned for the data.")
-    output_fraction_of_input: float = Field(
+    output_to_input_fraction: float = Field(
         0.5, ge=0, description="Expected output bytes per input byte, for the Tier-1 space check.")
     scratch_disk_mb: int = Field(
         2000, ge=0, description="Work-directory disk a job needs besides its input, MB.")
