@@ -12,7 +12,7 @@ import pytest
 
 from netbroker import registry
 from netbroker.db import head_revision
-from tests.factories import recent_fts_lines
+from tests.factories import mini_grid, recent_fts_lines
 
 
 def netbroker(*args: str, url: str | None = None, cwd: Path | None = None,
@@ -156,3 +156,37 @@ def test_network_commands_ingest_then_show_the_matrix(db_url: str, tmp_path: Pat
     assert "no archive configured" in collect.stdout
     cycles = netbroker("cycles", "--json", url=db_url)
     assert json.loads(cycles.stdout) == []
+
+
+def test_submit_explain_boost_and_kill_from_the_command_line(db_url: str,
+                                                              tmp_path: Path) -> None:
+    grid = tmp_path / "grid.json"
+    grid.write_text(mini_grid(queue_memory_mb={"LRZ": 8000}))
+    assert netbroker("grid", "import", str(grid), url=db_url).returncode == 0
+    task_file = tmp_path / "task.toml"
+    task_file.write_text('name = "cli.task"\nuser = "alice"\n'
+                         'input_dataset = "data23:data23.AOD"\ntransformation = "run.sh"\n'
+                         'parameters = "--in $IN"\ncores = 8\nmemory_mb = 16000\n')
+    submitted = netbroker("submit", str(task_file), url=db_url)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "task 1 cli.task: running, 6 jobs, cloud DE" in submitted.stdout
+    again = netbroker("submit", str(task_file), url=db_url)
+    assert again.returncode == 1 and "task 'cli.task' already exists (id 1)" in again.stderr
+    explained = netbroker("explain", "job", "1", url=db_url)
+    assert explained.returncode == 0, explained.stderr
+    assert "DESY_UCORE" in explained.stdout and "memory: queue allows 8000 MB" in explained.stdout
+    as_json = json.loads(netbroker("explain", "task", "1", "--json", url=db_url).stdout)
+    assert [d["kind"] for d in as_json["decisions"]] == ["task", "job"]
+    boost = netbroker("priority", "boost", "add", "--value", "300", "--hours", "2", "--user",
+                      "alice", "--site", "DESY", url=db_url)
+    assert boost.returncode == 0, boost.stderr
+    assert netbroker("priority", "recompute", url=db_url).stdout.startswith("6 job priorities")
+    jobs = json.loads(netbroker("jobs", "--task", "1", "--json", url=db_url).stdout)
+    assert {j["priority"] for j in jobs} == {1300}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "user": "a", "input_dataset": "data23:data23.AOD"}')
+    refused = netbroker("submit", str(bad), url=db_url)
+    assert refused.returncode == 1
+    assert "transformation: Field required" in refused.stderr
+    killed = netbroker("kill", "task", "1", url=db_url)
+    assert "6 jobs cancelled" in killed.stdout
