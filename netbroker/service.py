@@ -23,7 +23,7 @@ from netbroker.metrics import prune_samples
 from netbroker.priority import recompute as recompute_priorities
 from netbroker.rebrokerage import rebroker
 from netbroker.scheduler import Cycle, build_scheduler, process_holder
-from netbroker.tasks import broker_tasks
+from netbroker.tasks import broker_tasks, finish_tasks
 
 __all__ = ["run_service", "service_cycles"]
 
@@ -74,7 +74,7 @@ def service_cycles(settings: Settings) -> list[Cycle]:
                     lambda engine: (watchdog(engine, settings.dispatcher),
                                     release_silent_ranges(engine, settings.dispatcher))),
               Cycle("brokerage", settings.brokerage.cycle_minutes * 60,
-                    lambda engine: broker_tasks(engine, settings)),
+                    lambda engine: (broker_tasks(engine, settings), finish_tasks(engine))),
               Cycle("rebrokerage", settings.rebrokerage.cycle_minutes * 60,
                     lambda engine: rebroker(engine, settings)),
               Cycle("priority", settings.priority.cycle_minutes * 60,

@@ -46,6 +46,7 @@ from netbroker.db.schema import (
     sites,
     utcnow,
 )
+from netbroker.db.schema import tasks as tasks_table
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import (
     InvalidTask,
@@ -65,6 +66,7 @@ __all__ = [
     "broker_tasks",
     "explain_job",
     "explain_task",
+    "finish_tasks",
     "get_task",
     "kill_job",
     "kill_task",
@@ -338,6 +340,33 @@ def _job_rows(task: dict[str, Any], task_files: list[dict[str, Any]], needs: Tas
                          {"kind": "log", "lfn": f"{name}.log.tgz.1", "scope": out_scope,
                           "dataset": f"{task['name']}.log", **UNKNOWN}])
     return rows, files_of
+
+
+def finish_tasks(engine: Engine) -> dict[int, str]:
+    """Close the running tasks whose jobs are all final; returns their new states.
+
+    A task is ``done`` when the last attempt of every job finished, ``failed``
+    when some job's last attempt failed (its attempts are exhausted).
+    """
+    retried = jobs.alias("retry")
+    last_attempt = ~sa.exists().where(retried.c.retry_of == jobs.c.id)
+    final = [JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.CLOSED]
+    out: dict[int, str] = {}
+    with begin_immediate(engine) as conn:
+        stmt = (sa.select(jobs.c.task_id,
+                          sa.func.sum(sa.case((jobs.c.status.not_in(final), 1), else_=0)),
+                          sa.func.sum(sa.case((jobs.c.status == JobStatus.FAILED, 1), else_=0)))
+                .join(tasks_table, jobs.c.task_id == tasks_table.c.id)
+                .where(tasks_table.c.status == TaskStatus.RUNNING, last_attempt)
+                .group_by(jobs.c.task_id))
+        db = TaskDB(conn)
+        for task_id, live, failed in conn.execute(stmt).all():
+            if live == 0:
+                state = TaskStatus.FAILED if failed else TaskStatus.DONE
+                db.set_task(task_id, status=state, modified_at=utcnow(),
+                            reason=f"{failed} jobs failed for good" if failed else "all done")
+                out[task_id] = state.value
+    return out
 
 
 # --- reading -------------------------------------------------------------------------

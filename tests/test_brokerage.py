@@ -235,3 +235,17 @@ def test_retry_keeps_the_files_and_renames_the_outputs(mini: Engine) -> None:
         f["lfn"] for f in before if f["kind"] == "input"]
     assert [f["lfn"] for f in after if f["kind"] != "input"] == [
         f"{job['name']}.root.2", f"{job['name']}.log.tgz.2"]
+
+
+def test_a_task_is_done_when_the_last_attempt_of_every_job_finished(mini: Engine) -> None:
+    task = submit(mini, settings=None)
+    assert tasks.finish_tasks(mini) == {}
+    first = True
+    while (job := acquire_job(mini, AcquireRequest(queue="DESY_UCORE", memory_mb=64000,
+                                                   disk_mb=50_000))) is not None:
+        state = JobStatus.FAILED if first else JobStatus.FINISHED  # the first is retried
+        update_job(mini, job["id"], UpdateRequest(state=state, exit_code=int(first)))
+        first = False
+    assert tasks.get_task(mini, task["id"])["jobs"] == {"failed": 1, "finished": 6}
+    assert tasks.finish_tasks(mini) == {task["id"]: "done"}
+    assert tasks.get_task(mini, task["id"])["status"] == "done"
