@@ -15,6 +15,7 @@ from dispatcher.core import (
     update_job,
 )
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
+from dispatcher.files import job_files
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.jobs import JobDB
 from netbroker.errors import UnknownJob
@@ -41,7 +42,7 @@ def post_acquire(request: AcquireRequest, engine: EngineDep) -> dict[str, Any]:
     job = acquire_job(engine, request)
     if job is None:
         return {"job": None, "reason": f"no activated job of queue {request.queue} fits"}
-    return {"job": job}
+    return {"job": {**job, "files": job_files(engine, job)}}
 
 
 @router.post("/pilot/jobs/{job_id}/update", response_model=UpdateOut,

@@ -19,11 +19,13 @@ from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, utcnow
+from netbroker.db.tasks import TaskDB
 from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
 from netbroker.jobs import FINAL, LIVE, allowed_sources
 
 __all__ = [
     "AcquireRequest",
+    "OutputReport",
     "UpdateRequest",
     "acquire_job",
     "pilot_demand",
@@ -48,6 +50,17 @@ class AcquireRequest(BaseModel):
     pilot_id: str = Field("", max_length=255)
 
 
+class OutputReport(BaseModel):
+    """An output (or log) file the pilot staged out, as it measured it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lfn: str = Field(min_length=1, max_length=255)
+    bytes: int = Field(ge=0)
+    adler32: str = Field(pattern=r"^[0-9a-f]{8}$")
+    guid: str | None = Field(None, max_length=36)
+
+
 class UpdateRequest(BaseModel):
     """A pilot's report: the state reached, and the outcome when it is final."""
 
@@ -59,6 +72,8 @@ class UpdateRequest(BaseModel):
     error_diag: str | None = Field(None, max_length=4000)
     cpu_time_s: float | None = Field(None, ge=0, description="Payload CPU time so far, s.")
     max_rss_kb: int | None = Field(None, ge=0, description="Payload peak resident memory, kB.")
+    files: list[OutputReport] | None = Field(
+        None, max_length=10_000, description="Outputs staged out (with a final state).")
 
 
 _QUEUE_CACHE_S = 30.0  # queue ids and limits change rarely; getJob is the hot path
@@ -103,10 +118,13 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
     acknowledged and changes nothing. Raises ``UnknownJob``, or
     ``InvalidTransition`` naming the current state when the move is not allowed.
     """
-    fields = {k: v for k, v in report.model_dump(exclude={"state"}).items() if v is not None}
+    fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
+              if v is not None}
     with begin_immediate(engine) as conn:
         db, now = JobDB(conn), utcnow()
         if db.set_status(job_id, report.state, allowed_sources(report.state), now, **fields):
+            if report.files:
+                TaskDB(conn).record_outputs(job_id, [f.model_dump() for f in report.files])
             if report.state == JobStatus.FAILED:
                 db.retry(job_id, now)
             return {"job_id": job_id, "status": report.state.value, "command": "NULL"}

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
+from dispatcher.files import job_files, panda_file_fields
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.grid import GridDB
 from netbroker.errors import InvalidTransition, NotFound, UnknownQueue
@@ -111,7 +112,12 @@ async def get_job(request: Request, engine: EngineDep) -> Response:
         return _refusal(request, exc, 404)
     if job is None:
         return _answer(request, {"StatusCode": NO_JOB, "errorDialog": "no jobs"})
-    return _answer(request, {"StatusCode": OK, **panda_job(job)})
+    answer = panda_job(job)
+    if job["task_id"] is not None:
+        files = await run_in_threadpool(job_files, engine, job)
+        if files["inputs"] or files["outputs"]:
+            answer.update(panda_file_fields(files))
+    return _answer(request, {"StatusCode": OK, **answer})
 
 
 @router.post("/server/panda/updateJob")

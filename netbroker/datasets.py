@@ -8,13 +8,14 @@ These are the parsed, validated records the grid document and PD2P use.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from netbroker.db.schema import ReplicaState
 
-__all__ = ["DatasetRecord", "FileRecord", "ReplicaRecord", "did"]
+__all__ = ["DatasetRecord", "FileRecord", "ReplicaRecord", "did", "pfn", "rucio_path"]
 
 
 def _lower(value: object) -> object:
@@ -68,3 +69,27 @@ def did(scope: str, name: str) -> str:
     'mc23_13p6TeV:mc23_13p6TeV.601229.DAOD_PHYS'
     """
     return f"{scope}:{name}"
+
+
+def rucio_path(scope: str, lfn: str) -> str:
+    """Where a file lives under an endpoint: Rucio's deterministic ``hash`` path.
+
+    ``scope/h0h1/h2h3/lfn`` with ``h`` the MD5 of ``scope:lfn`` (user scopes
+    ``user.jdoe`` become ``user/jdoe``), so any client finds a file without a
+    catalogue lookup.
+
+    >>> rucio_path("data23", "data23.AOD._000001.pool.root.1")
+    'data23/85/92/data23.AOD._000001.pool.root.1'
+    """
+    digest = hashlib.md5(f"{scope}:{lfn}".encode(), usedforsecurity=False).hexdigest()
+    top = scope.replace(".", "/") if scope.startswith(("user.", "group.")) else scope
+    return f"{top}/{digest[0:2]}/{digest[2:4]}/{lfn}"
+
+
+def pfn(endpoint_url: str, scope: str, lfn: str) -> str:
+    """A file's URL at an endpoint whose base URL is ``endpoint_url``.
+
+    >>> pfn("davs://se.desy.example:443/atlasdatadisk/", "data23", "f.root")
+    'davs://se.desy.example:443/atlasdatadisk/data23/e6/58/f.root'
+    """
+    return f"{endpoint_url.rstrip('/')}/{rucio_path(scope, lfn)}"

@@ -35,6 +35,7 @@ class DispatcherClient:
     def update(self, job_id: int, state: str, **fields: Any) -> str:
         """Report a state; returns the server's command (``NULL``, ``tobekilled``, ...)."""
         body = {"state": state, **{k: v for k, v in fields.items() if v is not None}}
+        # files: [{"lfn", "bytes", "adler32"}] of the outputs written, with a final state
         answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/update",
                                    json=body, timeout=self.timeout_s)
         answer.raise_for_status()

@@ -23,6 +23,7 @@ from pilot.payload import (
     payload_command,
     run_payload,
 )
+from pilot.staging import StageError, make_log_tarball, stage_in, stage_out
 
 __all__ = ["run_one_job", "run_pilot"]
 
@@ -66,8 +67,13 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
     job_id = job["id"]
     jobdir = workdir / f"job-{job_id}"
     jobdir.mkdir(parents=True, exist_ok=True)
+    files = job.get("files") or {"inputs": [], "outputs": []}
+    written: list[dict[str, Any]] = []
     try:
         client.update(job_id, "starting")
+        used = stage_in(files["inputs"], jobdir, client.session, client.timeout_s)
+        if used:
+            log.info("job %s: staged in %d files", job_id, len(used))
         command = payload_command(_prepare(client, job["transformation"], jobdir),
                                   job["job_pars"])
         log.info("job %s: running %s", job_id, command)
@@ -75,6 +81,9 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
             command, jobdir, job["max_walltime_s"] or float("inf"), heartbeat_s,
             lambda cpu, rss: client.update(job_id, "running", cpu_time_s=cpu, max_rss_kb=rss),
             stop)
+        written, result = _stage_out(client, job_id, files["outputs"], jobdir, result)
+    except StageError as exc:
+        result = PayloadResult(-1, exc.code, str(exc), 0.0, 0)
     except (OSError, requests.RequestException) as exc:
         result = PayloadResult(-1, PILOT_KILLED if stop.is_set() else STAGEIN_FAILED,
                                f"could not run the payload: {exc}", 0.0, 0)
@@ -84,9 +93,32 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
     client.update(job_id, state, exit_code=result.exit_code,
                   pilot_error_code=result.pilot_error_code or None,
                   error_diag=result.error_diag or None, cpu_time_s=result.cpu_time_s,
-                  max_rss_kb=result.max_rss_kb)
+                  max_rss_kb=result.max_rss_kb, files=written or None)
     log.info("job %s: %s (exit %s) %s", job_id, state, result.exit_code, result.error_diag)
     return result
+
+
+def _stage_out(client: DispatcherClient, job_id: int, outputs: list[dict[str, Any]],
+               jobdir: Path, result: PayloadResult
+               ) -> tuple[list[dict[str, Any]], PayloadResult]:
+    """Pack the log and write the outputs (only the log when the payload failed)."""
+    if not outputs:
+        return [], result
+    for log_file in (o for o in outputs if o["kind"] == "log"):
+        make_log_tarball(jobdir, log_file["lfn"])
+    ok = result.exit_code == 0 and not result.pilot_error_code
+    wanted = outputs if ok else [o for o in outputs if o["kind"] == "log"]
+    if ok:
+        client.update(job_id, "transferring")
+    try:
+        written = stage_out(wanted, jobdir, client.session, client.timeout_s)
+    except StageError as exc:
+        if not ok:  # the payload's own failure is the one to report
+            return [], result
+        return [], PayloadResult(result.exit_code, exc.code, str(exc), result.cpu_time_s,
+                                 result.max_rss_kb)
+    log.info("job %s: staged out %d files", job_id, len(written))
+    return written, result
 
 
 def _prepare(client: DispatcherClient, transformation: str, jobdir: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
@@ -53,15 +54,18 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
               file_bytes: int = 10 * GB, queue_memory_mb: dict[str, int] | None = None,
               queue_status: dict[str, str] | None = None,
               pilot_slots: dict[str, int] | None = None,
-              extra_dataset: str | None = None) -> str:
+              extra_dataset: str | None = None, se_urls: dict[str, str] | None = None,
+              contents: list[bytes] | None = None) -> str:
     """A three-cloud grid document in CRIC's shape, small enough to reason about.
 
     DE (Tier-1 FZK, nucleus; Tier-2s DESY and LRZ), UK (Tier-1 RAL; MAN) and
     FR (Tier-1 CC). Each site has one unified 8-core queue ``<SITE>_UCORE``
-    (48 h, 64 GB, 100 pilot slots) and a disk endpoint ``<SITE>_DATADISK``;
-    FZK also has ``FZK_TAPE``. The dataset ``data23:data23.AOD`` has ``files``
-    files of ``file_bytes``, with replicas on the endpoints named in
-    ``replicas`` (by dataset name, default the AOD on DESY_DATADISK).
+    (48 h, 64 GB, 100 pilot slots) and a disk endpoint ``<SITE>_DATADISK``
+    (its URL from ``se_urls`` or ``davs://se.<site>.example:443``); FZK also
+    has ``FZK_TAPE``. The dataset ``data23:data23.AOD`` has ``files`` files of
+    ``file_bytes`` (or, given ``contents``, one file per content with its real
+    size and Adler-32), with replicas on the endpoints named in ``replicas``
+    (by dataset name, default the AOD on DESY_DATADISK).
     """
     layout = {"FZK": ("DE", 1), "DESY": ("DE", 2), "LRZ": ("DE", 2), "RAL": ("UK", 1),
               "MAN": ("UK", 2), "CC": ("FR", 1)}
@@ -77,7 +81,7 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
                              else [], "domains": [f"{site.lower()}.example"]}
         doc["ddmendpoint"][f"{site}_DATADISK"] = {
             "site": site, "type": "DATADISK", "is_tape": False, "state": "ACTIVE",
-            "se": f"davs://se.{site.lower()}.example:443",
+            "se": (se_urls or {}).get(site, f"davs://se.{site.lower()}.example:443"),
             "space_total_bytes": 10**15, "space_free_bytes": 5 * 10**14}
         doc["pandaqueue"][f"{site}_UCORE"] = {
             "atlas_site": site, "panda_resource": f"{site}_UCORE", "type": "unified",
@@ -91,9 +95,11 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
     names = ["data23.AOD"] + ([extra_dataset] if extra_dataset else [])
     doc["dataset"] = [{
         "scope": "data23", "name": name,
-        "files": [{"name": f"{name}._{i:06d}.pool.root.1", "bytes": file_bytes,
-                   "guid": f"00000000-0000-4000-8000-{k:04d}{i:08d}", "adler32": "0a0b0c0d"}
-                  for i in range(1, files + 1)],
+        "files": [{"name": f"{name}._{i:06d}.pool.root.1",
+                   "bytes": len(contents[i - 1]) if contents else file_bytes,
+                   "guid": f"00000000-0000-4000-8000-{k:04d}{i:08d}",
+                   "adler32": f"{zlib.adler32(contents[i - 1]):08x}" if contents else "0a0b0c0d"}
+                  for i in range(1, (len(contents) if contents else files) + 1)],
         "replicas": [{"rse": rse, "state": "AVAILABLE"} for rse in replicas.get(name, [])]}
         for k, name in enumerate(names)]
     return json.dumps(doc)

@@ -147,6 +147,44 @@ class TaskDB:
                 .order_by(job_files.c.id))
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
+    def input_sources(self, job_id: int) -> list[dict[str, Any]]:
+        """Every readable copy of the job's input files: one row per (file, endpoint)
+        with the endpoint's name, URL, site id and kind."""
+        jf = job_files
+        stmt = (sa.select(jf.c.id.label("job_file_id"), endpoints.c.name.label("endpoint"),
+                          endpoints.c.url, endpoints.c.site_id, endpoints.c.kind)
+                .join(files, jf.c.file_id == files.c.id)
+                .join(replicas, replicas.c.dataset_id == files.c.dataset_id)
+                .join(endpoints, replicas.c.endpoint_id == endpoints.c.id)
+                .where(jf.c.job_id == job_id, jf.c.kind == "input",
+                       replicas.c.state == ReplicaState.AVAILABLE, endpoints.c.active)
+                .order_by(jf.c.id, endpoints.c.name))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def output_endpoint(self, queue_id: int) -> dict[str, Any] | None:
+        """Where a job of this queue writes its outputs: its site's active disk endpoint
+        with the most free space."""
+        stmt = (sa.select(endpoints.c.name, endpoints.c.url)
+                .join(queues, queues.c.site_id == endpoints.c.site_id)
+                .where(queues.c.id == queue_id, endpoints.c.kind == "disk", endpoints.c.active)
+                .order_by(endpoints.c.free_bytes.desc(), endpoints.c.name).limit(1))
+        row = self.conn.execute(stmt).mappings().first()
+        return dict(row) if row is not None else None
+
+    def record_outputs(self, job_id: int, reports: Sequence[dict[str, Any]]) -> int:
+        """Store the size, checksum and GUID the pilot measured for the job's outputs."""
+        if not reports:
+            return 0
+        stmt = (sa.update(job_files)
+                .where(job_files.c.job_id == job_id, job_files.c.lfn == sa.bindparam("f_lfn"),
+                       job_files.c.kind != "input")
+                .values(bytes=sa.bindparam("f_bytes"), adler32=sa.bindparam("f_adler32"),
+                        guid=sa.bindparam("f_guid")))
+        self.conn.execute(stmt, [{"f_lfn": r["lfn"], "f_bytes": r["bytes"],
+                                  "f_adler32": r["adler32"], "f_guid": r.get("guid")}
+                                 for r in reports])
+        return len(reports)
+
     def add_rebrokerages(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.conn.execute(sa.insert(rebrokerages), list(rows))
