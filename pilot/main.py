@@ -7,6 +7,8 @@ dispatcher one after another: checks the node, gets a job, prepares its
 directory (downloading an http(s) transformation), runs the payload with
 heartbeats, reports the outcome and removes the directory. SIGTERM or
 SIGINT kill the payload and report it failed before the pilot exits.
+``netbroker-pilot factory --server URL --queues Q1,Q2`` keeps as many local
+pilots running as the dispatcher's pilot demand asks for.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat-s", type=float, default=60.0, help="Heartbeat period, s.")
     run.add_argument("--label", default="managed", help="prodSourceLabel of jobs to take.")
     run.add_argument("--pilot-id", default="", help="Name reported to the server.")
+    factory = sub.add_parser("factory", help="Keep the pilots the dispatcher asks for running.")
+    factory.add_argument("--server", required=True, help="netbroker URL.")
+    factory.add_argument("--queues", required=True, help="Comma-separated queues to serve.")
+    factory.add_argument("--workdir", type=Path, default=Path.cwd(), help="Where pilots run.")
+    factory.add_argument("--max-pilots", type=int, default=8, help="Pilots alive at most.")
+    factory.add_argument("--cycle-s", type=float, default=10.0, help="Seconds between rounds.")
+    factory.add_argument("--heartbeat-s", type=float, default=60.0, help="Pilots' heartbeat, s.")
+    factory.add_argument("--label", default="managed", help="prodSourceLabel of jobs to take.")
+    factory.add_argument("--duration-s", type=float, default=0.0,
+                         help="Stop after this long (0: until signalled).")
+    factory.add_argument("--until-idle", action="store_true",
+                         help="Stop when no queue wants pilots and none is alive.")
     return parser
 
 
@@ -51,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from pilot.runner import run_pilot
 
         return run_pilot(args)
+    if args.command == "factory":
+        from pilot.factory import run_factory
+
+        return run_factory(args)
     if not args.workdir.is_dir():
         print(f"netbroker-pilot: workdir {args.workdir} is not a directory", file=sys.stderr)
         return 2
