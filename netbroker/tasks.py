@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from netbroker.brokerage import MB, JobPlan, TaskNeeds, broker_jobs, broker_task
 from netbroker.config import Settings
 from netbroker.db import begin_immediate
+from netbroker.db.events import EventDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import (
@@ -103,6 +104,8 @@ class TaskSpec(BaseModel):
     files_per_job: int = Field(1, ge=1, le=100_000)
     events_per_job: int | None = Field(None, ge=1)
     events_per_file: int | None = Field(None, ge=1)
+    event_service: bool = Field(False, description="Hand each job's events out in ranges.")
+    events_per_range: int = Field(100, ge=1, le=1_000_000)
     priority: int = Field(1000, ge=-100_000, le=100_000)
     max_attempts: int = Field(3, ge=1, le=100)
     site: str | None = Field(None, min_length=1, max_length=128,
@@ -115,6 +118,8 @@ class TaskSpec(BaseModel):
             raise ValueError(f"input_dataset {self.input_dataset!r} is not scope:name")
         if (self.events_per_job is None) != (self.events_per_file is None):
             raise ValueError("events_per_job and events_per_file go together")
+        if self.event_service and self.events_per_job is None:
+            raise ValueError("event_service needs events_per_job and events_per_file")
         return self
 
 
@@ -178,6 +183,8 @@ def submit(engine: Engine, spec: TaskSpec, settings: Settings) -> dict[str, Any]
                 "cores": spec.cores, "memory_mb": spec.memory_mb, "walltime_s": spec.walltime_s,
                 "files_per_job": spec.files_per_job, "events_per_job": spec.events_per_job,
                 "events_per_file": spec.events_per_file, "priority": spec.priority,
+                "event_service": spec.event_service,
+                "events_per_range": spec.events_per_range if spec.event_service else None,
                 "max_attempts": spec.max_attempts, "site_id": site_id,
                 "status": TaskStatus.REGISTERED, "created_at": now, "modified_at": now})
     except sa.exc.IntegrityError:  # a concurrent submission of the same name won
@@ -268,10 +275,13 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
                                                  site_of_queue, settings.priority, now)
             for row, p in zip(new_jobs, priorities.tolist(), strict=True):
                 row["priority"] = p
+            ranges = [row.pop("_ranges", []) for row in new_jobs]
             ids = job_db.add_jobs(new_jobs, now)
             db.add_job_files([{**f, "job_id": job_id}
                               for job_id, job_files in zip(ids, new_files, strict=True)
                               for f in job_files])
+            EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
+                                         zip(ids, ranges, strict=True) for a, b in bounds], now)
     return out
 
 
@@ -333,7 +343,13 @@ def _job_rows(task: dict[str, Any], task_files: list[dict[str, Any]], needs: Tas
             "max_walltime_s": int(walltime[j]), "transformation": task["transformation"],
             "job_pars": template.safe_substitute(subst), "user_name": task["user_name"],
             "working_group": task["working_group"], "input_bytes": int(in_bytes[j]),
-            "brokerage_id": decision_id, "pinned": pinned})
+            "brokerage_id": decision_id, "pinned": pinned,
+            "event_service": bool(task["event_service"])})
+        if task["event_service"] and plan.first_event is not None and plan.n_events is not None:
+            first, count = int(plan.first_event[j]), int(plan.n_events[j])
+            step = task["events_per_range"] or count
+            rows[-1]["_ranges"] = [(a, min(a + step, first + count) - 1)
+                                   for a in range(first, first + count, step)]
         files_of.append([*inputs[f0:f0 + nf],
                          {"kind": "output", "lfn": out_lfn, "scope": out_scope,
                           "dataset": f"{task['name']}.output", **UNKNOWN},
@@ -395,7 +411,8 @@ def list_tasks(engine: Engine, status: str | None = None, user: str | None = Non
 def _task_out(task: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     keep = ("id", "name", "user_name", "working_group", "processing_type", "status", "reason",
             "cloud", "nucleus", "site", "transformation", "cores", "memory_mb", "walltime_s",
-            "files_per_job", "events_per_job", "events_per_file", "priority", "max_attempts",
+            "files_per_job", "events_per_job", "events_per_file", "event_service",
+            "events_per_range", "priority", "max_attempts",
             "created_at", "modified_at")
     out = {k: task[k] for k in keep}
     out["input_dataset"] = f"{task['dataset_scope']}:{task['dataset_name']}"

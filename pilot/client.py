@@ -42,6 +42,22 @@ class DispatcherClient:
         command: str = answer.json()["command"]
         return command
 
+    def event_ranges(self, job_id: int, n: int, pilot_id: str = "") -> list[dict[str, Any]]:
+        """Up to ``n`` event ranges of the job, now held by this pilot (empty: none left)."""
+        answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/event-ranges",
+                                   json={"n": n, "pilot_id": pilot_id}, timeout=self.timeout_s)
+        answer.raise_for_status()
+        ranges: list[dict[str, Any]] = answer.json()["ranges"]
+        return ranges
+
+    def report_ranges(self, reports: list[dict[str, Any]]) -> list[str | None]:
+        """Report ranges ``{"range_id", "status"}``: finished, failed, or ready (given back)."""
+        answer = self.session.post(f"{self.server}/api/v1/pilot/event-ranges/update",
+                                   json=reports, timeout=self.timeout_s)
+        answer.raise_for_status()
+        results: list[str | None] = answer.json()["results"]
+        return results
+
     def download(self, url: str, target: str) -> None:
         """Fetch ``url`` into the file ``target`` (a transformation script, an input)."""
         with self.session.get(url, stream=True, timeout=self.timeout_s) as answer:

@@ -78,16 +78,20 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_payload(command: list[str], workdir: Path, walltime_s: float, heartbeat_s: float,
-                heartbeat: Heartbeat, stop: threading.Event) -> PayloadResult:
+                heartbeat: Heartbeat, stop: threading.Event,
+                env: dict[str, str] | None = None) -> PayloadResult:
     """Run ``command`` in ``workdir`` until it ends, is killed, or runs out of walltime.
 
     ``stop`` set by the pilot's signal handler kills the payload at once.
+    ``env`` adds variables to the payload's environment. Its stdout and
+    stderr are appended to ``payload.stdout`` and ``payload.stderr``.
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with (workdir / "payload.stdout").open("wb") as out, \
-            (workdir / "payload.stderr").open("wb") as err:
+    with (workdir / "payload.stdout").open("ab") as out, \
+            (workdir / "payload.stderr").open("ab") as err:
         process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=err,
-                                   start_new_session=True)
+                                   start_new_session=True,
+                                   env={**os.environ, **env} if env else None)
         started = next_beat = time.monotonic()
         reason, code, peak_kb = "", 0, 0
         while process.poll() is None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,8 +18,11 @@ import requests
 from pilot.client import DispatcherClient
 from pilot.node import check_node, read_node
 from pilot.payload import (
+    KILLED_BY_SERVER,
+    PAYLOAD_FAILED,
     PILOT_KILLED,
     STAGEIN_FAILED,
+    WALLTIME_EXCEEDED,
     PayloadResult,
     payload_command,
     run_payload,
@@ -57,12 +61,12 @@ def run_pilot(args: argparse.Namespace) -> int:
         if job is None:
             log.info("no job for queue %s", args.queue)
             return 0
-        run_one_job(client, job, args.workdir, args.heartbeat_s, stop)
+        run_one_job(client, job, args.workdir, args.heartbeat_s, stop, pilot_id)
     return 1 if stop.is_set() else 0
 
 
 def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
-                heartbeat_s: float, stop: threading.Event) -> PayloadResult:
+                heartbeat_s: float, stop: threading.Event, pilot_id: str = "") -> PayloadResult:
     """Take one acquired job through starting, running and its final report."""
     job_id = job["id"]
     jobdir = workdir / f"job-{job_id}"
@@ -77,10 +81,14 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
         command = payload_command(_prepare(client, job["transformation"], jobdir),
                                   job["job_pars"])
         log.info("job %s: running %s", job_id, command)
-        result = run_payload(
-            command, jobdir, job["max_walltime_s"] or float("inf"), heartbeat_s,
-            lambda cpu, rss: client.update(job_id, "running", cpu_time_s=cpu, max_rss_kb=rss),
-            stop)
+        beat = lambda cpu, rss: client.update(  # noqa: E731
+            job_id, "running", cpu_time_s=cpu, max_rss_kb=rss)
+        walltime = job["max_walltime_s"] or float("inf")
+        if job.get("event_service"):
+            result = run_event_ranges(client, job_id, command, jobdir, walltime, heartbeat_s,
+                                      beat, stop, pilot_id)
+        else:
+            result = run_payload(command, jobdir, walltime, heartbeat_s, beat, stop)
         written, result = _stage_out(client, job_id, files["outputs"], jobdir, result)
     except StageError as exc:
         result = PayloadResult(-1, exc.code, str(exc), 0.0, 0)
@@ -96,6 +104,49 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
                   max_rss_kb=result.max_rss_kb, files=written or None)
     log.info("job %s: %s (exit %s) %s", job_id, state, result.exit_code, result.error_diag)
     return result
+
+
+def run_event_ranges(client: DispatcherClient, job_id: int, command: list[str], jobdir: Path,
+                     walltime_s: float, heartbeat_s: float, beat: Any, stop: threading.Event,
+                     pilot_id: str) -> PayloadResult:
+    """Event-service mode: take one range at a time, run the payload on it, report it.
+
+    The payload finds its range in ``NETBROKER_EVENT_RANGE_ID``,
+    ``NETBROKER_FIRST_EVENT`` and ``NETBROKER_LAST_EVENT``. A failed range is
+    reported failed (the server retries it, perhaps elsewhere); on a signal
+    the range held is given back (``ready``) before the pilot leaves. The job
+    ends when no range is left: finished unless a range failed for good.
+    """
+    started, cpu, peak, done, failed = time.monotonic(), 0.0, 0, 0, 0
+    while not stop.is_set():
+        ranges = client.event_ranges(job_id, 1, pilot_id)
+        if not ranges:
+            break
+        for rng in ranges:
+            env = {"NETBROKER_EVENT_RANGE_ID": str(rng["id"]),
+                   "NETBROKER_FIRST_EVENT": str(rng["first_event"]),
+                   "NETBROKER_LAST_EVENT": str(rng["last_event"])}
+            left = walltime_s - (time.monotonic() - started)
+            result = run_payload(command, jobdir, left, heartbeat_s, beat, stop, env=env)
+            cpu, peak = cpu + result.cpu_time_s, max(peak, result.max_rss_kb)
+            if result.pilot_error_code in (PILOT_KILLED, WALLTIME_EXCEEDED, KILLED_BY_SERVER):
+                client.report_ranges([{"range_id": rng["id"], "status": "ready"}])
+                return PayloadResult(result.exit_code, result.pilot_error_code,
+                                     f"{result.error_diag}; range {rng['id']} given back",
+                                     cpu, peak)
+            ok = result.exit_code == 0
+            (now,) = client.report_ranges([{"range_id": rng["id"],
+                                            "status": "finished" if ok else "failed"}])
+            # a failed range with attempts left comes back "ready": only "failed" is final
+            done, failed = done + ok, failed + (now == "failed")
+            log.info("job %s: range %s (%s-%s) %s", job_id, rng["id"], rng["first_event"],
+                     rng["last_event"], "finished" if ok else "failed")
+    if stop.is_set():
+        return PayloadResult(-1, PILOT_KILLED, "pilot killed by a signal", cpu, peak)
+    if failed:
+        return PayloadResult(1, PAYLOAD_FAILED, f"{failed} of {done + failed} event ranges "
+                             "failed", cpu, peak)
+    return PayloadResult(0, 0, f"{done} event ranges processed", cpu, peak)
 
 
 def _stage_out(client: DispatcherClient, job_id: int, outputs: list[dict[str, Any]],

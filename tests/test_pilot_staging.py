@@ -9,10 +9,13 @@ tarballs staged out, measured, and recorded by the dispatcher.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +30,7 @@ from netbroker import registry, tasks
 from netbroker.config import Settings
 from netbroker.datasets import rucio_path
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import job_files, jobs
+from netbroker.db.schema import event_ranges, job_files, jobs
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 
@@ -160,3 +163,72 @@ def test_getjob_over_the_panda_wire_names_the_files(engine: Engine, storage: Sto
     assert answer["outFiles"] == "task.001._000001.root.1,task.001._000001.log.tgz.1"
     assert answer["logFile"] == "task.001._000001.log.tgz.1"
     assert answer["destinationSE"] == "DESY_DATADISK"
+
+
+def test_event_service_pilot_runs_range_by_range_and_retries_a_failed_one(
+        engine: Engine, storage: Storage, tmp_path: Path) -> None:
+    registry.import_grid_document(engine, mini_grid(
+        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": f"{storage.url}/desy"},
+        contents=CONTENTS[:1]))
+    storage.put_file("DESY", "data23", LFNS[0], CONTENTS[0])
+    # The range starting at event 10 fails once (its first attempt), then succeeds.
+    script = ('test "$NETBROKER_FIRST_EVENT" = 10 -a ! -e failed.once '
+              '&& { touch failed.once; exit 4; }; '
+              'echo "$NETBROKER_FIRST_EVENT-$NETBROKER_LAST_EVENT" >> $OUT')
+    task = tasks.submit(engine, tasks.parse_task(task_spec(
+        transformation="/bin/sh", cores=1, memory_mb=1000, walltime_s=300, event_service=True,
+        events_per_job=30, events_per_file=30, events_per_range=10,
+        parameters=f"-c '{script}'")), Settings())
+    assert task["jobs"] == {"activated": 1}
+    with LiveServer(engine) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "pilot.main", "run", "--server", server.url, "--queue",
+             "DESY_UCORE", "--workdir", str(tmp_path), "--heartbeat-s", "0.1"],
+            capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    with engine.connect() as conn:
+        job = JobDB(conn).get(1)
+        ranges = conn.execute(sa.select(event_ranges.c.first_event, event_ranges.c.status,
+                                        event_ranges.c.attempt)
+                              .order_by(event_ranges.c.first_event)).all()
+    assert job is not None and job["status"] == "finished", job
+    assert [tuple(r) for r in ranges] == [(0, "finished", 1), (10, "finished", 2),
+                                          (20, "finished", 1)]
+    produced = storage.read("DESY", "data23", "task.001._000001.root.1").decode()
+    assert produced.splitlines() == ["0-9", "10-19", "20-29"]  # retried at once, in order
+
+
+def test_a_killed_event_service_pilot_gives_its_range_back(
+        engine: Engine, storage: Storage, tmp_path: Path) -> None:
+    registry.import_grid_document(engine, mini_grid(
+        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": f"{storage.url}/desy"},
+        contents=CONTENTS[:1]))
+    storage.put_file("DESY", "data23", LFNS[0], CONTENTS[0])
+    tasks.submit(engine, tasks.parse_task(task_spec(
+        transformation="/bin/sh", cores=1, memory_mb=1000, walltime_s=300, event_service=True,
+        events_per_job=20, events_per_file=20, events_per_range=10, max_attempts=2,
+        parameters="-c 'sleep 60'")), Settings())
+    with LiveServer(engine) as server:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pilot.main", "run", "--server", server.url, "--queue",
+             "DESY_UCORE", "--workdir", str(tmp_path), "--heartbeat-s", "0.1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            with engine.connect() as conn:
+                held = conn.execute(sa.select(event_ranges.c.id).where(
+                    event_ranges.c.status == "running")).all()
+            if held:
+                break
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.1)
+        os.kill(run.pid, signal.SIGTERM)  # our own child, by its PID
+        output, _ = run.communicate(timeout=60)
+    with engine.connect() as conn:
+        job, retry = JobDB(conn).get(1), JobDB(conn).get(2)
+        ranges = conn.execute(sa.select(event_ranges.c.job_id, event_ranges.c.status,
+                                        event_ranges.c.attempt, event_ranges.c.pilot_id)).all()
+    assert job is not None and (job["status"], job["pilot_error_code"]) == ("failed", 1201)
+    # The next attempt takes the ranges over, none lost or consumed by the kill.
+    assert retry is not None and (retry["retry_of"], retry["event_service"]) == (1, True)
+    assert sorted(tuple(r) for r in ranges) == [(2, "ready", 1, None)] * 2, output

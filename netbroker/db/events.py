@@ -35,6 +35,14 @@ class EventDB:
              "updated_at": now} for a, b in bounds])
         return len(bounds)
 
+    def add_ranges_of(self, rows: Sequence[tuple[int, int, int]], now: datetime) -> int:
+        """Create ready ranges ``(job id, first, last event)`` for many jobs at once."""
+        if rows:
+            self.conn.execute(sa.insert(event_ranges), [
+                {"job_id": j, "first_event": a, "last_event": b, "status": R.READY,
+                 "updated_at": now} for j, a, b in rows])
+        return len(rows)
+
     def take(self, job_id: int, n: int, pilot_id: str, now: datetime) -> list[dict[str, Any]]:
         """Mark up to ``n`` ready ranges of the job running for this pilot; return them."""
         t = event_ranges

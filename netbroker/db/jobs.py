@@ -17,7 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netbroker.db.schema import JobStatus, job_files, job_state_changes, jobs, queues
+from netbroker.db.schema import (
+    EventRangeStatus,
+    JobStatus,
+    event_ranges,
+    job_files,
+    job_state_changes,
+    jobs,
+    queues,
+)
 
 __all__ = ["WAITING", "JobDB", "output_name"]
 
@@ -105,7 +113,7 @@ class JobDB:
         keep = ("task_id", "name", "queue_id", "prod_source_label", "priority", "max_attempts",
                 "cores", "min_ram_mb", "max_disk_mb", "max_walltime_s", "transformation",
                 "job_pars", "user_name", "working_group", "base_priority", "input_bytes",
-                "brokerage_id", "rebrokerages", "pinned")
+                "brokerage_id", "rebrokerages", "pinned", "event_service")
         (new_id,) = self.add_jobs([{**{k: job[k] for k in keep},
                                     "status": JobStatus.ACTIVATED, "retry_of": job_id,
                                     "attempt_nr": job["attempt_nr"] + 1}], now)
@@ -118,6 +126,11 @@ class JobDB:
                  **({k: f[k] for k in ("lfn", "bytes", "guid", "adler32")} if f["kind"] == "input"
                     else {"lfn": output_name(f["lfn"], attempt), "bytes": None, "guid": None,
                           "adler32": None})} for f in files])
+        if job["event_service"]:
+            # Outputs leave with the job, not per range: the new attempt redoes every range.
+            self.conn.execute(sa.update(event_ranges).where(event_ranges.c.job_id == job_id)
+                              .values(job_id=new_id, status=EventRangeStatus.READY,
+                                      pilot_id=None, updated_at=now))
         return new_id
 
     def cancel_task_jobs(self, task_id: int, now: datetime) -> int:

@@ -373,6 +373,9 @@ tasks = sa.Table(
     sa.Column("files_per_job", sa.Integer, nullable=False),
     sa.Column("events_per_job", sa.Integer, nullable=True),
     sa.Column("events_per_file", sa.Integer, nullable=True),
+    # Event service: each job's events are handed to pilots in ranges of this many.
+    sa.Column("event_service", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("events_per_range", sa.Integer, nullable=True),
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("max_attempts", sa.Integer, nullable=False),
     # A task pinned to a site is brokered there only and never rebrokered.
@@ -447,6 +450,7 @@ jobs = sa.Table(
               sa.ForeignKey("brokerage_decisions.id", ondelete="SET NULL"), nullable=True),
     sa.Column("rebrokerages", sa.Integer, nullable=False, server_default="0"),
     sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("event_service", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.

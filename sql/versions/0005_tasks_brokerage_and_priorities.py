@@ -56,6 +56,8 @@ def upgrade() -> None:
     sa.Column('files_per_job', sa.Integer(), nullable=False),
     sa.Column('events_per_job', sa.Integer(), nullable=True),
     sa.Column('events_per_file', sa.Integer(), nullable=True),
+    sa.Column('event_service', sa.Boolean(), server_default=sa.false(), nullable=False),
+    sa.Column('events_per_range', sa.Integer(), nullable=True),
     sa.Column('priority', sa.Integer(), nullable=False),
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=True),
@@ -135,6 +137,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('brokerage_id', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('rebrokerages', sa.Integer(), server_default='0', nullable=False))
         batch_op.add_column(sa.Column('pinned', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('event_service', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.create_index('ix_jobs_status', ['status'], unique=False)
         batch_op.create_index('ix_jobs_task_id', ['task_id'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_jobs_task_id_tasks'), 'tasks', ['task_id'], ['id'])
@@ -148,6 +151,7 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f('fk_jobs_task_id_tasks'), type_='foreignkey')
         batch_op.drop_index('ix_jobs_task_id')
         batch_op.drop_index('ix_jobs_status')
+        batch_op.drop_column('event_service')
         batch_op.drop_column('pinned')
         batch_op.drop_column('rebrokerages')
         batch_op.drop_column('brokerage_id')
