@@ -27,7 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
+from dispatcher.core import (
+    AcquireRequest,
+    OutputReport,
+    UpdateRequest,
+    acquire_job,
+    update_job,
+)
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files, panda_file_fields
 from netbroker.api.deps import EngineDep, SettingsDep
@@ -69,6 +75,24 @@ class UpdateJobForm(BaseModel):
     pilotErrorCode: int | None = None
     pilotErrorDiag: str | None = None
     exeErrorDiag: str | None = None
+    cpuConsumptionTime: float | None = Field(None, ge=0)  # s
+    maxRSS: int | None = Field(None, ge=0)  # kB
+    # A JSON string despite its name: {"<lfn>": {"guid", "fsize", "adler32", "surl"}}.
+    xml: str | None = None
+
+    def output_reports(self) -> list[OutputReport] | None:
+        """The files the pilot wrote, from ``xml``; None when it sent none."""
+        if not self.xml:
+            return None
+        try:
+            written = json.loads(self.xml)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"xml is not JSON: {exc}") from None
+        if not isinstance(written, dict):
+            raise ValueError("xml must map each LFN to its metadata")
+        return [OutputReport(lfn=lfn, bytes=int(meta["fsize"]),
+                             adler32=str(meta["adler32"]).lower().zfill(8),
+                             guid=meta.get("guid")) for lfn, meta in written.items()]
 
 
 async def _fields(request: Request) -> dict[str, Any]:
@@ -127,9 +151,11 @@ async def update_job_route(request: Request, engine: EngineDep) -> Response:
         form = UpdateJobForm.model_validate(await _fields(request))
         report = UpdateRequest(state=form.state, exit_code=form.transExitCode,
                                pilot_error_code=form.pilotErrorCode,
-                               error_diag=(form.pilotErrorDiag or form.exeErrorDiag or None))
+                               error_diag=(form.pilotErrorDiag or form.exeErrorDiag or None),
+                               cpu_time_s=form.cpuConsumptionTime, max_rss_kb=form.maxRSS,
+                               files=form.output_reports())
         result = await run_in_threadpool(update_job, engine, form.jobId, report)
-    except (ValidationError, ValueError) as exc:
+    except (ValidationError, ValueError, KeyError, TypeError) as exc:
         return _refusal(request, exc, 400)
     except NotFound as exc:
         return _refusal(request, exc, 404)

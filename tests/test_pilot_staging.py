@@ -9,6 +9,7 @@ tarballs staged out, measured, and recorded by the dispatcher.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -149,12 +150,31 @@ def test_getjob_over_the_panda_wire_names_the_files(engine: Engine, storage: Sto
         {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": f"{storage.url}/desy"},
         contents=CONTENTS[:2]))
     tasks.submit(engine, tasks.parse_task(task_spec(files_per_job=2)), Settings())
-    with LiveServer(engine) as server:
-        answer = httpx.post(f"{server.url}/server/panda/getJob",
-                            data={"siteName": "DESY_UCORE", "computingElement": "DESY_UCORE",
-                                  "prodSourceLabel": "managed", "diskSpace": "100000",
-                                  "mem": "64000", "node": "wn1"},
-                            headers={"Accept": "application/json"}, timeout=10).json()
+    json_accept = {"Accept": "application/json"}
+    with LiveServer(engine) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        answer = http.post("/server/panda/getJob", headers=json_accept,
+                           data={"siteName": "DESY_UCORE", "computingElement": "DESY_UCORE",
+                                 "prodSourceLabel": "managed", "diskSpace": "100000",
+                                 "mem": "64000", "node": "wn1"}).json()
+        final = {"jobId": answer["PandaID"], "state": "finished", "transExitCode": "0",
+                 "cpuConsumptionTime": "12", "maxRSS": "2048"}
+        bad = http.post("/server/panda/updateJob", headers=json_accept,
+                        data={**final, "xml": '{"task.001._000001.root.1": {"fsize": 1}}'})
+        assert bad.status_code == 400 and "adler32" in bad.json()["errorDialog"]
+        written = {"task.001._000001.root.1": {"guid": "9c3d4e1a-0000-4000-8000-000000000001",
+                                               "fsize": "1234", "adler32": "1a2b3c",
+                                               "surl": "davs://se/x"}}
+        done = http.post("/server/panda/updateJob", headers=json_accept,
+                         data={**final, "xml": json.dumps(written)})
+        assert done.json() == {"StatusCode": 0, "command": "NULL"}
+    with engine.connect() as conn:
+        out = conn.execute(sa.select(job_files).where(
+            job_files.c.lfn == "task.001._000001.root.1")).mappings().one()
+        job = JobDB(conn).get(answer["PandaID"])
+    assert (out["bytes"], out["adler32"], out["guid"]) == (
+        1234, "001a2b3c", "9c3d4e1a-0000-4000-8000-000000000001")
+    assert job is not None and (job["status"], job["cpu_time_s"], job["max_rss_kb"]) == (
+        "finished", 12.0, 2048)
     assert answer["StatusCode"] == 0
     assert answer["inFiles"] == ",".join(LFNS[:2])
     assert answer["fsize"] == ",".join(str(len(c)) for c in CONTENTS[:2])
