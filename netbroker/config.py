@@ -42,6 +42,7 @@ __all__ = [
     "DatabaseSettings",
     "DispatcherSettings",
     "MetricsSettings",
+    "Pd2pSettings",
     "PrioritySettings",
     "RebrokerageSettings",
     "ServiceSettings",
@@ -315,6 +316,37 @@ class PrioritySettings(_Group):
         50, ge=0, description="Priority lost per failed earlier attempt.")
 
 
+class Pd2pSettings(_Group):
+    """PD2P: when a dataset gets a new replica, and where."""
+
+    cycle_minutes: float = Field(30.0, gt=0, description="Period of the PD2P cycle, minutes.")
+    min_waiting_jobs: int = Field(
+        20, ge=1, description="Waiting jobs reading a dataset that trigger a new replica.")
+    min_accesses_per_week: int = Field(
+        200, ge=1, description="Jobs brokered on a dataset in 7 days that trigger a replica.")
+    max_replicas: int = Field(
+        5, ge=1, description="Disk replicas (pending decisions included) a dataset may have.")
+    cooldown_hours: float = Field(
+        6.0, ge=0, description="After a failed or expired decision, wait this long, hours.")
+    decision_expiry_hours: float = Field(
+        48.0, gt=0, description="A decision not done by then expires, hours.")
+    replica_lifetime_days: float = Field(
+        14.0, gt=0, description="Lifetime of a replica PD2P creates, days.")
+    site_quota_bytes_per_day: float = Field(
+        50e12, gt=0, description="Bytes PD2P may send to one site per 24 h.")
+    max_decisions_per_hour: int = Field(
+        100, ge=1, description="Global rate limit on new decisions.")
+    excluded_patterns: list[str] = Field(
+        default_factory=lambda: ["*.log", "*.log.*", "*_sub[0-9]*", "ddo.*"],
+        description="Dataset names (fnmatch patterns) never replicated: logs and the like.")
+    weight_network: float = Field(1.0, ge=0, description="Weight of the transfer time term.")
+    weight_capacity: float = Field(
+        0.3, ge=0, description="Weight of the target site's free pilot slots.")
+    weight_tier: float = Field(0.2, ge=0, description="Weight of the target site's tier.")
+    activity: str = Field("Data Brokering", min_length=1,
+                          description="Rucio activity of the replication rules.")
+
+
 class Settings(_Group):
     """All of netbroker's settings, one attribute per group."""
 
@@ -327,6 +359,7 @@ class Settings(_Group):
     brokerage: BrokerageSettings = BrokerageSettings()
     rebrokerage: RebrokerageSettings = RebrokerageSettings()
     priority: PrioritySettings = PrioritySettings()
+    pd2p: Pd2pSettings = Pd2pSettings()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:

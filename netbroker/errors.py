@@ -13,6 +13,8 @@ explain it, so a message can name the record and the field that was wrong::
     ├── InvalidTask                 a task description was refused (field, why)
     ├── TaskExists                  a task of that name was already submitted
     ├── InvalidBoost                a priority boost rule was refused
+    ├── InvalidDecision             a replication-feed request was malformed
+    │   └── DecisionConflict        the decision is in a state that forbids the move
     └── NotFound
         ├── UnknownCloud
         ├── UnknownSite
@@ -21,6 +23,7 @@ explain it, so a message can name the record and the field that was wrong::
         ├── UnknownDataset
         ├── UnknownTask
         ├── UnknownBoost
+        ├── UnknownDecision
         └── UnknownJob
 """
 
@@ -30,8 +33,10 @@ from dataclasses import dataclass
 
 __all__ = [
     "ConfigError",
+    "DecisionConflict",
     "GridProblem",
     "InvalidBoost",
+    "InvalidDecision",
     "InvalidGridDocument",
     "InvalidMetric",
     "InvalidTask",
@@ -43,6 +48,7 @@ __all__ = [
     "UnknownBoost",
     "UnknownCloud",
     "UnknownDataset",
+    "UnknownDecision",
     "UnknownEndpoint",
     "UnknownJob",
     "UnknownQueue",
@@ -134,6 +140,14 @@ class InvalidBoost(NetbrokerError):
     """A priority boost rule that cannot apply (no one named, two places, no duration)."""
 
 
+class InvalidDecision(NetbrokerError):
+    """A request on the replication feed was malformed (cursor, limit, empty reason)."""
+
+
+class DecisionConflict(InvalidDecision):
+    """A replication decision cannot move from its state to the one asked."""
+
+
 class NotFound(NetbrokerError):
     """A named object does not exist."""
 
@@ -174,3 +188,7 @@ class UnknownTask(NotFound):
 
 class UnknownBoost(NotFound):
     kind = "boost"
+
+
+class UnknownDecision(NotFound):
+    kind = "replication decision"

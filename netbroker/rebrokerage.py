@@ -113,16 +113,24 @@ def plan_moves(view: GridView, qs: QueueScores, job_queue: np.ndarray,
 
 
 def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
-             now_s: float | None = None) -> dict[str, Any]:
-    """One rebrokerage pass; returns ``{"activated": n, "moved": [...]}``."""
+             now_s: float | None = None, task_ids: set[int] | None = None,
+             min_wait_minutes: float | None = None) -> dict[str, Any]:
+    """One rebrokerage pass; returns ``{"activated": n, "moved": [...]}``.
+
+    ``task_ids`` limits it to the jobs of those tasks and ``min_wait_minutes``
+    overrides the setting: PD2P rebrokers the jobs waiting for a dataset as
+    soon as its new replica is done.
+    """
     now = now or utcnow()
     r = settings.rebrokerage
+    wait = r.min_wait_minutes if min_wait_minutes is None else min_wait_minutes
     with engine.connect() as conn:
         waiting = conn.execute(
             sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
                       jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.waiting_since,
                       jobs.c.rebrokerages, jobs.c.pinned)
-            .where(jobs.c.status.in_(WAITING), jobs.c.task_id.is_not(None))
+            .where(jobs.c.status.in_(WAITING), jobs.c.task_id.is_not(None),
+                   *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None else []))
             .order_by(jobs.c.id)).mappings().all()
         if not waiting:
             return {"activated": 0, "moved": []}
@@ -139,7 +147,7 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
                 and w["queue_id"] in q_index
                 and _present(view, task_rows[w["task_id"]]["dataset_id"],
                              view.queue_site[q_index[w["queue_id"]]])]
-    limit = now - timedelta(minutes=r.min_wait_minutes)
+    limit = now - timedelta(minutes=wait)
     movable: dict[int, list[dict[str, Any]]] = {}
     for w in waiting:
         if (not w["pinned"] and w["rebrokerages"] < r.max_rebrokerages

@@ -20,6 +20,7 @@ from netbroker.clouds import recompute
 from netbroker.config import Settings
 from netbroker.db import create_db_engine, describe_url, upgrade
 from netbroker.metrics import prune_samples
+from netbroker.pd2p import run_cycle as run_pd2p
 from netbroker.priority import recompute as recompute_priorities
 from netbroker.rebrokerage import rebroker
 from netbroker.scheduler import Cycle, build_scheduler, process_holder
@@ -78,7 +79,9 @@ def service_cycles(settings: Settings) -> list[Cycle]:
               Cycle("rebrokerage", settings.rebrokerage.cycle_minutes * 60,
                     lambda engine: rebroker(engine, settings)),
               Cycle("priority", settings.priority.cycle_minutes * 60,
-                    lambda engine: recompute_priorities(engine, settings.priority))]
+                    lambda engine: recompute_priorities(engine, settings.priority)),
+              Cycle("pd2p", settings.pd2p.cycle_minutes * 60,
+                    lambda engine: run_pd2p(engine, settings))]
     c = settings.collectors
     if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
         cycles.append(Cycle("collect", c.cycle_minutes * 60,

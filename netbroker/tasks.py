@@ -38,6 +38,7 @@ from netbroker.db import begin_immediate
 from netbroker.db.events import EventDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
+from netbroker.db.pd2p import Pd2pDB
 from netbroker.db.schema import (
     JobStatus,
     ProcessingType,
@@ -233,6 +234,7 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
         db, job_db = TaskDB(conn), JobDB(conn)
         new_jobs: list[dict[str, Any]] = []
         new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
+        accesses: list[dict[str, Any]] = []
         for task, task_files, needs, seed, choice, plan in planned:
             if not db.claim_task(task["id"], OPEN, now):
                 continue  # brokered meanwhile by another process
@@ -258,6 +260,9 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
                 "candidates": orjson.dumps(plan.candidates).decode()}])
             rows, files_of = _job_rows(task, task_files, needs, plan, job_decision, ids_of,
                                        settings)
+            if task["processing_type"] == ProcessingType.ANALYSIS:  # popularity, for PD2P
+                accesses.append({"dataset_id": task["dataset_id"], "task_id": task["id"],
+                                 "user_name": task["user_name"], "jobs": len(rows), "at": now})
             new_jobs.extend(rows)
             new_files.extend(files_of)
             n = len(rows)
@@ -282,6 +287,7 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
                               for f in job_files])
             EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
                                          zip(ids, ranges, strict=True) for a, b in bounds], now)
+            Pd2pDB(conn).record_accesses(accesses)
     return out
 
 

@@ -55,7 +55,8 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
               queue_status: dict[str, str] | None = None,
               pilot_slots: dict[str, int] | None = None,
               extra_dataset: str | None = None, se_urls: dict[str, str] | None = None,
-              contents: list[bytes] | None = None) -> str:
+              contents: list[bytes] | None = None, site_status: dict[str, str] | None = None,
+              free_bytes: dict[str, int] | None = None) -> str:
     """A three-cloud grid document in CRIC's shape, small enough to reason about.
 
     DE (Tier-1 FZK, nucleus; Tier-2s DESY and LRZ), UK (Tier-1 RAL; MAN) and
@@ -77,12 +78,14 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
         "site": {}, "ddmendpoint": {}, "pandaqueue": {}}
     for site, (cloud, tier) in layout.items():
         doc["site"][site] = {"cloud": cloud, "tier_level": tier, "country": cloud,
-                             "status": "online", "datapolicies": ["Nucleus"] if site == "FZK"
-                             else [], "domains": [f"{site.lower()}.example"]}
+                             "status": (site_status or {}).get(site, "online"),
+                             "datapolicies": ["Nucleus"] if site == "FZK" else [],
+                             "domains": [f"{site.lower()}.example"]}
         doc["ddmendpoint"][f"{site}_DATADISK"] = {
             "site": site, "type": "DATADISK", "is_tape": False, "state": "ACTIVE",
             "se": (se_urls or {}).get(site, f"davs://se.{site.lower()}.example:443"),
-            "space_total_bytes": 10**15, "space_free_bytes": 5 * 10**14}
+            "space_total_bytes": 10**15,
+            "space_free_bytes": (free_bytes or {}).get(site, 5 * 10**14)}
         doc["pandaqueue"][f"{site}_UCORE"] = {
             "atlas_site": site, "panda_resource": f"{site}_UCORE", "type": "unified",
             "status": status.get(site, "online"), "corecount": 8,

@@ -91,10 +91,11 @@ UNITLESS = {"database.pool_size", "service.port", "service.workers", "clouds.min
             # Score weights are dimensionless; penalties and caps are in priority points.
             "brokerage.weight_data", "brokerage.weight_capacity", "brokerage.weight_network",
             "priority.fairshare_penalty", "priority.fairshare_max_penalty", "priority.aging_cap",
-            "priority.failure_penalty"}
+            "priority.failure_penalty", "pd2p.min_waiting_jobs", "pd2p.max_replicas",
+            "pd2p.weight_network", "pd2p.weight_capacity", "pd2p.weight_tier"}
 UNIT_SUFFIXES = ("_ms", "_s", "_minutes", "_days", "_mb", "_bytes", "_fraction",
                  "_mbytes_per_s_from_tier1", "_mbytes_per_s", "_per_hour", "_per_day",
-                 "_per_slot")
+                 "_per_slot", "_per_week", "_hours")
 
 
 def test_every_setting_is_documented_and_numbers_carry_units() -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 import netbroker
 from dispatcher import api as dispatcher_api
 from dispatcher import panda
-from netbroker.api import grid, network, tasks
+from netbroker.api import grid, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
 from netbroker.api.models import Health
@@ -38,6 +38,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(grid.router)
     app.include_router(network.router)
     app.include_router(tasks.router)
+    app.include_router(replication.router)
     app.include_router(dispatcher_api.router)
     app.include_router(panda.router)
     app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from netbroker.errors import (
+    DecisionConflict,
+    InvalidDecision,
     InvalidGridDocument,
     InvalidTask,
     InvalidTransition,
@@ -37,6 +39,8 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidTransition, _conflict)
     app.add_exception_handler(InvalidTask, _invalid_task)
     app.add_exception_handler(TaskExists, _task_exists)
+    app.add_exception_handler(DecisionConflict, _decision_conflict)
+    app.add_exception_handler(InvalidDecision, _invalid_decision)
     app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(OperationalError, _storage_down)
     app.add_exception_handler(NetbrokerError, _other)
@@ -73,6 +77,14 @@ async def _task_exists(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskExists)
     return JSONResponse({"error": "TaskExists", "detail": str(exc), "task_id": exc.task_id},
                         status_code=409)
+
+
+async def _decision_conflict(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": "DecisionConflict", "detail": str(exc)}, status_code=409)
+
+
+async def _invalid_decision(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": "InvalidDecision", "detail": str(exc)}, status_code=400)
 
 
 async def _storage_down(_: Request, exc: Exception) -> JSONResponse:

@@ -41,6 +41,7 @@ __all__ = [
     "cloud_membership_history",
     "clouds",
     "cycles",
+    "dataset_accesses",
     "datasets",
     "endpoints",
     "event_ranges",
@@ -55,6 +56,7 @@ __all__ = [
     "queues",
     "rebrokerages",
     "replicas",
+    "replication_decisions",
     "site_hosts",
     "sites",
     "tasks",
@@ -305,6 +307,10 @@ replicas = sa.Table(
     ),
     sa.Column("state", _enum(ReplicaState, "replica_state"), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Who made it ("catalog": imported; "pd2p": a replication decision) and,
+    # for PD2P's, when its lifetime ends (then it is proposed for clean-up).
+    sa.Column("origin", sa.String(16), nullable=False, server_default="catalog"),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
 )
 
 
@@ -569,6 +575,44 @@ cloud_membership_history = sa.Table(
     sa.Column("samples", sa.Integer, nullable=False),
     sa.Column("reason", sa.String(255), nullable=False),
     sa.CheckConstraint("change IN ('joined', 'left')", name="change_known"),
+)
+
+dataset_accesses = sa.Table(
+    "dataset_accesses",
+    metadata,
+    # Popularity: one row per brokered analysis task and input dataset.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="SET NULL"),
+              nullable=True),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("jobs", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index("ix_dataset_accesses_dataset_id_at", "dataset_id", "at"),
+)
+
+replication_decisions = sa.Table(
+    "replication_decisions",
+    metadata,
+    # The DDM feed: ids only grow, and are committed in order (see netbroker.pd2p).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("target_endpoint_id", sa.Integer, sa.ForeignKey("endpoints.id"), nullable=False,
+              index=True),
+    sa.Column("sources", sa.Text, nullable=False),      # JSON: ranked source endpoints
+    sa.Column("candidates", sa.Text, nullable=False),   # JSON: every target weighed
+    sa.Column("reason", sa.String(1024), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failure_reason", sa.String(1024), nullable=True),
+    sa.Column("lifetime_days", sa.Float, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("state IN ('new', 'acknowledged', 'done', 'failed', 'expired')",
+                       name="state_known"),
 )
 
 cycles = sa.Table(
