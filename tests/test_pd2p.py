@@ -163,14 +163,12 @@ def test_the_feed_pages_without_gaps_or_repeats_while_decisions_are_added(
         thread.start()
     seen, cursor = [], 0
     while True:
+        finished = not writers_left  # read before the page: an empty page then means all
         page = pd2p.feed(popular, cursor, 7)
         seen += [d["id"] for d in page["decisions"]]
         cursor = page["next"]
-        if not page["decisions"] and not writers_left:
-            page = pd2p.feed(popular, cursor, 7)  # one more after the writer stopped
-            seen += [d["id"] for d in page["decisions"]]
-            if not page["decisions"]:
-                break
+        if finished and not page["decisions"]:
+            break
     for thread in threads:
         thread.join()
     with popular.connect() as conn:
