@@ -110,7 +110,7 @@ def choose_target(nbytes: float, replica_eps: np.ndarray, available: np.ndarray,
     Returns
     -------
     Placement
-        The best endpoint (highest score, then name) or None, the sources
+        The best endpoint (highest score, then the first listed) or None, the sources
         ranked by their throughput to it, the top candidates with their
         terms, and how many endpoints each filter removed. O(e * r).
     """
@@ -144,7 +144,8 @@ def choose_target(nbytes: float, replica_eps: np.ndarray, available: np.ndarray,
     score = (settings.weight_network / (1 + seconds / network_scale_s)
              + settings.weight_capacity * capacity
              + settings.weight_tier * site_tier_weight[ep_site])
-    order = sorted(np.flatnonzero(ok), key=lambda k: (-score[k], names[k]))
+    passing = np.flatnonzero(ok)  # in endpoint order: the first of equal scores wins
+    order = passing[np.argsort(-score[passing], kind="stable")[:10]].tolist()
     target = int(order[0])
     ranked_sources = [int(s) for s in sources[np.argsort(-rates[:, target], kind="stable")]]
     candidates = [{"endpoint": names[k], "score": round(float(score[k]), 4),

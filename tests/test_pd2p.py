@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -213,3 +218,27 @@ def test_feed_api_rucio_format_and_bad_requests(popular: Engine) -> None:
         pd2p.parse_cursor("1.5")
     with pytest.raises(UnknownDecision):
         pd2p.mark_failed(popular, 424242, "x")
+
+
+def test_pd2p_from_the_command_line(popular: Engine, tmp_path: Path) -> None:
+    config = tmp_path / "netbroker.toml"
+    config.write_text("[pd2p]\nmin_waiting_jobs = 10\nsite_quota_bytes_per_day = 1e12\n")
+    env = {**os.environ, "NETBROKER_DATABASE_URL": popular.url.render_as_string(False),
+           "NETBROKER_CONFIG": str(config), "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "netbroker", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    ran = cli("pd2p", "run", "--json")
+    assert ran.returncode == 0, ran.stderr
+    (decision,) = json.loads(ran.stdout)["decisions"]
+    rules = json.loads(cli("pd2p", "export", "--format", "rucio").stdout)["decisions"]
+    assert [r["rule"]["rse_expression"] for r in rules][-1] == "DESY_DATADISK"
+    assert "data23:data23.ESD" in cli("pd2p", "popularity").stdout
+    assert cli("pd2p", "ack", str(decision["id"])).returncode == 0
+    failed = cli("pd2p", "fail", str(decision["id"]), "--reason", "quota")
+    assert failed.returncode == 0, failed.stderr
+    again = cli("pd2p", "done", str(decision["id"]))
+    assert again.returncode == 1 and "is failed" in again.stderr
+    assert cli("pd2p", "cleanup").stdout.strip() == "no replica to clean up"

@@ -81,7 +81,9 @@ class Pd2pDB:
                 .outerjoin(files, files.c.dataset_id == datasets.c.id)
                 .where(datasets.c.id.in_(list(dataset_ids)))
                 .group_by(datasets.c.id, datasets.c.scope, datasets.c.name))
-        return {r["id"]: dict(r) for r in self.conn.execute(stmt).mappings()}
+        # PostgreSQL sums BIGINT to NUMERIC: back to int
+        return {r["id"]: {**r, "bytes": int(r["bytes"])}
+                for r in self.conn.execute(stmt).mappings()}
 
     def dataset_id(self, scope: str, name: str) -> int | None:
         return self.conn.execute(sa.select(datasets.c.id).where(
