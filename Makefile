@@ -47,4 +47,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench
 
 clean:
-	rm -rf $(VENV) $(INTEROP) build dist *.egg-info netbroker-demo.db*
+	rm -rf $(VENV) $(INTEROP) build dist *.egg-info netbroker-demo.db* netbroker-demo-work netbroker-demo-report

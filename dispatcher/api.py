@@ -83,6 +83,8 @@ def post_event_range_reports(reports: list[RangeReport], engine: EngineDep,
 
 @router.get("/queues/{name}/pilot-demand")
 def get_pilot_demand(name: str, engine: EngineDep,
-                     pending: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                     pending: Annotated[int, Query(ge=0)] = 0,
+                     label: Annotated[str | None, Query(max_length=32)] = None
+                     ) -> dict[str, Any]:
     """How many pilots a factory should submit now (``pending``: submitted, not asking yet)."""
-    return pilot_demand(engine, name, pending)
+    return pilot_demand(engine, name, pending, label)

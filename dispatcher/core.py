@@ -138,10 +138,13 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)
 
 
-def pilot_demand(engine: Engine, queue: str, pending: int = 0) -> dict[str, Any]:
+def pilot_demand(engine: Engine, queue: str, pending: int = 0, label: str | None = None
+                 ) -> dict[str, Any]:
     """How many pilots a factory should submit to ``queue`` now.
 
-    ``pending`` pilots were submitted by the factory and have not asked yet.
+    ``pending`` pilots were submitted by the factory and have not asked yet;
+    ``label`` counts only the activated jobs of that prodSourceLabel (the
+    ones the factory's pilots will ask for); the slots are the queue's.
     The demand covers the activated jobs not already promised to a pilot,
     within the queue's pilot slots less the pilots holding jobs:
     ``max(0, min(activated - pending, slots - sent - running - pending))``.
@@ -151,8 +154,10 @@ def pilot_demand(engine: Engine, queue: str, pending: int = 0) -> dict[str, Any]
     """
     row = _queue(engine, queue)
     with engine.connect() as conn:
-        counts = JobDB(conn).count_by_status(row["id"])
-    activated, sent = counts.get("activated", 0), counts.get("sent", 0)
+        db = JobDB(conn)
+        counts = db.count_by_status(row["id"])
+        wanted = db.count_by_status(row["id"], label) if label else counts
+    activated, sent = wanted.get("activated", 0), counts.get("sent", 0)
     running = sum(counts.get(s, 0) for s in ("starting", "running", "transferring"))
     slots = row["pilot_slots"]
     demand = max(0, min(activated - pending, slots - sent - running - pending))

@@ -62,7 +62,8 @@ class Factory:
         """Pilots the dispatcher wants for ``queue`` now, given the ones still starting."""
         pending = sum(1 for _, t in self.live.get(queue, []) if now - t < self.startup_grace_s)
         answer = self.session.get(f"{self.server}/api/v1/queues/{queue}/pilot-demand",
-                                  params={"pending": pending}, timeout=30)
+                                  params={"pending": pending, "label": self.label},
+                                  timeout=30)
         answer.raise_for_status()
         return int(answer.json()["demand"])
 

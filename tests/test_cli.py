@@ -88,11 +88,20 @@ def test_config_show_defaults_documents_every_setting() -> None:
 
 
 @pytest.mark.slow
-def test_demo_builds_the_sample_grid_from_nothing(tmp_path: Path) -> None:
-    result = netbroker("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "BNL-ATLAS" in result.stdout
-    assert "12 clouds, 152 sites" in result.stdout
+def test_demo_runs_the_whole_mission_from_nothing(tmp_path: Path) -> None:
+    result = netbroker("demo", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(result.stdout)
+    facts = shown["facts"]
+    assert set(facts["jobs"]) == {"finished"}, facts
+    assert facts["finished_home"] > 0 and facts["finished_foreign"] > 0
+    assert facts["decisions_done"] >= 1 and facts["rebrokered_jobs"] >= 1
+    assert facts["joined"] >= 2 and facts["left"] >= 1
+    assert any("left" in note for note in shown["notes"])
+    plan = shown["plan"]
+    assert not any(plan["lossy"] in note and "joined" in note for note in shown["notes"])
+    report = Path(shown["report"])
+    assert report.is_file() and report.read_text().count("data:image/png;base64,") == 3
     assert (tmp_path / "netbroker-demo.db").exists()
 
 

@@ -218,17 +218,39 @@ def serve(
 def demo(
     db: Annotated[Path, typer.Option(help="SQLite file to (re)create for the demo.")]
     = Path("netbroker-demo.db"),
+    pilots: Annotated[int, typer.Option(help="Pilots alive at once, per factory.")] = 6,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Build a fresh SQLite registry from the sample grid and summarise it."""
+    """The whole mission end to end: grid, service, measurements, clouds, tasks, PD2P,
+    pilots, a degraded link, and a report (terminal and HTML)."""
     from netbroker.demo import run_demo
 
-    report, summary = run_demo(db, out)
-    out.print(summary_table(summary["clouds"], title=f"sample grid in {db}"))
-    out.print(", ".join(f"{n} {t}" for t, n in summary["counts"].items()))
-    inserted = sum(c.inserted for c in report.counts.values())
-    out.print(f"imported {inserted} records from {report.source}")
-    out.print(f"next: NETBROKER_DATABASE_URL=sqlite:///{db} netbroker serve"
-              "   (then http://127.0.0.1:25080/api/v1/clouds)")
+    result = run_demo(db, err if as_json else out, max_pilots=pilots)
+    if as_json:
+        print_json({"facts": result.facts, "report": str(result.report_path),
+                    "notes": result.notes, "plan": {k: v for k, v in result.plan.items()
+                                                    if k in ("big", "big_t1", "foreign",
+                                                             "lossy", "degrading",
+                                                             "hot_site")}})
+        return
+    for note in result.notes:
+        out.print(f"  {note}", highlight=False)
+    f = result.facts
+    table = Table(title="what the demo shows")
+    table.add_column("fact")
+    table.add_column("count", justify="right")
+    for label, value in (
+            ("jobs by state", ", ".join(f"{k} {v}" for k, v in sorted(f["jobs"].items()))),
+            ("finished at home sites of the task's cloud", f["finished_home"]),
+            ("finished at foreign calculated members", f["finished_foreign"]),
+            ("cloud joins / leaves", f"{f['joined']} / {f['left']}"),
+            ("replication decisions done", f["decisions_done"]),
+            ("jobs rebrokered", f["rebrokered_jobs"])):
+        table.add_row(label, str(value))
+    out.print(table)
+    out.print(f"report: {result.report_path}")
+    out.print(f"explore: NETBROKER_DATABASE_URL=sqlite:///{result.db_path} netbroker serve"
+              "   (then http://127.0.0.1:25080/api/v1/tasks)")
 
 
 @app.command()

@@ -180,9 +180,12 @@ class JobDB:
             out.setdefault(site_id, [0, 0])[0 if status == JobStatus.FINISHED else 1] += n
         return {k: (v[0], v[1]) for k, v in out.items()}
 
-    def count_by_status(self, queue_id: int | None = None) -> dict[str, int]:
-        """Jobs per state, of one queue or of all."""
+    def count_by_status(self, queue_id: int | None = None, label: str | None = None
+                        ) -> dict[str, int]:
+        """Jobs per state, of one queue or of all, of one prodSourceLabel or of all."""
         stmt = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
         if queue_id is not None:
             stmt = stmt.where(jobs.c.queue_id == queue_id)
+        if label is not None:
+            stmt = stmt.where(jobs.c.prod_source_label == label)
         return {str(s): n for s, n in self.conn.execute(stmt)}
