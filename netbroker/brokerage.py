@@ -44,6 +44,7 @@ __all__ = [
     "broker_jobs",
     "broker_task",
     "draw",
+    "draw_with_room",
     "fitted_files",
     "members_of",
     "mesh_members",
@@ -433,7 +434,9 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
     Every member queue is a candidate; after the filters each is weighed on
     data (input on disk at its site), free (free pilot slots over slots)
     and network (time to bring a job's input). Each job is a weighted draw
-    among the near-best, so near-equal queues share the work. The queues'
+    among the near-best, so near-equal queues share the work; a queue takes
+    jobs only up to ``max_waiting_per_slot`` waiting per pilot slot, then
+    the next best take the rest (:func:`draw_with_room`). The queues'
     ``queue_waiting`` counts grow by the jobs placed, so the next task sees
     them busier.
 
@@ -454,9 +457,10 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
     units = len(needs.file_bytes)
     if needs.events_per_job:
         queue, first_file, n_files, first_event, n_events, p = _event_jobs(
-            needs, per_job, score, eligible, settings, rng)
+            needs, per_job, score, eligible, _room(view, settings), settings, rng)
     else:
-        queue, first_file, n_files, p = _file_jobs(units, per_job, score, eligible, settings, rng)
+        queue, first_file, n_files, p = _file_jobs(units, per_job, score, eligible,
+                                                   _room(view, settings), settings, rng)
         first_event = n_events = None
     view.queue_waiting += np.bincount(queue, minlength=len(view.queues))
     counts = np.bincount(queue, minlength=len(view.queues))
@@ -474,13 +478,56 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
                    present[site[queue]], seconds[queue], candidates, summary)
 
 
+def draw_with_room(score: np.ndarray, eligible: np.ndarray, room: np.ndarray, size: int,
+                   near_equal_fraction: float, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`draw`, but a candidate takes at most ``room[k]`` of the ``size``.
+
+    Round after round the near-best with room left share what remains; when
+    no candidate has room, the rest are drawn on score alone (a job is never
+    dropped). Returns the candidates drawn, shuffled, and the first round's
+    probabilities. O(k * rounds + size).
+
+    >>> q, _ = draw_with_room(np.array([2.0, 1.0]), np.ones(2, bool), np.array([3, 100]), 5,
+    ...                       0.1, np.random.default_rng(0))
+    >>> sorted(q.tolist())  # the best takes its 3, the next the other 2
+    [0, 0, 0, 1, 1]
+    """
+    left = np.asarray(room, dtype=np.int64).copy()
+    taken, first_p = [], None
+    remaining = size
+    while remaining > 0:
+        open_ = eligible & (left > 0)
+        if not open_.any():
+            idx, p = draw(score, eligible, near_equal_fraction, rng, remaining)
+            taken.append(idx)
+            first_p = p if first_p is None else first_p
+            break
+        idx, p = draw(score, open_, near_equal_fraction, rng, remaining)
+        first_p = p if first_p is None else first_p
+        take = np.minimum(np.bincount(idx, minlength=len(score)), left)
+        kept = np.repeat(np.arange(len(score)), take)
+        taken.append(kept)
+        left -= take
+        remaining -= len(kept)
+    out = np.concatenate(taken) if taken else np.zeros(0, np.int64)
+    rng.shuffle(out)
+    return out, first_p if first_p is not None else np.zeros(len(score))
+
+
+def _room(view: GridView, settings: BrokerageSettings) -> np.ndarray:
+    """Jobs each queue may still take: up to ``max_waiting_per_slot`` waiting per slot."""
+    return np.maximum(np.floor(settings.max_waiting_per_slot * view.queue_slots)
+                      - view.queue_waiting, 0).astype(np.int64)
+
+
 def _file_jobs(units: int, per_job: np.ndarray, score: np.ndarray, eligible: np.ndarray,
-               settings: BrokerageSettings, rng: np.random.Generator
+               room: np.ndarray, settings: BrokerageSettings, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Jobs over the task's files: draw a queue per job, cut the files by its size."""
     smallest = int(per_job[eligible].min())
     most = max(1, math.ceil(units / smallest))
-    queue, p = draw(score, eligible, settings.near_equal_fraction, rng, most)
+    queue, p = draw_with_room(score, eligible, room, most, settings.near_equal_fraction, rng)
     sizes = per_job[queue]
     ends = np.cumsum(sizes)
     count = int(np.searchsorted(ends, units) + 1)
@@ -491,12 +538,14 @@ def _file_jobs(units: int, per_job: np.ndarray, score: np.ndarray, eligible: np.
 
 
 def _event_jobs(needs: TaskNeeds, per_job: np.ndarray, score: np.ndarray,
-                eligible: np.ndarray, settings: BrokerageSettings, rng: np.random.Generator
-                ) -> tuple[np.ndarray, ...]:
+                eligible: np.ndarray, room: np.ndarray, settings: BrokerageSettings,
+                rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Jobs over the events of each file: one queue per file, its events cut by its size."""
     files = len(needs.file_bytes)
     events = int(needs.events_per_file or needs.events_per_job or 1)
-    file_queue, p = draw(score, eligible, settings.near_equal_fraction, rng, files)
+    per_file = -(-events // per_job)  # jobs one file makes at each queue
+    file_queue, p = draw_with_room(score, eligible, room // np.maximum(per_file, 1), files,
+                                   settings.near_equal_fraction, rng)
     size = per_job[file_queue]
     jobs_per_file = -(-events // size)
     queue = np.repeat(file_queue, jobs_per_file)

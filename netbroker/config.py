@@ -273,6 +273,9 @@ class BrokerageSettings(_Group):
         50.0, gt=0, description="Rate of bringing input from a site's own tape to its disk, MB/s.")
     near_equal_fraction: float = Field(
         0.1, ge=0, lt=1, description="Scores within this fraction of the best are drawn at random.")
+    max_waiting_per_slot: float = Field(
+        2.0, gt=0, description="A queue takes jobs until this many wait per pilot slot; "
+                               "then the next best take the rest.")
     seed: int = Field(0, ge=0, description="Seed of the weighted draw (mixed with the task id).")
     remote_input_max_transfer_s: float = Field(
         1800.0, ge=0,

@@ -92,8 +92,10 @@ def test_done_adds_the_replica_and_rebrokers_the_waiting_jobs(popular: Engine) -
     result = pd2p.mark_done(popular, decision["id"], SETTINGS)
     assert result["state"] == "done"
     moved = result["rebrokered"]["moved"]
+    # LRZ took jobs up to 2 per slot (20); the 10 beyond went to other DE sites, without
+    # the data: those now move to the new copy.
     assert moved and {m["to"] for m in moved} == {"DESY_UCORE"}
-    assert "LRZ_UCORE busy" in moved[0]["reason"]
+    assert all("input now on disk at another site" in m["reason"] for m in moved)
     with popular.connect() as conn:
         desy = GridDB(conn).ids(endpoints)["DESY_DATADISK"]
         replica = conn.execute(sa.select(replicas).where(replicas.c.endpoint_id == desy)
@@ -104,7 +106,7 @@ def test_done_adds_the_replica_and_rebrokers_the_waiting_jobs(popular: Engine) -
                             ).scalar_one()
     assert (replica["state"], replica["origin"]) == ("available", "pd2p")
     assert replica["expires_at"] > utcnow() + timedelta(days=13)
-    assert at_desy == len(moved)
+    assert at_desy >= len(moved)
     assert free == 5 * 10**14 - 300 * GB
     later = utcnow() + timedelta(days=15)
     (proposal,) = pd2p.cleanup_proposals(popular, SETTINGS.pd2p, now=later)

@@ -1,0 +1,57 @@
+"""``netbroker simulate``: the same workload under each brokerage policy, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from netbroker.cli._app import JsonOpt, app, out, print_json
+from netbroker.sim import POLICIES, compare, load_scenario, reference_scenario
+
+__all__: list[str] = []
+
+ROWS = (("jobs", "jobs finished", "{:d}"), ("makespan_h", "makespan (h)", "{:.1f}"),
+        ("wait_mean_h", "wait, mean (h)", "{:.2f}"), ("wait_p95_h", "wait, p95 (h)", "{:.2f}"),
+        ("turnaround_mean_h", "turnaround, mean (h)", "{:.2f}"),
+        ("turnaround_p95_h", "turnaround, p95 (h)", "{:.2f}"),
+        ("tb_across_clouds", "TB moved across clouds", "{:.1f}"),
+        ("waited_for_data", "jobs that waited for data", "{:d}"),
+        ("jobs_outside_home_cloud", "jobs outside the task's cloud", "{:d}"),
+        ("cpu_tier1_percent", "CPU used, Tier-1 (%)", "{:.1f}"),
+        ("cpu_tier2_percent", "CPU used, Tier-2 (%)", "{:.1f}"),
+        ("cpu_tier3_percent", "CPU used, Tier-3 (%)", "{:.1f}"),
+        ("failed_attempts", "failed attempts", "{:d}"), ("wall_s", "simulation took (s)",
+                                                        "{:.1f}"))
+
+
+@app.command("simulate")
+def simulate(
+    scenario: Annotated[Path | None, typer.Option(
+        help="Scenario TOML (default: the shipped reference scenario).")] = None,
+    policy: Annotated[list[str] | None, typer.Option(
+        help="static, dynamic or full_mesh; repeat for several (default: all three).")] = None,
+    jobs: Annotated[int | None, typer.Option(help="Override the scenario's job count.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a scenario's workload under each brokerage policy and compare them."""
+    chosen = tuple(policy or POLICIES)
+    unknown = [p for p in chosen if p not in POLICIES]
+    if unknown:
+        raise typer.BadParameter(f"unknown policy {unknown}; expected {list(POLICIES)}")
+    spec = load_scenario(scenario or reference_scenario())
+    results = compare(spec, chosen, jobs)
+    if as_json:
+        print_json([r.row() for r in results])
+        return
+    table = Table(title=f"scenario {spec.name}: {results[0].jobs} jobs")
+    table.add_column("")
+    for r in results:
+        table.add_column(r.policy, justify="right")
+    rows = [r.row() for r in results]
+    for key, label, fmt in ROWS:
+        table.add_row(label, *(fmt.format(row[key]) if key in row else "-" for row in rows))
+    out.print(table)

@@ -1,0 +1,24 @@
+"""The grid simulator: the service's brokerage and cloud code under a simulated clock.
+
+``netbroker simulate --scenario FILE`` runs a scenario's workload under the
+``static``, ``dynamic`` and ``full_mesh`` policies and prints them side by
+side (:func:`compare`).
+"""
+
+from __future__ import annotations
+
+from netbroker.sim.run import POLICIES, SimResult, simulate
+from netbroker.sim.scenario import Scenario, build_grid, load_scenario, reference_scenario
+
+__all__ = ["POLICIES", "Scenario", "SimResult", "build_grid", "compare", "load_scenario",
+           "reference_scenario", "simulate"]
+
+
+def compare(scenario: Scenario, policies: tuple[str, ...] = POLICIES,
+            jobs: int | None = None) -> list[SimResult]:
+    """The same workload under each policy (``jobs`` overrides the scenario's count)."""
+    if jobs is not None:
+        scenario = scenario.model_copy(update={"workload": scenario.workload.model_copy(
+            update={"jobs": jobs})})
+    grid = build_grid(scenario)
+    return [simulate(grid, scenario, policy) for policy in policies]
