@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test serve bench lint clean interop
+.PHONY: demo test serve bench lint clean interop drill
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Kill and restart the service, restart PostgreSQL, send malformed metrics, under load;
+# then account for every job and record (bounded sizes: well under a minute).
+drill: $(STAMP)
+	$(BIN)/netbroker drill --jobs 1500 $(DRILL_ARGS)
 
 # The real PanDA Pilot 3, unmodified, from PyPI's sdist (the wheel has no pilot.py),
 # in a venv of its own; tests/test_interop_pilot3.py runs it against netbroker.

@@ -55,3 +55,31 @@ def run_watchdog(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print(f"{len(result['requeued'])} never-started jobs requeued, "
               f"{len(result['lost'])} silent jobs failed (lost heartbeat), "
               f"{result['ranges_released']} event ranges released")
+
+
+@app.command("drill")
+def drill(jobs: int = typer.Option(1500, help="Jobs dispatched under load."),
+          pilots: int = typer.Option(8, help="Pilot threads."),
+          backend: str = typer.Option("auto", help="auto (PostgreSQL if found), postgresql, "
+                                                   "sqlite."),
+          as_json: JsonOpt = False) -> None:
+    """The reliability drill: kill and restart the service, restart PostgreSQL, send
+    malformed metrics, all under load; then account for every job and record."""
+    from netbroker.drill import run_drill
+
+    report = run_drill(jobs, pilots, backend)
+    if as_json:
+        print_json({**report.__dict__, "ok": report.ok})
+    else:
+        table = Table(title=f"reliability drill on {report.backend}")
+        table.add_column("count")
+        table.add_column("value", justify="right")
+        for key, value in report.__dict__.items():
+            if key not in ("backend", "problems"):
+                table.add_row(key.replace("_", " "), str(value))
+        out.print(table)
+        for problem in report.problems:
+            out.print(f"[red]unaccounted:[/red] {problem}")
+        out.print("every job and record accounted for" if report.ok else "drill FAILED")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -77,17 +77,24 @@ class PostgresCluster:
         """Run initdb and start the server; returns self once it accepts connections."""
         self._pg("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--locale=C", "--no-sync")
-        opts = (f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200 -c shared_buffers=128MB")
         try:
-            self._pg("pg_ctl", "-D", str(self.data_dir), "-o", opts, "-w", "-t", "60",
-                     "-l", str(self.base / "server.log"), "start")
+            self._pg("pg_ctl", "-D", str(self.data_dir), "-o", self._options(), "-w", "-t",
+                     "60", "-l", str(self.base / "server.log"), "start")
         except subprocess.CalledProcessError as exc:
             log = (self.base / "server.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"PostgreSQL did not start: {exc.stderr}\n{log}") from exc
         self.started = True
         return self
+
+    def _options(self) -> str:
+        return (f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200 -c shared_buffers=128MB")
+
+    def restart(self) -> None:
+        """Stop the server (fast: connections are cut) and start it again."""
+        self._pg("pg_ctl", "-D", str(self.data_dir), "-o", self._options(), "-m", "fast",
+                 "-w", "-t", "60", "-l", str(self.base / "server.log"), "restart")
 
     def stop(self) -> None:
         """Stop the server (fast) and remove its directory."""
