@@ -27,6 +27,7 @@ from netbroker.config import MetricsSettings
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB, origin_key
+from netbroker.observability import COLLECTOR_RECORDS
 
 __all__ = ["PARSERS", "IngestReport", "ingest", "parser_for"]
 
@@ -124,6 +125,11 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
             if on_progress is not None:
                 on_progress(report.samples + len(report.rejected))
         report.duplicates -= report.stored
+    for outcome, n in (("stored", report.stored), ("duplicate", report.duplicates),
+                       ("rejected", len(report.rejected)),
+                       ("unmapped", report.unmapped_samples), ("too_old", report.too_old)):
+        if n:
+            COLLECTOR_RECORDS.labels(source.value, outcome).inc(n)
     return report
 
 

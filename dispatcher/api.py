@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -19,6 +20,7 @@ from dispatcher.files import job_files
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.jobs import JobDB
 from netbroker.errors import UnknownJob
+from netbroker.observability import DISPATCH_SECONDS
 
 __all__ = ["router"]
 
@@ -39,7 +41,9 @@ class UpdateOut(BaseModel):
 @router.post("/pilot/jobs/acquire", response_model=AcquireOut)
 def post_acquire(request: AcquireRequest, engine: EngineDep) -> dict[str, Any]:
     """The single highest-priority activated job of the queue that fits; ``job: null`` if none."""
+    started = time.perf_counter()
     job = acquire_job(engine, request)
+    DISPATCH_SECONDS.labels("json").observe(time.perf_counter() - started)
     if job is None:
         return {"job": None, "reason": f"no activated job of queue {request.queue} fits"}
     return {"job": {**job, "files": job_files(engine, job)}}

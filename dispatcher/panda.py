@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -39,6 +40,7 @@ from dispatcher.files import job_files, panda_file_fields
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.grid import GridDB
 from netbroker.errors import InvalidTransition, NotFound, UnknownQueue
+from netbroker.observability import DISPATCH_SECONDS
 
 __all__ = ["router"]
 
@@ -125,11 +127,13 @@ async def get_job(request: Request, engine: EngineDep) -> Response:
     """One job for the pilot's queue (``computingElement``), or StatusCode 20."""
     try:
         form = GetJobForm.model_validate(await _fields(request))
+        started = time.perf_counter()
         job = await run_in_threadpool(acquire_job, engine, AcquireRequest(
             queue=form.computingElement, prod_source_label=form.prodSourceLabel,
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
             disk_mb=int(form.diskSpace),
             node=form.node[:255], pilot_id=form.pilotID[:255]))
+        DISPATCH_SECONDS.labels("panda").observe(time.perf_counter() - started)
     except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)
     except NotFound as exc:

@@ -95,6 +95,9 @@ class ServiceSettings(_Group):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level of log record written."
     )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one object per record, with the HTTP request id; text."
+    )
     run_cycles: bool = Field(
         True, description="Schedule the periodic cycles here (one process runs each at a time)."
     )

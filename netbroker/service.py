@@ -20,6 +20,7 @@ from netbroker.clouds import recompute
 from netbroker.config import Settings
 from netbroker.db import create_db_engine, describe_url, upgrade
 from netbroker.metrics import prune_samples
+from netbroker.observability import configure_logging
 from netbroker.pd2p import run_cycle as run_pd2p
 from netbroker.priority import recompute as recompute_priorities
 from netbroker.rebrokerage import rebroker
@@ -39,8 +40,7 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
     environment; the schema is upgraded here, once, before they start.
     """
     svc = settings.service
-    logging.basicConfig(level=svc.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(svc.log_level, svc.log_format)
     engine = create_db_engine(settings.database)
     if svc.upgrade_schema_at_start:
         result = upgrade(engine)
@@ -52,12 +52,13 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
     try:
         if svc.workers == 1:
             uvicorn.run(create_app(settings, engine), host=svc.host, port=svc.port,
-                        log_level=svc.log_level)
+                        log_level=svc.log_level, log_config=None)
             return
         if config_path is not None:
             os.environ["NETBROKER_CONFIG"] = str(config_path)
         uvicorn.run("netbroker.api.app:create_app_from_settings", factory=True, host=svc.host,
-                    port=svc.port, workers=svc.workers, log_level=svc.log_level)
+                    port=svc.port, workers=svc.workers, log_level=svc.log_level,
+                    log_config=None)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)

@@ -7,9 +7,13 @@ starts). Later issues add the dispatcher, the monitor pages and metrics.
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import sqlalchemy as sa
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 
 import netbroker
@@ -21,6 +25,7 @@ from netbroker.api.errors import register_error_handlers
 from netbroker.api.models import Health
 from netbroker.config import Settings, load_settings
 from netbroker.db import create_db_engine, current_revision, head_revision
+from netbroker.observability import configure_logging, request_id, service_registry
 
 __all__ = ["create_app", "create_app_from_settings"]
 
@@ -43,12 +48,37 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(panda.router)
     app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,
                       tags=["service"], responses={503: {"model": Health}})
+    registry = service_registry(app.state.engine)
+
+    def metrics() -> Response:
+        """Prometheus metrics: jobs per state and queue, dispatch latency, cycles,
+        collector records, metric staleness."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["service"],
+                      response_class=Response)
+    app.middleware("http")(_with_request_id)
     return app
+
+
+async def _with_request_id(request: Request, call_next: Any) -> Response:
+    """Tag the request (``X-Request-ID`` if the client sent a sane one) for the logs."""
+    given = request.headers.get("x-request-id", "")
+    rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+    token = request_id.set(rid)
+    try:
+        response: Response = await call_next(request)
+    finally:
+        request_id.reset(token)
+    response.headers["X-Request-ID"] = rid
+    return response
 
 
 def create_app_from_settings() -> FastAPI:
     """Factory for uvicorn workers: settings from ``$NETBROKER_CONFIG`` and the env."""
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.service.log_level, settings.service.log_format)
+    return create_app(settings)
 
 
 def _health(engine: EngineDep) -> JSONResponse:
