@@ -27,6 +27,7 @@ import httpx
 from _common import ROOT, emit
 
 from netbroker import registry
+from netbroker.auth import create_token
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
@@ -37,10 +38,12 @@ QUEUE = "DESY-HH"
 PILOTS = 64
 
 
-def prepare(url: str, n: int) -> None:
+def prepare(url: str, n: int) -> str:
+    """The database with ``n`` activated jobs; returns a pilot token for the load."""
     engine = create_db_engine(url)
     upgrade(engine)
     registry.import_grid_file(engine, registry.sample_grid_path())
+    token = create_token(engine, "bench-pilots", "pilot")
     with engine.begin() as conn:
         queue_id = GridDB(conn).ids(queues)[QUEUE]
         for start in range(0, n, 20_000):
@@ -51,6 +54,7 @@ def prepare(url: str, n: int) -> None:
                  "transformation": "run.sh", "job_pars": ""}
                 for i in range(start, min(n, start + 20_000))], utcnow())
     engine.dispose()
+    return token
 
 
 def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -73,7 +77,7 @@ def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("netbroker serve did not come up")
 
 
-async def drive(base: str, seconds: float, cycle: bool) -> float:
+async def drive(base: str, seconds: float, cycle: bool, token: str = "") -> float:
     """Operations per second over ``seconds``: job cycles, or /healthz requests.
 
     The client is aiohttp: httpx's async pool slows to ~150 requests/s at 64
@@ -81,7 +85,7 @@ async def drive(base: str, seconds: float, cycle: bool) -> float:
     """
     done = 0
     stop_at = time.monotonic() + seconds
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=PILOTS)
     async with aiohttp.ClientSession(base, connector=connector, headers=headers) as client:
 
@@ -110,11 +114,11 @@ async def drive(base: str, seconds: float, cycle: bool) -> float:
 
 
 def measure(name: str, url: str, n: int, seconds: float) -> None:
-    prepare(url, n)
+    token = prepare(url, n)
     proc, base = serve(url)
     try:
-        trivial = asyncio.run(drive(base, seconds / 2, cycle=False))
-        jobs = asyncio.run(drive(base, seconds, cycle=True))
+        trivial = asyncio.run(drive(base, seconds / 2, cycle=False, token=token))
+        jobs = asyncio.run(drive(base, seconds, cycle=True, token=token))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from dispatcher.core import (
@@ -17,7 +17,9 @@ from dispatcher.core import (
 )
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files
+from netbroker.api.auth import require, roles_doc
 from netbroker.api.deps import EngineDep, SettingsDep
+from netbroker.auth import Principal
 from netbroker.db.jobs import JobDB
 from netbroker.errors import UnknownJob
 from netbroker.observability import DISPATCH_SECONDS
@@ -38,22 +40,33 @@ class UpdateOut(BaseModel):
     command: str
 
 
-@router.post("/pilot/jobs/acquire", response_model=AcquireOut)
-def post_acquire(request: AcquireRequest, engine: EngineDep) -> dict[str, Any]:
+Pilot = Annotated[Principal, Depends(require("pilot"))]
+PILOT = roles_doc("pilot")
+
+
+def owner_of(principal: Principal) -> str | None:
+    """The owner recorded on (and checked against) jobs: a pilot token's name."""
+    return principal.name if principal.role == "pilot" else None
+
+
+@router.post("/pilot/jobs/acquire", response_model=AcquireOut, openapi_extra=PILOT)
+def post_acquire(request: AcquireRequest, engine: EngineDep, pilot: Pilot) -> dict[str, Any]:
     """The single highest-priority activated job of the queue that fits; ``job: null`` if none."""
     started = time.perf_counter()
-    job = acquire_job(engine, request)
+    job = acquire_job(engine, request, owner_of(pilot))
     DISPATCH_SECONDS.labels("json").observe(time.perf_counter() - started)
     if job is None:
         return {"job": None, "reason": f"no activated job of queue {request.queue} fits"}
     return {"job": {**job, "files": job_files(engine, job)}}
 
 
-@router.post("/pilot/jobs/{job_id}/update", response_model=UpdateOut,
-             responses={404: {}, 409: {"description": "the move is not allowed"}})
-def post_update(job_id: int, report: UpdateRequest, engine: EngineDep) -> dict[str, Any]:
+@router.post("/pilot/jobs/{job_id}/update", response_model=UpdateOut, openapi_extra=PILOT,
+             responses={403: {"description": "another pilot's job"}, 404: {},
+                        409: {"description": "the move is not allowed"}})
+def post_update(job_id: int, report: UpdateRequest, engine: EngineDep,
+                pilot: Pilot) -> dict[str, Any]:
     """A state report (a running report is a heartbeat); the answer may carry a command."""
-    return update_job(engine, job_id, report)
+    return update_job(engine, job_id, report, owner_of(pilot))
 
 
 @router.get("/jobs/{job_id}")
@@ -72,17 +85,20 @@ class RangesIn(BaseModel):
     pilot_id: str = Field("", max_length=255)
 
 
-@router.post("/pilot/jobs/{job_id}/event-ranges")
-def post_event_ranges(job_id: int, request: RangesIn, engine: EngineDep) -> dict[str, Any]:
+@router.post("/pilot/jobs/{job_id}/event-ranges", openapi_extra=PILOT)
+def post_event_ranges(job_id: int, request: RangesIn, engine: EngineDep,
+                      pilot: Pilot) -> dict[str, Any]:
     """Up to ``n`` ready event ranges of the job, now held by the asking pilot."""
-    return {"ranges": get_event_ranges(engine, job_id, request.n, request.pilot_id)}
+    return {"ranges": get_event_ranges(engine, job_id, request.n, request.pilot_id,
+                                       owner_of(pilot))}
 
 
-@router.post("/pilot/event-ranges/update")
+@router.post("/pilot/event-ranges/update", openapi_extra=PILOT)
 def post_event_range_reports(reports: list[RangeReport], engine: EngineDep,
-                             settings: SettingsDep) -> dict[str, Any]:
+                             settings: SettingsDep, pilot: Pilot) -> dict[str, Any]:
     """Each range's outcome; the answer gives each range's new status (null: refused)."""
-    return {"results": report_event_ranges(engine, reports, settings.dispatcher)}
+    return {"results": report_event_ranges(engine, reports, settings.dispatcher,
+                                           owner_of(pilot))}
 
 
 @router.get("/queues/{name}/pilot-demand")

@@ -20,7 +20,7 @@ from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, utcnow
 from netbroker.db.tasks import TaskDB
-from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
+from netbroker.errors import Forbidden, InvalidTransition, UnknownJob, UnknownQueue
 from netbroker.jobs import FINAL, LIVE, allowed_sources
 
 __all__ = [
@@ -94,20 +94,25 @@ def _queue(engine: Engine, name: str) -> dict[str, Any]:
     return queue
 
 
-def acquire_job(engine: Engine, request: AcquireRequest) -> dict[str, Any] | None:
+def acquire_job(engine: Engine, request: AcquireRequest, owner: str | None = None
+                ) -> dict[str, Any] | None:
     """The single highest-priority activated job of the queue that fits, sent to this pilot.
 
-    Returns None when no job fits (not an error). Raises ``UnknownQueue``.
+    ``owner`` (the pilot token's name) is recorded: only that pilot may then
+    report on the job. Returns None when no job fits (not an error). Raises
+    ``UnknownQueue``.
     """
     queue = _queue(engine, request.queue)
     with begin_immediate(engine) as conn:
         cores = request.cores if request.cores is not None else queue["cores"]
         memory = request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"]
         return JobDB(conn).acquire(queue["id"], request.prod_source_label, cores, memory,
-                                   request.disk_mb, request.pilot_id, request.node, utcnow())
+                                   request.disk_mb, request.pilot_id, request.node, utcnow(),
+                                   owner)
 
 
-def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, Any]:
+def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | None = None
+               ) -> dict[str, Any]:
     """Apply a pilot's report; returns the job's state and a command for the pilot.
 
     A failed job with attempts left is retried at once as a new activated job
@@ -115,14 +120,17 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
 
     A report on a cancelled job is answered with ``tobekilled`` and changes
     nothing; a final report repeated (a pilot retrying a lost answer) is
-    acknowledged and changes nothing. Raises ``UnknownJob``, or
-    ``InvalidTransition`` naming the current state when the move is not allowed.
+    acknowledged and changes nothing. With ``owner`` (a pilot's token name)
+    only the pilot that took the job may report on it. Raises ``UnknownJob``,
+    ``Forbidden`` (another pilot's job), or ``InvalidTransition`` naming the
+    current state when the move is not allowed.
     """
     fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
               if v is not None}
     with begin_immediate(engine) as conn:
         db, now = JobDB(conn), utcnow()
-        if db.set_status(job_id, report.state, allowed_sources(report.state), now, **fields):
+        if db.set_status(job_id, report.state, allowed_sources(report.state), now, owner,
+                         **fields):
             if report.files:
                 TaskDB(conn).record_outputs(job_id, [f.model_dump() for f in report.files])
             if report.state == JobStatus.FAILED:
@@ -131,6 +139,8 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest) -> dict[str, 
         job = db.get(job_id)
     if job is None:
         raise UnknownJob(str(job_id))
+    if owner is not None and job["owner"] != owner:
+        raise Forbidden(f"job {job_id} was taken by another pilot")
     if job["status"] == JobStatus.CANCELLED and report.state in LIVE:
         return {"job_id": job_id, "status": JobStatus.CANCELLED.value, "command": "tobekilled"}
     if job["status"] == report.state and report.state in FINAL:

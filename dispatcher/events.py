@@ -19,7 +19,7 @@ from netbroker.db import begin_immediate
 from netbroker.db.events import EventDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import EventRangeStatus, utcnow
-from netbroker.errors import UnknownJob
+from netbroker.errors import Forbidden, UnknownJob
 
 __all__ = [
     "RangeReport",
@@ -54,21 +54,33 @@ def define_event_ranges(engine: Engine, job_id: int, n_events: int,
         return EventDB(conn).add_ranges(job_id, bounds, utcnow())
 
 
-def get_event_ranges(engine: Engine, job_id: int, n: int, pilot_id: str = ""
-                     ) -> list[dict[str, Any]]:
-    """Up to ``n`` ready ranges of the job, now held by this pilot (empty: none left)."""
+def get_event_ranges(engine: Engine, job_id: int, n: int, pilot_id: str = "",
+                     owner: str | None = None) -> list[dict[str, Any]]:
+    """Up to ``n`` ready ranges of the job, now held by this pilot (empty: none left).
+
+    With ``owner`` only the pilot that took the job may take its ranges.
+    """
     with begin_immediate(engine) as conn:
-        if JobDB(conn).get(job_id) is None:
+        job = JobDB(conn).get(job_id)
+        if job is None:
             raise UnknownJob(str(job_id))
+        if owner is not None and job["owner"] != owner:
+            raise Forbidden(f"job {job_id} was taken by another pilot")
         return EventDB(conn).take(job_id, n, pilot_id, utcnow())
 
 
 def report_event_ranges(engine: Engine, reports: list[RangeReport],
-                        settings: DispatcherSettings) -> list[str | None]:
+                        settings: DispatcherSettings, owner: str | None = None
+                        ) -> list[str | None]:
     """Apply each report; per report the range's new status, or None if refused
-    (unknown range, or not running)."""
+    (unknown range, or not running). With ``owner``, every range must belong
+    to a job that pilot took (else ``Forbidden``, and nothing changes)."""
     with begin_immediate(engine) as conn:
         db, now = EventDB(conn), utcnow()
+        if owner is not None and reports:
+            owners = db.job_owners([r.range_id for r in reports])
+            if any(o != owner for o in owners.values()):
+                raise Forbidden("an event range belongs to another pilot's job")
         return [db.report(r.range_id, r.status, settings.event_range_max_attempts, now)
                 for r in reports]
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from dispatcher.api import PILOT, Pilot, owner_of
 from dispatcher.core import (
     AcquireRequest,
     OutputReport,
@@ -39,7 +40,7 @@ from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files, panda_file_fields
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.db.grid import GridDB
-from netbroker.errors import InvalidTransition, NotFound, UnknownQueue
+from netbroker.errors import Forbidden, InvalidTransition, NotFound, UnknownQueue
 from netbroker.observability import DISPATCH_SECONDS
 
 __all__ = ["router"]
@@ -122,8 +123,8 @@ def _refusal(request: Request, error: Exception, status_code: int) -> Response:
     return _answer(request, {"StatusCode": FAILED, "errorDialog": str(error)}, status_code)
 
 
-@router.post("/server/panda/getJob")
-async def get_job(request: Request, engine: EngineDep) -> Response:
+@router.post("/server/panda/getJob", openapi_extra=PILOT)
+async def get_job(request: Request, engine: EngineDep, pilot: Pilot) -> Response:
     """One job for the pilot's queue (``computingElement``), or StatusCode 20."""
     try:
         form = GetJobForm.model_validate(await _fields(request))
@@ -132,7 +133,7 @@ async def get_job(request: Request, engine: EngineDep) -> Response:
             queue=form.computingElement, prod_source_label=form.prodSourceLabel,
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
             disk_mb=int(form.diskSpace),
-            node=form.node[:255], pilot_id=form.pilotID[:255]))
+            node=form.node[:255], pilot_id=form.pilotID[:255]), owner_of(pilot))
         DISPATCH_SECONDS.labels("panda").observe(time.perf_counter() - started)
     except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)
@@ -148,8 +149,8 @@ async def get_job(request: Request, engine: EngineDep) -> Response:
     return _answer(request, {"StatusCode": OK, **answer})
 
 
-@router.post("/server/panda/updateJob")
-async def update_job_route(request: Request, engine: EngineDep) -> Response:
+@router.post("/server/panda/updateJob", openapi_extra=PILOT)
+async def update_job_route(request: Request, engine: EngineDep, pilot: Pilot) -> Response:
     """A pilot's state report; the answer's ``command`` is the back channel."""
     try:
         form = UpdateJobForm.model_validate(await _fields(request))
@@ -158,9 +159,12 @@ async def update_job_route(request: Request, engine: EngineDep) -> Response:
                                error_diag=(form.pilotErrorDiag or form.exeErrorDiag or None),
                                cpu_time_s=form.cpuConsumptionTime, max_rss_kb=form.maxRSS,
                                files=form.output_reports())
-        result = await run_in_threadpool(update_job, engine, form.jobId, report)
+        result = await run_in_threadpool(update_job, engine, form.jobId, report,
+                                         owner_of(pilot))
     except (ValidationError, ValueError, KeyError, TypeError) as exc:
         return _refusal(request, exc, 400)
+    except Forbidden as exc:
+        return _refusal(request, exc, 403)
     except NotFound as exc:
         return _refusal(request, exc, 404)
     except InvalidTransition as exc:
@@ -184,14 +188,18 @@ def event_range_id(job_id: int, row: dict[str, Any]) -> str:
     return f"{job_id}-{row['id']}-{row['attempt']}"
 
 
-@router.post("/server/panda/getEventRanges")
-async def get_event_ranges_route(request: Request, engine: EngineDep) -> Response:
+@router.post("/server/panda/getEventRanges", openapi_extra=PILOT)
+async def get_event_ranges_route(request: Request, engine: EngineDep, pilot: Pilot
+                                 ) -> Response:
     """Up to ``nRanges`` ready event ranges of ``pandaID`` (a JSON string, as PanDA sends)."""
     try:
         form = GetEventRangesForm.model_validate(await _fields(request))
-        rows = await run_in_threadpool(get_event_ranges, engine, form.pandaID, form.nRanges)
+        rows = await run_in_threadpool(get_event_ranges, engine, form.pandaID, form.nRanges,
+                                       "", owner_of(pilot))
     except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)
+    except Forbidden as exc:
+        return _refusal(request, exc, 403)
     except NotFound as exc:
         return _refusal(request, exc, 404)
     ranges = [{"eventRangeID": event_range_id(form.pandaID, r), "startEvent": r["first_event"],
@@ -200,9 +208,9 @@ async def get_event_ranges_route(request: Request, engine: EngineDep) -> Respons
     return _answer(request, {"StatusCode": OK, "eventRanges": json.dumps(ranges)})
 
 
-@router.post("/server/panda/updateEventRanges")
+@router.post("/server/panda/updateEventRanges", openapi_extra=PILOT)
 async def update_event_ranges_route(request: Request, engine: EngineDep,
-                                    settings: SettingsDep) -> Response:
+                                    settings: SettingsDep, pilot: Pilot) -> Response:
     """Reports ``[{"eventRangeID", "eventStatus"}]`` (a JSON string); ``Returns`` per range."""
     try:
         raw = (await _fields(request)).get("eventRanges", "[]")
@@ -211,7 +219,11 @@ async def update_event_ranges_route(request: Request, engine: EngineDep,
                                status=item["eventStatus"]) for item in items]
     except (ValidationError, ValueError, KeyError, IndexError, TypeError) as exc:
         return _refusal(request, ValueError(f"eventRanges: {exc}"), 400)
-    results = await run_in_threadpool(report_event_ranges, engine, reports, settings.dispatcher)
+    try:
+        results = await run_in_threadpool(report_event_ranges, engine, reports,
+                                          settings.dispatcher, owner_of(pilot))
+    except Forbidden as exc:
+        return _refusal(request, exc, 403)
     return _answer(request, {"StatusCode": OK, "Returns": [r is not None for r in results]})
 
 

@@ -95,6 +95,10 @@ class ServiceSettings(_Group):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level of log record written."
     )
+    auth: Literal["required", "off"] = Field(
+        "required", description="required: every write needs a bearer token of a role allowed "
+        "there (netbroker token create); off: no checks (a trusted, single-user setup)."
+    )
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per record, with the HTTP request id; text."
     )

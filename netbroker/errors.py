@@ -13,6 +13,7 @@ explain it, so a message can name the record and the field that was wrong::
     ├── InvalidTask                 a task description was refused (field, why)
     ├── TaskExists                  a task of that name was already submitted
     ├── InvalidBoost                a priority boost rule was refused
+    ├── Forbidden                   the caller may not act on this object (not its own)
     ├── InvalidDecision             a replication-feed request was malformed
     │   └── DecisionConflict        the decision is in a state that forbids the move
     └── NotFound
@@ -24,6 +25,7 @@ explain it, so a message can name the record and the field that was wrong::
         ├── UnknownTask
         ├── UnknownBoost
         ├── UnknownDecision
+        ├── UnknownToken
         └── UnknownJob
 """
 
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 __all__ = [
     "ConfigError",
     "DecisionConflict",
+    "Forbidden",
     "GridProblem",
     "InvalidBoost",
     "InvalidDecision",
@@ -54,6 +57,7 @@ __all__ = [
     "UnknownQueue",
     "UnknownSite",
     "UnknownTask",
+    "UnknownToken",
 ]
 
 
@@ -136,6 +140,11 @@ class TaskExists(NetbrokerError):
         super().__init__(f"task {name!r} already exists (id {task_id})")
 
 
+class Forbidden(NetbrokerError):
+    """The caller may not act on this object: a pilot on another pilot's job, a user on
+    another user's task."""
+
+
 class InvalidBoost(NetbrokerError):
     """A priority boost rule that cannot apply (no one named, two places, no duration)."""
 
@@ -192,3 +201,7 @@ class UnknownBoost(NotFound):
 
 class UnknownDecision(NotFound):
     kind = "replication decision"
+
+
+class UnknownToken(NotFound):
+    kind = "token"

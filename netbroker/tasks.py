@@ -70,6 +70,7 @@ __all__ = [
     "explain_task",
     "finish_tasks",
     "get_task",
+    "job_user",
     "kill_job",
     "kill_task",
     "list_jobs",
@@ -468,6 +469,15 @@ def kill_task(engine: Engine, task_id: int) -> dict[str, Any]:
                     reason="killed by request")
         cancelled = JobDB(conn).cancel_task_jobs(task_id, now)
     return {"task_id": task_id, "status": "cancelled", "jobs_cancelled": cancelled}
+
+
+def job_user(engine: Engine, job_id: int) -> str:
+    """The user a job runs for. Raises ``UnknownJob``."""
+    with engine.connect() as conn:
+        job = JobDB(conn).get(job_id)
+    if job is None:
+        raise UnknownJob(str(job_id))
+    return str(job["user_name"])
 
 
 def kill_job(engine: Engine, job_id: int) -> dict[str, Any]:

@@ -14,10 +14,12 @@ class DispatcherClient:
     """Ask for work and report on it. Connection errors and 5xx answers are retried."""
 
     def __init__(self, server: str, timeout_s: float = 30.0, retries: int = 3,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, token: str | None = None) -> None:
         self.server = server.rstrip("/")
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
+        if token:  # the pilot's bearer token: the jobs it takes are its own
+            self.session.headers["Authorization"] = f"Bearer {token}"
         adapter = HTTPAdapter(max_retries=Retry(
             total=retries, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
             allowed_methods=None, raise_on_status=False))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ class Factory:
     startup_grace_s: float = 15.0
     heartbeat_s: float = 60.0
     label: str = "managed"
+    token: str | None = None
     live: dict[str, list[tuple[subprocess.Popen[bytes], float]]] = field(default_factory=dict)
     started: int = 0
     session: requests.Session = field(default_factory=requests.Session)
@@ -77,7 +79,8 @@ class Factory:
              "--queue", queue, "--workdir", str(jobdir), "--max-jobs", "1",
              "--heartbeat-s", str(self.heartbeat_s), "--label", self.label,
              "--pilot-id", f"factory-{self.started}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, **({"NETBROKER_TOKEN": self.token} if self.token else {})})
         self.live.setdefault(queue, []).append((process, now))
 
     def cycle(self) -> int:
@@ -117,7 +120,7 @@ def run_factory(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s factory %(message)s")
     factory = Factory(args.server.rstrip("/"), [q for q in args.queues.split(",") if q],
                       args.workdir, args.max_pilots, heartbeat_s=args.heartbeat_s,
-                      label=args.label)
+                      label=args.label, token=args.token or os.environ.get("NETBROKER_TOKEN"))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat-s", type=float, default=60.0, help="Heartbeat period, s.")
     run.add_argument("--label", default="managed", help="prodSourceLabel of jobs to take.")
     run.add_argument("--pilot-id", default="", help="Name reported to the server.")
+    run.add_argument("--token", default=None,
+                     help="Bearer token of role pilot (default: $NETBROKER_TOKEN).")
     factory = sub.add_parser("factory", help="Keep the pilots the dispatcher asks for running.")
     factory.add_argument("--server", required=True, help="netbroker URL.")
     factory.add_argument("--queues", required=True, help="Comma-separated queues to serve.")
@@ -54,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     factory.add_argument("--label", default="managed", help="prodSourceLabel of jobs to take.")
     factory.add_argument("--duration-s", type=float, default=0.0,
                          help="Stop after this long (0: until signalled).")
+    factory.add_argument("--token", default=None,
+                         help="Bearer token for its pilots (default: $NETBROKER_TOKEN).")
     factory.add_argument("--until-idle", action="store_true",
                          help="Stop when no queue wants pilots and none is alive.")
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -45,7 +46,7 @@ def run_pilot(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    client = DispatcherClient(args.server)
+    client = DispatcherClient(args.server, token=args.token or os.environ.get("NETBROKER_TOKEN"))
     pilot_id = args.pilot_id or f"{socket.gethostname()}:{args.workdir}"
     for _ in range(args.max_jobs):
         if stop.is_set():

@@ -130,10 +130,19 @@ def grid_engine(engine: Engine) -> Engine:
 
 
 class LiveServer:
-    """The netbroker app under uvicorn on 127.0.0.1, in a thread of this process."""
+    """The netbroker app under uvicorn on 127.0.0.1, in a thread of this process.
 
-    def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
-        app = create_app(settings or Settings(), engine)
+    Tokens are not checked unless ``auth`` is true: the tests of auth say so,
+    the others test their own feature.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings | None = None,
+                 auth: bool = False) -> None:
+        settings = settings or Settings()
+        if not auth:
+            settings = settings.model_copy(update={"service": settings.service.model_copy(
+                update={"auth": "off"})})
+        app = create_app(settings, engine)
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                 lifespan="on")
         self.server = uvicorn.Server(config)

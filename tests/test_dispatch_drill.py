@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 def start_service(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
     env.update(NETBROKER_DATABASE_URL=db_url, NETBROKER_SERVICE_RUN_CYCLES="false",
+               NETBROKER_SERVICE_AUTH="off",
                NETBROKER_SERVICE_LOG_LEVEL="warning")
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "netbroker", "serve", "--port",

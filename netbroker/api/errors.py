@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from netbroker.errors import (
     DecisionConflict,
+    Forbidden,
     InvalidDecision,
     InvalidGridDocument,
     InvalidTask,
@@ -40,6 +41,7 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidTask, _invalid_task)
     app.add_exception_handler(TaskExists, _task_exists)
     app.add_exception_handler(DecisionConflict, _decision_conflict)
+    app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(InvalidDecision, _invalid_decision)
     app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(OperationalError, _storage_down)
@@ -77,6 +79,10 @@ async def _task_exists(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskExists)
     return JSONResponse({"error": "TaskExists", "detail": str(exc), "task_id": exc.task_id},
                         status_code=409)
+
+
+async def _forbidden(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": "Forbidden", "detail": str(exc)}, status_code=403)
 
 
 async def _decision_conflict(_: Request, exc: Exception) -> JSONResponse:

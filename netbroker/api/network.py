@@ -7,13 +7,14 @@ import math
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from collectors import nws
 from collectors.ingest import ingest
 from netbroker import metrics
+from netbroker.api.auth import require, roles_doc
 from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.api.models import IngestOut, LinkPoint, MatrixOut
 from netbroker.errors import InvalidMetric
@@ -31,9 +32,10 @@ MAX_BATCH_BYTES = 64 * 2**20
 
 
 @router.post("/metrics/{source}", response_model=IngestOut,
+             dependencies=[Depends(require("operator"))],
              openapi_extra={"requestBody": {"content": {
                  "application/json": {}, "application/x-ndjson": {}, "text/plain": {}},
-                 "required": True}})
+                 "required": True}, **roles_doc("operator")})
 async def push_metrics(source: MetricSource, request: Request, engine: EngineDep,
                        settings: SettingsDep) -> dict[str, object]:
     """Ingest a batch in the source's own format (the body as the source wrote it).

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from netbroker import pd2p
+from netbroker.api.auth import require, roles_doc
 from netbroker.api.deps import EngineDep, SettingsDep
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["pd2p"])
+DDM = roles_doc("ddm")
 
 
 class FailureIn(BaseModel):
@@ -44,21 +46,24 @@ def get_decision(decision_id: int, engine: EngineDep) -> dict[str, Any]:
     return pd2p.get_decision(engine, decision_id)
 
 
-@router.post("/replication/decisions/{decision_id}/ack",
+@router.post("/replication/decisions/{decision_id}/ack", openapi_extra=DDM,
+             dependencies=[Depends(require("ddm"))],
              responses={404: {}, 409: {"description": "not new"}})
 def acknowledge(decision_id: int, engine: EngineDep) -> dict[str, Any]:
     """DDM has taken the decision."""
     return pd2p.mark_acknowledged(engine, decision_id)
 
 
-@router.post("/replication/decisions/{decision_id}/done",
+@router.post("/replication/decisions/{decision_id}/done", openapi_extra=DDM,
+             dependencies=[Depends(require("ddm"))],
              responses={404: {}, 409: {"description": "already done, failed or expired"}})
 def done(decision_id: int, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     """The replica exists: it enters the catalogue and the waiting jobs are rebrokered."""
     return pd2p.mark_done(engine, decision_id, settings)
 
 
-@router.post("/replication/decisions/{decision_id}/failed",
+@router.post("/replication/decisions/{decision_id}/failed", openapi_extra=DDM,
+             dependencies=[Depends(require("ddm"))],
              responses={404: {}, 409: {"description": "already done, failed or expired"}})
 def failed(decision_id: int, failure: FailureIn, engine: EngineDep) -> dict[str, Any]:
     """DDM could not make the replica; after the cooldown PD2P may place it elsewhere."""

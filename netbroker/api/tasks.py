@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from netbroker import priority, tasks
+from netbroker.api.auth import require, roles_doc
 from netbroker.api.deps import EngineDep, SettingsDep
+from netbroker.auth import Principal
 from netbroker.db.schema import JobStatus, TaskStatus
+from netbroker.errors import Forbidden
 from netbroker.tasks import TaskSpec
 
 __all__ = ["router"]
@@ -37,11 +40,25 @@ class BoostIn(BaseModel):
     comment: str = Field("", max_length=255)
 
 
-@router.post("/tasks", status_code=status.HTTP_201_CREATED,
-             responses={404: {"description": "unknown dataset or site"},
+User = Annotated[Principal, Depends(require("user", "operator"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+USER, OPERATOR = roles_doc("user", "operator"), roles_doc("operator")
+
+
+def _own(principal: Principal, user_name: str, what: str) -> None:
+    """A user acts for itself only (operators and admins for anyone)."""
+    if principal.role == "user" and principal.name != user_name:
+        raise Forbidden(f"{what} belongs to user {user_name!r}, not to {principal.name!r}")
+
+
+@router.post("/tasks", status_code=status.HTTP_201_CREATED, openapi_extra=USER,
+             responses={403: {"description": "a user submits only as itself"},
+                        404: {"description": "unknown dataset or site"},
                         409: {"description": "a task of that name exists"}})
-def submit_task(spec: TaskSpec, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+def submit_task(spec: TaskSpec, engine: EngineDep, settings: SettingsDep,
+                caller: User) -> dict[str, Any]:
     """Submit a task: it is brokered at once (its status says running or pending)."""
+    _own(caller, spec.user, f"task {spec.name!r}")
     return tasks.submit(engine, spec, settings)
 
 
@@ -65,9 +82,11 @@ def task_brokerage(task_id: int, engine: EngineDep) -> dict[str, Any]:
     return tasks.explain_task(engine, task_id)
 
 
-@router.post("/tasks/{task_id}/kill", responses={409: {"description": "the task is final"}})
-def kill_task(task_id: int, engine: EngineDep) -> dict[str, Any]:
+@router.post("/tasks/{task_id}/kill", openapi_extra=USER,
+             responses={403: {}, 409: {"description": "the task is final"}})
+def kill_task(task_id: int, engine: EngineDep, caller: User) -> dict[str, Any]:
     """Cancel a task and its jobs; running ones are told to stop at their next heartbeat."""
+    _own(caller, tasks.get_task(engine, task_id)["user_name"], f"task {task_id}")
     return tasks.kill_task(engine, task_id)
 
 
@@ -88,9 +107,11 @@ def job_brokerage(job_id: int, engine: EngineDep) -> dict[str, Any]:
     return tasks.explain_job(engine, job_id)
 
 
-@router.post("/jobs/{job_id}/kill", responses={409: {"description": "the job is final"}})
-def kill_job(job_id: int, engine: EngineDep) -> dict[str, Any]:
+@router.post("/jobs/{job_id}/kill", openapi_extra=USER,
+             responses={403: {}, 409: {"description": "the job is final"}})
+def kill_job(job_id: int, engine: EngineDep, caller: User) -> dict[str, Any]:
     """Cancel one job."""
+    _own(caller, tasks.job_user(engine, job_id), f"job {job_id}")
     return tasks.kill_job(engine, job_id)
 
 
@@ -100,16 +121,18 @@ def list_boosts(engine: EngineDep, active: bool = False) -> list[dict[str, Any]]
     return priority.list_boosts(engine, active_only=active)
 
 
-@router.post("/priority/boosts", status_code=status.HTTP_201_CREATED, tags=["priority"])
-def add_boost(boost: BoostIn, engine: EngineDep) -> dict[str, Any]:
+@router.post("/priority/boosts", status_code=status.HTTP_201_CREATED, tags=["priority"],
+             openapi_extra=OPERATOR)
+def add_boost(boost: BoostIn, engine: EngineDep, caller: Operator) -> dict[str, Any]:
     """Add a boost rule; it applies at the next priority recomputation."""
     return priority.add_boost(engine, boost.value, boost.hours, boost.user,
                               boost.working_group, boost.site, boost.cloud,
-                              comment=boost.comment)
+                              created_by=caller.name, comment=boost.comment)
 
 
 @router.delete("/priority/boosts/{boost_id}", status_code=status.HTTP_204_NO_CONTENT,
-               tags=["priority"])
+               tags=["priority"], openapi_extra=OPERATOR,
+               dependencies=[Depends(require("operator"))])
 def remove_boost(boost_id: int, engine: EngineDep) -> None:
     """Remove a boost rule."""
     priority.remove_boost(engine, boost_id)

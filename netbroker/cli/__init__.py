@@ -15,7 +15,16 @@ import sys
 from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
-from netbroker.cli import clouds, dispatch, network, pd2p, registry, sim, tasks  # noqa: F401
+from netbroker.cli import (  # noqa: F401  (each registers its commands)
+    auth,
+    clouds,
+    dispatch,
+    network,
+    pd2p,
+    registry,
+    sim,
+    tasks,
+)
 from netbroker.cli._app import app, err
 from netbroker.errors import ConfigError, NetbrokerError
 

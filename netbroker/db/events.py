@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netbroker.db.schema import EventRangeStatus, event_ranges
+from netbroker.db.schema import EventRangeStatus, event_ranges, jobs
 
 __all__ = ["EventDB"]
 
@@ -82,6 +82,13 @@ class EventDB:
             sa.update(t).where(t.c.status == R.RUNNING, t.c.updated_at < before)
             .values(status=R.READY, pilot_id=None, attempt=t.c.attempt + 1))
         return result.rowcount or 0
+
+    def job_owners(self, range_ids: Sequence[int]) -> dict[int, str | None]:
+        """The owner of the job of each of these ranges (by range id)."""
+        stmt = (sa.select(event_ranges.c.id, jobs.c.owner)
+                .join(jobs, event_ranges.c.job_id == jobs.c.id)
+                .where(event_ranges.c.id.in_(list(range_ids))))
+        return dict(self.conn.execute(stmt).all())  # type: ignore[arg-type]
 
     def counts(self, job_id: int) -> dict[str, int]:
         t = event_ranges

@@ -68,7 +68,8 @@ class JobDB:
         return ids
 
     def acquire(self, queue_id: int, label: str, cores: int, memory_mb: int, disk_mb: int,
-                pilot_id: str, node: str, now: datetime) -> dict[str, Any] | None:
+                pilot_id: str, node: str, now: datetime, owner: str | None = None
+                ) -> dict[str, Any] | None:
         """Send the best activated job of a queue that fits to this pilot, or None.
 
         Best: highest priority, then the newest id (the index's order, read
@@ -86,7 +87,7 @@ class JobDB:
                 .scalar_subquery())
         stmt = (sa.update(jobs).where(jobs.c.id == pick)
                 .values(status=JobStatus.SENT, pilot_id=pilot_id, node=node, modified_at=now,
-                        heartbeat_at=now)
+                        heartbeat_at=now, owner=owner)
                 .returning(*jobs.c))
         row = self.conn.execute(stmt).mappings().first()
         if row is None:
@@ -95,10 +96,14 @@ class JobDB:
         return dict(row)
 
     def set_status(self, job_id: int, status: JobStatus, sources: Collection[JobStatus],
-                   now: datetime, **fields: Any) -> bool:
-        """Move a job to ``status`` if it is in one of ``sources``; False if it is not."""
+                   now: datetime, owner: str | None = None, **fields: Any) -> bool:
+        """Move a job to ``status`` if it is in one of ``sources`` (and, with ``owner``,
+        belongs to it); False if it is not."""
+        where = [jobs.c.id == job_id, jobs.c.status.in_(list(sources))]
+        if owner is not None:
+            where.append(jobs.c.owner == owner)
         result = self.conn.execute(
-            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(list(sources)))
+            sa.update(jobs).where(*where)
             .values(status=status, modified_at=now, heartbeat_at=now, **fields))
         if result.rowcount != 1:
             return False

@@ -36,6 +36,7 @@ __all__ = [
     "SiteStatus",
     "TaskStatus",
     "UTCDateTime",
+    "api_tokens",
     "brokerage_decisions",
     "cloud_members",
     "cloud_membership_history",
@@ -457,6 +458,8 @@ jobs = sa.Table(
     sa.Column("rebrokerages", sa.Integer, nullable=False, server_default="0"),
     sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("event_service", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The token (by name) of the pilot that took the job: only it may report on it.
+    sa.Column("owner", sa.String(64), nullable=True),
     sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.
@@ -613,6 +616,20 @@ replication_decisions = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.CheckConstraint("state IN ('new', 'acknowledged', 'done', 'failed', 'expired')",
                        name="state_known"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    # Bearer tokens: only a SHA-256 of each is kept; the token is shown once.
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.CheckConstraint("role IN ('pilot', 'user', 'operator', 'ddm', 'analyst', 'admin')",
+                       name="role_known"),
 )
 
 cycles = sa.Table(

@@ -5,7 +5,8 @@ In about a minute, with real parts only:
 1. a fresh SQLite file with the sample grid, and a local HTTP storage server
    standing in for every storage endpoint (the demo's small datasets are
    written there, at Rucio's paths, with their real sizes and Adler-32);
-2. the real service (``netbroker serve``) on a free port of 127.0.0.1;
+2. the real service (``netbroker serve``) on a free port of 127.0.0.1, with
+   tokens required: the demo makes an operator, a DDM and a pilot token;
 3. a measurement stream in the sources' own formats, pushed through the
    service's collectors: FTS transfers (fast inside clouds, a few foreign
    sites well connected to the biggest cloud's Tier-1, the rest slow),
@@ -47,6 +48,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from sqlalchemy.engine import Engine
 
 from netbroker import clouds, pd2p, priority, registry
+from netbroker.auth import create_token
 from netbroker.config import Settings, load_settings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
@@ -107,10 +109,16 @@ def run_demo(db_path: Path, console: Console, report_dir: Path | None = None,
             registry.import_grid_file(engine, registry.sample_grid_path())
             plan = _plan(engine)
             _publish_data(engine, storage, plan, rng)
+            tokens = {role: create_token(engine, f"demo-{role}", role)
+                      for role in ("operator", "ddm", "pilot")}
             progress.update(step, advance=1, description="starting the service")
             service = _start_service(config, port, work)
             url = f"http://127.0.0.1:{port}"
-            http = httpx.Client(base_url=url, timeout=60)
+            # The operator pushes measurements and submits for the users; DDM has its own.
+            http = httpx.Client(base_url=url, timeout=60,
+                                headers={"Authorization": f"Bearer {tokens['operator']}"})
+            ddm = httpx.Client(base_url=url, timeout=60,
+                               headers={"Authorization": f"Bearer {tokens['ddm']}"})
             progress.update(step, advance=1, description="measurements through the collectors")
             notes += _feed(http, engine, plan, rng, phase=1)
             progress.update(step, advance=1, description="dynamic clouds")
@@ -119,10 +127,11 @@ def run_demo(db_path: Path, console: Console, report_dir: Path | None = None,
             progress.update(step, advance=1, description="tasks submitted through the API")
             notes += _submit(http, plan)
             progress.update(step, advance=1, description="PD2P and the DDM feed")
-            notes += _pd2p_round(http, engine, settings, storage)
+            notes += _pd2p_round(ddm, engine, settings, storage)
             priority.recompute(engine, settings.priority)
             progress.update(step, advance=1, description="pilots running the jobs")
-            notes += _run_pilots(engine, url, work, max_pilots, pilot_timeout_s)
+            notes += _run_pilots(engine, url, work, max_pilots, pilot_timeout_s,
+                                 tokens["pilot"])
             progress.update(step, advance=1, description="a link degrades")
             notes += _feed(http, engine, plan, rng, phase=2)
             left = clouds.recompute(engine, settings.clouds, settings.metrics)
@@ -346,7 +355,7 @@ def _pd2p_round(http: httpx.Client, engine: Engine, settings: Settings,
 
 
 def _run_pilots(engine: Engine, url: str, work: Path, max_pilots: int,
-                timeout_s: float) -> list[str]:
+                timeout_s: float, token: str) -> list[str]:
     """Two pilot factories (production, analysis) until the queues are drained."""
     with engine.connect() as conn:
         rows = conn.execute(sa.select(sa.distinct(queues.c.name), jobs.c.prod_source_label)
@@ -363,7 +372,7 @@ def _run_pilots(engine: Engine, url: str, work: Path, max_pilots: int,
              ",".join(names), "--workdir", str(work / "pilots"), "--max-pilots",
              str(max_pilots), "--cycle-s", "1", "--heartbeat-s", "5", "--label", label,
              "--until-idle"], stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "NETBROKER_TOKEN": token}))
     deadline = time.monotonic() + timeout_s
     for factory in factories:
         try:

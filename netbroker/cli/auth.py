@@ -1,0 +1,52 @@
+"""Commands of bearer tokens: create (shown once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from netbroker import auth
+from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json
+
+__all__: list[str] = []
+
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens: create, list, revoke.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def create(ctx: typer.Context,
+           role: Annotated[str, typer.Option(help=f"One of {', '.join(auth.ROLES)}.")],
+           name: Annotated[str, typer.Option(help="Who holds it (a pilot's token name owns "
+                                                  "the jobs it takes; a user's is its user).")]
+           ) -> None:
+    """Create a token and print it: it is shown this once, only its hash is stored."""
+    token = auth.create_token(engine_of(ctx), name, role)
+    err.print(f"token {name!r} with role {role} (shown once, keep it safe):")
+    out.print(token, highlight=False, soft_wrap=True)
+
+
+@token_app.command("list")
+def list_tokens(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every token's name, role and dates (never the token)."""
+    rows = auth.list_tokens(engine_of(ctx))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"tokens ({len(rows)})")
+    for col in ("name", "role", "created (UTC)", "revoked (UTC)"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["role"], f"{r['created_at']:%Y-%m-%d %H:%M}",
+                      f"{r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "-")
+    out.print(table)
+
+
+@token_app.command("revoke")
+def revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Token name.")]
+           ) -> None:
+    """Revoke a token (it stops working within seconds everywhere)."""
+    auth.revoke_token(engine_of(ctx), name)
+    out.print(f"token {name!r} revoked")
