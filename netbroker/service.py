@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import Engine
 
 from collectors.pull import pull_all
 from dispatcher.core import watchdog
@@ -24,6 +25,7 @@ from netbroker.observability import configure_logging
 from netbroker.pd2p import run_cycle as run_pd2p
 from netbroker.priority import recompute as recompute_priorities
 from netbroker.rebrokerage import rebroker
+from netbroker.runtime_config import effective_settings
 from netbroker.scheduler import Cycle, build_scheduler, process_holder
 from netbroker.tasks import broker_tasks, finish_tasks
 
@@ -66,23 +68,31 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
 
 def service_cycles(settings: Settings) -> list[Cycle]:
     """The periodic cycles a service runs: pull the archives, recompute the clouds,
-    broker waiting tasks, rebroker waiting jobs, recompute priorities, watch
-    heartbeats, prune raw samples."""
+    broker waiting tasks, rebroker waiting jobs, recompute priorities, PD2P, watch
+    heartbeats, prune raw samples.
+
+    Periods are fixed at start; each run reads the settings in force (with the
+    operators' runtime changes), so a changed threshold counts at the next run.
+    """
+
+    def now(engine: Engine) -> Settings:
+        return effective_settings(engine, settings)
+
     cycles = [Cycle("prune_samples", 6 * 3600,
                     lambda engine: prune_samples(engine, settings.metrics)),
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
-                    lambda engine: recompute(engine, settings.clouds, settings.metrics)),
+                    lambda engine: recompute(engine, now(engine).clouds, settings.metrics)),
               Cycle("heartbeat_watchdog", settings.dispatcher.watchdog_minutes * 60,
                     lambda engine: (watchdog(engine, settings.dispatcher),
                                     release_silent_ranges(engine, settings.dispatcher))),
               Cycle("brokerage", settings.brokerage.cycle_minutes * 60,
-                    lambda engine: (broker_tasks(engine, settings), finish_tasks(engine))),
+                    lambda engine: (broker_tasks(engine, now(engine)), finish_tasks(engine))),
               Cycle("rebrokerage", settings.rebrokerage.cycle_minutes * 60,
-                    lambda engine: rebroker(engine, settings)),
+                    lambda engine: rebroker(engine, now(engine))),
               Cycle("priority", settings.priority.cycle_minutes * 60,
-                    lambda engine: recompute_priorities(engine, settings.priority)),
+                    lambda engine: recompute_priorities(engine, now(engine).priority)),
               Cycle("pd2p", settings.pd2p.cycle_minutes * 60,
-                    lambda engine: run_pd2p(engine, settings))]
+                    lambda engine: run_pd2p(engine, now(engine)))]
     c = settings.collectors
     if c.fts_urls or c.esmond_urls or c.pscheduler_urls or c.xrootd_urls or c.nws_urls:
         cycles.append(Cycle("collect", c.cycle_minutes * 60,

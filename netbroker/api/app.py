@@ -8,18 +8,18 @@ starts). Later issues add the dispatcher, the monitor pages and metrics.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import netbroker
 from dispatcher import api as dispatcher_api
 from dispatcher import panda
-from netbroker.api import grid, network, replication, tasks
+from netbroker.api import config, grid, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
 from netbroker.api.models import Health
@@ -44,6 +44,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(network.router)
     app.include_router(tasks.router)
     app.include_router(replication.router)
+    app.include_router(config.router)
     app.include_router(dispatcher_api.router)
     app.include_router(panda.router)
     app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,
@@ -57,21 +58,36 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["service"],
                       response_class=Response)
-    app.middleware("http")(_with_request_id)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
-async def _with_request_id(request: Request, call_next: Any) -> Response:
-    """Tag the request (``X-Request-ID`` if the client sent a sane one) for the logs."""
-    given = request.headers.get("x-request-id", "")
-    rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
-    token = request_id.set(rid)
-    try:
-        response: Response = await call_next(request)
-    finally:
-        request_id.reset(token)
-    response.headers["X-Request-ID"] = rid
-    return response
+class RequestIdMiddleware:
+    """Tag each request (``X-Request-ID`` if the client sent a sane one) for the logs,
+    and echo the id on the answer. Plain ASGI: no per-request task or body copy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"]
+                      if k == b"x-request-id"), "")
+        rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        token = request_id.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
 
 
 def create_app_from_settings() -> FastAPI:

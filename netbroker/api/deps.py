@@ -8,8 +8,9 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 
 from netbroker.config import Settings
+from netbroker.runtime_config import effective_settings
 
-__all__ = ["EngineDep", "SettingsDep"]
+__all__ = ["EngineDep", "SettingsDep", "base_settings"]
 
 
 def _engine(request: Request) -> Engine:
@@ -17,9 +18,15 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-def _settings(request: Request) -> Settings:
+def base_settings(request: Request) -> Settings:
+    """The settings the service started with (file and environment)."""
     settings: Settings = request.app.state.settings
     return settings
+
+
+def _settings(request: Request) -> Settings:
+    """The settings in force: the start-up ones with the operators' runtime changes."""
+    return effective_settings(request.app.state.engine, base_settings(request))
 
 
 EngineDep = Annotated[Engine, Depends(_engine)]

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from netbroker.errors import (
+    ConfigError,
     DecisionConflict,
     Forbidden,
     InvalidDecision,
@@ -42,6 +43,7 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TaskExists, _task_exists)
     app.add_exception_handler(DecisionConflict, _decision_conflict)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(InvalidDecision, _invalid_decision)
     app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(OperationalError, _storage_down)
@@ -79,6 +81,12 @@ async def _task_exists(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskExists)
     return JSONResponse({"error": "TaskExists", "detail": str(exc), "task_id": exc.task_id},
                         status_code=409)
+
+
+async def _config_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConfigError)
+    return JSONResponse({"error": "ConfigError", "detail": str(exc),
+                         "problems": exc.problems}, status_code=422)
 
 
 async def _forbidden(_: Request, exc: Exception) -> JSONResponse:

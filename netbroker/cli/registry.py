@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -270,4 +271,63 @@ def cycles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         took = f"{r['last_duration_s']:.2f}" if r["last_duration_s"] is not None else "-"
         table.add_row(r["name"], r["holder"] or "-", str(r["last_finished_at"] or "-"), took,
                       str(r["runs"]), str(r["failures"]), (r["last_error"] or "")[:60])
+    out.print(table)
+
+
+@config_app.command("set")
+def config_set(ctx: typer.Context,
+               changes: Annotated[list[str], typer.Argument(help="KEY=VALUE, e.g. "
+                                                            "clouds.min_mbytes_per_s_from_tier1=3")],
+               who: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "cli",
+               preview_only: Annotated[bool, typer.Option(
+                   "--preview", help="Show the effect, change nothing.")] = False,
+               as_json: JsonOpt = False) -> None:
+    """Change tunable settings at runtime (validated, audited), or preview the change."""
+    from netbroker import runtime_config
+
+    parsed: dict[str, Any] = {}
+    for item in changes:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value  # a bare string; validation says if it is wrong
+    engine, base = engine_of(ctx), settings_of(ctx)
+    if preview_only:
+        result = runtime_config.preview(engine, base, parsed)
+        if as_json:
+            print_json(result)
+            return
+        for c in result["clouds"]:
+            out.print(f"  {c['site']} would {c['change'].removesuffix('ed')} {c['cloud']}: "
+                      f"{c['reason']}", highlight=False)
+        moved = result["brokerage"]["would_change"]
+        out.print(f"{len(result['clouds'])} membership changes; {len(moved)} of "
+                  f"{result['brokerage']['tasks_checked']} recent tasks would go elsewhere")
+        return
+    rows = runtime_config.change_settings(engine, base, parsed, who)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        out.print(f"{r['key']}: {r['old']!r} -> {r['new']!r}")
+
+
+@config_app.command("audit")
+def config_audit(ctx: typer.Context, limit: int = 50, as_json: JsonOpt = False) -> None:
+    """Runtime setting changes, newest first: when, who, old -> new."""
+    from netbroker import runtime_config
+
+    rows = runtime_config.audit_log(engine_of(ctx), limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="settings changed at runtime")
+    for col in ("when (UTC)", "who", "key", "old", "new"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(f"{r['at']:%Y-%m-%d %H:%M:%S}", r["who"], r["key"], repr(r["old"]),
+                      repr(r["new"]))
     out.print(table)

@@ -41,6 +41,8 @@ __all__ = [
     "cloud_members",
     "cloud_membership_history",
     "clouds",
+    "config_audit",
+    "config_overrides",
     "cycles",
     "dataset_accesses",
     "datasets",
@@ -630,6 +632,28 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.CheckConstraint("role IN ('pilot', 'user', 'operator', 'ddm', 'analyst', 'admin')",
                        name="role_known"),
+)
+
+config_overrides = sa.Table(
+    "config_overrides",
+    metadata,
+    # Settings changed at runtime by operators (a dotted key, its value as JSON);
+    # they override the file and the environment for the tunable groups.
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+)
+
+config_audit = sa.Table(
+    "config_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("who", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(128), nullable=False),
+    sa.Column("old", sa.Text, nullable=False),   # JSON
+    sa.Column("new", sa.Text, nullable=False),   # JSON
 )
 
 cycles = sa.Table(
