@@ -18,7 +18,7 @@ from dispatcher.core import (
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files
 from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, SettingsDep
+from netbroker.api.deps import EngineDep, IdPath, SettingsDep
 from netbroker.auth import Principal
 from netbroker.db.jobs import JobDB
 from netbroker.errors import UnknownJob
@@ -63,14 +63,14 @@ def post_acquire(request: AcquireRequest, engine: EngineDep, pilot: Pilot) -> di
 @router.post("/pilot/jobs/{job_id}/update", response_model=UpdateOut, openapi_extra=PILOT,
              responses={403: {"description": "another pilot's job"}, 404: {},
                         409: {"description": "the move is not allowed"}})
-def post_update(job_id: int, report: UpdateRequest, engine: EngineDep,
+def post_update(job_id: IdPath, report: UpdateRequest, engine: EngineDep,
                 pilot: Pilot) -> dict[str, Any]:
     """A state report (a running report is a heartbeat); the answer may carry a command."""
     return update_job(engine, job_id, report, owner_of(pilot))
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, engine: EngineDep) -> dict[str, Any]:
+def get_job(job_id: IdPath, engine: EngineDep) -> dict[str, Any]:
     """A job with its timeline of states."""
     with engine.connect() as conn:
         db = JobDB(conn)
@@ -86,7 +86,7 @@ class RangesIn(BaseModel):
 
 
 @router.post("/pilot/jobs/{job_id}/event-ranges", openapi_extra=PILOT)
-def post_event_ranges(job_id: int, request: RangesIn, engine: EngineDep,
+def post_event_ranges(job_id: IdPath, request: RangesIn, engine: EngineDep,
                       pilot: Pilot) -> dict[str, Any]:
     """Up to ``n`` ready event ranges of the job, now held by the asking pilot."""
     return {"ranges": get_event_ranges(engine, job_id, request.n, request.pilot_id,

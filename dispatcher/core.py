@@ -44,8 +44,9 @@ class AcquireRequest(BaseModel):
     queue: str = Field(min_length=1, max_length=128)
     prod_source_label: str = Field("managed", min_length=1, max_length=32)
     cores: int | None = Field(None, ge=1, le=4096, description="Default: the queue's cores.")
-    memory_mb: int | None = Field(None, ge=0, description="Default: the queue's max memory.")
-    disk_mb: int = Field(10_000, ge=0)
+    memory_mb: int | None = Field(None, ge=0, le=2**31 - 1,
+                                  description="Default: the queue's max memory.")
+    disk_mb: int = Field(10_000, ge=0, le=2**31 - 1)
     node: str = Field("", max_length=255)
     pilot_id: str = Field("", max_length=255)
 
@@ -56,7 +57,7 @@ class OutputReport(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lfn: str = Field(min_length=1, max_length=255)
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=0, le=2**63 - 1)
     adler32: str = Field(pattern=r"^[0-9a-f]{8}$")
     guid: str | None = Field(None, max_length=36)
 
@@ -67,11 +68,12 @@ class UpdateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     state: JobStatus
-    exit_code: int | None = None
-    pilot_error_code: int | None = None
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    pilot_error_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     error_diag: str | None = Field(None, max_length=4000)
     cpu_time_s: float | None = Field(None, ge=0, description="Payload CPU time so far, s.")
-    max_rss_kb: int | None = Field(None, ge=0, description="Payload peak resident memory, kB.")
+    max_rss_kb: int | None = Field(None, ge=0, le=2**63 - 1,
+                                   description="Payload peak resident memory, kB.")
     files: list[OutputReport] | None = Field(
         None, max_length=10_000, description="Outputs staged out (with a final state).")
 

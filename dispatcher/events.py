@@ -35,7 +35,7 @@ class RangeReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    range_id: int
+    range_id: int = Field(ge=1, le=2**63 - 1)
     status: EventRangeStatus = Field(description="finished, failed or cancelled")
 
 

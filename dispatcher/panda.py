@@ -62,7 +62,7 @@ class GetJobForm(BaseModel):
     # Pilot 3 sends memory with decimals ("24105.55078125"): read floats, use whole MB.
     diskSpace: float = Field(1e7, ge=0)  # MB
     mem: float | None = Field(None, ge=0)  # MB
-    coreCount: int | None = Field(None, ge=1)
+    coreCount: int | None = Field(None, ge=1, le=4096)
     node: str = ""
     pilotID: str = ""
 
@@ -72,10 +72,10 @@ class UpdateJobForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    jobId: int
+    jobId: int = Field(ge=1, le=2**63 - 1)
     state: str
-    transExitCode: int | None = None
-    pilotErrorCode: int | None = None
+    transExitCode: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    pilotErrorCode: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     pilotErrorDiag: str | None = None
     exeErrorDiag: str | None = None
     cpuConsumptionTime: float | None = Field(None, ge=0)  # s
@@ -175,7 +175,7 @@ async def update_job_route(request: Request, engine: EngineDep, pilot: Pilot) ->
 class GetEventRangesForm(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    pandaID: int
+    pandaID: int = Field(ge=1, le=2**63 - 1)
     nRanges: int = Field(10, ge=1, le=10_000)
 
 

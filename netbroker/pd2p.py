@@ -312,8 +312,8 @@ def parse_cursor(after: str | int | None) -> int:
         value = int(after)
     except (TypeError, ValueError):
         raise InvalidDecision(f"cursor {after!r} is not a decision id") from None
-    if value < 0:
-        raise InvalidDecision(f"cursor {after!r} is negative")
+    if not 0 <= value < 2**63:
+        raise InvalidDecision(f"cursor {after!r} is not a decision id (0 to 2**63 - 1)")
     return value
 
 

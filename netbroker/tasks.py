@@ -104,8 +104,8 @@ class TaskSpec(BaseModel):
     walltime_s: int = Field(3600, ge=1, le=30 * 86400,
                             description="Wall time of a full-size job, s.")
     files_per_job: int = Field(1, ge=1, le=100_000)
-    events_per_job: int | None = Field(None, ge=1)
-    events_per_file: int | None = Field(None, ge=1)
+    events_per_job: int | None = Field(None, ge=1, le=10**9)
+    events_per_file: int | None = Field(None, ge=1, le=10**9)
     event_service: bool = Field(False, description="Hand each job's events out in ranges.")
     events_per_range: int = Field(100, ge=1, le=1_000_000)
     priority: int = Field(1000, ge=-100_000, le=100_000)

@@ -8,6 +8,7 @@ wrong (``{"error": kind, "detail": message, ...}``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -57,12 +58,23 @@ async def _not_found(_: Request, exc: Exception) -> JSONResponse:
                         status_code=404)
 
 
+def _unprocessable(error: str, message: str, items: list[tuple[list[Any], str]],
+                   **extra: Any) -> JSONResponse:
+    """A 422 in FastAPI's own validation-error shape (``detail``: a list of
+    ``{loc, msg, type}``), so one schema describes every 422; ``message`` says
+    it in one line."""
+    return JSONResponse({"error": error, "message": message,
+                         "detail": [{"loc": loc, "msg": msg, "type": "value_error"}
+                                    for loc, msg in items], **extra}, status_code=422)
+
+
 async def _invalid_grid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidGridDocument)
     problems = [{"record": p.record, "field": p.field, "message": p.message}
                 for p in exc.problems]
-    return JSONResponse({"error": "InvalidGridDocument", "detail": str(exc),
-                         "problems": problems}, status_code=422)
+    return _unprocessable("InvalidGridDocument", str(exc),
+                          [(["body", p.record, p.field], p.message) for p in exc.problems],
+                          problems=problems)
 
 
 async def _conflict(_: Request, exc: Exception) -> JSONResponse:
@@ -73,8 +85,9 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid_task(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidTask)
-    return JSONResponse({"error": "InvalidTask", "detail": str(exc), "problems": exc.problems},
-                        status_code=422)
+    return _unprocessable("InvalidTask", str(exc),
+                          [(["body", p.partition(":")[0]], p) for p in exc.problems],
+                          problems=exc.problems)
 
 
 async def _task_exists(_: Request, exc: Exception) -> JSONResponse:
@@ -85,8 +98,9 @@ async def _task_exists(_: Request, exc: Exception) -> JSONResponse:
 
 async def _config_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConfigError)
-    return JSONResponse({"error": "ConfigError", "detail": str(exc),
-                         "problems": exc.problems}, status_code=422)
+    return _unprocessable("ConfigError", str(exc),
+                          [(["body", "changes", p.partition(":")[0].split(" = ")[0]], p)
+                           for p in exc.problems], problems=exc.problems)
 
 
 async def _forbidden(_: Request, exc: Exception) -> JSONResponse:

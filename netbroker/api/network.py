@@ -29,6 +29,7 @@ SourceChoice = Literal["consolidated", "fts", "perfsonar", "xrootd", "nws"]
 MatrixKind = Literal["throughput", "packet_loss", "owd", "rtt", "success", "latency",
                      "closeness"]
 MAX_BATCH_BYTES = 64 * 2**20
+EPOCH_MAX_S = 32_503_680_000.0  # the year 3000: any later "at" is a mistake
 
 
 @router.post("/metrics/{source}", response_model=IngestOut,
@@ -59,8 +60,8 @@ def get_matrix(
     window: Window = "1d",
     source: SourceChoice = "consolidated",
     format: Literal["json", "csv", "parquet"] = "json",
-    at: Annotated[float | None, Query(description="End of the window, epoch seconds "
-                                      "(default: now).")] = None,
+    at: Annotated[float | None, Query(ge=0, le=EPOCH_MAX_S, description="End of the "
+                                      "window, epoch seconds (default: now).")] = None,
 ) -> object:
     """The window's values per link: rows source site, columns destination site.
 
@@ -85,8 +86,8 @@ def get_link_history(
     src: str, dst: str, engine: EngineDep,
     kind: MetricKind = MetricKind.THROUGHPUT,
     days: Annotated[float, Query(gt=0, le=3660)] = 7.0,
-    at: Annotated[float | None, Query(description="End of the history, epoch seconds "
-                                      "(default: now).")] = None,
+    at: Annotated[float | None, Query(ge=0, le=EPOCH_MAX_S, description="End of the "
+                                      "history, epoch seconds (default: now).")] = None,
 ) -> list[dict[str, object]]:
     """One link's history per time bucket and source, oldest first."""
     end = time.time() if at is None else at

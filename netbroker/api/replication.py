@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netbroker import pd2p
 from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, SettingsDep
+from netbroker.api.deps import EngineDep, IdPath, SettingsDep
 
 __all__ = ["router"]
 
@@ -41,7 +41,7 @@ def list_decisions(engine: EngineDep, settings: SettingsDep,
 
 
 @router.get("/replication/decisions/{decision_id}")
-def get_decision(decision_id: int, engine: EngineDep) -> dict[str, Any]:
+def get_decision(decision_id: IdPath, engine: EngineDep) -> dict[str, Any]:
     """One decision with its sources, candidates and reason."""
     return pd2p.get_decision(engine, decision_id)
 
@@ -49,7 +49,7 @@ def get_decision(decision_id: int, engine: EngineDep) -> dict[str, Any]:
 @router.post("/replication/decisions/{decision_id}/ack", openapi_extra=DDM,
              dependencies=[Depends(require("ddm"))],
              responses={404: {}, 409: {"description": "not new"}})
-def acknowledge(decision_id: int, engine: EngineDep) -> dict[str, Any]:
+def acknowledge(decision_id: IdPath, engine: EngineDep) -> dict[str, Any]:
     """DDM has taken the decision."""
     return pd2p.mark_acknowledged(engine, decision_id)
 
@@ -57,7 +57,7 @@ def acknowledge(decision_id: int, engine: EngineDep) -> dict[str, Any]:
 @router.post("/replication/decisions/{decision_id}/done", openapi_extra=DDM,
              dependencies=[Depends(require("ddm"))],
              responses={404: {}, 409: {"description": "already done, failed or expired"}})
-def done(decision_id: int, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+def done(decision_id: IdPath, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     """The replica exists: it enters the catalogue and the waiting jobs are rebrokered."""
     return pd2p.mark_done(engine, decision_id, settings)
 
@@ -65,7 +65,7 @@ def done(decision_id: int, engine: EngineDep, settings: SettingsDep) -> dict[str
 @router.post("/replication/decisions/{decision_id}/failed", openapi_extra=DDM,
              dependencies=[Depends(require("ddm"))],
              responses={404: {}, 409: {"description": "already done, failed or expired"}})
-def failed(decision_id: int, failure: FailureIn, engine: EngineDep) -> dict[str, Any]:
+def failed(decision_id: IdPath, failure: FailureIn, engine: EngineDep) -> dict[str, Any]:
     """DDM could not make the replica; after the cooldown PD2P may place it elsewhere."""
     return pd2p.mark_failed(engine, decision_id, failure.reason)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netbroker import priority, tasks
 from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, SettingsDep
+from netbroker.api.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
 from netbroker.auth import Principal
 from netbroker.db.schema import JobStatus, TaskStatus
 from netbroker.errors import Forbidden
@@ -71,27 +71,28 @@ def list_tasks(engine: EngineDep, task_status: Annotated[TaskStatus | None, Quer
 
 
 @router.get("/tasks/{task_id}")
-def get_task(task_id: int, engine: EngineDep) -> dict[str, Any]:
+def get_task(task_id: SmallIdPath, engine: EngineDep) -> dict[str, Any]:
     """One task with its jobs per state."""
     return tasks.get_task(engine, task_id)
 
 
 @router.get("/tasks/{task_id}/brokerage")
-def task_brokerage(task_id: int, engine: EngineDep) -> dict[str, Any]:
+def task_brokerage(task_id: SmallIdPath, engine: EngineDep) -> dict[str, Any]:
     """Every brokerage decision of a task, with every candidate and why."""
     return tasks.explain_task(engine, task_id)
 
 
 @router.post("/tasks/{task_id}/kill", openapi_extra=USER,
              responses={403: {}, 409: {"description": "the task is final"}})
-def kill_task(task_id: int, engine: EngineDep, caller: User) -> dict[str, Any]:
+def kill_task(task_id: SmallIdPath, engine: EngineDep, caller: User) -> dict[str, Any]:
     """Cancel a task and its jobs; running ones are told to stop at their next heartbeat."""
     _own(caller, tasks.get_task(engine, task_id)["user_name"], f"task {task_id}")
     return tasks.kill_task(engine, task_id)
 
 
 @router.get("/jobs")
-def list_jobs(engine: EngineDep, task: int | None = None,
+def list_jobs(engine: EngineDep,
+              task: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
               job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
               site: str | None = None, user: str | None = None, limit: Limit = 100
               ) -> list[dict[str, Any]]:
@@ -100,7 +101,7 @@ def list_jobs(engine: EngineDep, task: int | None = None,
 
 
 @router.get("/jobs/{job_id}/brokerage")
-def job_brokerage(job_id: int, engine: EngineDep) -> dict[str, Any]:
+def job_brokerage(job_id: IdPath, engine: EngineDep) -> dict[str, Any]:
     """Why a job runs where it does: its task's cloud choice, its job brokerage
     (every queue candidate with the filter that removed it or its weights) and
     its rebrokerages."""
@@ -109,7 +110,7 @@ def job_brokerage(job_id: int, engine: EngineDep) -> dict[str, Any]:
 
 @router.post("/jobs/{job_id}/kill", openapi_extra=USER,
              responses={403: {}, 409: {"description": "the job is final"}})
-def kill_job(job_id: int, engine: EngineDep, caller: User) -> dict[str, Any]:
+def kill_job(job_id: IdPath, engine: EngineDep, caller: User) -> dict[str, Any]:
     """Cancel one job."""
     _own(caller, tasks.job_user(engine, job_id), f"job {job_id}")
     return tasks.kill_job(engine, job_id)
@@ -133,6 +134,6 @@ def add_boost(boost: BoostIn, engine: EngineDep, caller: Operator) -> dict[str, 
 @router.delete("/priority/boosts/{boost_id}", status_code=status.HTTP_204_NO_CONTENT,
                tags=["priority"], openapi_extra=OPERATOR,
                dependencies=[Depends(require("operator"))])
-def remove_boost(boost_id: int, engine: EngineDep) -> None:
+def remove_boost(boost_id: SmallIdPath, engine: EngineDep) -> None:
     """Remove a boost rule."""
     priority.remove_boost(engine, boost_id)
