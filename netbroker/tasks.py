@@ -66,6 +66,7 @@ from netbroker.priority import priorities_for_new_jobs, priority_context
 __all__ = [
     "TaskSpec",
     "broker_tasks",
+    "error_summary",
     "explain_job",
     "explain_task",
     "finish_tasks",
@@ -428,9 +429,9 @@ def _task_out(task: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
 
 
 def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = None,
-              site: str | None = None, user: str | None = None, limit: int = 100
-              ) -> list[dict[str, Any]]:
-    """Jobs, newest first, with their queue and site names."""
+              site: str | None = None, user: str | None = None, limit: int = 100,
+              error: int | None = None) -> list[dict[str, Any]]:
+    """Jobs, newest first, with their queue and site names (``error``: a pilot error code)."""
     stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.name, jobs.c.status,
                       queues.c.name.label("queue"), sites.c.name.label("site"),
                       jobs.c.priority, jobs.c.attempt_nr, jobs.c.user_name,
@@ -447,6 +448,23 @@ def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = N
         stmt = stmt.where(sites.c.name == site)
     if user is not None:
         stmt = stmt.where(jobs.c.user_name == user)
+    if error is not None:
+        stmt = stmt.where(jobs.c.pilot_error_code == error)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def error_summary(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    """Failed jobs grouped by pilot error code and site, most frequent first, with one
+    diagnostic of each."""
+    stmt = (sa.select(jobs.c.pilot_error_code, sites.c.name.label("site"),
+                      sa.func.count().label("jobs"), sa.func.max(jobs.c.error_diag)
+                      .label("example"), sa.func.max(jobs.c.modified_at).label("last"))
+            .outerjoin(queues, jobs.c.queue_id == queues.c.id)
+            .outerjoin(sites, queues.c.site_id == sites.c.id)
+            .where(jobs.c.status == JobStatus.FAILED)
+            .group_by(jobs.c.pilot_error_code, sites.c.name)
+            .order_by(sa.func.count().desc()).limit(limit))
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 

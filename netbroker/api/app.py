@@ -12,6 +12,7 @@ import uuid
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import netbroker
 from dispatcher import api as dispatcher_api
 from dispatcher import panda
-from netbroker.api import config, grid, network, replication, tasks
+from netbroker.api import config, grid, monitor, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
 from netbroker.api.models import Health
@@ -45,6 +46,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(replication.router)
     app.include_router(config.router)
+    app.include_router(monitor.router)
+    app.mount("/monitor/static", StaticFiles(directory=monitor.STATIC_DIR), name="static")
     app.include_router(dispatcher_api.router)
     app.include_router(panda.router)
     app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,

@@ -57,6 +57,7 @@ from netbroker.demo.report import facts, write_report
 from netbroker.demo.storage import Storage
 from netbroker.demo.stream import cost_matrix_lines, fts_lines, latency_docs
 from netbroker.rebrokerage import rebroker
+from netbroker.tasks import finish_tasks
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -137,6 +138,7 @@ def run_demo(db_path: Path, console: Console, report_dir: Path | None = None,
             left = clouds.recompute(engine, settings.clouds, settings.metrics)
             notes += [f"{c.site} {c.change} {c.cloud}: {c.reason}" for c in left]
             rebroker(engine, settings)
+            finish_tasks(engine)
             progress.update(step, advance=1, description="the report")
             counted = facts(engine)
             report = write_report(engine, report_dir, {**counted, "service": url}, utcnow())

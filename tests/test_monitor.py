@@ -1,0 +1,88 @@
+"""The monitor pages over real data, on both backends: every page, the filters, a job's page."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from collectors.ingest import ingest
+from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
+from netbroker import pd2p, registry, tasks
+from netbroker.config import Settings
+from netbroker.db.schema import JobStatus
+from tests.conftest import LiveServer
+from tests.factories import fts_transfers, mini_grid, task_spec
+
+PAGES = ("/monitor", "/monitor/tasks", "/monitor/jobs", "/monitor/sites", "/monitor/clouds",
+         "/monitor/network?cloud=DE", "/monitor/replication", "/monitor/errors")
+
+
+@pytest.fixture
+def busy(engine: Engine) -> Engine:
+    """A grid with measured links, a task, one finished and one failed job, a decision."""
+    registry.import_grid_document(engine, mini_grid(files=20))
+    end = time.time() - 60
+    ingest(engine, "fts", fts_transfers("FZK_DATADISK", "DESY_DATADISK", 120.0, 4, end),
+           now_s=end + 60)
+    settings = Settings.model_validate({"pd2p": {"min_waiting_jobs": 5}})
+    tasks.submit(engine, tasks.parse_task(task_spec(processing_type="analysis", max_attempts=1,
+                                                    cores=1)), settings)
+    for state in (JobStatus.FINISHED, JobStatus.FAILED):
+        job = acquire_job(engine, AcquireRequest(queue="DESY_UCORE", prod_source_label="user",
+                                                 memory_mb=64000, disk_mb=10**6))
+        assert job is not None
+        update_job(engine, job["id"], UpdateRequest(
+            state=state, exit_code=0 if state == JobStatus.FINISHED else 3,
+            pilot_error_code=None if state == JobStatus.FINISHED else 1305,
+            error_diag=None if state == JobStatus.FINISHED else "payload exited with 3"))
+    assert pd2p.run_cycle(engine, settings)["decisions"]
+    return engine
+
+
+def text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_every_page_renders_with_the_data(busy: Engine) -> None:
+    with LiveServer(busy) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        for page in PAGES:
+            answer = http.get(page)
+            assert answer.status_code == 200, page
+            assert answer.headers["content-type"].startswith("text/html")
+            assert 'href="/monitor/static/monitor.css"' in answer.text
+        assert "task.001" in text(http.get("/monitor/tasks").text)
+        assert "FZK" in text(http.get("/monitor/network?cloud=DE").text)
+        assert "data23:data23.AOD" in text(http.get("/monitor/replication").text)
+        errors = text(http.get("/monitor/errors").text)
+        assert "1305" in errors and "payload exited with 3" in errors
+        assert http.get("/monitor/static/monitor.css").status_code == 200
+
+
+def test_job_filters_and_the_job_page(busy: Engine) -> None:
+    with LiveServer(busy) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        failed = http.get("/monitor/jobs", params={"state": "failed"}).text
+        ids = re.findall(r'href="/monitor/jobs/(\d+)"', failed)
+        assert len(ids) == 1
+        assert re.findall(r'href="/monitor/jobs/(\d+)"', http.get(
+            "/monitor/jobs", params={"error": "1305", "site": "DESY"}).text) == ids
+        assert re.findall(r'href="/monitor/jobs/(\d+)"', http.get(
+            "/monitor/jobs", params={"user": "nobody"}).text) == []
+        html = http.get(f"/monitor/jobs/{ids[0]}").text
+        timeline = html[html.index('id="timeline"'):html.index("</table>",
+                                                               html.index('id="timeline"'))]
+        assert re.findall(r"<tr><td>(\w+)</td>", timeline) == ["activated", "sent", "failed"]
+        page = text(html)
+        assert "task decision" in page and "job decision" in page
+        assert "DESY_UCORE" in page and "payload exited with 3" in page
+        link = re.search(r'href="(/monitor/network/link\?[^"]+)"',
+                         http.get("/monitor/network?cloud=DE").text)
+        assert link is not None
+        plot = re.search(r'src="([^"]+)"', http.get(link.group(1).replace("&amp;", "&")).text)
+        assert plot is not None
+        png = http.get(plot.group(1).replace("&amp;", "&"))
+        assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        assert http.get("/monitor/jobs/999999").status_code == 404
