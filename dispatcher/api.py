@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from dispatcher.core import (
     AcquireRequest,
@@ -14,6 +16,7 @@ from dispatcher.core import (
     acquire_job,
     pilot_demand,
     update_job,
+    upload_log,
 )
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files
@@ -67,6 +70,33 @@ def post_update(job_id: IdPath, report: UpdateRequest, engine: EngineDep,
                 pilot: Pilot) -> dict[str, Any]:
     """A state report (a running report is a heartbeat); the answer may carry a command."""
     return update_job(engine, job_id, report, owner_of(pilot))
+
+
+@router.post("/pilot/jobs/{job_id}/log", openapi_extra={
+    **PILOT, "requestBody": {"content": {"text/plain": {}, "application/gzip": {}},
+                             "required": True}},
+    responses={403: {"description": "another pilot's job"}, 404: {},
+               413: {"description": "too large"}})
+async def post_log(job_id: IdPath, request: Request, engine: EngineDep,
+                   pilot: Pilot) -> dict[str, Any]:
+    """The pilot's log of the job (its own lines and the payload's output tails)."""
+    body = await request.body()
+    media = request.headers.get("content-type", "text/plain").split(";")[0]
+    try:
+        return await run_in_threadpool(upload_log, engine, job_id, body, media,
+                                       owner_of(pilot))
+    except ValueError as exc:
+        raise HTTPException(413, str(exc)) from None
+
+
+@router.get("/jobs/{job_id}/log", responses={404: {"description": "no such job or no log"}})
+def get_log(job_id: IdPath, engine: EngineDep) -> Response:
+    """The log the pilot uploaded for the job."""
+    with engine.connect() as conn:
+        log = JobDB(conn).log(job_id)
+    if log is None:
+        raise UnknownJob(f"{job_id} (no log uploaded)")
+    return Response(log["content"], media_type=log["media_type"])
 
 
 @router.get("/jobs/{job_id}")

@@ -30,6 +30,7 @@ __all__ = [
     "acquire_job",
     "pilot_demand",
     "update_job",
+    "upload_log",
     "watchdog",
 ]
 
@@ -148,6 +149,29 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     if job["status"] == report.state and report.state in FINAL:
         return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)
+
+
+MAX_LOG_BYTES = 8 * 2**20
+
+
+def upload_log(engine: Engine, job_id: int, content: bytes, media_type: str,
+               owner: str | None = None) -> dict[str, Any]:
+    """Keep the log a pilot sends at the end of a job (at most ``MAX_LOG_BYTES``).
+
+    With ``owner`` only the pilot that took the job may. Raises ``UnknownJob``,
+    ``Forbidden`` or ``ValueError`` (too large).
+    """
+    if len(content) > MAX_LOG_BYTES:
+        raise ValueError(f"log of {len(content)} bytes exceeds {MAX_LOG_BYTES}")
+    with begin_immediate(engine) as conn:
+        db = JobDB(conn)
+        job = db.get(job_id)
+        if job is None:
+            raise UnknownJob(str(job_id))
+        if owner is not None and job["owner"] != owner:
+            raise Forbidden(f"job {job_id} was taken by another pilot")
+        db.save_log(job_id, content, media_type[:64], utcnow())
+    return {"job_id": job_id, "bytes": len(content)}
 
 
 def pilot_demand(engine: Engine, queue: str, pending: int = 0, label: str | None = None

@@ -60,6 +60,13 @@ class DispatcherClient:
         results: list[str | None] = answer.json()["results"]
         return results
 
+    def upload_log(self, job_id: int, text: str) -> None:
+        """Send the job's log (the monitor shows it on the job's page)."""
+        answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/log",
+                                   data=text.encode(), timeout=self.timeout_s,
+                                   headers={"Content-Type": "text/plain; charset=utf-8"})
+        answer.raise_for_status()
+
     def download(self, url: str, target: str) -> None:
         """Fetch ``url`` into the file ``target`` (a transformation script, an input)."""
         with self.session.get(url, stream=True, timeout=self.timeout_s) as answer:

@@ -74,6 +74,9 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
     jobdir.mkdir(parents=True, exist_ok=True)
     files = job.get("files") or {"inputs": [], "outputs": []}
     written: list[dict[str, Any]] = []
+    lines = _JobLog()
+    log.addHandler(lines)
+    tails = ""
     try:
         client.update(job_id, "starting")
         used = stage_in(files["inputs"], jobdir, client.session, client.timeout_s)
@@ -97,6 +100,7 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
         result = PayloadResult(-1, PILOT_KILLED if stop.is_set() else STAGEIN_FAILED,
                                f"could not run the payload: {exc}", 0.0, 0)
     finally:
+        tails = _tails(jobdir)
         shutil.rmtree(jobdir, ignore_errors=True)
     state = "finished" if result.exit_code == 0 and not result.pilot_error_code else "failed"
     client.update(job_id, state, exit_code=result.exit_code,
@@ -104,7 +108,35 @@ def run_one_job(client: DispatcherClient, job: dict[str, Any], workdir: Path,
                   error_diag=result.error_diag or None, cpu_time_s=result.cpu_time_s,
                   max_rss_kb=result.max_rss_kb, files=written or None)
     log.info("job %s: %s (exit %s) %s", job_id, state, result.exit_code, result.error_diag)
+    log.removeHandler(lines)
+    try:
+        client.upload_log(job_id, "\n".join(lines.lines) + "\n" + tails)
+    except requests.RequestException as exc:  # the job is reported; its log is a bonus
+        log.warning("job %s: log not uploaded: %s", job_id, exc)
     return result
+
+
+class _JobLog(logging.Handler):
+    """The pilot's log lines while it runs one job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(asctime)s pilot %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _tails(jobdir: Path, keep: int = 64 * 1024) -> str:
+    """The last ``keep`` bytes of the payload's stdout and stderr, labelled."""
+    out = []
+    for name in ("payload.stdout", "payload.stderr"):
+        path = jobdir / name
+        if path.is_file():
+            data = path.read_bytes()[-keep:].decode(errors="replace")
+            out.append(f"==> {name} <==\n{data}")
+    return "\n".join(out)
 
 
 def run_event_ranges(client: DispatcherClient, job_id: int, command: list[str], jobdir: Path,

@@ -56,7 +56,7 @@ def console_errors(driver: object) -> list[str]:
 def test_monitor_pages_filters_and_heatmap_in_chromium(busy: Engine,  # noqa: F811
                                                        browser: object, backend: str) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = browser
     SHOTS.mkdir(exist_ok=True)
@@ -71,7 +71,7 @@ def test_monitor_pages_filters_and_heatmap_in_chromium(busy: Engine,  # noqa: F8
         driver.get(server.url + "/monitor/jobs")  # type: ignore[attr-defined]
         Select(driver.find_element(By.NAME, "state")).select_by_value("failed")  # type: ignore[attr-defined]
         driver.find_element(By.CSS_SELECTOR, "form.filters button").click()  # type: ignore[attr-defined]
-        assert "state=failed" in driver.current_url  # type: ignore[attr-defined]
+        WebDriverWait(driver, 30).until(lambda d: "state=failed" in d.current_url)
         states = [td.text for td in driver.find_elements(  # type: ignore[attr-defined]
             By.CSS_SELECTOR, "#jobs td:nth-child(4)")]
         assert states == ["failed"]
@@ -82,9 +82,9 @@ def test_monitor_pages_filters_and_heatmap_in_chromium(busy: Engine,  # noqa: F8
         colour = cells[0].find_element(By.XPATH, "..").value_of_css_property("background-color")
         assert colour not in ("rgba(0, 0, 0, 0)", "transparent")
         cells[0].click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "link-plot"))
         image = driver.find_element(By.ID, "link-plot")  # type: ignore[attr-defined]
-        loaded = driver.execute_script(  # type: ignore[attr-defined]
-            "return arguments[0].complete && arguments[0].naturalWidth", image)
-        assert loaded and loaded > 100
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 100", image))
         assert console_errors(driver) == []
         driver.save_screenshot(str(SHOTS / f"{backend}-link.png"))  # type: ignore[attr-defined]

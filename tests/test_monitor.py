@@ -10,7 +10,13 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
+from dispatcher.core import (
+    AcquireRequest,
+    UpdateRequest,
+    acquire_job,
+    update_job,
+    upload_log,
+)
 from netbroker import pd2p, registry, tasks
 from netbroker.config import Settings
 from netbroker.db.schema import JobStatus
@@ -39,6 +45,8 @@ def busy(engine: Engine) -> Engine:
             state=state, exit_code=0 if state == JobStatus.FINISHED else 3,
             pilot_error_code=None if state == JobStatus.FINISHED else 1305,
             error_diag=None if state == JobStatus.FINISHED else "payload exited with 3"))
+        upload_log(engine, job["id"], f"pilot log of job {job['id']}\n<end>".encode(),
+                   "text/plain")
     assert pd2p.run_cycle(engine, settings)["decisions"]
     return engine
 
@@ -78,6 +86,10 @@ def test_job_filters_and_the_job_page(busy: Engine) -> None:
         page = text(html)
         assert "task decision" in page and "job decision" in page
         assert "DESY_UCORE" in page and "payload exited with 3" in page
+        assert f"pilot log of job {ids[0]}\n&lt;end&gt;" in html  # shown, escaped
+        assert f'href="/api/v1/jobs/{ids[0]}/log"' in html
+        log = http.get(f"/api/v1/jobs/{ids[0]}/log")
+        assert log.text == f"pilot log of job {ids[0]}\n<end>"
         link = re.search(r'href="(/monitor/network/link\?[^"]+)"',
                          http.get("/monitor/network?cloud=DE").text)
         assert link is not None

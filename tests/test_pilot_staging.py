@@ -143,6 +143,12 @@ def test_pilot_stages_in_runs_and_stages_out_real_files(
             assert stdout is not None
             assert stdout.read().decode() == f"converted {LFNS[i]}\n"
     assert list(workdir.iterdir()) == []  # every job directory removed
+    with engine.connect() as conn:  # each job's log came back to the service
+        logs = {name: JobDB(conn).log(rows[name].id) for name in names}
+    first = logs[names[0]]["content"].decode()  # type: ignore[index]
+    assert f"job {rows[names[0]].id}: staged in 1 files" in first
+    assert f"==> payload.stdout <==\nconverted {LFNS[0]}" in first
+    assert "stage-in of data23.AOD._000004.pool.root.1 failed" in logs[lost]["content"].decode()  # type: ignore[index]
 
 
 def test_getjob_over_the_panda_wire_names_the_files(engine: Engine, storage: Storage) -> None:

@@ -84,10 +84,13 @@ def job_page(request: Request, job_id: IdPath, engine: EngineDep) -> HTMLRespons
     explained = tasks.explain_job(engine, job_id)
     with engine.connect() as conn:
         db = JobDB(conn)
-        timeline, row = db.timeline(job_id), db.get(job_id)
+        timeline, row, log = db.timeline(job_id), db.get(job_id), db.log(job_id)
+    text = None
+    if log is not None and log["media_type"].startswith("text/"):
+        text = log["content"][-20_000:].decode(errors="replace")
     return _page(request, "job.html", job=explained["job"], row=row, timeline=timeline,
                  decisions=explained["decisions"], moves=explained["rebrokerages"],
-                 files=explained["files"])
+                 files=explained["files"], log=log, log_text=text)
 
 
 @router.get("/sites", response_class=Page)

@@ -22,6 +22,7 @@ from netbroker.db.schema import (
     JobStatus,
     event_ranges,
     job_files,
+    job_logs,
     job_state_changes,
     jobs,
     queues,
@@ -172,6 +173,18 @@ class JobDB:
         stmt = sa.select(jobs.c.id).where(jobs.c.status.in_(list(statuses)),
                                           jobs.c.heartbeat_at < before).order_by(jobs.c.id)
         return list(self.conn.execute(stmt).scalars())
+
+    def save_log(self, job_id: int, content: bytes, media_type: str, now: datetime) -> None:
+        """Keep a job's log (a later upload replaces an earlier one)."""
+        self.conn.execute(sa.delete(job_logs).where(job_logs.c.job_id == job_id))
+        self.conn.execute(sa.insert(job_logs).values(job_id=job_id, content=content,
+                                                     media_type=media_type, uploaded_at=now))
+
+    def log(self, job_id: int) -> dict[str, Any] | None:
+        """A job's log: content, media type, when it came; None if none came."""
+        row = self.conn.execute(sa.select(job_logs).where(job_logs.c.job_id == job_id)
+                                ).mappings().first()
+        return dict(row) if row is not None else None
 
     def final_counts_by_site(self, since: datetime) -> dict[int, tuple[int, int]]:
         """(finished, failed) jobs per site id, of jobs that ended since ``since``."""

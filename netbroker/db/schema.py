@@ -50,6 +50,7 @@ __all__ = [
     "event_ranges",
     "files",
     "job_files",
+    "job_logs",
     "job_state_changes",
     "jobs",
     "metadata",
@@ -488,6 +489,18 @@ job_files = sa.Table(
     sa.Column("guid", sa.String(36), nullable=True),
     sa.Column("adler32", sa.String(8), nullable=True),
     sa.CheckConstraint("kind IN ('input', 'output', 'log')", name="kind_known"),
+)
+
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    # The log a pilot uploads when it ends a job (its own lines and the payload's
+    # output tails), shown on the job's monitor page.
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("media_type", sa.String(64), nullable=False),
+    sa.Column("uploaded_at", UTCDateTime(), nullable=False),
 )
 
 rebrokerages = sa.Table(
