@@ -7,7 +7,7 @@ from rich.table import Table
 
 from dispatcher.core import pilot_demand, watchdog
 from dispatcher.events import release_silent_ranges
-from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json, settings_of
 from netbroker.db.grid import GridDB
 
 __all__: list[str] = []
@@ -67,7 +67,9 @@ def drill(jobs: int = typer.Option(1500, help="Jobs dispatched under load."),
     malformed metrics, all under load; then account for every job and record."""
     from netbroker.drill import run_drill
 
-    report = run_drill(jobs, pilots, backend)
+    with err.status("drilling: pilots and collectors under load, the service killed and "
+                    "restarted, PostgreSQL restarted, a malformed burst..."):
+        report = run_drill(jobs, pilots, backend)
     if as_json:
         print_json({**report.__dict__, "ok": report.ok})
     else:

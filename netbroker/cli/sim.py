@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netbroker.cli._app import JsonOpt, app, out, print_json
-from netbroker.sim import POLICIES, compare, load_scenario, reference_scenario
+from netbroker.cli._app import JsonOpt, app, err, out, print_json
+from netbroker.sim import POLICIES, build_grid, load_scenario, reference_scenario
+from netbroker.sim import simulate as simulate_policy
 
 __all__: list[str] = []
 
@@ -43,7 +45,18 @@ def simulate(
     if unknown:
         raise typer.BadParameter(f"unknown policy {unknown}; expected {list(POLICIES)}")
     spec = load_scenario(scenario or reference_scenario())
-    results = compare(spec, chosen, jobs)
+    if jobs is not None:
+        spec = spec.model_copy(update={"workload": spec.workload.model_copy(
+            update={"jobs": jobs})})
+    grid = build_grid(spec)
+    results = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        step = progress.add_task("simulating", total=len(chosen))
+        for name in chosen:
+            progress.update(step, description=f"simulating {name}")
+            results.append(simulate_policy(grid, spec, name))
+            progress.advance(step)
     if as_json:
         print_json([r.row() for r in results])
         return
