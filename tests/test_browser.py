@@ -76,6 +76,13 @@ def test_monitor_pages_filters_and_heatmap_in_chromium(busy: Engine,  # noqa: F8
             By.CSS_SELECTOR, "#jobs td:nth-child(4)")]
         assert states == ["failed"]
 
+        driver.find_element(By.CSS_SELECTOR, "#jobs td a").click()  # type: ignore[attr-defined]
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "timeline"))
+        assert driver.find_elements(By.CSS_SELECTOR, "table.decision")  # type: ignore[attr-defined]
+        assert driver.find_element(By.ID, "log-download")  # type: ignore[attr-defined]
+        assert console_errors(driver) == []
+        driver.save_screenshot(str(SHOTS / f"{backend}-job.png"))  # type: ignore[attr-defined]
+
         driver.get(server.url + "/monitor/network?cloud=DE")  # type: ignore[attr-defined]
         cells = driver.find_elements(By.CSS_SELECTOR, "#heatmap td a")  # type: ignore[attr-defined]
         assert cells, "the heatmap has no measured cell"
