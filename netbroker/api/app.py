@@ -8,6 +8,7 @@ starts). Later issues add the dispatcher, the monitor pages and metrics.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -62,7 +63,25 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["service"],
                       response_class=Response)
     app.add_middleware(RequestIdMiddleware)
+    _declare_public_reads(app)
     return app
+
+
+def _declare_public_reads(app: FastAPI) -> None:
+    """Every route declares who may call it: writes name their roles where they are
+    defined (``netbroker.api.auth``); reads are open to anyone, said here once, in
+    the spec the app serves."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                if method == "get":
+                    operation.setdefault("x-roles", ["public"])
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class RequestIdMiddleware:
