@@ -1,8 +1,10 @@
-"""The FastAPI application: routers, error handlers, health.
+"""The FastAPI application: the routers, error handlers, health and metrics.
 
-``create_app`` builds it around an engine; ``netbroker serve`` runs it
-under uvicorn after bringing the schema to head (once, before any worker
-starts). Later issues add the dispatcher, the monitor pages and metrics.
+``create_app`` builds it around an engine: the JSON API (``/api/v1``), the
+dispatcher (the PanDA wire protocol and its JSON twin), the monitor pages
+(``/monitor``), ``/metrics`` and ``/healthz``, behind a request-id
+middleware. ``netbroker serve`` runs it under uvicorn after bringing the
+schema to head (once, before any worker starts).
 """
 
 from __future__ import annotations
