@@ -199,3 +199,26 @@ def test_submit_explain_boost_and_kill_from_the_command_line(db_url: str,
     assert "transformation: Field required" in refused.stderr
     killed = netbroker("kill", "task", "1", url=db_url)
     assert "6 jobs cancelled" in killed.stdout
+
+
+def test_tokens_and_runtime_settings_from_the_command_line(db_url: str) -> None:
+    made = netbroker("token", "create", "--role", "pilot", "--name", "factory-1", url=db_url)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("nb_") and "shown once" in made.stderr
+    listed = json.loads(netbroker("token", "list", "--json", url=db_url).stdout)
+    assert [(t["name"], t["role"], t["revoked_at"]) for t in listed] == [
+        ("factory-1", "pilot", None)]
+    assert token not in netbroker("token", "list", url=db_url).stdout  # never shown again
+    assert netbroker("token", "revoke", "factory-1", url=db_url).returncode == 0
+    again = netbroker("token", "revoke", "factory-1", url=db_url)
+    assert again.returncode == 1 and "unknown token 'factory-1'" in again.stderr
+
+    bad = netbroker("config", "set", "clouds.min_mbytes_per_s_from_tier1=-2", url=db_url)
+    assert bad.returncode == 2 and "clouds.min_mbytes_per_s_from_tier1" in bad.stderr
+    changed = netbroker("config", "set", "clouds.min_mbytes_per_s_from_tier1=3",
+                        "--who", "ops-anna", url=db_url)
+    assert changed.returncode == 0, changed.stderr
+    assert "clouds.min_mbytes_per_s_from_tier1: 5.0 -> 3" in changed.stdout
+    (entry,) = json.loads(netbroker("config", "audit", "--json", url=db_url).stdout)
+    assert (entry["who"], entry["old"], entry["new"]) == ("ops-anna", 5.0, 3)
