@@ -43,7 +43,7 @@ from netbroker.db.jobs import JobDB
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
 from netbroker.db.schema import JobStatus, job_state_changes, metric_samples, queues, utcnow
 
-__all__ = ["DrillReport", "run_drill"]
+__all__ = ["DrillReport", "run_drill", "start_service"]
 
 QUEUES = ("DESY-HH", "MWT2")
 
@@ -168,7 +168,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_service(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``netbroker serve`` on ``url`` and 127.0.0.1:``port``, without cycles or tokens,
+    logging to ``log``; returned once it answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
     # Tokens are not what this drills: the service runs without them.
     env.update(NETBROKER_DATABASE_URL=url, NETBROKER_SERVICE_RUN_CYCLES="false",
@@ -220,7 +222,7 @@ def run_drill(jobs: int = 1500, pilots: int = 8, backend: str = "auto",
         report.jobs = len(ids)
         port = _free_port()
         log = log_dir / "service.log"
-        service = _start(url, port, log)
+        service = start_service(url, port, log)
         load = _Load(f"http://127.0.0.1:{port}")
         threads = [threading.Thread(target=load.pilot, args=(QUEUES[i % 2],))
                    for i in range(pilots)]
@@ -231,7 +233,7 @@ def run_drill(jobs: int = 1500, pilots: int = 8, backend: str = "auto",
         os.kill(service.pid, signal.SIGKILL)  # our own child, by PID, mid-dispatch
         service.wait()
         report.service_kills += 1
-        service = _start(url, port, log)
+        service = start_service(url, port, log)
         _wait_for(lambda: len(load.finished) >= len(ids) // 2, 120)
         if cluster:
             cluster.restart()

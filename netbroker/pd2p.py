@@ -59,6 +59,7 @@ __all__ = [
     "cleanup_proposals",
     "feed",
     "get_decision",
+    "latest",
     "mark_acknowledged",
     "mark_done",
     "mark_failed",
@@ -361,6 +362,12 @@ def rucio_rule(decision: dict[str, Any], settings: Pd2pSettings) -> dict[str, An
             "activity": settings.activity, "source_replica_expression": sources or None,
             "comment": f"netbroker PD2P decision {decision['id']}: {decision['reason']}"[:250],
             "asynchronous": True}
+
+
+def latest(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest decisions, newest first (for people; DDM reads :func:`feed`)."""
+    with engine.connect() as conn:
+        return [_out(r) for r in Pd2pDB(conn).latest(limit)]
 
 
 def get_decision(engine: Engine, decision_id: int) -> dict[str, Any]:

@@ -213,10 +213,9 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
             return []
         todo.reverse()  # oldest first
         files = db.dataset_files({t["dataset_id"] for t in todo})
-        site_of_queue = {qid: (sid, cid) for qid, sid, cid in conn.execute(
-            sa.select(queues.c.id, queues.c.site_id, sites.c.cloud_id)
-            .join(sites, queues.c.site_id == sites.c.id))}
     view, ids_of = load_grid_view(engine, settings, {t["dataset_id"] for t in todo}, now_s)
+    site_of_queue = {qid: (ids_of["sites"][i], ids_of["clouds"][view.site_cloud[i]])
+                     for qid, i in zip(ids_of["queues"], view.queue_site.tolist(), strict=True)}
     s_index = view.site_index()
     planned = []
     for task in todo:

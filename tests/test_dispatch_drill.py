@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,28 +17,10 @@ from sqlalchemy.engine import Engine
 from dispatcher.core import watchdog
 from netbroker.config import DispatcherSettings
 from netbroker.db.jobs import JobDB
+from netbroker.drill import start_service
 from tests.test_dispatcher import add_jobs
 
 pytestmark = pytest.mark.slow
-
-
-def start_service(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
-    env.update(NETBROKER_DATABASE_URL=db_url, NETBROKER_SERVICE_RUN_CYCLES="false",
-               NETBROKER_SERVICE_AUTH="off",
-               NETBROKER_SERVICE_LOG_LEVEL="warning")
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "netbroker", "serve", "--port",
-                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(log.read_text()[-2000:])
 
 
 def test_sigkill_and_restart_lose_and_duplicate_nothing(grid_engine: Engine, db_url: str,

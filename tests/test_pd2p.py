@@ -135,13 +135,16 @@ def test_excluded_and_well_replicated_datasets_get_no_decision(engine: Engine) -
     tasks.submit(engine, tasks.parse_task(task_spec(
         "logs", processing_type="analysis", input_dataset="data23:user.bob.ntuple.log")),
         SETTINGS)
-    capped = SETTINGS.model_copy(update={"pd2p": SETTINGS.pd2p.model_copy(
-        update={"max_replicas": 1})})
     registry.import_grid_document(engine, mini_grid(extra_dataset="data23.ESD", files=12))
     tasks.submit(engine, tasks.parse_task(task_spec(
         "aod", processing_type="analysis")), SETTINGS)  # AOD: one disk replica, at DESY
     assert pd2p.popularity(engine, "data23:user.bob.ntuple.log")[0]["waiting_jobs"] == 12
-    assert pd2p.run_cycle(engine, capped)["decisions"] == []
+    capped = SETTINGS.model_copy(update={"pd2p": SETTINGS.pd2p.model_copy(
+        update={"max_replicas": 1})})
+    assert pd2p.run_cycle(engine, capped)["decisions"] == []  # one replica is the cap
+    # Uncapped, both are popular and under-replicated: only the exclusion keeps the log out.
+    placed = {d["dataset"] for d in pd2p.run_cycle(engine, SETTINGS)["decisions"]}
+    assert placed == {"data23:data23.AOD"}
 
 
 def test_the_feed_pages_without_gaps_or_repeats_while_decisions_are_added(

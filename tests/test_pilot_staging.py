@@ -1,4 +1,5 @@
-"""The netbroker pilot staging real files over HTTP from and to a storage server on 127.0.0.1.
+"""The netbroker pilot staging real files over HTTP from and to a storage server on 127.0.0.1
+(the demo's GET/PUT server).
 
 A task over a dataset whose files sit on a WebDAV-like HTTP server (GET and
 PUT, Rucio's deterministic paths) is brokered, and a real pilot process runs
@@ -15,11 +16,9 @@ import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,63 +28,18 @@ from sqlalchemy.engine import Engine
 
 from netbroker import registry, tasks
 from netbroker.config import Settings
-from netbroker.datasets import rucio_path
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import event_ranges, job_files, jobs
+from netbroker.demo.storage import Storage
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 
 
-class Storage:
-    """A tiny HTTP storage element: GET and PUT of files under a root, PUTs counted."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.puts = root, []
-        storage = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = storage.root / self.path.lstrip("/")
-                if not path.is_file():
-                    self.send_error(404)
-                    return
-                body = path.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_PUT(self) -> None:
-                path = storage.root / self.path.lstrip("/")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(self.rfile.read(int(self.headers["Content-Length"])))
-                storage.puts.append(self.path)
-                self.send_response(201)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def put_file(self, site: str, scope: str, lfn: str, data: bytes) -> None:
-        path = self.root / site.lower() / rucio_path(scope, lfn)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def read(self, site: str, scope: str, lfn: str) -> bytes:
-        return (self.root / site.lower() / rucio_path(scope, lfn)).read_bytes()
-
-
 @pytest.fixture
 def storage(tmp_path: Path) -> Iterator[Storage]:
-    store = Storage(tmp_path / "storage")
+    store = Storage(tmp_path / "storage")  # the demo's: GET and PUT at Rucio's paths
     yield store
-    store.server.shutdown()
-    store.server.server_close()
+    store.close()
 
 
 CONTENTS = [f"event data of file {i}\n".encode() * (100 * i) for i in range(1, 5)]
@@ -94,16 +48,16 @@ LFNS = [f"data23.AOD._{i:06d}.pool.root.1" for i in range(1, 5)]
 
 def test_pilot_stages_in_runs_and_stages_out_real_files(
         engine: Engine, storage: Storage, tmp_path: Path) -> None:
-    se_urls = {s: f"{storage.url}/{s.lower()}" for s in ("DESY", "LRZ")}
+    se_urls = {s: storage.endpoint_url(f"{s}_DATADISK") for s in ("DESY", "LRZ")}
     registry.import_grid_document(engine, mini_grid(
         {"data23.AOD": ["DESY_DATADISK", "LRZ_DATADISK"]}, se_urls=se_urls, contents=CONTENTS,
         queue_status={"LRZ": "offline", "FZK": "offline"}))
     for lfn, data in zip(LFNS, CONTENTS, strict=True):
-        storage.put_file("DESY", "data23", lfn, data)
-        storage.put_file("LRZ", "data23", lfn, data)
-    storage.put_file("DESY", "data23", LFNS[0], b"corrupted" + CONTENTS[0][9:])  # same size
-    (storage.root / "lrz" / rucio_path("data23", LFNS[3])).unlink()
-    (storage.root / "desy" / rucio_path("data23", LFNS[3])).unlink()  # lost everywhere
+        storage.put("DESY_DATADISK", "data23", lfn, data)
+        storage.put("LRZ_DATADISK", "data23", lfn, data)
+    storage.put("DESY_DATADISK", "data23", LFNS[0], b"corrupted" + CONTENTS[0][9:])  # same size
+    storage.path("LRZ_DATADISK", "data23", LFNS[3]).unlink()
+    storage.path("DESY_DATADISK", "data23", LFNS[3]).unlink()  # lost everywhere
     task = tasks.submit(engine, tasks.parse_task(task_spec(
         transformation="/bin/sh", max_attempts=1, cores=1, memory_mb=1000,
         parameters="-c 'sleep 0.5; tr a-z A-Z < $IN > $OUT; echo converted $IN'")), Settings())
@@ -132,12 +86,12 @@ def test_pilot_stages_in_runs_and_stages_out_real_files(
         assert timelines[name][-3:] == ["running", "transferring", "finished"], timelines[name]
     # The corrupt copy at DESY was refused and LRZ's used: the output is the real data upper-cased.
     for i, name in enumerate(names[:3]):
-        produced = storage.read("DESY", "data23", f"{name}.root.1")
+        produced = storage.read("DESY_DATADISK", "data23", f"{name}.root.1")
         assert produced == CONTENTS[i].upper()
         out = next(o for o in outputs if o["lfn"] == f"{name}.root.1")
         assert (out["bytes"], out["adler32"]) == (len(produced),
                                                   f"{zlib.adler32(produced):08x}")
-        log_path = storage.root / "desy" / rucio_path("data23", f"{name}.log.tgz.1")
+        log_path = storage.path("DESY_DATADISK", "data23", f"{name}.log.tgz.1")
         with tarfile.open(log_path) as tar:
             stdout = tar.extractfile("payload.stdout")
             assert stdout is not None
@@ -153,7 +107,7 @@ def test_pilot_stages_in_runs_and_stages_out_real_files(
 
 def test_getjob_over_the_panda_wire_names_the_files(engine: Engine, storage: Storage) -> None:
     registry.import_grid_document(engine, mini_grid(
-        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": f"{storage.url}/desy"},
+        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": storage.endpoint_url("DESY_DATADISK")},
         contents=CONTENTS[:2]))
     tasks.submit(engine, tasks.parse_task(task_spec(files_per_job=2)), Settings())
     json_accept = {"Accept": "application/json"}
@@ -194,9 +148,9 @@ def test_getjob_over_the_panda_wire_names_the_files(engine: Engine, storage: Sto
 def test_event_service_pilot_runs_range_by_range_and_retries_a_failed_one(
         engine: Engine, storage: Storage, tmp_path: Path) -> None:
     registry.import_grid_document(engine, mini_grid(
-        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": f"{storage.url}/desy"},
+        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": storage.endpoint_url("DESY_DATADISK")},
         contents=CONTENTS[:1]))
-    storage.put_file("DESY", "data23", LFNS[0], CONTENTS[0])
+    storage.put("DESY_DATADISK", "data23", LFNS[0], CONTENTS[0])
     # The range starting at event 10 fails once (its first attempt), then succeeds.
     script = ('test "$NETBROKER_FIRST_EVENT" = 10 -a ! -e failed.once '
               '&& { touch failed.once; exit 4; }; '
@@ -220,16 +174,16 @@ def test_event_service_pilot_runs_range_by_range_and_retries_a_failed_one(
     assert job is not None and job["status"] == "finished", job
     assert [tuple(r) for r in ranges] == [(0, "finished", 1), (10, "finished", 2),
                                           (20, "finished", 1)]
-    produced = storage.read("DESY", "data23", "task.001._000001.root.1").decode()
+    produced = storage.read("DESY_DATADISK", "data23", "task.001._000001.root.1").decode()
     assert produced.splitlines() == ["0-9", "10-19", "20-29"]  # retried at once, in order
 
 
 def test_a_killed_event_service_pilot_gives_its_range_back(
         engine: Engine, storage: Storage, tmp_path: Path) -> None:
     registry.import_grid_document(engine, mini_grid(
-        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": f"{storage.url}/desy"},
+        {"data23.AOD": ["DESY_DATADISK"]}, se_urls={"DESY": storage.endpoint_url("DESY_DATADISK")},
         contents=CONTENTS[:1]))
-    storage.put_file("DESY", "data23", LFNS[0], CONTENTS[0])
+    storage.put("DESY_DATADISK", "data23", LFNS[0], CONTENTS[0])
     tasks.submit(engine, tasks.parse_task(task_spec(
         transformation="/bin/sh", cores=1, memory_mb=1000, walltime_s=300, event_service=True,
         events_per_job=20, events_per_file=20, events_per_range=10, max_attempts=2,

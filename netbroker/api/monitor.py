@@ -55,7 +55,7 @@ def overview(request: Request, engine: EngineDep) -> HTMLResponse:
     membership = clouds.show_membership(engine)
     return _page(request, "overview.html", states=dict(sorted(states.items())),
                  tasks=tasks.list_tasks(engine, limit=10), clouds=membership,
-                 decisions=pd2p.feed(engine, 0, 10_000)["decisions"][-5:][::-1],
+                 decisions=pd2p.latest(engine, 5),
                  cycles=cycles)
 
 
@@ -179,8 +179,7 @@ def _datetime(ts: float) -> datetime:
 
 @router.get("/replication", response_class=Page)
 def replication(request: Request, engine: EngineDep) -> HTMLResponse:
-    decisions = pd2p.feed(engine, 0, 10_000)["decisions"][::-1]
-    return _page(request, "replication.html", decisions=decisions[:500],
+    return _page(request, "replication.html", decisions=pd2p.latest(engine, 500),
                  cleanup=pd2p.cleanup_proposals(engine, request.app.state.settings.pd2p))
 
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from netbroker.cli._app import JsonOpt, app, err, out, print_json
-from netbroker.sim import POLICIES, build_grid, load_scenario, reference_scenario
+from netbroker.sim import POLICIES, build_grid, load_scenario, reference_scenario, with_jobs
 from netbroker.sim import simulate as simulate_policy
 
 __all__: list[str] = []
@@ -44,10 +44,7 @@ def simulate(
     unknown = [p for p in chosen if p not in POLICIES]
     if unknown:
         raise typer.BadParameter(f"unknown policy {unknown}; expected {list(POLICIES)}")
-    spec = load_scenario(scenario or reference_scenario())
-    if jobs is not None:
-        spec = spec.model_copy(update={"workload": spec.workload.model_copy(
-            update={"jobs": jobs})})
+    spec = with_jobs(load_scenario(scenario or reference_scenario()), jobs)
     grid = build_grid(spec)
     results = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),

@@ -181,12 +181,14 @@ class Pd2pDB:
                 .join(datasets, D.c.dataset_id == datasets.c.id)
                 .join(endpoints, D.c.target_endpoint_id == endpoints.c.id))
 
-    def feed(self, after: int, limit: int, states: Collection[str] | None = None
-             ) -> list[dict[str, Any]]:
+    def feed(self, after: int, limit: int) -> list[dict[str, Any]]:
         """Decisions with an id above ``after``, in id order, at most ``limit``."""
         stmt = self._select().where(D.c.id > after).order_by(D.c.id).limit(limit)
-        if states is not None:
-            stmt = stmt.where(D.c.state.in_(list(states)))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest decisions, newest first."""
+        stmt = self._select().order_by(D.c.id.desc()).limit(limit)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def decision(self, decision_id: int) -> dict[str, Any] | None:

@@ -126,15 +126,10 @@ class TaskDB:
         return [r[0] for r in self.conn.execute(
             sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), list(rows))]
 
-    def decisions(self, task_id: int | None = None, ids: Collection[int] | None = None
-                  ) -> list[dict[str, Any]]:
-        """Decisions of a task or with given ids, oldest first."""
+    def decisions(self, task_id: int) -> list[dict[str, Any]]:
+        """A task's decisions, oldest first."""
         t = brokerage_decisions
-        stmt = sa.select(t).order_by(t.c.id)
-        if task_id is not None:
-            stmt = stmt.where(t.c.task_id == task_id)
-        if ids is not None:
-            stmt = stmt.where(t.c.id.in_(list(ids)))
+        stmt = sa.select(t).where(t.c.task_id == task_id).order_by(t.c.id)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     # --- job files and moves -----------------------------------------------------------

@@ -64,11 +64,15 @@ class Storage:
     def endpoint_url(self, endpoint: str) -> str:
         return f"{self.url}/{endpoint}"
 
-    def _file(self, endpoint: str, scope: str, lfn: str) -> Path:
+    def path(self, endpoint: str, scope: str, lfn: str) -> Path:
+        """Where a file of an endpoint lives on disk."""
         return self.root / endpoint / rucio_path(scope, lfn)
 
+    def read(self, endpoint: str, scope: str, lfn: str) -> bytes:
+        return self.path(endpoint, scope, lfn).read_bytes()
+
     def put(self, endpoint: str, scope: str, lfn: str, data: bytes) -> None:
-        path = self._file(endpoint, scope, lfn)
+        path = self.path(endpoint, scope, lfn)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
@@ -76,7 +80,7 @@ class Storage:
         """Copy files between endpoints (the transfer DDM would make); returns bytes."""
         moved = 0
         for lfn in lfns:
-            data = self._file(src, scope, lfn).read_bytes()
+            data = self.path(src, scope, lfn).read_bytes()
             self.put(dst, scope, lfn, data)
             moved += len(data)
         return moved
