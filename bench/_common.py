@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -20,7 +22,9 @@ from netbroker.db import create_db_engine, upgrade  # noqa: E402
 
 def sqlite_grid() -> Engine:
     """A fresh SQLite file at head holding the sample grid."""
-    path = Path(tempfile.mkdtemp(prefix="netbroker-bench-")) / "bench.db"
+    folder = tempfile.mkdtemp(prefix="netbroker-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a million records: GBs
+    path = Path(folder) / "bench.db"
     engine = create_db_engine(f"sqlite:///{path}")
     upgrade(engine)
     registry.import_grid_file(engine, registry.sample_grid_path())

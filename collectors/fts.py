@@ -73,7 +73,10 @@ def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
 
     Notes
     -----
-    O(n) in the input size; one ``orjson.loads`` per message.
+    O(n) in the input size; one ``orjson.loads`` per message. Messages in
+    the usual shape take a shortcut that decides nothing on its own
+    (``_usual_samples``): every rejection and its reason come from the one
+    careful path.
 
     Examples
     --------
@@ -83,16 +86,85 @@ def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
     >>> [(s.kind.value, s.value, s.dst.value) for s in parse(msg)]
     [('throughput', 10.0, 'se.b.org'), ('success', 1.0, 'se.b.org')]
     """
+    rses: dict[str, HostRef] = {}  # one HostRef per RSE of the batch, not two per message
     for position, text in split_messages(data):
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             yield Rejected(position, f"not JSON: {exc}")
             continue
+        usual = _usual_samples(msg, rses) if type(msg) is dict else None
+        if usual is not None:
+            yield from usual
+            continue
         try:
             yield from _samples(msg)
         except _Bad as exc:
             yield Rejected(position, str(exc), _origin(msg) if isinstance(msg, dict) else None)
+
+
+_NUMBER = (int, float)  # the types orjson gives a JSON number; bool is neither
+_new_sample = tuple.__new__  # ParsedSample without its Python-level __new__: half the cost
+
+
+def _usual_samples(msg: dict[str, Any],
+                   rses: dict[str, HostRef]) -> tuple[ParsedSample, ...] | None:
+    """The samples of a message in the usual shape, or None for :func:`_samples` to decide.
+
+    The usual shape: a string ``tr_id``, ``file_metadata`` an object naming
+    both RSEs, the state exactly ``Ok``/``Error``/``Abort``, the first-choice
+    timestamps, size and counters plain numbers. It reads the same fields
+    and computes the same values as :func:`_samples` at about 60% of the
+    cost, and never rejects: anything it is not sure of (a wrapper, a field
+    missing or a string, a value :func:`_samples` would refuse) goes back to
+    :func:`_samples`, so accept/reject decisions and reasons come from one
+    place. ``rses`` caches the RSE host references. ``tests/test_collector_fts.py``
+    checks the two agree.
+    """
+    origin = msg.get("tr_id")
+    meta = msg.get("file_metadata")
+    if type(origin) is not str or not origin or type(meta) is not dict or "metadata" in msg:
+        return None
+    start = msg.get("timestamp_tr_st")
+    end = msg.get("timestamp_tr_comp")
+    src_rse = meta.get("src_rse")
+    dst_rse = meta.get("dst_rse")
+    if (type(start) not in _NUMBER or type(end) not in _NUMBER or type(src_rse) is not str
+            or not src_rse or type(dst_rse) is not str or not dst_rse):
+        return None
+    src = rses.get(src_rse)
+    if src is None:
+        src = rses[src_rse] = HostRef("rse", src_rse)
+    dst = rses.get(dst_rse)
+    if dst is None:
+        dst = rses[dst_rse] = HostRef("rse", dst_rse)
+    start, end = float(start), float(end)
+    state = msg.get("t_final_transfer_state")
+    if state == "Ok":
+        size = msg.get("file_size")
+        moved = msg.get("tr_bt_transfered")
+        reported = msg.get("throughput")
+        if (type(size) not in _NUMBER or size < 0 or end <= start
+                or not (moved is None or (type(moved) in _NUMBER and moved >= 0))
+                or not (reported is None or type(reported) in _NUMBER)):
+            return None
+        moved = float(moved) if moved else float(size)
+        if reported and reported > 0:
+            rate, unit = float(reported), "bytes/s"
+        else:
+            rate, unit = moved / ((end - start) / 1000.0), "bytes/(ms/1000)"
+        ts = end / 1000.0
+        return (_new_sample(ParsedSample, (Source.FTS, f"{origin}:throughput", src, dst,
+                                           MetricKind.THROUGHPUT, rate / 1e6, ts, moved, unit)),
+                _new_sample(ParsedSample, (Source.FTS, f"{origin}:success", src, dst,
+                                           MetricKind.SUCCESS, 1.0, ts, 1.0, "transfer")))
+    if state != "Error" and state != "Abort":
+        return None
+    ts = end if end > 0 else start
+    if ts <= 0:
+        return None
+    return (_new_sample(ParsedSample, (Source.FTS, f"{origin}:success", src, dst,
+                                       MetricKind.SUCCESS, 0.0, ts / 1000.0, 1.0, "transfer")),)
 
 
 def _samples(msg: Any) -> Iterator[ParsedSample]:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from collectors.mapping import SiteResolver
-from collectors.records import ParsedSample, Rejected, Source
+from collectors.records import MetricKind, ParsedSample, Rejected, Source
 from netbroker.config import MetricsSettings
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
@@ -34,6 +34,9 @@ __all__ = ["PARSERS", "IngestReport", "ingest", "parser_for"]
 Parser = Callable[[bytes | str], Iterator[ParsedSample | Rejected]]
 
 CHUNK = 20_000  # samples per round trip of inserts: bounded memory on large files
+
+# Enum member -> its plain string, for rows: a dict look-up costs less than ``.value``.
+_PLAIN: dict[Source | MetricKind, str] = {m: m.value for m in (*Source, *MetricKind)}
 
 # Each source's module has a ``parse``; a batch imports only the one it needs.
 PARSERS: dict[Source, str] = {
@@ -119,11 +122,12 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         store = MetricsDB(conn)
         store.lock_for_ingest()
         resolver = SiteResolver(GridDB(conn).site_lookup())
-        for rows in _chunks(parser_for(source)(data), resolver, oldest_s, report):
-            report.stored += store.add_samples(rows, bucket_s)
-            report.duplicates += len(rows)
-            if on_progress is not None:
-                on_progress(report.samples + len(report.rejected))
+        with store.batch_cache():
+            for rows in _chunks(parser_for(source)(data), resolver, oldest_s, report):
+                report.stored += store.add_samples(rows, bucket_s)
+                report.duplicates += len(rows)
+                if on_progress is not None:
+                    on_progress(report.samples + len(report.rejected))
         report.duplicates -= report.stored
     for outcome, n in (("stored", report.stored), ("duplicate", report.duplicates),
                        ("rejected", len(report.rejected)),
@@ -138,30 +142,44 @@ def _chunks(parsed: Iterator[ParsedSample | Rejected], resolver: SiteResolver,
     """Rows to store, :data:`CHUNK` at a time, counting what is not stored on the way.
 
     A record repeated in the batch is left to the database: its second
-    insert conflicts and counts as a duplicate.
+    insert conflicts and counts as a duplicate. The loop runs once per
+    sample (millions a batch), hence the local names and counters: the
+    report's counts are brought up to date before each chunk is yielded.
     """
+    resolve, key_of, plain = resolver.resolve, origin_key, _PLAIN
     rows: list[tuple[Any, ...]] = []
+    samples = unmapped = too_old = 0
+    src_ref = dst_ref = src = dst = None
     for item in parsed:
         if isinstance(item, Rejected):
             report.rejected.append(item)
             continue
-        report.samples += 1
-        src, dst = resolver.resolve(item.src), resolver.resolve(item.dst)
+        samples += 1
+        source, origin_id, item_src, item_dst, kind, value, ts_s, weight, unit = item
+        if item_src is not src_ref or item_dst is not dst_ref:  # samples of one record share them
+            src_ref, dst_ref = item_src, item_dst
+            src, dst = resolve(src_ref), resolve(dst_ref)
         if src is None or dst is None:
-            report.unmapped_samples += 1
-            for ref, site in ((item.src, src), (item.dst, dst)):
+            unmapped += 1
+            for ref, site in ((src_ref, src), (dst_ref, dst)):
                 if site is None:
                     report.unmapped[f"{ref.by}:{ref.value}"] += 1
             continue
-        if item.ts_s < oldest_s:
-            report.too_old += 1
+        if ts_s < oldest_s:
+            too_old += 1
             continue
-        source = item.source.value
-        rows.append((origin_key(source, item.origin_id), source, item.origin_id, src, dst,
-                     item.kind.value, item.value, item.ts_s, item.weight,
-                     item.source_unit))  # SAMPLE_COLUMNS order
+        source = plain[source]
+        rows.append((key_of(source, origin_id), source, origin_id, src, dst, plain[kind], value,
+                     ts_s, weight, unit))  # SAMPLE_COLUMNS order
         if len(rows) >= CHUNK:
+            report.samples += samples
+            report.unmapped_samples += unmapped
+            report.too_old += too_old
+            samples = unmapped = too_old = 0
             yield rows
             rows = []
+    report.samples += samples
+    report.unmapped_samples += unmapped
+    report.too_old += too_old
     if rows:
         yield rows

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from netbroker.config import MetricsSettings
 from netbroker.db.grid import GridDB
@@ -225,8 +225,12 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
 
     Notes
     -----
-    O(b + n**2): a scan of b buckets per source, then an n x n array filled
-    by index, the preferred source last so that it wins.
+    O(b + n**2) for b buckets in the window and n sites: one range scan per
+    source of the five numeric columns a value needs
+    (:meth:`MetricsDB.window_links`), sums per link into arrays of n**2
+    links, then the precedence over those arrays. The values are those of
+    :func:`consolidate` over :func:`link_table`, to the last bit: the same
+    sums, in the same order, as pandas takes them.
     """
     settings = settings or MetricsSettings()
     if kind == "closeness":
@@ -240,28 +244,124 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
         least = settings.min_samples
     else:
         sources, least = [MetricSource(source)], 1
-    frames = [f[f["count"] >= least] for f in
-              (_link_frame(engine, kind, window, settings, now_s, s) for s in sources)]
-    ids = np.unique(np.concatenate([np.zeros(0, np.int64)]
-                                   + [f[c].to_numpy() for f in frames for c in ("src", "dst")]))
-    order = _site_order(engine, set(ids.tolist()))
-    position = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int64)
-    position[[sid for sid, _ in order]] = np.arange(len(order))
-    values = np.full((len(order), len(order)), np.nan)
-    for frame in reversed(frames):
-        values[position[frame["src"].to_numpy()],
-               position[frame["dst"].to_numpy()]] = frame["value"].to_numpy()
-    names = [name for _, name in order]
-    return pd.DataFrame(values, index=pd.Index(names, name="src"),
-                        columns=pd.Index(names, name="dst"))
-
-
-def _site_order(engine: Engine, ids: set[int]) -> list[tuple[int, str]]:
-    """(id, name) of the given sites, ordered by cloud then name."""
+    now_s = time.time() if now_s is None else now_s
+    since = window_start_s(now_s, window, settings.bucket_minutes * 60)
     with engine.connect() as conn:
-        db = GridDB(conn)
-        site_ids, rows = db.ids(sites), db.list_sites()
-    return [(site_ids[s["name"]], s["name"]) for s in rows if site_ids[s["name"]] in ids]
+        order = _site_order(conn)
+        span = max((sid for sid, _ in order), default=0) + 1
+        per_source = MetricsDB(conn).window_links(kind.value, [s.value for s in sources],
+                                                  since, now_s, span)
+    n = len(order)
+    chunks = [chunk for source_chunks in per_source for chunk in source_chunks]
+    _renumber_links(chunks, [sid for sid, _ in order], span)
+    values, usable = _consolidate_links(chunks, n * n, least)
+    usable = usable.reshape(n, n)
+    keep = usable.any(axis=1) | usable.any(axis=0)
+    names = [name for (_, name), kept in zip(order, keep.tolist(), strict=True) if kept]
+    return pd.DataFrame(values.reshape(n, n)[np.ix_(keep, keep)],
+                        index=pd.Index(names, name="src"), columns=pd.Index(names, name="dst"))
+
+
+def _site_order(conn: Connection) -> list[tuple[int, str]]:
+    """(id, name) of every site, ordered by cloud then name."""
+    db = GridDB(conn)
+    site_ids, rows = db.ids(sites), db.list_sites()
+    return [(site_ids[s["name"]], s["name"]) for s in rows]
+
+
+def _renumber_links(chunks: list[dict[str, np.ndarray]], ids: list[int], span: int) -> None:
+    """Renumber each chunk's links ``src_id * span + dst_id`` to ``i * n + j``, src
+    and dst being the i-th and j-th of the n ``ids``.
+
+    So the link arrays are n x n however sparse the ids, and in the matrix's
+    order. With ids about dense (the usual case), one lookup per bucket.
+    """
+    n = len(ids)
+    position = np.zeros(span, dtype=np.int64)
+    position[ids] = np.arange(n)
+    lookup = (position[:, None] * n + position).ravel() if span * span <= 4 * n * n else None
+    for columns in chunks:
+        if lookup is not None:
+            columns["link"] = lookup[columns["link"]]
+        else:
+            src, dst = np.divmod(columns["link"], span)
+            columns["link"] = position[src] * n + position[dst]
+
+
+def _consolidate_links(chunks: list[dict[str, np.ndarray]], size: int, least: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The rule of :func:`consolidate` on arrays indexed by link.
+
+    ``chunks`` hold, best source first, the bucket columns of
+    :meth:`MetricsDB.window_links` with ``link`` in ``range(size)``; the
+    chunks of one source share no link. Returns each link's value (NaN
+    where no source is usable) and whether a source was usable: the first
+    with at least ``least`` samples on the link. O(b + size) for b buckets.
+    """
+    values = np.full(size, np.nan)
+    usable = np.zeros(size, dtype=bool)
+    for columns in chunks:
+        if not len(columns["link"]):
+            continue
+        links, sums = _sum_by_link(columns["link"], [columns[c] for c in _SUMMED], size)
+        value = _window_mean(*sums)
+        taken = (sums[0] >= least) & ~usable[links]
+        if not taken.all():
+            links, value = links[taken], value[taken]
+        values[links] = value
+        usable[links] = True
+    return values, usable
+
+
+_SUMMED = ("count", "value_sum", "weight_sum", "weighted_value_sum")
+
+
+def _window_mean(count: np.ndarray, value_sum: np.ndarray, weight_sum: np.ndarray,
+                 weighted_value_sum: np.ndarray) -> np.ndarray:
+    """As :func:`_link_frame` computes it: the weighted mean where the weights sum
+    above 0 (and it is a number), else the plain mean."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = weighted_value_sum / weight_sum
+        mean[~(weight_sum > 0)] = np.nan
+        plain = np.isnan(mean)
+        if plain.any():  # the plain mean only where needed: most links have weights
+            mean[plain] = value_sum[plain] / count[plain]
+    return mean
+
+
+def _sum_by_link(link: np.ndarray, columns: list[np.ndarray], size: int
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The links in ``range(size)`` that have rows, and each column's sum per link.
+
+    The sums are pandas' ``groupby().sum()`` to the bit: a link's rows are
+    added in their order with Kahan compensation, as pandas adds a group's
+    floats, one vectorised step per row rank (the k-th row of every link
+    with more than k rows). When no link has two rows, the usual case in a
+    short window, the rows are the sums. O(b log b + size) for b rows, in as
+    many steps as the longest link has rows (at most the window's buckets).
+    """
+    rows = np.bincount(link, minlength=size)
+    if rows.max(initial=0) <= 1:
+        return link, columns
+    by_link = np.argsort(link, kind="stable")  # a link's rows together, in their order
+    links = np.flatnonzero(rows)
+    first = np.concatenate(([0], np.cumsum(rows[links])[:-1]))
+    longest = np.argsort(-rows[links], kind="stable")  # so step k works on a prefix
+    links, first = links[longest], first[longest]
+    length = rows[links]
+    sums = [np.zeros(len(links)) for _ in columns]
+    lost = [np.zeros(len(links)) for _ in columns]
+    for k in range(int(length[0])):
+        m = int(np.searchsorted(-length, -k))  # the links with more than k rows
+        at = by_link[first[:m] + k]
+        for column, total, error in zip(columns, sums, lost, strict=True):
+            y = column[at] - error[:m]
+            t = total[:m] + y
+            e = t - total[:m] - y
+            e[np.isnan(e)] = 0.0  # an infinite row: pandas keeps the infinity
+            error[:m] = e
+            total[:m] = t
+    return links, sums
 
 
 def tier1_links(engine: Engine, kind: MetricKind, window: str, src_ids: list[int],
@@ -302,7 +402,7 @@ def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
             if name not in ids:
                 raise UnknownSite(name)
         rows = MetricsDB(conn).link_history(ids[src], ids[dst], MetricKind(kind).value,
-                                            since_s, until_s)
+                                            since_s, until_s, [s.value for s in MetricSource])
     columns = ["bucket_start_s", "source", "count", "value", "last_ts_s"]
     if not rows:
         return pd.DataFrame(columns=columns)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from collectors import fts
@@ -14,6 +18,7 @@ from collectors.ingest import ingest
 from collectors.records import HostRef, MetricKind, ParsedSample, Rejected
 from netbroker import metrics
 from netbroker.db.metrics import MetricsDB
+from netbroker.db.schema import metric_buckets
 
 KINDS = ("throughput", "success")
 
@@ -158,3 +163,108 @@ def test_concurrent_ingests_of_one_batch_store_it_once(grid_engine: Engine) -> N
     assert sum(r.duplicates for r in reports) == 30
     links = metrics.link_table(grid_engine, "success", "1d", now_s=NOW_S)
     assert int(links["count"].sum()) == 6  # six mapped transfers, each once
+
+
+# Values a field of a usual message may be replaced by: the usual kinds, and
+# every kind the careful path turns down or reads otherwise.
+_FIELD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 4 * 10**12),
+    st.floats(allow_nan=False, allow_infinity=False, width=64), st.sampled_from(
+        ["", " ", "Ok", "ok ", "Error", "Abort", "Maybe", "12.5", "big", "-1",
+         "davs://se.b.org", "se.a.org", "CERN-PROD_DATADISK"]),
+    st.just({}), st.just({"src_rse": "A", "dst_rse": "B"}), st.just([1]))
+_FIELDS = ["tr_id", "job_id", "file_id", "t_final_transfer_state", "file_metadata",
+           "timestamp_tr_st", "timestamp_tr_comp", "tr_timestamp_start",
+           "tr_timestamp_complete", "file_size", "f_size", "tr_bt_transfered", "throughput",
+           "src_se", "dst_se", "src_hostname", "dst_hostname", "metadata", "data"]
+
+
+@given(base=st.sampled_from(MESSAGES), changes=st.dictionaries(
+    st.sampled_from(_FIELDS), _FIELD_VALUES | st.just("<drop>"), max_size=4),
+    rse=st.sampled_from([None, "src_rse", "dst_rse"]), rse_value=_FIELD_VALUES)
+@settings(max_examples=400, deadline=None)
+def test_usual_message_path_agrees_with_the_careful_one(
+        base: dict[str, Any], changes: dict[str, Any], rse: str | None,
+        rse_value: Any) -> None:
+    """The shortcut for the usual message shape accepts only what the careful path
+    accepts, with the same samples; whatever else it leaves to the careful path."""
+    msg = dict(base)
+    for key, value in changes.items():
+        if value == "<drop>":
+            msg.pop(key, None)
+        else:
+            msg[key] = value
+    if rse is not None and isinstance(msg.get("file_metadata"), dict):
+        msg["file_metadata"] = {**msg["file_metadata"], rse: rse_value}
+    usual = fts._usual_samples(msg, {})
+    try:
+        careful: list[ParsedSample] | str = list(fts._samples(msg))
+    except fts._Bad as exc:
+        careful = str(exc)
+    if usual is not None:
+        assert list(usual) == careful
+    out = list(fts.parse(json.dumps(msg)))  # and through the public parser
+    if isinstance(careful, str):
+        assert [(r.position, r.reason) for r in out if isinstance(r, Rejected)] == [(1, careful)]
+    else:
+        assert out == careful
+
+
+def test_every_usual_message_of_the_test_data_takes_the_shortcut() -> None:
+    usual = [m for m in MESSAGES if fts._usual_samples(m, {}) is not None]
+    assert usual, "the shortcut must cover the messages Rucio's FTS sends"
+    for msg in usual:
+        assert list(fts._usual_samples(msg, {}) or ()) == list(fts._samples(msg))
+
+
+def test_of_two_records_with_one_id_the_first_in_the_batch_is_stored(
+        grid_engine: Engine) -> None:
+    """Rows go in sorted by their key; the first of two rows with one key still wins."""
+    first = dict(MESSAGES[0], t_final_transfer_state="Error")
+    second = dict(MESSAGES[0])  # the same tr_id, finished: its success sample is a duplicate
+    report = ingest(grid_engine, "fts", f"{json.dumps(first)}\n{json.dumps(second)}",
+                    now_s=NOW_S)
+    assert (report.samples, report.stored, report.duplicates) == (3, 2, 1)
+    assert _buckets(grid_engine, "success") == [(1, 0.0)]  # the failure, not the success
+    assert _buckets(grid_engine, "throughput") == [(1, 100.0)]  # the second's new sample
+
+
+def _buckets(engine: Engine, kind: str) -> list[tuple[int, float]]:
+    t = metric_buckets
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            sa.select(t.c.count, t.c.value_sum).where(t.c.kind == kind))]
+
+
+def test_bucket_sums_are_the_fold_of_the_samples_in_input_order(grid_engine: Engine) -> None:
+    """Many transfers of one link in one bucket: the stored sums are exactly those
+    a plain left-to-right addition of the samples gives."""
+    lines, expected = [], {"count": 0, "value_sum": 0.0, "weight_sum": 0.0, "wv": 0.0}
+    for i in range(300):
+        msg = dict(MESSAGES[0], tr_id=f"fold-{i}", file_size=10**9 + 7919 * i,
+                   tr_bt_transfered=10**9 + 7919 * i,
+                   timestamp_tr_comp=MESSAGES[0]["timestamp_tr_st"] + 3000 + 37 * i)
+        (tp, _) = samples(json.dumps(msg))
+        expected["count"] += 1
+        expected["value_sum"] += tp.value
+        expected["weight_sum"] += tp.weight
+        expected["wv"] += tp.value * tp.weight
+        lines.append(json.dumps(msg))
+    ingest(grid_engine, "fts", "\n".join(lines), now_s=NOW_S)
+    with grid_engine.connect() as conn:
+        rows = conn.execute(sa.select(metric_buckets).where(
+            metric_buckets.c.kind == "throughput")).mappings().all()
+    assert len(rows) == 1
+    assert (rows[0]["count"], rows[0]["value_sum"], rows[0]["weight_sum"],
+            rows[0]["weighted_value_sum"]) == (expected["count"], expected["value_sum"],
+                                               expected["weight_sum"], expected["wv"])
+
+
+def test_the_page_cache_is_back_to_its_size_after_a_batch(grid_engine: Engine) -> None:
+    if grid_engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite page cache")
+    with grid_engine.connect() as conn:
+        before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    ingest(grid_engine, "fts", LINES, now_s=NOW_S)
+    with grid_engine.connect() as conn:  # the pool hands back the connection ingest used
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == before

@@ -16,12 +16,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors import nws
 from collectors.ingest import ingest
-from netbroker import metrics
+from netbroker import metrics, registry
 from netbroker.config import MetricsSettings
+from netbroker.db import create_db_engine, upgrade
+from netbroker.db.grid import GridDB
+from netbroker.db.schema import metric_buckets, sites
 from netbroker.graph import site_graph
 from tests.conftest import LiveServer
 
@@ -241,3 +245,109 @@ def test_closeness_and_latency_matrices(grid_engine: Engine, week: pd.DataFrame)
     ingest(grid_engine, "nws", json.dumps(doc), now_s=NOW_S)
     latency = metrics.network_matrix(grid_engine, "latency", "1d", "nws", now_s=NOW_S)
     assert latency.loc["RAL-LCG2", "DESY-HH"] == 21.5
+
+
+def random_buckets(site_ids: list[int], seed: int) -> list[dict[str, object]]:
+    """Bucket rows of throughput and rtt from every source, over the 25 hours before NOW_S.
+
+    Up to five buckets per link and source, so sums run over several rows;
+    values of six magnitudes, so a plain running sum and pandas' compensated
+    one differ; one to three samples per bucket, so some links miss
+    ``min_samples``; a third of the buckets without weights (weight_sum 0),
+    alone on a link or mixed with weighted ones; some buckets older than 1d.
+    """
+    rng = np.random.default_rng(seed)
+    starts = int(NOW_S // BUCKET_S * BUCKET_S) - BUCKET_S * np.arange(150)
+    picked = rng.choice(site_ids, 24, replace=False)
+    rows: list[dict[str, object]] = []
+    for src in picked:
+        for dst in picked:
+            if src == dst or rng.random() < 0.5:
+                continue
+            for kind, sources in (("throughput", ["fts", "xrootd", "perfsonar", "nws"]),
+                                  ("rtt", ["perfsonar", "nws"])):
+                for source in sources:
+                    if rng.random() < 0.4:
+                        continue
+                    for start in rng.choice(starts, rng.integers(1, 6), replace=False):
+                        count = int(rng.integers(1, 4))
+                        mean = rng.gamma(2.0, 50.0) * 10.0 ** int(rng.integers(-3, 3))
+                        weight = 0.0 if rng.random() < 0.3 else count * float(
+                            rng.integers(1, 4_000_000_000))
+                        rows.append({"kind": kind, "bucket_start_s": int(start),
+                                     "src_site_id": int(src), "dst_site_id": int(dst),
+                                     "source": source, "count": count,
+                                     "value_sum": mean * count, "weight_sum": weight,
+                                     "weighted_value_sum": mean * weight,
+                                     "last_ts_s": float(start) + rng.uniform(0, BUCKET_S)})
+    return rows
+
+
+def matrix_from_link_table(engine: Engine, kind: str, window: str, source: str,
+                           settings: MetricsSettings) -> pd.DataFrame:
+    """The matrix the plain way: link_table (pandas sums), consolidate, a cell per link."""
+    links = metrics.link_table(engine, kind, window, settings, NOW_S)
+    if source == "consolidated":
+        chosen = metrics.consolidate(links, settings.precedence_for(kind), settings.min_samples)
+    else:
+        chosen = links[links["source"].eq(source) & links["count"].ge(1)]
+    with engine.connect() as conn:
+        order = [s["name"] for s in GridDB(conn).list_sites()]
+    used = set(chosen["src"]) | set(chosen["dst"])
+    names = [name for name in order if name in used]
+    matrix = pd.DataFrame(np.nan, index=pd.Index(names, name="src"),
+                          columns=pd.Index(names, name="dst"))
+    for row in chosen.itertuples():
+        matrix.loc[row.src, row.dst] = row.value
+    return matrix
+
+
+def add_random_buckets(engine: Engine, seed: int) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        ids = sorted(GridDB(conn).ids(sites).values())
+    rows = random_buckets(ids, seed)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(metric_buckets), rows)
+    return rows
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_matrix_equals_the_link_table_consolidation_to_the_bit(grid_engine: Engine,
+                                                               seed: int) -> None:
+    """The matrix's columnar read and array sums give link_table's pandas values exactly."""
+    rows = add_random_buckets(grid_engine, seed)
+    assert any(r["weight_sum"] == 0 for r in rows) and any(r["weight_sum"] > 0 for r in rows)
+    settings = MetricsSettings(min_samples=3)
+    for kind in ("throughput", "rtt"):
+        for source in ("consolidated", *settings.precedence_for(kind)):
+            for window in ("1h", "1d"):
+                fast = metrics.network_matrix(grid_engine, kind, window, source, settings,
+                                              NOW_S)
+                plain = matrix_from_link_table(grid_engine, kind, window, source, settings)
+                assert not fast.empty  # every source has links in both windows
+                pd.testing.assert_frame_equal(fast, plain, check_exact=True)
+
+
+def test_matrix_reads_alike_through_arrow_and_through_the_cursor(tmp_path: Path) -> None:
+    """A SQLite file is read through ADBC (when installed), an in-memory database
+    through the driver's cursor; both give the same matrix."""
+    matrices = []
+    for url in (f"sqlite:///{tmp_path / 'file.db'}", "sqlite://"):
+        engine = create_db_engine(url)
+        upgrade(engine)
+        registry.import_grid_file(engine, registry.sample_grid_path())
+        add_random_buckets(engine, 13)
+        matrices.append(metrics.network_matrix(engine, "throughput", "1d",
+                                               settings=MetricsSettings(min_samples=3),
+                                               now_s=NOW_S))
+        engine.dispose()
+    assert matrices[0].notna().sum().sum() > 100
+    pd.testing.assert_frame_equal(matrices[0], matrices[1], check_exact=True)
+
+
+def test_bucket_key_puts_each_source_in_one_range(engine: Engine) -> None:
+    """Migrated databases key buckets (kind, source, bucket start, src, dst), as the
+    MetaData does: a window of one kind and source is one range of the key."""
+    key = sa.inspect(engine).get_pk_constraint("metric_buckets")["constrained_columns"]
+    assert key == ["kind", "source", "bucket_start_s", "src_site_id", "dst_site_id"]
+    assert key == [c.name for c in metric_buckets.primary_key.columns]

@@ -345,20 +345,23 @@ metric_samples = sa.Table(
 metric_buckets = sa.Table(
     "metric_buckets",
     metadata,
-    # Key order serves both writers (one upsert per bucket) and readers (a
-    # window is a range of bucket starts of one kind): no second index.
-    sa.Column("kind", sa.String(16), primary_key=True),
-    sa.Column("bucket_start_s", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("bucket_start_s", sa.BigInteger, nullable=False),
     sa.Column("src_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
-              primary_key=True),
+              nullable=False),
     sa.Column("dst_site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"),
-              primary_key=True),
-    sa.Column("source", sa.String(16), primary_key=True),
+              nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("value_sum", sa.Float, nullable=False),
     sa.Column("weight_sum", sa.Float, nullable=False),
     sa.Column("weighted_value_sum", sa.Float, nullable=False),
     sa.Column("last_ts_s", sa.Float, nullable=False),
+    # Key order serves both writers (one upsert per bucket) and readers: a
+    # window of one kind and source is one range of bucket starts, so a
+    # reader of one source never steps over the others' rows (the matrix
+    # reads each source once). No second index.
+    sa.PrimaryKeyConstraint("kind", "source", "bucket_start_s", "src_site_id", "dst_site_id"),
     sqlite_with_rowid=False,  # the key is the table: one B-tree per upsert, not two
 )
 
