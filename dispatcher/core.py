@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
 from netbroker.config import DispatcherSettings
-from netbroker.db import begin_immediate
+from netbroker.db import atomic_write, begin_immediate, database_key
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, utcnow
@@ -29,6 +29,7 @@ __all__ = [
     "UpdateRequest",
     "acquire_job",
     "pilot_demand",
+    "report_is_one_statement",
     "update_job",
     "upload_log",
     "watchdog",
@@ -85,7 +86,7 @@ _queue_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
 def _queue(engine: Engine, name: str) -> dict[str, Any]:
     """The queue's registry row, remembered for a few seconds per process."""
-    key = (engine.url.render_as_string(hide_password=False), name)  # one cache per database
+    key = (database_key(engine), name)  # one cache per database
     hit = _queue_cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < _QUEUE_CACHE_S:
         return hit[1]
@@ -106,12 +107,19 @@ def acquire_job(engine: Engine, request: AcquireRequest, owner: str | None = Non
     ``UnknownQueue``.
     """
     queue = _queue(engine, request.queue)
-    with begin_immediate(engine) as conn:
+    with atomic_write(engine) as conn:  # one statement on PostgreSQL
         cores = request.cores if request.cores is not None else queue["cores"]
         memory = request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"]
         return JobDB(conn).acquire(queue["id"], request.prod_source_label, cores, memory,
                                    request.disk_mb, request.pilot_id, request.node, utcnow(),
                                    owner)
+
+
+def report_is_one_statement(report: UpdateRequest) -> bool:
+    """Whether applying ``report`` is the state change alone (one statement on
+    PostgreSQL): a heartbeat, or an end without outputs to record and no retry
+    to make. The usual report; the others take a transaction."""
+    return report.state != JobStatus.FAILED and not report.files
 
 
 def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | None = None
@@ -130,16 +138,23 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     """
     fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
               if v is not None}
-    with begin_immediate(engine) as conn:
-        db, now = JobDB(conn), utcnow()
-        if db.set_status(job_id, report.state, allowed_sources(report.state), now, owner,
-                         **fields):
-            if report.files:
+    now, sources = utcnow(), allowed_sources(report.state)
+    if report_is_one_statement(report):
+        with atomic_write(engine) as conn:
+            changed = JobDB(conn).set_status(job_id, report.state, sources, now, owner,
+                                             **fields)
+    else:
+        with begin_immediate(engine) as conn:
+            db = JobDB(conn)
+            changed = db.set_status(job_id, report.state, sources, now, owner, **fields)
+            if changed and report.files:
                 TaskDB(conn).record_outputs(job_id, [f.model_dump() for f in report.files])
-            if report.state == JobStatus.FAILED:
+            if changed and report.state == JobStatus.FAILED:
                 db.retry(job_id, now)
-            return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
-        job = db.get(job_id)
+    if changed:
+        return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
+    with engine.connect() as conn:  # refused: read the job to say why
+        job = JobDB(conn).get(job_id)
     if job is None:
         raise UnknownJob(str(job_id))
     if owner is not None and job["owner"] != owner:

@@ -23,12 +23,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker.db import begin_immediate
+from netbroker.db import begin_immediate, database_key
 from netbroker.db.schema import api_tokens, utcnow
 from netbroker.errors import NetbrokerError, UnknownToken
 
-__all__ = ["ROLES", "Principal", "authenticate", "create_token", "list_tokens",
-           "revoke_token"]
+__all__ = ["ROLES", "Principal", "authenticate", "cached_principal", "create_token",
+           "list_tokens", "revoke_token"]
 
 ROLES = ("pilot", "user", "operator", "ddm", "analyst", "admin")
 CACHE_S = 10.0
@@ -76,12 +76,21 @@ def create_token(engine: Engine, name: str, role: str) -> str:
     return token
 
 
+def cached_principal(engine: Engine, token: str) -> tuple[bool, Principal | None]:
+    """``(True, holder or None)`` when :func:`authenticate` remembers the token, else
+    ``(False, None)``. No I/O: the API checks it on the event loop first."""
+    hit = _cache.get((database_key(engine), token))
+    if hit is None or time.monotonic() - hit[0] >= CACHE_S:
+        return False, None
+    return True, hit[1]
+
+
 def authenticate(engine: Engine, token: str) -> Principal | None:
     """The holder of a valid, unrevoked token, or None."""
-    key = (engine.url.render_as_string(hide_password=False), token)
-    hit = _cache.get(key)
-    if hit is not None and time.monotonic() - hit[0] < CACHE_S:
-        return hit[1]
+    known, principal = cached_principal(engine, token)
+    if known:
+        return principal
+    key = (database_key(engine), token)
     with engine.connect() as conn:
         row = conn.execute(sa.select(api_tokens.c.name, api_tokens.c.role).where(
             api_tokens.c.token_sha256 == _digest(token), api_tokens.c.revoked_at.is_(None))

@@ -30,14 +30,14 @@ from sqlalchemy.engine import Engine
 from netbroker import clouds
 from netbroker.brokerage import broker_task
 from netbroker.config import Settings
-from netbroker.db import begin_immediate
+from netbroker.db import begin_immediate, database_key
 from netbroker.db.schema import config_audit, config_overrides, utcnow
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import ConfigError
 from netbroker.gridview import load_grid_view
 
-__all__ = ["TUNABLE", "audit_log", "change_settings", "effective_settings", "overrides",
-           "preview"]
+__all__ = ["TUNABLE", "apply_overrides", "audit_log", "cached_overrides", "change_settings",
+           "effective_settings", "overrides", "preview"]
 
 TUNABLE = ("clouds", "brokerage", "rebrokerage", "priority", "pd2p")
 CACHE_S = 5.0
@@ -46,7 +46,7 @@ _cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
 def overrides(engine: Engine, fresh: bool = False) -> dict[str, Any]:
     """The stored overrides, ``{dotted key: value}`` (cached for a few seconds)."""
-    key = engine.url.render_as_string(hide_password=False)
+    key = database_key(engine)
     hit = _cache.get(key)
     if not fresh and hit is not None and time.monotonic() - hit[0] < CACHE_S:
         return hit[1]
@@ -80,14 +80,31 @@ def _apply(base: Settings, changes: Mapping[str, Any]) -> Settings:
                            for e in exc.errors()]) from None
 
 
+def cached_overrides(engine: Engine) -> dict[str, Any] | None:
+    """The overrides :func:`overrides` remembers, or None when they are stale.
+
+    No I/O: the API's dependencies call it on the event loop and read the
+    database (off the loop) only when it says None.
+    """
+    hit = _cache.get(database_key(engine))
+    if hit is None or time.monotonic() - hit[0] >= CACHE_S:
+        return None
+    return hit[1]
+
+
 def effective_settings(engine: Engine, base: Settings) -> Settings:
     """The settings in force: ``base`` (file, environment) with the stored overrides."""
-    stored = overrides(engine)
+    return apply_overrides(base, overrides(engine))
+
+
+def apply_overrides(base: Settings, stored: Mapping[str, Any]) -> Settings:
+    """``base`` with the stored overrides on top; ``base`` when there are none, or when
+    one is no longer accepted by the code (a stale override must not stop the service)."""
     if not stored:
         return base
     try:
         return _apply(base, stored)
-    except ConfigError:  # an override the code no longer accepts: keep the base
+    except ConfigError:
         return base
 
 

@@ -53,7 +53,8 @@ def test_pilot_needs_only_the_standard_library_and_requests() -> None:
 
 
 def test_public_names_are_pinned() -> None:
-    assert netbroker.db.__all__ == ["begin_immediate", "create_db_engine", "current_revision",
-                                    "describe_url", "head_revision", "is_sqlite", "metadata",
-                                    "schema_drift", "upgrade"]
+    assert netbroker.db.__all__ == ["atomic_write", "begin_immediate", "create_db_engine",
+                                    "current_revision", "database_key", "describe_url",
+                                    "head_revision", "is_sqlite", "metadata", "schema_drift",
+                                    "upgrade"]
     assert netbroker.api.__all__ == ["create_app", "create_app_from_settings"]

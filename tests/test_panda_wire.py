@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from netbroker.db.schema import jobs
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs
 
@@ -99,3 +103,39 @@ def test_queue_description_and_storage_endpoints(panda: httpx.Client) -> None:
     assert panda.get("/cache/schedconfig/NOPE.all.json").status_code == 404
     endpoints = panda.get("/cache/ddmendpoints.json").json()
     assert endpoints["DESY-HH_DATADISK"]["site"] == "DESY-HH"
+
+
+def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(
+        grid_engine: Engine, panda: httpx.Client, backend: str) -> None:
+    """On PostgreSQL a report runs on the event loop with a lock timeout; on a row
+    another transaction holds it gives up there and waits in the thread pool, so
+    the service keeps answering meanwhile and the report still lands."""
+    if backend != "postgresql":
+        pytest.skip("the event-loop fast path is PostgreSQL's (SQLite writes use the pool)")
+    (job_id,) = add_jobs(grid_engine, 1)
+    got = panda.post("/server/panda/getJob", headers=JSON,
+                     data={"computingElement": "DESY-HH", "diskSpace": "50000", "mem": "4000"})
+    assert got.json()["PandaID"] == job_id
+    outcome: dict[str, object] = {}
+
+    def report() -> None:
+        outcome["answer"] = panda.post("/server/panda/updateJob", headers=JSON, data={
+            "jobId": str(job_id), "state": "finished", "transExitCode": "0"}).json()
+        outcome["at"] = time.monotonic()
+
+    with grid_engine.connect() as holder:
+        holder.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+        reporter = threading.Thread(target=report)
+        reporter.start()
+        time.sleep(0.5)  # 25 lock timeouts' worth: the report is waiting, in a thread
+        assert "answer" not in outcome
+        health = panda.get("/healthz")  # the loop is free meanwhile
+        assert health.status_code == 200
+        released = time.monotonic()
+        holder.rollback()
+    reporter.join(timeout=10)
+    assert outcome["answer"] == {"StatusCode": 0, "command": "NULL"}
+    assert outcome["at"] >= released  # it landed after the lock went, not before
+    with grid_engine.connect() as conn:
+        assert conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)
+                            ).scalar_one() == "finished"

@@ -9,7 +9,9 @@ schema to head (once, before any worker starts).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import netbroker
 from dispatcher import api as dispatcher_api
-from dispatcher import panda
+from dispatcher import fastpath, panda
 from netbroker.api import config, grid, monitor, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
@@ -37,6 +39,7 @@ __all__ = ["create_app", "create_app_from_settings"]
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """Build the app. The engine defaults to one made from ``settings.database``."""
     app = FastAPI(
+        lifespan=_lifespan,
         title="netbroker",
         version=netbroker.__version__,
         summary="Network-aware brokerage and data placement for computing grids.",
@@ -44,6 +47,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine if engine is not None else create_db_engine(settings.database)
     register_error_handlers(app)
+    # Routes are matched in order: the pilots' hot path and the health check first.
+    app.include_router(panda.router)
+    app.include_router(dispatcher_api.router)
+    app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,
+                      tags=["service"], responses={503: {"model": Health}})
     app.include_router(grid.router)
     app.include_router(network.router)
     app.include_router(tasks.router)
@@ -51,10 +59,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(config.router)
     app.include_router(monitor.router)
     app.mount("/monitor/static", StaticFiles(directory=monitor.STATIC_DIR), name="static")
-    app.include_router(dispatcher_api.router)
-    app.include_router(panda.router)
-    app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,
-                      tags=["service"], responses={503: {"model": Health}})
     registry = service_registry(app.state.engine)
 
     def metrics() -> Response:
@@ -67,6 +71,19 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     _declare_public_reads(app)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While serving: the dispatcher's engine for calls on the event loop
+    (PostgreSQL only; ``dispatcher.fastpath``), disposed at shutdown."""
+    app.state.dispatch_engine = fastpath.create_dispatch_engine(app.state.engine)
+    try:
+        yield
+    finally:
+        if app.state.dispatch_engine is not None:
+            app.state.dispatch_engine.dispose()
+        app.state.dispatch_engine = None
 
 
 def _declare_public_reads(app: FastAPI) -> None:

@@ -15,7 +15,9 @@ by the statements themselves, not here.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,9 +25,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: writers meet the busy timeout instead
+    fcntl = None  # type: ignore[assignment]
+
 from netbroker.config import DatabaseSettings
 
-__all__ = ["begin_immediate", "create_db_engine", "describe_url", "is_sqlite"]
+__all__ = ["atomic_write", "begin_immediate", "create_autocommit_engine", "create_db_engine",
+           "database_key", "describe_url", "is_sqlite"]
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +87,103 @@ def begin_immediate(engine: Engine) -> Iterator[Connection]:
     ordinary transaction; row locks do the same job there.
     """
     if not is_sqlite(engine):
+        if _autocommit(engine):
+            raise RuntimeError("begin_immediate on an engine in autocommit mode: "
+                               "its statements would not make one transaction")
         with engine.begin() as conn:
             yield conn
         return
-    # Threads of one process queue on a Python lock instead of SQLite's busy
-    # handler, which sleeps in growing steps and wastes the lock under load.
-    with _writer_lock(engine), engine.connect() as conn:
+    # Writers queue instead of meeting SQLite's busy handler, which sleeps in
+    # growing steps (1, 2, 5, 10 ms...) and leaves the lock idle meanwhile: the
+    # threads of one process on a Python lock, then the processes of one
+    # database file (service workers, the CLI, cycles) on an flock beside it,
+    # which the kernel hands over the moment it is released.
+    with _writer_lock(engine), _file_lock(engine), engine.connect() as conn:
         conn = conn.execution_options(**{_IMMEDIATE: True})
         with conn.begin():
             yield conn
 
 
+@contextmanager
+def atomic_write(engine: Engine) -> Iterator[Connection]:
+    """A connection for one write that must be atomic, in the fewest round trips.
+
+    On PostgreSQL the write must be ONE statement: it runs in autocommit mode,
+    where a statement is its own transaction, so there is no BEGIN and no
+    COMMIT to wait for (the dispatcher's hot path: ``JobDB.acquire`` and
+    ``JobDB.set_status`` are one statement there). On SQLite it is
+    :func:`begin_immediate`, where the same write may take two statements.
+    """
+    if is_sqlite(engine):
+        with begin_immediate(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        if _autocommit(engine):
+            yield conn
+        else:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def create_autocommit_engine(url: str | sa.URL, **options: Any) -> Engine:
+    """A PostgreSQL engine whose connections are in autocommit mode for good: for
+    single statements only (:func:`atomic_write` uses them as they are;
+    :func:`begin_immediate` refuses it). ``options`` go to ``create_engine``."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", **options)
+    _AUTOCOMMIT_ENGINES.add(engine)
+    return engine
+
+
+def _autocommit(engine: Engine) -> bool:
+    return engine in _AUTOCOMMIT_ENGINES
+
+
 _WRITER_LOCKS: dict[int, threading.Lock] = {}
+_DATABASE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+_AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def database_key(engine: Engine) -> str:
+    """The engine's full URL as text: the key of the per-database caches (tokens,
+    settings overrides, queues), remembered per engine because rendering a URL
+    costs more than the cache look-up it serves."""
+    key = _DATABASE_KEYS.get(engine)
+    if key is None:
+        key = _DATABASE_KEYS[engine] = engine.url.render_as_string(hide_password=False)
+    return key
 
 
 def _writer_lock(engine: Engine) -> threading.Lock:
     return _WRITER_LOCKS.setdefault(id(engine), threading.Lock())
+
+
+# The lock file of each database file, opened once per process: flock belongs
+# to an open file, so a descriptor inherited over fork would be shared, not ours.
+_LOCK_FILES: dict[tuple[int, str], int] = {}
+
+
+@contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """Hold ``<database>-writer.lock`` exclusively (flock) for a SQLite file database.
+
+    Only the writers of :func:`begin_immediate` take it (other writers still
+    meet the busy timeout); the caller holds the process's Python lock, so
+    one thread per process asks. Nothing for an in-memory database.
+    """
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:") or fcntl is None:
+        yield
+        return
+    key = (os.getpid(), os.path.abspath(path))
+    fd = _LOCK_FILES.get(key)
+    if fd is None:
+        fd = _LOCK_FILES[key] = os.open(f"{key[1]}-writer.lock", os.O_RDWR | os.O_CREAT,
+                                        0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # blocks in the kernel, without the GIL
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def describe_url(url: str) -> str:

@@ -10,6 +10,7 @@ IN (the allowed sources)``), so a refused move changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -78,38 +79,34 @@ class JobDB:
         Fits: cores, memory and disk within what the pilot offers, and the
         pilot's prodSourceLabel.
         """
-        pick = (sa.select(jobs.c.id)
-                .where(jobs.c.queue_id == queue_id, jobs.c.status == JobStatus.ACTIVATED,
-                       jobs.c.prod_source_label == label, jobs.c.cores <= cores,
-                       jobs.c.min_ram_mb <= memory_mb, jobs.c.max_disk_mb <= disk_mb)
-                # Both keys descending: a backward scan of ix_jobs_acquire, no sort.
-                .order_by(jobs.c.priority.desc(), jobs.c.id.desc()).limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery())
-        stmt = (sa.update(jobs).where(jobs.c.id == pick)
-                .values(status=JobStatus.SENT, pilot_id=pilot_id, node=node, modified_at=now,
-                        heartbeat_at=now, owner=owner)
-                .returning(*jobs.c))
-        row = self.conn.execute(stmt).mappings().first()
-        if row is None:
-            return None
-        self._log(row["id"], JobStatus.SENT, now)
-        return dict(row)
+        rows = self._change_and_log(_acquire_statement(self.conn.dialect.name), {
+            "p_queue": queue_id, "p_label": label, "p_cores": cores, "p_memory": memory_mb,
+            "p_disk": disk_mb, "p_pilot": pilot_id, "p_node": node, "p_now": now,
+            "p_owner": owner, "p_log_status": JobStatus.SENT})
+        return dict(rows[0]) if rows else None
 
     def set_status(self, job_id: int, status: JobStatus, sources: Collection[JobStatus],
                    now: datetime, owner: str | None = None, **fields: Any) -> bool:
         """Move a job to ``status`` if it is in one of ``sources`` (and, with ``owner``,
         belongs to it); False if it is not."""
-        where = [jobs.c.id == job_id, jobs.c.status.in_(list(sources))]
-        if owner is not None:
-            where.append(jobs.c.owner == owner)
-        result = self.conn.execute(
-            sa.update(jobs).where(*where)
-            .values(status=status, modified_at=now, heartbeat_at=now, **fields))
-        if result.rowcount != 1:
-            return False
-        self._log(job_id, status, now)
-        return True
+        stmt = _set_status_statement(self.conn.dialect.name, tuple(sorted(sources)),
+                                     owner is not None, tuple(sorted(fields)))
+        return bool(self._change_and_log(stmt, {
+            "p_job": job_id, "p_status": status, "p_now": now, "p_owner": owner,
+            "p_log_status": status, **{f"set_{k}": v for k, v in fields.items()}}))
+
+    def _change_and_log(self, stmt: sa.Executable, params: dict[str, Any]
+                        ) -> Sequence[sa.RowMapping]:
+        """Run a state change built by :func:`_logged` with its parameters; its rows.
+
+        On SQLite the log rows are a second statement, in the caller's transaction.
+        """
+        rows = self.conn.execute(stmt, params).mappings().all()
+        if rows and self.conn.dialect.name != "postgresql":
+            self.conn.execute(sa.insert(job_state_changes), [
+                {"job_id": r["id"], "status": params["p_log_status"], "at": params["p_now"]}
+                for r in rows])
+        return rows
 
     def retry(self, job_id: int, now: datetime) -> int | None:
         """A new activated attempt of a failed job, if it has attempts left; its id or None."""
@@ -153,10 +150,6 @@ class JobDB:
             self.conn.execute(sa.insert(job_state_changes), [
                 {"job_id": i, "status": JobStatus.CANCELLED, "at": now} for i in done])
         return len(done)
-
-    def _log(self, job_id: int, status: JobStatus, now: datetime) -> None:
-        self.conn.execute(sa.insert(job_state_changes).values(job_id=job_id, status=status,
-                                                              at=now))
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         row = self.conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
@@ -207,3 +200,70 @@ class JobDB:
         if label is not None:
             stmt = stmt.where(jobs.c.prod_source_label == label)
         return {str(s): n for s, n in self.conn.execute(stmt)}
+
+
+# The dispatcher's statements are built once per dialect (and shape) with bound
+# parameters: building a statement costs more than running it, and a statement
+# object built once keeps its cache key, so SQLAlchemy finds it compiled.
+
+def _logged(change: sa.Update, dialect: str) -> sa.Executable:
+    """A jobs UPDATE ... RETURNING (``id`` first) that also logs its new state.
+
+    On PostgreSQL this is ONE statement: the UPDATE is a data-modifying CTE
+    whose rows an INSERT into ``job_state_changes`` reads (parameters
+    ``p_log_status``, ``p_now``), so the dispatcher's calls are one round trip
+    each and atomic outside a transaction (``netbroker.db.atomic_write``).
+    SQLite has no DML in a CTE: there the UPDATE alone, and
+    ``JobDB._change_and_log`` inserts the log rows after it.
+    """
+    if dialect != "postgresql":
+        return change
+    changed = change.cte("changed")
+    logged = sa.insert(job_state_changes).from_select(
+        ["job_id", "status", "at"],
+        sa.select(changed.c.id,
+                  sa.bindparam("p_log_status", type_=job_state_changes.c.status.type),
+                  sa.bindparam("p_now", type_=job_state_changes.c.at.type))).cte("logged")
+    return sa.select(changed).add_cte(logged)
+
+
+@functools.cache
+def _acquire_statement(dialect: str) -> sa.Executable:
+    """Send the best fitting activated job of a queue; parameters as ``JobDB.acquire``'s."""
+    pick = (sa.select(jobs.c.id)
+            .where(jobs.c.queue_id == sa.bindparam("p_queue"),
+                   jobs.c.status == JobStatus.ACTIVATED,
+                   jobs.c.prod_source_label == sa.bindparam("p_label"),
+                   jobs.c.cores <= sa.bindparam("p_cores"),
+                   jobs.c.min_ram_mb <= sa.bindparam("p_memory"),
+                   jobs.c.max_disk_mb <= sa.bindparam("p_disk"))
+            # Both keys descending: a backward scan of ix_jobs_acquire, no sort.
+            .order_by(jobs.c.priority.desc(), jobs.c.id.desc()).limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery())
+    now = sa.bindparam("p_now", type_=jobs.c.modified_at.type)
+    change = (sa.update(jobs).where(jobs.c.id == pick)
+              .values(status=JobStatus.SENT, pilot_id=sa.bindparam("p_pilot"),
+                      node=sa.bindparam("p_node"), modified_at=now, heartbeat_at=now,
+                      owner=sa.bindparam("p_owner"))
+              .returning(*jobs.c))
+    return _logged(change, dialect)
+
+
+@functools.lru_cache(maxsize=256)
+def _set_status_statement(dialect: str, sources: tuple[JobStatus, ...], with_owner: bool,
+                          fields: tuple[str, ...]) -> sa.Executable:
+    """Move job ``p_job`` to ``p_status`` from one of ``sources`` (and, with an owner,
+    ``p_owner``'s), setting ``set_<field>`` for each of ``fields``."""
+    # The sources as fixed parameters, not one expanding IN rendered again each time.
+    where = [jobs.c.id == sa.bindparam("p_job"),
+             jobs.c.status.in_([sa.literal(s, jobs.c.status.type) for s in sources])]
+    if with_owner:
+        where.append(jobs.c.owner == sa.bindparam("p_owner"))
+    now = sa.bindparam("p_now", type_=jobs.c.modified_at.type)
+    change = (sa.update(jobs).where(*where)
+              .values(status=sa.bindparam("p_status", type_=jobs.c.status.type),
+                      modified_at=now, heartbeat_at=now,
+                      **{f: sa.bindparam(f"set_{f}", type_=jobs.c[f].type) for f in fields})
+              .returning(jobs.c.id))
+    return _logged(change, dialect)
