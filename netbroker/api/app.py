@@ -76,14 +76,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While serving: the dispatcher's engine for calls on the event loop
-    (PostgreSQL only; ``dispatcher.fastpath``), disposed at shutdown."""
+    (PostgreSQL) or its one writer thread (SQLite; ``dispatcher.fastpath``)."""
     app.state.dispatch_engine = fastpath.create_dispatch_engine(app.state.engine)
+    app.state.dispatch_writers = fastpath.create_writer_limiter(app.state.engine)
     try:
         yield
     finally:
         if app.state.dispatch_engine is not None:
             app.state.dispatch_engine.dispose()
-        app.state.dispatch_engine = None
+        app.state.dispatch_engine = app.state.dispatch_writers = None
 
 
 def _declare_public_reads(app: FastAPI) -> None:
