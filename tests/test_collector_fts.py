@@ -262,7 +262,7 @@ def test_bucket_sums_are_the_fold_of_the_samples_in_input_order(grid_engine: Eng
 
 def test_the_page_cache_is_back_to_its_size_after_a_batch(grid_engine: Engine) -> None:
     if grid_engine.dialect.name != "sqlite":
-        pytest.skip("a SQLite page cache")
+        pytest.skip("the batch page cache is a SQLite pragma; PostgreSQL has no such thing")
     with grid_engine.connect() as conn:
         before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
     ingest(grid_engine, "fts", LINES, now_s=NOW_S)
