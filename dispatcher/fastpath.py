@@ -30,7 +30,7 @@ import anyio
 import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import Request
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from netbroker.db.engine import create_autocommit_engine
@@ -59,11 +59,10 @@ def create_dispatch_engine(engine: Engine) -> Engine | None:
     """
     if engine.dialect.name != "postgresql":
         return None
-    url = make_url(engine.url)
     return create_autocommit_engine(
         # Autocommit for good: only single statements run here (see ``call``), and
         # switching a connection in and out of it costs each call.
-        url, pool_size=1, max_overflow=1, pool_timeout=_CONNECT_TIMEOUT_S,
+        engine.url, pool_size=1, max_overflow=1, pool_timeout=_CONNECT_TIMEOUT_S,
         connect_args={"connect_timeout": _CONNECT_TIMEOUT_S,
                       "options": f"-c lock_timeout={LOCK_TIMEOUT_MS}ms "
                                  f"-c statement_timeout={STATEMENT_TIMEOUT_MS}ms"})

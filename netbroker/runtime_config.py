@@ -46,14 +46,14 @@ _cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
 def overrides(engine: Engine, fresh: bool = False) -> dict[str, Any]:
     """The stored overrides, ``{dotted key: value}`` (cached for a few seconds)."""
-    key = database_key(engine)
-    hit = _cache.get(key)
-    if not fresh and hit is not None and time.monotonic() - hit[0] < CACHE_S:
-        return hit[1]
+    if not fresh:
+        hit = cached_overrides(engine)
+        if hit is not None:
+            return hit
     with engine.connect() as conn:
         rows = conn.execute(sa.select(config_overrides.c.key, config_overrides.c.value))
         found = {k: json.loads(v) for k, v in rows}
-    _cache[key] = (time.monotonic(), found)
+    _cache[database_key(engine)] = (time.monotonic(), found)
     return found
 
 

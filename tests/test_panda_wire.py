@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -106,12 +107,14 @@ def test_queue_description_and_storage_endpoints(panda: httpx.Client) -> None:
 
 
 def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(
-        grid_engine: Engine, panda: httpx.Client, backend: str) -> None:
+        grid_engine: Engine, panda: httpx.Client, backend: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     """On PostgreSQL a report runs on the event loop with a lock timeout; on a row
     another transaction holds it gives up there and waits in the thread pool, so
     the service keeps answering meanwhile and the report still lands."""
     if backend != "postgresql":
         pytest.skip("the event-loop fast path is PostgreSQL's (SQLite writes use the pool)")
+    caplog.set_level(logging.INFO, logger="dispatcher.fastpath")
     (job_id,) = add_jobs(grid_engine, 1)
     got = panda.post("/server/panda/getJob", headers=JSON,
                      data={"computingElement": "DESY-HH", "diskSpace": "50000", "mem": "4000"})
@@ -136,6 +139,9 @@ def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(
     reporter.join(timeout=10)
     assert outcome["answer"] == {"StatusCode": 0, "command": "NULL"}
     assert outcome["at"] >= released  # it landed after the lock went, not before
+    # ... and it was tried on the loop first, which gave up on the lock:
+    assert any("update_job timed out on the event loop" in r.getMessage()
+               for r in caplog.records)
     with grid_engine.connect() as conn:
         assert conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)
                             ).scalar_one() == "finished"

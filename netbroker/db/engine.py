@@ -138,7 +138,7 @@ def _autocommit(engine: Engine) -> bool:
     return engine in _AUTOCOMMIT_ENGINES
 
 
-_WRITER_LOCKS: dict[int, threading.Lock] = {}
+_WRITER_LOCKS: dict[int | str, threading.Lock] = {}
 _DATABASE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -153,8 +153,18 @@ def database_key(engine: Engine) -> str:
     return key
 
 
+def _database_file(engine: Engine) -> str | None:
+    """The SQLite database's file, absolute; None for an in-memory database."""
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return os.path.abspath(path)
+
+
 def _writer_lock(engine: Engine) -> threading.Lock:
-    return _WRITER_LOCKS.setdefault(id(engine), threading.Lock())
+    # One per database file, so that two engines on one file share it too (the
+    # flock below is the process's, and would not tell their threads apart).
+    return _WRITER_LOCKS.setdefault(_database_file(engine) or id(engine), threading.Lock())
 
 
 # The lock file of each database file, opened once per process: flock belongs
@@ -170,11 +180,11 @@ def _file_lock(engine: Engine) -> Iterator[None]:
     meet the busy timeout); the caller holds the process's Python lock, so
     one thread per process asks. Nothing for an in-memory database.
     """
-    path = engine.url.database
-    if not path or path == ":memory:" or path.startswith("file:") or fcntl is None:
+    path = _database_file(engine)
+    if path is None or fcntl is None:
         yield
         return
-    key = (os.getpid(), os.path.abspath(path))
+    key = (os.getpid(), path)
     fd = _LOCK_FILES.get(key)
     if fd is None:
         fd = _LOCK_FILES[key] = os.open(f"{key[1]}-writer.lock", os.O_RDWR | os.O_CREAT,
