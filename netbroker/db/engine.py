@@ -138,7 +138,7 @@ def _autocommit(engine: Engine) -> bool:
     return engine in _AUTOCOMMIT_ENGINES
 
 
-_WRITER_LOCKS: dict[int | str, threading.Lock] = {}
+_WRITER_LOCKS: dict[int, threading.Lock] = {}
 _DATABASE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -162,9 +162,11 @@ def _database_file(engine: Engine) -> str | None:
 
 
 def _writer_lock(engine: Engine) -> threading.Lock:
-    # One per database file, so that two engines on one file share it too (the
-    # flock below is the process's, and would not tell their threads apart).
-    return _WRITER_LOCKS.setdefault(_database_file(engine) or id(engine), threading.Lock())
+    # Per engine, not per file: a thread that writes through two engines at once
+    # must meet the busy timeout's error, not wait on itself. (Two engines of
+    # one process share the flock below, so between them the busy handler
+    # still decides, as it did before there was an flock.)
+    return _WRITER_LOCKS.setdefault(id(engine), threading.Lock())
 
 
 # The lock file of each database file, opened once per process: flock belongs
