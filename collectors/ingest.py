@@ -12,45 +12,35 @@ so a second ingest could no longer recognise them as duplicates.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from collectors.mapping import SiteResolver
-from collectors.records import MetricKind, ParsedSample, Rejected, Source
+from collectors.parsing import (
+    CHUNK,
+    PARSERS,
+    ChunkJob,
+    ParseCounts,
+    parsed_elsewhere,
+    parsed_here,
+    parser_for,
+)
+from collectors.records import Rejected, Source
 from netbroker.config import MetricsSettings
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
-from netbroker.db.metrics import MetricsDB, origin_key
+from netbroker.db.metrics import MetricsDB
 from netbroker.observability import COLLECTOR_RECORDS
 
-__all__ = ["PARSERS", "IngestReport", "ingest", "parser_for"]
+__all__ = ["CHUNK", "PARALLEL_MIN_BYTES", "PARSERS", "IngestReport", "ingest", "parser_for"]
 
-Parser = Callable[[bytes | str], Iterator[ParsedSample | Rejected]]
-
-CHUNK = 20_000  # samples per round trip of inserts: bounded memory on large files
-
-# Enum member -> its plain string, for rows: a dict look-up costs less than ``.value``.
-_PLAIN: dict[Source | MetricKind, str] = {m: m.value for m in (*Source, *MetricKind)}
-
-# Each source's module has a ``parse``; a batch imports only the one it needs.
-PARSERS: dict[Source, str] = {
-    Source.FTS: "collectors.fts",
-    Source.PERFSONAR: "collectors.perfsonar",
-    Source.XROOTD: "collectors.xrootd",
-    Source.NWS: "collectors.nws",
-}
-
-
-def parser_for(source: Source) -> Parser:
-    """The ``parse`` function of ``source``'s collector module."""
-    parse: Parser = importlib.import_module(PARSERS[source]).parse
-    return parse
+# Inputs this large are parsed in a second process (about 40k FTS records, 2 s
+# of work on one core): starting it costs ~0.3 s, and from here on it pays.
+PARALLEL_MIN_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -66,6 +56,14 @@ class IngestReport:
     unmapped_samples: int = 0
     too_old: int = 0
 
+    def merge(self, counts: ParseCounts) -> None:
+        """Add what parsing counted (everything but the stores and duplicates)."""
+        self.samples += counts.samples
+        self.rejected.extend(counts.rejected)
+        self.unmapped.update(counts.unmapped)
+        self.unmapped_samples += counts.unmapped_samples
+        self.too_old += counts.too_old
+
     def as_dict(self, max_rejected: int = 100) -> dict[str, Any]:
         return {
             "source": self.source, "samples": self.samples, "stored": self.stored,
@@ -79,7 +77,8 @@ class IngestReport:
 
 def ingest(engine: Engine, source: Source | str, data: bytes | str,
            settings: MetricsSettings | None = None, now_s: float | None = None,
-           on_progress: Callable[[int], None] | None = None) -> IngestReport:
+           on_progress: Callable[[int], None] | None = None,
+           parallel: bool | None = None) -> IngestReport:
     """Parse ``data`` as records of ``source`` and store its new samples.
 
     Parameters
@@ -96,6 +95,11 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
     on_progress : callable, optional
         Called with the number of parsed items (samples and rejections) so
         far, after every chunk written (for progress bars).
+    parallel : bool, optional
+        Parse in a second process while this one writes
+        (``collectors.parsing``);
+        default: for inputs of :data:`PARALLEL_MIN_BYTES` or more. The
+        outcome is the same either way.
 
     Returns
     -------
@@ -109,7 +113,10 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
     Notes
     -----
     O(n) in the records: one parse each, a cached site look-up per host,
-    then batched inserts (see ``MetricsDB.add_samples``).
+    then batched inserts (see ``MetricsDB.add_chunk``). Parsing, mapping,
+    sorting and folding are a third to a half of the work, and need no
+    database: a large batch has them done by a second process, one chunk
+    ahead of the writer, so two cores share it.
     """
     source = Source(source)
     if source not in PARSERS:
@@ -118,16 +125,21 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
     oldest_s = (time.time() if now_s is None else now_s) - settings.raw_retention_days * 86400
     report = IngestReport(source.value)
     bucket_s = settings.bucket_minutes * 60
+    if parallel is None:
+        parallel = len(data) >= PARALLEL_MIN_BYTES
     with begin_immediate(engine) as conn:
         store = MetricsDB(conn)
         store.lock_for_ingest()
-        resolver = SiteResolver(GridDB(conn).site_lookup())
-        with store.batch_cache():
-            for rows in _chunks(parser_for(source)(data), resolver, oldest_s, report):
-                report.stored += store.add_samples(rows, bucket_s)
-                report.duplicates += len(rows)
+        lookup = GridDB(conn).site_lookup()
+        job = ChunkJob(source, data, lookup, oldest_s, bucket_s, CHUNK)
+        with store.batch_cache(), (parsed_elsewhere(job) if parallel
+                                   else parsed_here(job)) as parsed:
+            for chunk, progress in parsed.chunks:
+                report.stored += store.add_chunk(chunk, bucket_s)
+                report.duplicates += len(chunk.rows)
                 if on_progress is not None:
-                    on_progress(report.samples + len(report.rejected))
+                    on_progress(progress)
+            report.merge(parsed.counts())
         report.duplicates -= report.stored
     for outcome, n in (("stored", report.stored), ("duplicate", report.duplicates),
                        ("rejected", len(report.rejected)),
@@ -135,51 +147,3 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         if n:
             COLLECTOR_RECORDS.labels(source.value, outcome).inc(n)
     return report
-
-
-def _chunks(parsed: Iterator[ParsedSample | Rejected], resolver: SiteResolver,
-            oldest_s: float, report: IngestReport) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows to store, :data:`CHUNK` at a time, counting what is not stored on the way.
-
-    A record repeated in the batch is left to the database: its second
-    insert conflicts and counts as a duplicate. The loop runs once per
-    sample (millions a batch), hence the local names and counters: the
-    report's counts are brought up to date before each chunk is yielded.
-    """
-    resolve, key_of, plain = resolver.resolve, origin_key, _PLAIN
-    rows: list[tuple[Any, ...]] = []
-    samples = unmapped = too_old = 0
-    src_ref = dst_ref = src = dst = None
-    for item in parsed:
-        if isinstance(item, Rejected):
-            report.rejected.append(item)
-            continue
-        samples += 1
-        source, origin_id, item_src, item_dst, kind, value, ts_s, weight, unit = item
-        if item_src is not src_ref or item_dst is not dst_ref:  # samples of one record share them
-            src_ref, dst_ref = item_src, item_dst
-            src, dst = resolve(src_ref), resolve(dst_ref)
-        if src is None or dst is None:
-            unmapped += 1
-            for ref, site in ((src_ref, src), (dst_ref, dst)):
-                if site is None:
-                    report.unmapped[f"{ref.by}:{ref.value}"] += 1
-            continue
-        if ts_s < oldest_s:
-            too_old += 1
-            continue
-        source = plain[source]
-        rows.append((key_of(source, origin_id), source, origin_id, src, dst, plain[kind], value,
-                     ts_s, weight, unit))  # SAMPLE_COLUMNS order
-        if len(rows) >= CHUNK:
-            report.samples += samples
-            report.unmapped_samples += unmapped
-            report.too_old += too_old
-            samples = unmapped = too_old = 0
-            yield rows
-            rows = []
-    report.samples += samples
-    report.unmapped_samples += unmapped
-    report.too_old += too_old
-    if rows:
-        yield rows

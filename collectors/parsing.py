@@ -1,0 +1,239 @@
+"""A batch's records made into sample chunks ready to write, here or in a second process.
+
+All of an ingestion that needs no database (parse the records, map hosts
+to sites, build the rows, sort and fold them with
+``netbroker.db.metrics.prepare_chunk``) is one generator,
+:func:`prepared_chunks`. :func:`parsed_here` runs it in this process;
+:func:`parsed_elsewhere` runs it in a child process started for the batch,
+which sends each chunk back through a pipe while the caller writes the one
+before. Either way the caller gets the same chunks in the same order and
+the same counts (``tests/test_ingest_parallel.py`` checks it).
+
+Why a process: on SQLite the writer is one connection, and the parsing
+half of a large FTS batch (about 40% of its time) would wait for the GIL
+in a thread. The child is a fresh interpreter (safe to start from a
+threaded server), gets the input once, and blocks on the pipe once it has
+one chunk ready, so it is never more than a chunk ahead and memory stays bounded.
+If the writer fails, the child is stopped and joined; if the child fails,
+its exception is raised in the writer, whose transaction then rolls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import subprocess
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+from collectors.mapping import SiteResolver
+from collectors.records import MetricKind, ParsedSample, Rejected, Source
+from netbroker.db.metrics import SampleChunk, origin_key, prepare_chunk
+
+__all__ = ["CHUNK", "PARSERS", "ChunkJob", "ParseCounts", "Parsed", "parsed_elsewhere",
+           "parsed_here", "parser_for", "prepared_chunks"]
+
+Parser = Callable[[bytes | str], Iterator[ParsedSample | Rejected]]
+
+CHUNK = 20_000  # samples per round trip of inserts: bounded memory on large files
+
+# Each source's module has a ``parse``; a batch imports only the one it needs.
+PARSERS: dict[Source, str] = {
+    Source.FTS: "collectors.fts",
+    Source.PERFSONAR: "collectors.perfsonar",
+    Source.XROOTD: "collectors.xrootd",
+    Source.NWS: "collectors.nws",
+}
+
+# Enum member -> its plain string, for rows: a dict look-up costs less than ``.value``.
+_PLAIN: dict[Source | MetricKind, str] = {m: m.value for m in (*Source, *MetricKind)}
+_STOP_S = 10  # how long a child that should be finishing is waited for before it is killed
+
+
+def parser_for(source: Source) -> Parser:
+    """The ``parse`` function of ``source``'s collector module."""
+    parse: Parser = importlib.import_module(PARSERS[source]).parse
+    return parse
+
+
+class ChunkJob(NamedTuple):
+    """What parsing a batch needs: all of it plain data, so a child process can have it."""
+
+    source: Source
+    data: bytes | str
+    lookup: Mapping[str, Mapping[str, list[int]]]  # ``GridDB.site_lookup()``
+    oldest_s: float  # samples before this are too old to store
+    bucket_s: int
+    chunk: int = CHUNK  # rows per chunk
+
+
+@dataclass
+class ParseCounts:
+    """What parsing found that is not a row to store."""
+
+    samples: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    unmapped: Counter[str] = field(default_factory=Counter)
+    unmapped_samples: int = 0
+    too_old: int = 0
+
+
+@dataclass
+class Parsed:
+    """Chunks with the count of items parsed so far; ``counts`` once they are all taken."""
+
+    chunks: Iterator[tuple[SampleChunk, int]]
+    _counts: Callable[[], ParseCounts]
+    pid: int | None = None  # the parsing process, when it is not this one
+
+    def counts(self) -> ParseCounts:
+        return self._counts()
+
+
+def prepared_chunks(job: ChunkJob, counts: ParseCounts) -> Iterator[tuple[SampleChunk, int]]:
+    """Chunks of up to ``job.chunk`` rows to store, each with the items parsed so far.
+
+    Counts what is not stored into ``counts`` on the way (rejections,
+    unmapped hosts, samples too old). A record repeated in the batch is left
+    to the database: its second insert conflicts and counts as a duplicate.
+    The loop runs once per sample (millions a batch), hence the local names
+    and counters: ``counts`` is brought up to date before each chunk is
+    yielded. O(n) in the samples, plus each chunk's sort.
+    """
+    resolve, key_of, plain = SiteResolver(job.lookup).resolve, origin_key, _PLAIN
+    oldest_s, bucket_s, chunk = job.oldest_s, job.bucket_s, job.chunk
+    rows: list[tuple[Any, ...]] = []
+    samples = unmapped = too_old = 0
+    src_ref = dst_ref = src = dst = None
+    for item in parser_for(job.source)(job.data):
+        if isinstance(item, Rejected):
+            counts.rejected.append(item)
+            continue
+        samples += 1
+        source, origin_id, item_src, item_dst, kind, value, ts_s, weight, unit = item
+        if item_src is not src_ref or item_dst is not dst_ref:  # samples of one record share them
+            src_ref, dst_ref = item_src, item_dst
+            src, dst = resolve(src_ref), resolve(dst_ref)
+        if src is None or dst is None:
+            unmapped += 1
+            for ref, site in ((src_ref, src), (dst_ref, dst)):
+                if site is None:
+                    counts.unmapped[f"{ref.by}:{ref.value}"] += 1
+            continue
+        if ts_s < oldest_s:
+            too_old += 1
+            continue
+        source = plain[source]
+        rows.append((key_of(source, origin_id), source, origin_id, src, dst, plain[kind], value,
+                     ts_s, weight, unit))  # SAMPLE_COLUMNS order
+        if len(rows) >= chunk:
+            counts.samples += samples
+            counts.unmapped_samples += unmapped
+            counts.too_old += too_old
+            samples = unmapped = too_old = 0
+            yield prepare_chunk(rows, bucket_s), counts.samples + len(counts.rejected)
+            rows = []
+    counts.samples += samples
+    counts.unmapped_samples += unmapped
+    counts.too_old += too_old
+    if rows:
+        yield prepare_chunk(rows, bucket_s), counts.samples + len(counts.rejected)
+
+
+@contextlib.contextmanager
+def parsed_here(job: ChunkJob) -> Iterator[Parsed]:
+    """:func:`prepared_chunks` in this process."""
+    counts = ParseCounts()
+    yield Parsed(prepared_chunks(job, counts), lambda: counts)
+
+
+@contextlib.contextmanager
+def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
+    """:func:`prepared_chunks` in a child process, one chunk ahead of the caller.
+
+    The child is a fresh interpreter (this one's executable and ``sys.path``)
+    running :func:`_child_main`, joined by two pipes; it imports no
+    ``__main__``, so callers need no ``if __name__ == "__main__"`` guard (as
+    ``multiprocessing``'s spawn would). Leaving the block stops the child: it
+    is waited for when it has finished, killed (by its PID, ours to kill)
+    when the caller leaves early. Raises the child's exception if parsing
+    failed there, or RuntimeError if the child died without a word.
+    """
+    job_r, job_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from collectors.parsing import _child_main; "
+             "_child_main(int(sys.argv[1]), int(sys.argv[2]))", str(job_r), str(out_w)],
+            pass_fds=(job_r, out_w), stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    except BaseException:
+        for fd in (job_r, job_w, out_r, out_w):
+            os.close(fd)
+        raise
+    os.close(job_r)  # the child's ends: with them closed here, a dead child reads as EOF
+    os.close(out_w)
+    to_child, from_child = Connection(job_w, readable=False), Connection(out_r, writable=False)
+    done: list[ParseCounts] = []
+
+    def chunks() -> Iterator[tuple[SampleChunk, int]]:
+        while True:
+            try:
+                kind, payload = from_child.recv()
+            except (EOFError, OSError):  # OSError: it died in the middle of a message
+                code = child.wait(_STOP_S)
+                raise RuntimeError(f"the parsing process (pid {child.pid}) ended without "
+                                   f"finishing, exit code {code}") from None
+            if kind == "chunk":
+                yield payload
+            elif kind == "done":
+                done.append(payload)
+                return
+            else:
+                raise payload
+
+    def counts() -> ParseCounts:
+        if not done:
+            raise RuntimeError("the counts are known once every chunk has been taken")
+        return done[0]
+
+    try:
+        to_child.send(job)
+        to_child.close()
+        yield Parsed(chunks(), counts, child.pid)
+    finally:
+        to_child.close()
+        from_child.close()  # a child still sending gets a broken pipe and ends
+        try:
+            child.wait(_STOP_S if done else 0.5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _child_main(job_fd: int, out_fd: int) -> None:
+    """The child's side: read the job, send each chunk, then the counts (or the error)."""
+    conn_in, conn = Connection(job_fd, writable=False), Connection(out_fd, readable=False)
+    try:
+        job = conn_in.recv()
+        conn_in.close()
+        counts = ParseCounts()
+        for item in prepared_chunks(job, counts):
+            conn.send(("chunk", item))
+        conn.send(("done", counts))
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass  # the writer has gone: nothing to tell
+    except BaseException as exc:  # every failure goes back to the writer
+        with contextlib.suppress(OSError):
+            try:
+                conn.send(("error", exc))
+            except Exception:  # an exception that does not pickle
+                conn.send(("error", RuntimeError(traceback.format_exc())))
+    finally:
+        conn.close()

@@ -1,0 +1,185 @@
+"""Large batches parse in a second process (``collectors.parsing``): same outcome, nothing lost.
+
+The batch mixes what a real day's FTS stream holds: finished and failed
+transfers, malformed messages, unknown hosts, transfers older than the raw
+retention, and transfers repeated in the batch and from an earlier batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from collectors import parsing
+from collectors.ingest import ingest
+from collectors.parsing import ChunkJob, parsed_elsewhere, parsed_here
+from collectors.records import Source
+from netbroker.db.grid import GridDB
+from netbroker.db.metrics import MetricsDB, origin_key
+from netbroker.db.schema import metric_buckets, metric_samples
+
+DATA = Path(__file__).parent / "data" / "fts"
+MESSAGES = [json.loads(line) for line in
+            (DATA / "transfer_complete.jsonl").read_text().splitlines()]
+NOW_S = 1795514400 + 3600
+DAY_MS = 86_400_000
+
+
+def mixed_batch(n: int) -> str:
+    """``n`` lines: the sample messages varied (new ids, times spread over a day), one in
+    50 malformed, one in 40 a repeat of an earlier line, one in 60 older than the retention."""
+    lines: list[str] = []
+    for i in range(n):
+        if i % 50 == 7:
+            lines.append('{"tr_id": "broken", "t_final_transfer_state": ' if i % 100 == 7
+                         else json.dumps({**MESSAGES[0], "file_size": -i}))
+            continue
+        if i % 40 == 11 and lines:
+            lines.append(lines[i // 2])
+            continue
+        msg = dict(MESSAGES[i % len(MESSAGES)])
+        shift = -(i * 7919 % DAY_MS) - (40 * DAY_MS if i % 60 == 13 else 0)
+        for key in ("timestamp_tr_st", "timestamp_tr_comp"):
+            if isinstance(msg.get(key), int) and msg[key] > 0:
+                msg[key] += shift
+        msg["tr_id"] = f"{msg.get('tr_id') or 'tr'}-{i}"
+        lines.append(json.dumps(msg))
+    return "\n".join(lines) + "\n"
+
+
+def stored(engine: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every sample row (without its id) and every bucket, in key order."""
+    columns = [c for c in metric_samples.c if c.name != "id"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(*columns).order_by(metric_samples.c.origin_key)).all()
+        buckets = conn.execute(sa.select(metric_buckets)
+                               .order_by(*metric_buckets.primary_key)).all()
+    return [tuple(r) for r in rows], [tuple(b) for b in buckets]
+
+
+def wipe(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(metric_samples))
+        conn.execute(sa.delete(metric_buckets))
+
+
+def job_for(engine: Engine, data: Any, chunk: int) -> ChunkJob:
+    with engine.connect() as conn:
+        lookup = GridDB(conn).site_lookup()
+    return ChunkJob(Source.FTS, data, lookup, NOW_S - 7 * 86400, 600, chunk)
+
+
+def test_origin_key_is_the_blake2b_of_source_and_id() -> None:
+    """Stored rows are deduplicated by this key: its definition may never drift."""
+    for source, origin in (("fts", "t1:throughput"), ("xrootd", "é/ü"), ("perfsonar", "")):
+        digest = blake2b(f"{source}\x00{origin}".encode(), digest_size=8).digest()
+        assert origin_key(source, origin) == int.from_bytes(digest, "big", signed=True)
+
+
+def test_the_child_sends_the_chunks_and_counts_parsing_here_makes(grid_engine: Engine) -> None:
+    job = job_for(grid_engine, mixed_batch(400), chunk=37)
+    with parsed_here(job) as here:
+        expected = list(here.chunks)
+        expected_counts = here.counts()
+    with parsed_elsewhere(job) as there:
+        assert there.pid is not None and there.pid != os.getpid()
+        got = list(there.chunks)
+        got_counts = there.counts()
+    assert len(expected) > 10  # many chunks, each with its running count
+    assert got == expected
+    assert got_counts == expected_counts
+    assert got_counts.rejected and got_counts.too_old and got_counts.samples > 600
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["new", "again"])
+def test_ingest_in_two_processes_stores_and_reports_what_one_does(
+        grid_engine: Engine, repeat: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of 1,000 rows: a dozen of them. "again": half the records were stored
+    # by an earlier batch, made the same way as the one compared.
+    monkeypatch.setattr("collectors.ingest.CHUNK", 1_000)
+    data = mixed_batch(4_000)
+    half = "".join(data.splitlines(keepends=True)[::2])
+    if repeat:
+        ingest(grid_engine, "fts", half, now_s=NOW_S, parallel=False)
+    one = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=False).as_dict(10**6)
+    one_stored = stored(grid_engine)
+    wipe(grid_engine)
+    if repeat:
+        ingest(grid_engine, "fts", half, now_s=NOW_S, parallel=True)
+    seen: list[int] = []
+    two = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=True,
+                 on_progress=seen.append).as_dict(10**6)
+    assert two == one
+    assert stored(grid_engine) == one_stored
+    assert one["rejected"] and one["too_old"] and one["unmapped_samples"]
+    assert one["duplicates"] > (1_000 if repeat else 0)
+    assert len(seen) >= 3 and seen == sorted(seen)
+    assert seen[-1] == one["samples"] + one["rejected"]
+
+
+def _children() -> list[int]:
+    pid = os.getpid()
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def test_a_parser_killed_mid_batch_fails_the_batch_and_stores_nothing(
+        grid_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest(grid_engine, "fts", mixed_batch(50), now_s=NOW_S)
+    before = stored(grid_engine)
+    victims: list[int] = []
+
+    def kill_the_parser(_: int) -> None:
+        if not victims:  # after the first chunk is written: the child is ours, by PID
+            victims.extend(p for p in _children() if p not in already)
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+
+    already = set(_children())
+    with pytest.raises(RuntimeError, match=r"parsing process \(pid \d+\) ended"):
+        ingest(grid_engine, "fts", mixed_batch(30_000), now_s=NOW_S, parallel=True,
+               on_progress=kill_the_parser)
+    assert len(victims) == 1
+    assert stored(grid_engine) == before
+
+
+def test_an_error_in_the_child_is_raised_in_the_writer(grid_engine: Engine) -> None:
+    job = job_for(grid_engine, 12345, chunk=10)  # not bytes: the parser fails on it
+    with pytest.raises(TypeError, match="int"), parsed_elsewhere(job) as there:
+        list(there.chunks)
+
+
+def test_leaving_early_stops_the_child(grid_engine: Engine) -> None:
+    job = job_for(grid_engine, mixed_batch(5_000), chunk=10)
+    with parsed_elsewhere(job) as there:
+        next(there.chunks)
+        pid = there.pid
+    assert pid is not None and pid not in _children()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # reaped: no such process
+
+
+def test_small_batches_parse_here_and_large_ones_elsewhere(grid_engine: Engine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[str] = []
+    for name in ("parsed_here", "parsed_elsewhere"):
+        real = getattr(parsing, name)
+        monkeypatch.setattr("collectors.ingest." + name,
+                            lambda job, real=real, name=name: used.append(name) or real(job))
+    monkeypatch.setattr("collectors.ingest.PARALLEL_MIN_BYTES", 10_000)
+    ingest(grid_engine, "fts", mixed_batch(3), now_s=NOW_S)
+    ingest(grid_engine, "fts", mixed_batch(200), now_s=NOW_S)
+    assert used == ["parsed_here", "parsed_elsewhere"]
+    with grid_engine.connect() as conn:
+        assert MetricsDB(conn).count_samples("fts") > 200
