@@ -48,7 +48,7 @@ from netbroker.db.grid import GridDB
 from netbroker.errors import Forbidden, InvalidTransition, NotFound, UnknownQueue
 from netbroker.observability import DISPATCH_SECONDS
 
-__all__ = ["router"]
+__all__ = ["WIRE_POSTS", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["panda wire protocol"])
@@ -313,3 +313,13 @@ def ddmendpoints(engine: EngineDep) -> dict[str, Any]:
                         "is_tape": e["kind"] == "tape",
                         "rprotocols": {}, "resource": {}, "arprotocols": {}}
             for i, e in enumerate(rows, start=1)}
+
+
+# The protocol's POSTs, by path: ``dispatcher.edge.WireEdge`` serves them
+# straight from ASGI (FastAPI keeps them registered for the spec).
+WIRE_POSTS = {
+    "/server/panda/getJob": get_job,
+    "/server/panda/updateJob": update_job_route,
+    "/server/panda/getEventRanges": get_event_ranges_route,
+    "/server/panda/updateEventRanges": update_event_ranges_route,
+}

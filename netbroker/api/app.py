@@ -3,8 +3,10 @@
 ``create_app`` builds it around an engine: the JSON API (``/api/v1``), the
 dispatcher (the PanDA wire protocol and its JSON twin), the monitor pages
 (``/monitor``), ``/metrics`` and ``/healthz``, behind a request-id
-middleware. ``netbroker serve`` runs it under uvicorn after bringing the
-schema to head (once, before any worker starts).
+middleware; the PanDA wire protocol's POSTs are served by
+``dispatcher.edge.WireEdge`` before FastAPI's routing. ``netbroker serve``
+runs it under uvicorn after bringing the schema to head (once, before any
+worker starts).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import netbroker
 from dispatcher import api as dispatcher_api
 from dispatcher import fastpath, panda
+from dispatcher.edge import WireEdge
 from netbroker.api import config, grid, monitor, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
@@ -68,6 +71,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["service"],
                       response_class=Response)
+    # The pilots' calls past FastAPI's routing (dispatcher.edge), inside the request ids.
+    app.add_middleware(WireEdge, routes=panda.WIRE_POSTS)
     app.add_middleware(RequestIdMiddleware)
     _declare_public_reads(app)
     return app
