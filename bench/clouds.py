@@ -52,10 +52,10 @@ def main() -> None:
     pairs = {(t + 1, d) for t in range(10) for d in range(1, n + 1) if d != t + 1}
     for s in range(1, n + 1):
         pairs |= {(s, int(d)) for d in rng.choice(np.arange(1, n + 1), 200) if d != s}
-    rows = [("throughput", start, s, d, "fts", 4, 0.0, 4e9, float(rng.gamma(2, 4)) * 4e9,
+    rows = [("throughput", "fts", start, s, d, 4, 0.0, 4e9, float(rng.gamma(2, 4)) * 4e9,
              NOW_S - 60) for s, d in sorted(pairs)]
     with engine.begin() as conn:
-        MetricsDB(conn)._add_to_buckets(rows)
+        MetricsDB(conn).add_buckets(rows)
     settings = CloudSettings(window="1d")
     inputs = clouds.gather_inputs(engine, settings, now_s=NOW_S)
     decision = best_of(3, lambda: clouds.decide_membership(inputs, settings))

@@ -51,14 +51,14 @@ def main() -> None:
     src, dst = src[mask], dst[mask]
     mbps = rng.gamma(3.0, 20.0, src.size)
     start = int(NOW_S // 600 * 600) - 3600
-    fts = [("throughput", start, int(s), int(d), "fts", 3, m * 3, 3e9, m * 3e9, NOW_S - 60)
+    fts = [("throughput", "fts", start, int(s), int(d), 3, m * 3, 3e9, m * 3e9, NOW_S - 60)
            for s, d, m in zip(src, dst, mbps, strict=True)]
-    ps = [("throughput", start, int(s), int(d), "perfsonar", 4, 400.0, 4.0, 400.0, NOW_S)
+    ps = [("throughput", "perfsonar", start, int(s), int(d), 4, 400.0, 4.0, 400.0, NOW_S)
           for s, d in zip(src[::5], dst[::5], strict=True)]
     with engine.begin() as conn:
         db = MetricsDB(conn)
-        db._add_to_buckets(fts)
-        db._add_to_buckets(ps)
+        db.add_buckets(fts)
+        db.add_buckets(ps)
     in_memory = pd.DataFrame({"src": src, "dst": dst, "value": mbps})
 
     baseline = best_of(3, lambda: pd.pivot_table(in_memory, index="src", columns="dst",

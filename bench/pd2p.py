@@ -87,7 +87,7 @@ def build(n_datasets: int, n_sites: int, rng: np.random.Generator) -> sa.engine.
             {"dataset_id": int(d), "user_name": f"user{int(d) % 300}",
              "jobs": int(rng.integers(1, 400)), "at": now - timedelta(hours=float(h))}
             for d, h in zip(popular, rng.uniform(0, 160, len(popular)), strict=True)])
-        waiting_sets = rng.choice(popular, 2000, replace=False)
+        waiting_sets = rng.choice(popular, min(2000, len(popular)), replace=False)
         conn.execute(sa.insert(tasks), [
             {"id": k + 1, "name": f"bench.task{k}", "user_name": f"user{k % 300}",
              "processing_type": "analysis", "dataset_id": int(d), "transformation": "run.sh",
@@ -95,7 +95,7 @@ def build(n_datasets: int, n_sites: int, rng: np.random.Generator) -> sa.engine.
              "priority": 1000, "max_attempts": 3, "status": "running", "created_at": now,
              "modified_at": now} for k, d in enumerate(waiting_sets)])
         conn.execute(sa.insert(jobs), [
-            {"task_id": k % 2000 + 1, "name": f"j{k}", "status": "activated",
+            {"task_id": k % len(waiting_sets) + 1, "name": f"j{k}", "status": "activated",
              "queue_id": int(rng.integers(1, n_sites + 1)), "prod_source_label": "user",
              "priority": 1000, "base_priority": 1000, "cores": 1, "min_ram_mb": 2000,
              "max_disk_mb": 5000, "max_walltime_s": 3600, "transformation": "run.sh",
@@ -104,8 +104,8 @@ def build(n_datasets: int, n_sites: int, rng: np.random.Generator) -> sa.engine.
         start = int(time.time() // 600 * 600) - 1200
         pairs = {(int(s), int(d)) for s in np.unique(holders)
                  for d in rng.integers(1, n_sites + 1, 200) if d != s}
-        MetricsDB(conn)._add_to_buckets([
-            ("throughput", start, s, d, "fts", 4, 0.0, 4e9, float(rng.gamma(2, 40)) * 4e9,
+        MetricsDB(conn).add_buckets([
+            ("throughput", "fts", start, s, d, 4, 0.0, 4e9, float(rng.gamma(2, 40)) * 4e9,
              time.time() - 60) for s, d in sorted(pairs)])
     return engine
 

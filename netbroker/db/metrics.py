@@ -289,6 +289,16 @@ class MetricsDB:
         result = self.conn.exec_driver_sql(str(compiled), params)  # type: ignore[arg-type]
         return int(result.rowcount)
 
+    def add_buckets(self, buckets: Sequence[tuple[Any, ...]]) -> None:
+        """Add bucket rows (in :func:`fold_into_buckets`' shape) to the buckets.
+
+        For loading aggregates made elsewhere (benchmarks, imports): each row
+        adds its count and sums to its bucket, creating it when new. Keys
+        must be distinct within one call. O(b log b) for the sort, then one
+        upsert per row.
+        """
+        self._add_to_buckets(sorted(buckets))
+
     def _add_to_buckets(self, buckets: list[tuple[Any, ...]]) -> None:
         t = metric_buckets
         ins = _insert_for(self.conn, t)

@@ -1,0 +1,41 @@
+"""Every bench script still runs: tiny sizes, one bench line per measure.
+
+The benchmarks reach into the storage layer to load their data fast, so a
+change there can break them without breaking anything else; this runs each
+at a size of seconds and checks the lines it prints, not the speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+CASES = {
+    "ingest.py": (["--records", "3000"], ["ingest.fts"]),
+    "matrix.py": (["--sites", "30"], ["matrix.30"]),
+    "clouds.py": (["--sites", "40"], ["clouds.40"]),  # named by its size
+    "pd2p.py": (["--datasets", "300", "--sites", "30"], ["pd2p.cycle"]),
+    "brokerage.py": (["--sites", "30", "--tasks", "10", "--jobs-per-task", "5"],
+                     ["brokerage.jobs", "brokerage.jobs_stored"]),
+    "dispatch.py": (["--only", "sqlite", "--jobs", "400", "--seconds", "0.5"],
+                    ["dispatch.sqlite"]),
+}
+
+
+@pytest.mark.parametrize("script", list(CASES))
+def test_bench_script_prints_its_measures(script: str) -> None:
+    args, names = CASES[script]
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                          text=True, timeout=300, cwd=BENCH)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [line["bench"] for line in lines] == names, done.stdout
+    for line in lines:
+        assert set(line) >= {"bench", "value", "unit", "baseline", "ratio", "goal"}
+        assert line["value"] > 0 and line["baseline"] > 0
