@@ -38,9 +38,11 @@ from netbroker.observability import COLLECTOR_RECORDS
 
 __all__ = ["CHUNK", "PARALLEL_MIN_BYTES", "PARSERS", "IngestReport", "ingest", "parser_for"]
 
-# Inputs this large are parsed in a second process (about 40k FTS records, 2 s
-# of work on one core): starting it costs ~0.3 s, and from here on it pays.
-PARALLEL_MIN_BYTES = 32 * 2**20
+# Inputs this large are parsed in a second process: about 150,000 FTS records,
+# 4-8 s of work on one core. Starting the process (a fresh interpreter importing
+# SQLAlchemy and numpy) costs 1-2.5 s on the 2-core hosts, so below this it
+# would not pay for itself.
+PARALLEL_MIN_BYTES = 128 * 2**20
 
 
 @dataclass
@@ -97,9 +99,8 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         far, after every chunk written (for progress bars).
     parallel : bool, optional
         Parse in a second process while this one writes
-        (``collectors.parsing``);
-        default: for inputs of :data:`PARALLEL_MIN_BYTES` or more. The
-        outcome is the same either way.
+        (``collectors.parsing``); by default for inputs of
+        :data:`PARALLEL_MIN_BYTES` or more. The outcome is the same either way.
 
     Returns
     -------

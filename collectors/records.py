@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from netbroker.metrics import KIND_UNITS, MetricKind
-from netbroker.metrics import MetricSource as Source
+from netbroker.metric_kinds import KIND_UNITS, MetricKind
+from netbroker.metric_kinds import MetricSource as Source
 
 __all__ = ["KIND_UNITS", "HostRef", "MetricKind", "ParsedSample", "Rejected", "Source"]
 

@@ -15,7 +15,6 @@ bucket has no value: unknown, never zero.
 
 from __future__ import annotations
 
-import enum
 import time
 
 import numpy as np
@@ -27,6 +26,7 @@ from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import sites
 from netbroker.errors import UnknownSite
+from netbroker.metric_kinds import KIND_UNITS, MetricKind, MetricSource
 
 __all__ = [
     "KIND_UNITS",
@@ -45,33 +45,6 @@ __all__ = [
     "window_start_s",
 ]
 
-
-class MetricSource(enum.StrEnum):
-    """Where a measurement came from."""
-
-    FTS = "fts"
-    PERFSONAR = "perfsonar"
-    XROOTD = "xrootd"
-    NWS = "nws"
-
-
-class MetricKind(enum.StrEnum):
-    """What a sample measures; its unit is ``KIND_UNITS[kind]``."""
-
-    THROUGHPUT = "throughput"    # MB/s (10**6 bytes per second), src -> dst
-    PACKET_LOSS = "packet_loss"  # fraction 0..1
-    OWD = "owd"                  # one-way delay, median, ms
-    RTT = "rtt"                  # round-trip time, median, ms
-    SUCCESS = "success"          # 1.0 a transfer/read succeeded, 0.0 it failed
-
-
-KIND_UNITS = {
-    MetricKind.THROUGHPUT: "MB/s",
-    MetricKind.PACKET_LOSS: "fraction",
-    MetricKind.OWD: "ms",
-    MetricKind.RTT: "ms",
-    MetricKind.SUCCESS: "fraction",
-}
 
 WINDOWS_S = {"1h": 3600, "1d": 86400, "1w": 7 * 86400}
 
