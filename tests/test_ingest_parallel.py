@@ -135,9 +135,10 @@ def _children() -> list[int]:
 
 
 def test_a_parser_killed_mid_batch_fails_the_batch_and_stores_nothing(
-        grid_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        grid_engine: Engine) -> None:
     ingest(grid_engine, "fts", mixed_batch(50), now_s=NOW_S)
     before = stored(grid_engine)
+    already = set(_children())
     victims: list[int] = []
 
     def kill_the_parser(_: int) -> None:
@@ -146,7 +147,6 @@ def test_a_parser_killed_mid_batch_fails_the_batch_and_stores_nothing(
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
 
-    already = set(_children())
     with pytest.raises(RuntimeError, match=r"parsing process \(pid \d+\) ended"):
         ingest(grid_engine, "fts", mixed_batch(30_000), now_s=NOW_S, parallel=True,
                on_progress=kill_the_parser)

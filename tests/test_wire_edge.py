@@ -11,7 +11,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
+from dispatcher import panda
 from dispatcher.edge import WireEdge
+from netbroker.api.app import create_app
+from netbroker.config import Settings
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs
 
@@ -94,6 +97,11 @@ def test_paths_are_matched_below_the_root_path() -> None:
 
 def test_the_service_answers_pilots_through_the_edge_with_request_ids(
         grid_engine: Engine) -> None:
+    app = create_app(Settings(), grid_engine)
+    edges = [m for m in app.user_middleware if m.cls is WireEdge]
+    assert [m.kwargs["routes"] for m in edges] == [panda.WIRE_POSTS]
+    assert set(panda.WIRE_POSTS) == {f"/server/panda/{name}" for name in (
+        "getJob", "updateJob", "getEventRanges", "updateEventRanges")}
     (job_id,) = add_jobs(grid_engine, 1)
     with LiveServer(grid_engine) as server, httpx.Client(base_url=server.url) as http:
         got = http.post("/server/panda/getJob", data={"computingElement": "DESY-HH"},

@@ -220,17 +220,6 @@ class MetricsDB:
             with suppress(sa.exc.DBAPIError):
                 self.conn.exec_driver_sql(f"PRAGMA cache_size = {previous:d}")
 
-    def add_samples(self, rows: Sequence[tuple[Any, ...]], bucket_s: int) -> int:
-        """Insert the sample rows not stored yet and fold those into the buckets.
-
-        ``rows`` are tuples in :data:`SAMPLE_COLUMNS` order. The caller holds
-        :meth:`lock_for_ingest`. Returns how many rows were new. The same as
-        :meth:`add_chunk` of :func:`prepare_chunk`.
-        """
-        if not rows:
-            return 0
-        return self.add_chunk(prepare_chunk(rows, bucket_s), bucket_s)
-
     def add_chunk(self, chunk: SampleChunk, bucket_s: int) -> int:
         """Insert a prepared chunk's rows not stored yet, and fold those into the buckets.
 
@@ -266,7 +255,7 @@ class MetricsDB:
             if r[0] in new_keys:
                 new_keys.discard(r[0])
                 kept.append(r)
-        self._add_to_buckets(sorted(fold_into_buckets(kept, bucket_s)))
+        self.add_buckets(fold_into_buckets(kept, bucket_s))
         return len(kept)
 
     def _executemany(self, stmt: Any, columns: Sequence[str],
