@@ -20,12 +20,16 @@ from netbroker import registry  # noqa: E402
 from netbroker.db import create_db_engine, upgrade  # noqa: E402
 
 
-def sqlite_grid() -> Engine:
-    """A fresh SQLite file at head holding the sample grid."""
+def scratch_path(name: str) -> Path:
+    """A path ``name`` in a fresh folder that is removed when the benchmark exits."""
     folder = tempfile.mkdtemp(prefix="netbroker-bench-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a million records: GBs
-    path = Path(folder) / "bench.db"
-    engine = create_db_engine(f"sqlite:///{path}")
+    return Path(folder) / name
+
+
+def sqlite_grid() -> Engine:
+    """A fresh SQLite file at head holding the sample grid."""
+    engine = create_db_engine(f"sqlite:///{scratch_path('bench.db')}")
     upgrade(engine)
     registry.import_grid_file(engine, registry.sample_grid_path())
     return engine
@@ -39,6 +43,23 @@ def best_of(n: int, run: Callable[[], object]) -> float:
         run()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def best_of_pair(n: int, run: Callable[[], object], baseline: Callable[[], object]
+                 ) -> tuple[float, float]:
+    """The shortest of ``n`` timed runs of each of ``run`` and ``baseline``, taken in turn.
+
+    Alternating them exposes both to the same spells of a shared host's
+    slowness, which drift over seconds; timing all of one and then all of
+    the other lets a slow spell land on one side only and skew the ratio.
+    """
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(n):
+        for call, taken in ((run, times[0]), (baseline, times[1])):
+            started = time.perf_counter()
+            call()
+            taken.append(time.perf_counter() - started)
+    return min(times[0]), min(times[1])
 
 
 def emit(bench: str, value: float, unit: str, baseline: float, goal: str) -> None:

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import emit
+from _common import emit, scratch_path
 
 from netbroker import registry
 from netbroker.brokerage import GridView, TaskNeeds, broker_jobs, broker_task
@@ -140,7 +138,7 @@ def grid_document(view: GridView, n_tasks: int, jobs_per_task: int) -> str:
 
 
 def stored_rate(view: GridView, n_tasks: int, jobs_per_task: int) -> float:
-    engine = create_db_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'brokerage.db'}")
+    engine = create_db_engine(f"sqlite:///{scratch_path('brokerage.db')}")
     upgrade(engine)
     registry.import_grid_document(engine, grid_document(view, n_tasks, jobs_per_task))
     now = utcnow()

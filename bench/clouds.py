@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
-from _common import best_of, emit
+from _common import best_of, emit, scratch_path
 
 from netbroker import clouds, registry
 from netbroker.config import CloudSettings
@@ -44,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sites", type=int, default=2000)
     n = parser.parse_args().sites
-    engine = create_db_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'clouds.db'}")
+    engine = create_db_engine(f"sqlite:///{scratch_path('clouds.db')}")
     upgrade(engine)
     registry.import_grid_document(engine, grid_document(n))
     rng = np.random.default_rng(5)

@@ -16,14 +16,12 @@ what triggers it.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from _common import emit
+from _common import emit, scratch_path
 
 from netbroker import pd2p
 from netbroker.config import Settings
@@ -48,7 +46,7 @@ GB = 1_000_000_000
 
 
 def build(n_datasets: int, n_sites: int, rng: np.random.Generator) -> sa.engine.Engine:
-    engine = create_db_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'pd2p.db'}")
+    engine = create_db_engine(f"sqlite:///{scratch_path('pd2p.db')}")
     upgrade(engine)
     now = utcnow()
     with engine.begin() as conn:

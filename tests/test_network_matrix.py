@@ -8,6 +8,7 @@ under test.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -25,6 +26,7 @@ from netbroker import metrics, registry
 from netbroker.config import MetricsSettings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
+from netbroker.db.metrics import MetricsDB, _share_sql
 from netbroker.db.schema import metric_buckets, sites
 from netbroker.graph import site_graph
 from tests.conftest import LiveServer
@@ -329,20 +331,50 @@ def test_matrix_equals_the_link_table_consolidation_to_the_bit(grid_engine: Engi
 
 
 def test_matrix_reads_alike_through_arrow_and_through_the_cursor(tmp_path: Path) -> None:
-    """A SQLite file is read through ADBC (when installed), an in-memory database
-    through the driver's cursor; both give the same matrix."""
+    """A SQLite file is read through ADBC, by readers that seek to their share of
+    the sites under each bucket start; an in-memory database is read through the
+    driver's cursor in one range scan. Both give the same matrix, with buckets
+    of another width (starts off today's 10 min grid) and at the window's edges."""
     matrices = []
     for url in (f"sqlite:///{tmp_path / 'file.db'}", "sqlite://"):
         engine = create_db_engine(url)
         upgrade(engine)
         registry.import_grid_file(engine, registry.sample_grid_path())
-        add_random_buckets(engine, 13)
+        rows = add_random_buckets(engine, 13)
+        odd = {(row["kind"], row["source"], start, row["src_site_id"], row["dst_site_id"]):
+               {**row, "bucket_start_s": start}
+               for row, start in zip(rows[:300:3], itertools.cycle(
+                   [int(NOW_S) - 86_400, int(NOW_S) - 86_401, int(NOW_S) - 4_500,
+                    int(NOW_S) - 300, int(NOW_S), int(NOW_S) + 1]))}
+        for row in rows:  # starts on the grid may be taken
+            odd.pop((row["kind"], row["source"], row["bucket_start_s"], row["src_site_id"],
+                     row["dst_site_id"]), None)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(metric_buckets), list(odd.values()))
+            assert (MetricsDB(conn)._arrow_uri() is None) == (url == "sqlite://")
         matrices.append(metrics.network_matrix(engine, "throughput", "1d",
                                                settings=MetricsSettings(min_samples=3),
                                                now_s=NOW_S))
         engine.dispose()
     assert matrices[0].notna().sum().sum() > 100
     pd.testing.assert_frame_equal(matrices[0], matrices[1], check_exact=True)
+
+
+def test_a_share_of_the_sites_seeks_under_each_bucket_start(tmp_path: Path) -> None:
+    """SQLite's plan for a reader's share: the bucket starts by a loose index scan,
+    then per start a seek to the share's source sites, in key order (no sort)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    upgrade(engine)
+    sql, params = _share_sql("throughput", "fts", 1000, (0, 500))
+    window = {"since_s": NOW_S - 86_400, "until_s": NOW_S}
+    with engine.connect() as conn:
+        plan = [row[3] for row in conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {sql}", tuple(window.get(name, value) for name, value in params))]
+    engine.dispose()
+    assert any("bucket_start_s=? AND src_site_id>? AND src_site_id<?" in step
+               for step in plan), plan
+    assert not any("TEMP B-TREE" in step or step.startswith("SCAN metric_buckets")
+                   for step in plan), plan
 
 
 def test_bucket_key_puts_each_source_in_one_range(engine: Engine) -> None:
