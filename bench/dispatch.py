@@ -18,16 +18,14 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import orjson
-from _common import ROOT, emit
+from _common import ROOT, emit, scratch_path
 
 from netbroker import registry
 from netbroker.auth import create_token
@@ -183,8 +181,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     if args.only != "postgresql":
-        path = Path(tempfile.mkdtemp(prefix="netbroker-dispatch-")) / "dispatch.db"
-        measure("sqlite", f"sqlite:///{path}", args.jobs, args.seconds)
+        measure("sqlite", f"sqlite:///{scratch_path('dispatch.db')}", args.jobs, args.seconds)
     if args.only != "sqlite":
         bin_dir = find_postgres_bin()
         if bin_dir is None:

