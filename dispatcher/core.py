@@ -139,10 +139,13 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
               if v is not None}
     now, sources = utcnow(), allowed_sources(report.state)
+    # Refused: the job is read to say why, on the writer's connection, which
+    # inside a write batch (SQLite) sees the batch's earlier writes.
     if report_is_one_statement(report):
         with atomic_write(engine) as conn:
-            changed = JobDB(conn).set_status(job_id, report.state, sources, now, owner,
-                                             **fields)
+            db = JobDB(conn)
+            changed = db.set_status(job_id, report.state, sources, now, owner, **fields)
+            job = None if changed else db.get(job_id)
     else:
         with begin_immediate(engine) as conn:
             db = JobDB(conn)
@@ -151,10 +154,9 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
                 TaskDB(conn).record_outputs(job_id, [f.model_dump() for f in report.files])
             if changed and report.state == JobStatus.FAILED:
                 db.retry(job_id, now)
+            job = None if changed else db.get(job_id)
     if changed:
         return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
-    with engine.connect() as conn:  # refused: read the job to say why
-        job = JobDB(conn).get(job_id)
     if job is None:
         raise UnknownJob(str(job_id))
     if owner is not None and job["owner"] != owner:

@@ -21,10 +21,14 @@ from netbroker.drill import start_service
 from tests.test_dispatcher import add_jobs
 
 pytestmark = pytest.mark.slow
+JSON = {"Accept": "application/json"}
 
 
+@pytest.mark.parametrize("wire", [False, True], ids=["pilot-api", "panda-wire"])
 def test_sigkill_and_restart_lose_and_duplicate_nothing(grid_engine: Engine, db_url: str,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, wire: bool) -> None:
+    """Pilots on the JSON API (through the thread pool) or on the PanDA wire (on
+    SQLite in write batches, on PostgreSQL on the event loop)."""
     ids = set(add_jobs(grid_engine, 600))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,23 +37,35 @@ def test_sigkill_and_restart_lose_and_duplicate_nothing(grid_engine: Engine, db_
     received: list[int] = []
     done = threading.Event()
 
+    def acquire(client: httpx.Client) -> int | None:
+        if wire:
+            job = client.post("/server/panda/getJob", headers=JSON, data={
+                "computingElement": "DESY-HH", "diskSpace": "20000"}).json()
+            return int(job["PandaID"]) if job["StatusCode"] == 0 else None
+        job = client.post("/api/v1/pilot/jobs/acquire",
+                          json={"queue": "DESY-HH", "disk_mb": 20000}).json()["job"]
+        return None if job is None else int(job["id"])
+
     def pilot() -> None:
         with httpx.Client(base_url=base, timeout=5) as client:
             while not done.is_set():
                 try:
-                    answer = client.post("/api/v1/pilot/jobs/acquire",
-                                         json={"queue": "DESY-HH", "disk_mb": 20000})
-                    job = answer.json()["job"]
+                    job_id = acquire(client)
                 except (httpx.TransportError, ValueError):
                     time.sleep(0.05)  # the service is down: ask again, as pilots do
                     continue
-                if job is None:
+                if job_id is None:
                     return
-                received.append(job["id"])
+                received.append(job_id)
                 while True:  # a real pilot says it started; it retries through an outage
                     try:
-                        client.post(f"/api/v1/pilot/jobs/{job['id']}/update",
-                                    json={"state": "starting"}).raise_for_status()
+                        if wire:
+                            answer = client.post("/server/panda/updateJob", headers=JSON, data={
+                                "jobId": str(job_id), "state": "starting"})
+                            assert answer.json()["StatusCode"] == 0, answer.text
+                        else:
+                            client.post(f"/api/v1/pilot/jobs/{job_id}/update",
+                                        json={"state": "starting"}).raise_for_status()
                         break
                     except httpx.TransportError:
                         time.sleep(0.05)

@@ -113,7 +113,7 @@ def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(
     another transaction holds it gives up there and waits in the thread pool, so
     the service keeps answering meanwhile and the report still lands."""
     if backend != "postgresql":
-        pytest.skip("the event-loop fast path is PostgreSQL's (SQLite writes use the pool)")
+        pytest.skip("the event-loop fast path is PostgreSQL's (SQLite batches its writes)")
     caplog.set_level(logging.INFO, logger="dispatcher.fastpath")
     (job_id,) = add_jobs(grid_engine, 1)
     got = panda.post("/server/panda/getJob", headers=JSON,

@@ -81,9 +81,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While serving: the dispatcher's engine for calls on the event loop
-    (PostgreSQL) or its one writer thread (SQLite; ``dispatcher.fastpath``)."""
+    (PostgreSQL) or its batcher of writes (SQLite; ``dispatcher.fastpath``)."""
     app.state.dispatch_engine = fastpath.create_dispatch_engine(app.state.engine)
-    app.state.dispatch_writers = fastpath.create_writer_limiter(app.state.engine)
+    app.state.dispatch_writers = fastpath.create_write_batcher(app.state.engine)
     try:
         yield
     finally:
