@@ -37,7 +37,7 @@ from fastapi import Request
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from netbroker.db.engine import create_autocommit_engine, write_batch
+from netbroker.db.engine import WriteBatchLost, create_autocommit_engine, write_batch
 
 __all__ = ["LOCK_TIMEOUT_MS", "STATEMENT_TIMEOUT_MS", "WriteBatcher", "call",
            "create_dispatch_engine", "create_write_batcher"]
@@ -99,7 +99,7 @@ class WriteBatcher:
         self._queued.append((fn, args, future))
         if not self._draining:
             self._draining = True
-            # Held by the loop until it ends; nothing awaits it, so it never raises.
+            # Referenced, so that the loop's weak hold on the task is not its only one.
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await asyncio.shield(future)
 
@@ -110,13 +110,15 @@ class WriteBatcher:
                 del self._queued[:self.MAX_BATCH]
                 try:
                     outcomes = await anyio.to_thread.run_sync(self._run, batch)
-                except BaseException as exc:  # the transaction failed: no call happened
+                except Exception as exc:  # the transaction failed: no call happened
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
                     continue
+                except BaseException:  # cancelled (the loop is closing)
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
                 for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
@@ -134,6 +136,8 @@ class WriteBatcher:
             for fn, args, _ in batch:
                 try:
                     outcomes.append((True, writes.run(fn, *args)))
+                except WriteBatchLost:
+                    raise  # fails the whole batch
                 except Exception as exc:
                     outcomes.append((False, exc))
         return outcomes

@@ -23,7 +23,7 @@ import dispatcher.fastpath
 from dispatcher.core import acquire_job
 from dispatcher.fastpath import WriteBatcher
 from netbroker.db import begin_immediate
-from netbroker.db.engine import write_batch
+from netbroker.db.engine import WriteBatchLost, write_batch
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, job_state_changes, jobs
 from netbroker.errors import UnknownQueue
@@ -84,6 +84,26 @@ def test_a_batch_whose_commit_fails_stores_none_of_its_writes(grid_engine: Engin
     with write_batch(grid_engine) as writes:  # the locks were given back
         writes.run(rename("a"), a)
     assert names(grid_engine)[a] == "a"
+
+
+def rolled_back(engine: Engine) -> None:
+    """A write after which SQLite has rolled the whole transaction back, as it
+    does on a full disk or an I/O error."""
+    with begin_immediate(engine) as conn:
+        conn.connection.dbapi_connection.execute("ROLLBACK")  # type: ignore[union-attr]
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+
+
+@sqlite_only
+def test_a_batch_that_lost_its_transaction_runs_nothing_more(grid_engine: Engine) -> None:
+    """No write runs outside the batch's transaction (each would commit alone):
+    the batch ends, every call of it failed, nothing stored."""
+    a, b = add_jobs(grid_engine, 2)
+    before = names(grid_engine)
+    outcomes, _ = run_batched(grid_engine, [(rename("a"), (a,)), (rolled_back, ()),
+                                            (rename("b"), (b,))])
+    assert all(isinstance(o, WriteBatchLost) for o in outcomes), outcomes
+    assert names(grid_engine) == before
 
 
 @sqlite_only

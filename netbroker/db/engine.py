@@ -32,8 +32,9 @@ except ImportError:  # not POSIX: writers meet the busy timeout instead
 
 from netbroker.config import DatabaseSettings
 
-__all__ = ["WriteBatch", "atomic_write", "begin_immediate", "create_autocommit_engine",
-           "create_db_engine", "database_key", "describe_url", "is_sqlite", "write_batch"]
+__all__ = ["WriteBatch", "WriteBatchLost", "atomic_write", "begin_immediate",
+           "create_autocommit_engine", "create_db_engine", "database_key", "describe_url",
+           "is_sqlite", "write_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +127,33 @@ class WriteBatch:
         self.engine, self.conn = engine, conn
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(engine, *args)`` under a savepoint; its value, or its exception
+        after its writes are undone. Raises :class:`WriteBatchLost` when the
+        batch's transaction is gone (SQLite rolls it all back on some errors:
+        a full disk, an I/O error), which must end the batch."""
         # Plain SQL, not begin_nested(): SQLAlchemy's savepoint objects cost
         # ~180 us a write here, as much as the write.
+        self._check()
         self.conn.exec_driver_sql("SAVEPOINT netbroker_write")
         try:
             result = fn(self.engine, *args)
-        except BaseException:
+        except BaseException as exc:
+            self._check(exc)
             self.conn.exec_driver_sql("ROLLBACK TO netbroker_write")
             self.conn.exec_driver_sql("RELEASE netbroker_write")
             raise
+        self._check()
         self.conn.exec_driver_sql("RELEASE netbroker_write")
         return result
+
+    def _check(self, cause: BaseException | None = None) -> None:
+        # Without its transaction the next statements would each commit alone.
+        if not self.conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            raise WriteBatchLost("the write batch's transaction was rolled back") from cause
+
+
+class WriteBatchLost(RuntimeError):
+    """A write batch's transaction ended under it: none of its writes happened."""
 
 
 @contextmanager
