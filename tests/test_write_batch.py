@@ -95,13 +95,14 @@ def rolled_back(engine: Engine) -> None:
 
 
 @sqlite_only
-def test_a_batch_that_lost_its_transaction_runs_nothing_more(grid_engine: Engine) -> None:
+def test_a_batch_that_lost_its_transaction_runs_nothing_more(grid_engine: Engine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """No write runs outside the batch's transaction (each would commit alone):
     the batch ends, every call of it failed, nothing stored."""
     a, b = add_jobs(grid_engine, 2)
     before = names(grid_engine)
     outcomes, _ = run_batched(grid_engine, [(rename("a"), (a,)), (rolled_back, ()),
-                                            (rename("b"), (b,))])
+                                            (rename("b"), (b,))], monkeypatch)
     assert all(isinstance(o, WriteBatchLost) for o in outcomes), outcomes
     assert names(grid_engine) == before
 
@@ -113,8 +114,8 @@ def test_write_batch_is_not_nested(grid_engine: Engine) -> None:
         pass
 
 
-def run_batched(engine: Engine, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                ) -> tuple[list[Any], int]:
+def run_batched(engine: Engine, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+                monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], int]:
     """Submit every call at once to a WriteBatcher; their outcomes (value or
     exception), in order, and how many transactions ran them."""
     transactions = 0
@@ -130,20 +131,18 @@ def run_batched(engine: Engine, calls: list[tuple[Callable[..., Any], tuple[Any,
         return await asyncio.gather(*(batcher.submit(fn, *args) for fn, args in calls),
                                     return_exceptions=True)
 
-    dispatcher.fastpath.write_batch = counted  # type: ignore[assignment]
-    try:
-        return asyncio.run(main()), transactions
-    finally:
-        dispatcher.fastpath.write_batch = real
+    monkeypatch.setattr(dispatcher.fastpath, "write_batch", counted)
+    return asyncio.run(main()), transactions
 
 
 @sqlite_only
-def test_batcher_dispatches_each_job_once_in_priority_order(grid_engine: Engine) -> None:
+def test_batcher_dispatches_each_job_once_in_priority_order(grid_engine: Engine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     ids = set(add_jobs(grid_engine, 150))
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
         (acquire_job, (ask("NOPE" if i % 40 == 7 else "DESY-HH", pilot_id=f"p{i}"),))
         for i in range(205)]
-    outcomes, transactions = run_batched(grid_engine, calls)
+    outcomes, transactions = run_batched(grid_engine, calls, monkeypatch)
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(errors) == 5 and all(isinstance(e, UnknownQueue) for e in errors)
     got = [o for o in outcomes if isinstance(o, dict)]
@@ -161,12 +160,12 @@ def test_batcher_dispatches_each_job_once_in_priority_order(grid_engine: Engine)
 
 @sqlite_only
 def test_batcher_answers_every_call_of_a_failed_commit_with_its_error(
-        grid_engine: Engine) -> None:
+        grid_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     add_jobs(grid_engine, 10)
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
         (acquire_job, (ask(),)), (acquire_job, (ask(),)), (orphan_log, ()),
         (acquire_job, (ask(),))]
-    outcomes, transactions = run_batched(grid_engine, calls)
+    outcomes, transactions = run_batched(grid_engine, calls, monkeypatch)
     assert transactions == 1
     assert all(isinstance(o, sa.exc.IntegrityError) for o in outcomes), outcomes
     with grid_engine.connect() as conn:  # none of the acquisitions happened
