@@ -64,6 +64,27 @@ def test_broker_stream_with_eot_space_and_archive_wrapper_parses_like_lines() ->
     assert len(parsed) == 5
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"a": 1}\n{"a": 2}\n', b'{"a": 1}\r\n\r\n{"a": 2}', b'{"a": 1}\r{"a": 2}\r',
+    b'{"a": 1}\x04 {"a": 2}\x04\x04{"a": 3}\n', b"\n\n x \n", b"", b"\x04"],
+    ids=["lf", "crlf", "cr", "eot", "blank", "empty", "eot-only"])
+def test_messages_and_positions_are_those_of_splitting_the_whole_batch(
+        raw: bytes, tmp_path: Path) -> None:
+    """Split lazily, from bytes or from a read-only mapping of them (the parsing
+    process's), the messages and their positions are those of ``split``/``splitlines``."""
+    import mmap
+
+    parts = raw.split(b"\x04") if b"\x04" in raw else raw.splitlines()
+    expected = [(i, p.strip()) for i, p in enumerate(parts, start=1) if p.strip()]
+    assert list(fts.split_messages(raw)) == expected
+    assert list(fts.split_messages(raw.decode())) == expected
+    if raw:
+        path = tmp_path / "batch"
+        path.write_bytes(raw)
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            assert list(fts.split_messages(mapped)) == expected
+
+
 def test_ids_are_stable_across_parses() -> None:
     assert [s.origin_id for s in samples(LINES)] == [s.origin_id for s in samples(LINES)]
 
