@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.db.prepared import prepared
 from netbroker.db.schema import (
     EventRangeStatus,
     JobStatus,
@@ -96,15 +97,16 @@ class JobDB:
             "p_log_status": status, **{f"set_{k}": v for k, v in fields.items()}}))
 
     def _change_and_log(self, stmt: sa.Executable, params: dict[str, Any]
-                        ) -> Sequence[sa.RowMapping]:
+                        ) -> list[dict[str, Any]]:
         """Run a state change built by :func:`_logged` with its parameters; its rows.
 
         On SQLite the log rows are a second statement, in the caller's transaction.
         """
-        rows = self.conn.execute(stmt, params).mappings().all()
-        if rows and self.conn.dialect.name != "postgresql":
-            self.conn.execute(sa.insert(job_state_changes), [
-                {"job_id": r["id"], "status": params["p_log_status"], "at": params["p_now"]}
+        dialect = self.conn.dialect
+        rows = prepared(stmt, dialect).rows(self.conn, params)  # see netbroker.db.prepared
+        if rows and dialect.name != "postgresql":
+            prepared(_LOG_INSERT, dialect).run_many(self.conn, [
+                {"p_job_id": r["id"], "p_status": params["p_log_status"], "p_at": params["p_now"]}
                 for r in rows])
         return rows
 
@@ -225,6 +227,13 @@ def _logged(change: sa.Update, dialect: str) -> sa.Executable:
                   sa.bindparam("p_log_status", type_=job_state_changes.c.status.type),
                   sa.bindparam("p_now", type_=job_state_changes.c.at.type))).cte("logged")
     return sa.select(changed).add_cte(logged)
+
+
+# The log row of a state change, on SQLite (on PostgreSQL it is in the change's statement).
+_LOG_INSERT = sa.insert(job_state_changes).values(
+    job_id=sa.bindparam("p_job_id", type_=job_state_changes.c.job_id.type),
+    status=sa.bindparam("p_status", type_=job_state_changes.c.status.type),
+    at=sa.bindparam("p_at", type_=job_state_changes.c.at.type))
 
 
 @functools.cache

@@ -1,0 +1,153 @@
+"""Statements compiled once and run on the driver's own cursor: the dispatcher's few per job.
+
+SQLAlchemy's execution around a statement (the cache key, the compiled
+cache, the execution context, the result object) costs ~20 us, as much as
+SQLite takes to run one of the dispatcher's statements, and a job cycle runs
+about eight. :class:`PreparedStatement` compiles a Core statement once for a
+dialect, with the dialect's own bind and result processors for its
+parameters and columns, so the rows and the stored values are those
+``Connection.execute`` gives and stores (``tests/test_prepared.py`` checks
+it on both backends); running it is the driver's ``execute`` and a loop.
+
+What it keeps of SQLAlchemy's conduct: the connection's transaction is
+begun first if it was not (as ``execute`` autobegins), a driver error is
+raised as the same ``sqlalchemy.exc.DBAPIError`` subclass, and an error that
+means the connection is gone invalidates it, so the pool does not hand it
+out again (after a PostgreSQL restart, say). What it gives up: engine
+events around each statement (netbroker has none there) and statement
+logging with ``echo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+__all__ = ["PreparedStatement", "prepared", "run_driver_sql"]
+
+Processor = Callable[[Any], Any] | None
+
+
+class PreparedStatement:
+    """A Core statement compiled for ``dialect``, run with :meth:`rows` / :meth:`run_many`.
+
+    Parameters are given by their bind names (``sa.bindparam("p_job")``);
+    binds with values in the statement (``sa.literal``) keep them. Statements
+    whose SQL depends on the values (expanding ``IN``, literal execution)
+    are refused: their text is not fixed.
+    """
+
+    def __init__(self, stmt: sa.Executable, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("a statement with expanding or literal-execute parameters "
+                             "has no fixed SQL to prepare")
+        self.sql = str(compiled)
+        self.dialect = dialect
+        self._defaults = dict(compiled.params)
+        self._required = [name for name in self._defaults if compiled.binds[name].required]
+        # Positional (SQLite's qmark): the binds in their order, a name maybe
+        # twice; named (psycopg's pyformat): each name once.
+        self._order: list[str] | None = (list(compiled.positiontup or ())
+                                          if compiled.positional else None)
+        self._binds: dict[str, Processor] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in ((n, compiled.binds[n]) for n in self._defaults)}
+        self._columns = list(getattr(stmt, "exported_columns", ()) or ())
+        self._keys = [c.key for c in self._columns]
+        # Made at the first run: a dialect's processor may depend on the type
+        # the driver reports for the column (PostgreSQL's numerics do).
+        self._results: list[Processor] | None = None
+
+    def _arguments(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        # As Connection.execute: names the statement does not use are ignored.
+        missing = [name for name in self._required if name not in params]
+        if missing:
+            raise sa.exc.InvalidRequestError(
+                f"a value is required for bind parameter(s) {missing}")
+        values = {}
+        for name, process in self._binds.items():
+            value = params[name] if name in params else self._defaults[name]
+            values[name] = process(value) if process is not None else value
+        if self._order is None:
+            return values
+        return tuple(values[name] for name in self._order)
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Run the statement once on ``conn``; its rows (RETURNING, SELECT) as dicts."""
+        args = self._arguments(params)
+        raw = _driver_connection(conn)
+        cursor = raw.cursor()
+        try:
+            cursor.execute(self.sql, args)
+            fetched = cursor.fetchall() if self._keys else []
+            if self._results is None and cursor.description is not None:
+                self._results = [
+                    c.type.dialect_impl(self.dialect).result_processor(self.dialect, d[1])
+                    for c, d in zip(self._columns, cursor.description, strict=True)]
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise _translated(conn, raw, cursor, exc, self.sql, args) from exc
+        finally:
+            _close(cursor)
+        keys, results = self._keys, self._results or [None] * len(self._keys)
+        return [{key: (value if process is None else process(value))
+                 for key, process, value in zip(keys, results, row, strict=True)}
+                for row in fetched]
+
+    def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per parameter set (the driver's ``executemany``)."""
+        if not params:
+            return
+        args = [self._arguments(p) for p in params]
+        raw = _driver_connection(conn)
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(self.sql, args)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise _translated(conn, raw, cursor, exc, self.sql, args) from exc
+        finally:
+            _close(cursor)
+
+
+@lru_cache(maxsize=512)
+def prepared(stmt: sa.Executable, dialect: Dialect) -> PreparedStatement:
+    """The :class:`PreparedStatement` of a statement object built once (cached)."""
+    return PreparedStatement(stmt, dialect)
+
+
+def run_driver_sql(conn: Connection, sql: str) -> None:
+    """Run a statement without parameters or rows (``SAVEPOINT x``) on the driver's cursor."""
+    raw = _driver_connection(conn)
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _translated(conn, raw, cursor, exc, sql, ()) from exc
+    finally:
+        _close(cursor)
+
+
+def _driver_connection(conn: Connection) -> Any:
+    if not conn.in_transaction():
+        conn.begin()  # what Connection.execute does by itself (autobegin)
+    return conn.connection.dbapi_connection
+
+
+def _close(cursor: Any) -> None:
+    with suppress(Exception):  # the connection may be gone (invalidated just now)
+        cursor.close()
+
+
+def _translated(conn: Connection, raw: Any, cursor: Any, exc: Exception, sql: str,
+                args: Any) -> sa.exc.DBAPIError:
+    """The driver's error as SQLAlchemy raises it; a lost connection is invalidated."""
+    gone = conn.dialect.is_disconnect(exc, raw, cursor)
+    if gone:
+        conn.invalidate(exc)
+    return sa.exc.DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error,
+                                      connection_invalidated=gone, dialect=conn.dialect)

@@ -1,0 +1,122 @@
+"""Statements run on the driver's cursor (netbroker.db.prepared) act as Connection.execute does.
+
+The same rows with the same Python types back, the same values stored, the
+same SQLAlchemy exception classes, and a connection that died is
+invalidated rather than handed out again. On both backends.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from netbroker.db.jobs import _acquire_statement, _set_status_statement
+from netbroker.db.prepared import PreparedStatement, prepared, run_driver_sql
+from netbroker.db.schema import JobStatus, job_state_changes, jobs, queues
+from tests.test_dispatcher import add_jobs
+
+NOW = datetime(2026, 12, 2, 8, 30, 15, 123456, tzinfo=UTC)
+
+
+def acquire_params(engine: Engine, pilot: str) -> dict[str, object]:
+    with engine.connect() as conn:
+        queue_id = conn.execute(sa.select(queues.c.id).where(queues.c.name == "DESY-HH")
+                                ).scalar_one()
+    return {"p_queue": queue_id, "p_label": "managed", "p_cores": 8, "p_memory": 16000,
+            "p_disk": 20000, "p_pilot": pilot, "p_node": "wn1", "p_now": NOW,
+            "p_owner": "tok", "p_log_status": JobStatus.SENT}
+
+
+def test_rows_and_stored_values_are_those_of_connection_execute(grid_engine: Engine) -> None:
+    """Two jobs alike but in name, each taken by the acquisition statement: one
+    through SQLAlchemy, one prepared. Every column comes back the same, with its
+    type (aware datetimes, the status enum, booleans, floats), and reads back the same."""
+    first, second = add_jobs(grid_engine, 2, seed=7, priority=500, cpu_time_s=1.5)
+    stmt = _acquire_statement(grid_engine.dialect.name)
+    with grid_engine.begin() as conn:
+        by_core = dict(conn.execute(stmt, acquire_params(grid_engine, "p1")).mappings().one())
+    with grid_engine.begin() as conn:
+        (by_prepared,) = prepared(stmt, conn.dialect).rows(
+            conn, acquire_params(grid_engine, "p2"))
+    assert {by_core["id"], by_prepared["id"]} == {first, second}
+    differ = {"id", "name", "job_pars", "pilot_id"}
+    assert {k: v for k, v in by_prepared.items() if k not in differ} == {
+        k: v for k, v in by_core.items() if k not in differ}
+    assert by_prepared["status"] is JobStatus.SENT and by_prepared["pilot_id"] == "p2"
+    assert by_prepared["modified_at"] == NOW and by_prepared["modified_at"].tzinfo is not None
+    assert type(by_prepared["pinned"]) is bool and type(by_prepared["cpu_time_s"]) is float
+    with grid_engine.connect() as conn:
+        stored = {r.id: r for r in conn.execute(sa.select(jobs).where(
+            jobs.c.id.in_([first, second])))}
+    for column in ("status", "modified_at", "heartbeat_at", "node", "owner"):
+        assert getattr(stored[first], column) == getattr(stored[second], column), column
+
+
+def test_named_and_literal_parameters_and_a_missing_one(grid_engine: Engine) -> None:
+    """The statuses a move may start from are literals in the statement; the
+    parameters are by name; one left out is an error naming it, and nothing ran."""
+    (job,) = add_jobs(grid_engine, 1)
+    stmt = _set_status_statement(grid_engine.dialect.name, (JobStatus.ACTIVATED,), False, ())
+    params = {"p_job": job, "p_status": JobStatus.HOLDING, "p_now": NOW,
+              "p_log_status": JobStatus.HOLDING}
+    without_job = {k: v for k, v in params.items() if k != "p_job"}
+    with grid_engine.begin() as conn, pytest.raises(sa.exc.InvalidRequestError, match="p_job"):
+        prepared(stmt, conn.dialect).rows(conn, without_job)
+    with grid_engine.begin() as conn:
+        assert prepared(stmt, conn.dialect).rows(conn, params) == [{"id": job}]
+        # From holding it may not move "from activated" again: no row.
+        assert prepared(stmt, conn.dialect).rows(conn, params) == []
+    with grid_engine.connect() as conn:
+        assert conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job)
+                            ).scalar_one() is JobStatus.HOLDING
+
+
+def test_a_driver_error_is_sqlalchemys_and_the_transaction_rolls_back(
+        grid_engine: Engine) -> None:
+    (job,) = add_jobs(grid_engine, 1)
+    log = sa.insert(job_state_changes).values(
+        job_id=sa.bindparam("p_job_id", type_=sa.BigInteger),
+        status=sa.bindparam("p_status", type_=job_state_changes.c.status.type),
+        at=sa.bindparam("p_at", type_=job_state_changes.c.at.type))
+    with grid_engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(job_state_changes)
+                              ).scalar_one()
+    with pytest.raises(sa.exc.IntegrityError) as caught, grid_engine.begin() as conn:
+        statement = PreparedStatement(log, conn.dialect)
+        statement.run_many(conn, [{"p_job_id": job, "p_status": JobStatus.SENT, "p_at": NOW}])
+        # A job that does not exist: the foreign key refuses it.
+        statement.run_many(conn, [{"p_job_id": job + 10**6, "p_status": JobStatus.SENT,
+                                   "p_at": NOW + timedelta(seconds=1)}])
+    assert caught.value.orig is not None and not caught.value.connection_invalidated
+    with grid_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_state_changes)
+                            ).scalar_one() == before
+
+
+def test_a_statement_whose_sql_depends_on_its_values_is_refused(grid_engine: Engine) -> None:
+    expanding = sa.select(jobs.c.id).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+    with pytest.raises(ValueError, match="expanding"):
+        PreparedStatement(expanding, grid_engine.dialect)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_dead_connection_is_invalidated_and_the_pool_reconnects(grid_engine: Engine) -> None:
+    """A backend killed under the connection: the error says the connection was
+    invalidated, and the next checkout works (not the dead one again)."""
+    (job,) = add_jobs(grid_engine, 1)
+    stmt = _set_status_statement("postgresql", (JobStatus.ACTIVATED,), False, ())
+    params = {"p_job": job, "p_status": JobStatus.HOLDING, "p_now": NOW,
+              "p_log_status": JobStatus.HOLDING}
+    with grid_engine.connect() as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with grid_engine.connect() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            prepared(stmt, conn.dialect).rows(conn, params)
+        assert caught.value.connection_invalidated
+    with grid_engine.begin() as conn:
+        run_driver_sql(conn, "SELECT 1")
+        assert prepared(stmt, conn.dialect).rows(conn, params) == [{"id": job}]
