@@ -159,7 +159,9 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
     """:func:`prepared_chunks` in a child process, one chunk ahead of the caller.
 
     The child is a fresh interpreter (this one's executable and ``sys.path``)
-    running :func:`_child_main`, joined by two pipes; it imports no
+    running :func:`_child_main`, joined by two pipes (the job out, the chunks
+    back) and given the batch's bytes in an unnamed file (:func:`_shared_file`,
+    written while the child starts); it imports no
     ``__main__``, so callers need no ``if __name__ == "__main__"`` guard (as
     ``multiprocessing``'s spawn would). Leaving the block stops the child: it
     is waited for when it has finished, killed (by its PID, ours to kill)
@@ -246,7 +248,7 @@ def _child_main(job_fd: int, out_fd: int, data_fd: int) -> None:
 
 
 def _shared_file() -> int:
-    """An inheritable file descriptor of a new unnamed file, for :func:`_write_all`.
+    """A file descriptor of a new unnamed file, for :func:`_write_all`.
 
     How the batch reaches the child: one copy into memory the kernel
     shares, which the child reads back, rather than pickling hundreds of MB
@@ -256,14 +258,11 @@ def _shared_file() -> int:
     elsewhere.
     """
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("netbroker-ingest", 0)
-    else:  # pragma: no cover - not Linux
-        import tempfile
+        return os.memfd_create("netbroker-ingest")  # close-on-exec: only pass_fds passes it
+    import tempfile  # pragma: no cover - not Linux
 
-        with tempfile.TemporaryFile() as f:
-            fd = os.dup(f.fileno())
-    os.set_inheritable(fd, True)
-    return fd
+    with tempfile.TemporaryFile() as f:  # pragma: no cover
+        return os.dup(f.fileno())
 
 
 def _write_all(fd: int, data: bytes) -> None:
