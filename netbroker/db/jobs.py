@@ -84,7 +84,7 @@ class JobDB:
             "p_queue": queue_id, "p_label": label, "p_cores": cores, "p_memory": memory_mb,
             "p_disk": disk_mb, "p_pilot": pilot_id, "p_node": node, "p_now": now,
             "p_owner": owner, "p_log_status": JobStatus.SENT})
-        return dict(rows[0]) if rows else None
+        return rows[0] if rows else None
 
     def set_status(self, job_id: int, status: JobStatus, sources: Collection[JobStatus],
                    now: datetime, owner: str | None = None, **fields: Any) -> bool:

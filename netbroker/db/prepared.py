@@ -20,8 +20,8 @@ logging with ``echo``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
@@ -56,8 +56,8 @@ class PreparedStatement:
         self._order: list[str] | None = (list(compiled.positiontup or ())
                                           if compiled.positional else None)
         self._binds: dict[str, Processor] = {
-            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-            for name, bind in ((n, compiled.binds[n]) for n in self._defaults)}
+            name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self._defaults}
         self._columns = list(getattr(stmt, "exported_columns", ()) or ())
         self._keys = [c.key for c in self._columns]
         # Made at the first run: a dialect's processor may depend on the type
@@ -81,19 +81,13 @@ class PreparedStatement:
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Run the statement once on ``conn``; its rows (RETURNING, SELECT) as dicts."""
         args = self._arguments(params)
-        raw = _driver_connection(conn)
-        cursor = raw.cursor()
-        try:
+        with _driver_cursor(conn, self.sql, args) as cursor:
             cursor.execute(self.sql, args)
             fetched = cursor.fetchall() if self._keys else []
             if self._results is None and cursor.description is not None:
                 self._results = [
                     c.type.dialect_impl(self.dialect).result_processor(self.dialect, d[1])
                     for c, d in zip(self._columns, cursor.description, strict=True)]
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise _translated(conn, raw, cursor, exc, self.sql, args) from exc
-        finally:
-            _close(cursor)
         keys, results = self._keys, self._results or [None] * len(self._keys)
         return [{key: (value if process is None else process(value))
                  for key, process, value in zip(keys, results, row, strict=True)}
@@ -104,14 +98,8 @@ class PreparedStatement:
         if not params:
             return
         args = [self._arguments(p) for p in params]
-        raw = _driver_connection(conn)
-        cursor = raw.cursor()
-        try:
+        with _driver_cursor(conn, self.sql, args) as cursor:
             cursor.executemany(self.sql, args)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise _translated(conn, raw, cursor, exc, self.sql, args) from exc
-        finally:
-            _close(cursor)
 
 
 @lru_cache(maxsize=512)
@@ -122,25 +110,26 @@ def prepared(stmt: sa.Executable, dialect: Dialect) -> PreparedStatement:
 
 def run_driver_sql(conn: Connection, sql: str) -> None:
     """Run a statement without parameters or rows (``SAVEPOINT x``) on the driver's cursor."""
-    raw = _driver_connection(conn)
+    with _driver_cursor(conn, sql, ()) as cursor:
+        cursor.execute(sql)
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, sql: str, args: Any) -> Iterator[Any]:
+    """A cursor of ``conn``'s driver connection, its transaction begun first (as
+    ``Connection.execute`` autobegins), closed after; a driver error in the block
+    is raised as SQLAlchemy's (:func:`_translated`), ``sql`` and ``args`` in it."""
+    if not conn.in_transaction():
+        conn.begin()
+    raw = conn.connection.dbapi_connection
     cursor = raw.cursor()
     try:
-        cursor.execute(sql)
+        yield cursor
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise _translated(conn, raw, cursor, exc, sql, ()) from exc
+        raise _translated(conn, raw, cursor, exc, sql, args) from exc
     finally:
-        _close(cursor)
-
-
-def _driver_connection(conn: Connection) -> Any:
-    if not conn.in_transaction():
-        conn.begin()  # what Connection.execute does by itself (autobegin)
-    return conn.connection.dbapi_connection
-
-
-def _close(cursor: Any) -> None:
-    with suppress(Exception):  # the connection may be gone (invalidated just now)
-        cursor.close()
+        with suppress(Exception):  # the connection may be gone (invalidated just now)
+            cursor.close()
 
 
 def _translated(conn: Connection, raw: Any, cursor: Any, exc: Exception, sql: str,
