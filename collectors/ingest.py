@@ -132,12 +132,12 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         store = MetricsDB(conn)
         store.lock_for_ingest()
         lookup = GridDB(conn).site_lookup()
-        job = ChunkJob(source, data, lookup, oldest_s, bucket_s, CHUNK)
-        with store.batch_cache(), (parsed_elsewhere(job) if parallel
+        job = ChunkJob(source, data, lookup, oldest_s, bucket_s, CHUNK, store.stages())
+        with store.large_batch(), (parsed_elsewhere(job) if parallel
                                    else parsed_here(job)) as parsed:
             for chunk, progress in parsed.chunks:
                 report.stored += store.add_chunk(chunk, bucket_s)
-                report.duplicates += len(chunk.rows)
+                report.duplicates += chunk.size
                 if on_progress is not None:
                     on_progress(progress)
             report.merge(parsed.counts())

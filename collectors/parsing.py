@@ -2,7 +2,8 @@
 
 All of an ingestion that needs no database (parse the records, map hosts
 to sites, build the rows, sort and fold them with
-``netbroker.db.metrics.prepare_chunk``) is one generator,
+``netbroker.sample_rows.prepare_chunk``, or stage them for a SQLite writer
+with ``stage_chunk``) is one generator,
 :func:`prepared_chunks`. :func:`parsed_here` runs it in this process;
 :func:`parsed_elsewhere` runs it in a child process started for the batch,
 which sends each chunk back through a pipe while the caller writes the one
@@ -35,7 +36,7 @@ from typing import Any, NamedTuple
 
 from collectors.mapping import SiteResolver
 from collectors.records import MetricKind, ParsedSample, Rejected, Source
-from netbroker.sample_rows import SampleChunk, origin_key, prepare_chunk
+from netbroker.sample_rows import SampleChunk, StagedChunk, origin_key, prepare_chunk, stage_chunk
 
 __all__ = ["CHUNK", "PARSERS", "ChunkJob", "ParseCounts", "Parsed", "parsed_elsewhere",
            "parsed_here", "parser_for", "prepared_chunks"]
@@ -72,6 +73,7 @@ class ChunkJob(NamedTuple):
     oldest_s: float  # samples before this are too old to store
     bucket_s: int
     chunk: int = CHUNK  # rows per chunk
+    staged: bool = False  # StagedChunk (for a SQLite writer: MetricsDB.stages) or SampleChunk
 
 
 @dataclass
@@ -89,7 +91,7 @@ class ParseCounts:
 class Parsed:
     """Chunks with the count of items parsed so far; ``counts`` once they are all taken."""
 
-    chunks: Iterator[tuple[SampleChunk, int]]
+    chunks: Iterator[tuple[SampleChunk | StagedChunk, int]]
     _counts: Callable[[], ParseCounts]
     pid: int | None = None  # the parsing process, when it is not this one
 
@@ -97,7 +99,8 @@ class Parsed:
         return self._counts()
 
 
-def prepared_chunks(job: ChunkJob, counts: ParseCounts) -> Iterator[tuple[SampleChunk, int]]:
+def prepared_chunks(job: ChunkJob, counts: ParseCounts
+                    ) -> Iterator[tuple[SampleChunk | StagedChunk, int]]:
     """Chunks of up to ``job.chunk`` rows to store, each with the items parsed so far.
 
     Counts what is not stored into ``counts`` on the way (rejections,
@@ -109,6 +112,7 @@ def prepared_chunks(job: ChunkJob, counts: ParseCounts) -> Iterator[tuple[Sample
     """
     resolve, key_of, plain = SiteResolver(job.lookup).resolve, origin_key, _PLAIN
     oldest_s, bucket_s, chunk = job.oldest_s, job.bucket_s, job.chunk
+    prepare = stage_chunk if job.staged else prepare_chunk
     rows: list[tuple[Any, ...]] = []
     samples = unmapped = too_old = 0
     src_ref = dst_ref = src = dst = None
@@ -138,13 +142,13 @@ def prepared_chunks(job: ChunkJob, counts: ParseCounts) -> Iterator[tuple[Sample
             counts.unmapped_samples += unmapped
             counts.too_old += too_old
             samples = unmapped = too_old = 0
-            yield prepare_chunk(rows, bucket_s), counts.samples + len(counts.rejected)
+            yield prepare(rows, bucket_s), counts.samples + len(counts.rejected)
             rows = []
     counts.samples += samples
     counts.unmapped_samples += unmapped
     counts.too_old += too_old
     if rows:
-        yield prepare_chunk(rows, bucket_s), counts.samples + len(counts.rejected)
+        yield prepare(rows, bucket_s), counts.samples + len(counts.rejected)
 
 
 @contextlib.contextmanager
@@ -186,7 +190,7 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
     to_child, from_child = Connection(job_w, readable=False), Connection(out_r, writable=False)
     done: list[ParseCounts] = []
 
-    def chunks() -> Iterator[tuple[SampleChunk, int]]:
+    def chunks() -> Iterator[tuple[SampleChunk | StagedChunk, int]]:
         while True:
             try:
                 kind, payload = from_child.recv()

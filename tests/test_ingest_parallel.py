@@ -219,3 +219,25 @@ def test_small_batches_parse_here_and_large_ones_elsewhere(grid_engine: Engine,
     assert used == ["parsed_here", "parsed_elsewhere"]
     with grid_engine.connect() as conn:
         assert MetricsDB(conn).count_samples("fts") > 200
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["new", "again"])
+def test_staged_chunks_store_what_tuple_chunks_store(
+        grid_engine: Engine, repeat: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite chunks travel as staged databases (MetricsDB.stages); the rows, the
+    buckets to the bit and the report are those of the tuple chunks PostgreSQL takes."""
+    if grid_engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL takes tuple chunks only")
+    monkeypatch.setattr("collectors.ingest.CHUNK", 700)
+    data = mixed_batch(3_000)
+    half = "".join(data.splitlines(keepends=True)[1::2])
+    outcomes = []
+    for staged in (True, False):
+        monkeypatch.setattr(MetricsDB, "stages", lambda self, staged=staged: staged)
+        if repeat:
+            ingest(grid_engine, "fts", half, now_s=NOW_S)
+        report = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=staged)
+        outcomes.append((report.as_dict(10**6), stored(grid_engine)))
+        wipe(grid_engine)
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0]["duplicates"] > (700 if repeat else 0)

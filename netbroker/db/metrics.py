@@ -1,15 +1,18 @@
 """MetricsDB: network metric samples and their time buckets, on one open connection.
 
 Ingestion is the hot path (a million FTS records is an ordinary day), so
-it runs as few statements as it can: per chunk of samples, one
-``executemany`` insert that skips rows already stored (``ON CONFLICT DO
-NOTHING``) and one additive upsert (``ON CONFLICT DO UPDATE``) of the
-buckets the new rows touch. The statements are SQLAlchemy Core, compiled once per chunk and
-handed to the driver's ``executemany`` with plain tuples, because building
-a parameter dict per row costs more than the insert itself. Rows go in
-sorted by their table's key, so each chunk walks the B-trees in order, and
-on SQLite a batch writes under a larger page cache
-(:meth:`MetricsDB.batch_cache`).
+it runs as few statements as it can: per chunk of samples, one insert that
+skips rows already stored (``ON CONFLICT DO NOTHING``) and one additive
+upsert (``ON CONFLICT DO UPDATE``) of the buckets the new rows touch. On
+SQLite a chunk comes staged (``netbroker.sample_rows.StagedChunk``: an
+in-memory database the parsing process built), is attached as the schema
+``nb_staging`` and copied with ``INSERT ... SELECT``, no value passing
+through Python. On PostgreSQL the statements are SQLAlchemy Core, compiled
+once per chunk and handed to the driver's ``executemany`` with plain
+tuples, because building a parameter dict per row costs more than the
+insert itself. Rows go in sorted by their table's key, so each chunk walks
+the B-trees in order, and on SQLite a batch writes under a larger page
+cache (:meth:`MetricsDB.large_batch`).
 
 Only rows actually inserted are folded into buckets, so re-ingesting a
 record changes nothing. That needs one writer at a time per database:
@@ -20,6 +23,7 @@ the caller's ``BEGIN IMMEDIATE`` already is one).
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -35,16 +39,20 @@ from netbroker.sample_rows import (
     BUCKET_COLUMNS,
     BUCKET_KEY,
     SAMPLE_COLUMNS,
+    STAGING_LAYOUT,
+    STAGING_TABLES,
     SampleChunk,
+    StagedChunk,
     fold_into_buckets,
     origin_key,
     prepare_chunk,
+    stage_chunk,
 )
 
 # The pure row functions live in netbroker.sample_rows; named here too, where
 # the writer that takes their rows is.
-__all__ = ["SAMPLE_COLUMNS", "MetricsDB", "SampleChunk", "fold_into_buckets", "origin_key",
-           "prepare_chunk"]
+__all__ = ["SAMPLE_COLUMNS", "MetricsDB", "SampleChunk", "StagedChunk", "fold_into_buckets",
+           "origin_key", "prepare_chunk"]
 
 assert tuple(c.name for c in metric_buckets.primary_key) == BUCKET_KEY, "fold's key order"
 _INGEST_LOCK = 0x6E62_6D65  # "nbme": the advisory lock key of metric ingestion
@@ -55,6 +63,7 @@ _INGEST_LOCK = 0x6E62_6D65  # "nbme": the advisory lock key of metric ingestion
 # rather than 256 MiB: the million-record batch ~7% faster (three runs each,
 # in turn, 2026-12-02).
 _BATCH_CACHE_KIB = 1024 * 1024
+_STAGING = "nb_staging"  # the schema a staged chunk is attached as, on SQLite
 
 
 def _insert_for(conn: Connection, table: sa.Table) -> Any:
@@ -81,15 +90,17 @@ class MetricsDB:
             self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_INGEST_LOCK)))
 
     @contextmanager
-    def batch_cache(self) -> Iterator[None]:
-        """On SQLite, a page cache of at least 1 GiB while the block runs; no-op elsewhere.
+    def large_batch(self) -> Iterator[None]:
+        """On SQLite, a page cache of at least 1 GiB while the block runs, and the
+        staged chunks' schema detached at its end; no-op elsewhere.
 
         For the writes of one large batch (see ``_BATCH_CACHE_KIB``): a
         million FTS records go in about an eighth faster (30 s -> 27 s on
         the 2-core hosts, ``bench/ingest.py``). The connection's own size
         comes back at the end, before the commit, so a pooled connection does
         not keep the memory; pages still dirty then are written by the commit
-        as usual (SQLite never drops a dirty page to fit its cache).
+        as usual (SQLite never drops a dirty page to fit its cache). The last
+        staged chunk's memory goes with the schema.
         """
         if self.conn.dialect.name != "sqlite":
             yield
@@ -98,23 +109,41 @@ class MetricsDB:
         # takes no bound parameters) is as safe as engine.py's own pragmas.
         previous = int(self.conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
         kib = -previous if previous < 0 else None  # a positive size counts pages
-        if kib is not None and kib >= _BATCH_CACHE_KIB:
-            yield
-            return
-        self.conn.exec_driver_sql(f"PRAGMA cache_size = {-_BATCH_CACHE_KIB:d}")
+        grow = kib is None or kib < _BATCH_CACHE_KIB
+        if grow:
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = {-_BATCH_CACHE_KIB:d}")
         try:
             yield
         finally:
             # After an error too; a connection too broken for a pragma is one
             # the pool throws away, and the error that broke it goes on up.
-            with suppress(sa.exc.DBAPIError):
-                self.conn.exec_driver_sql(f"PRAGMA cache_size = {previous:d}")
+            with suppress(sa.exc.DBAPIError, sqlite3.Error):
+                if grow:
+                    self.conn.exec_driver_sql(f"PRAGMA cache_size = {previous:d}")
+                if self._staging_attached():
+                    # Read in this transaction, the staged database is locked
+                    # until it ends; loading an empty image releases it (and
+                    # the last chunk's memory), and then it can be detached.
+                    self.conn.connection.driver_connection.deserialize(
+                        stage_chunk([], 1).image, name=_STAGING)
+                    self.conn.exec_driver_sql(f"DETACH DATABASE {_STAGING}")
 
-    def add_chunk(self, chunk: SampleChunk, bucket_s: int) -> int:
+    def stages(self) -> bool:
+        """Whether :meth:`add_chunk` takes :class:`StagedChunk` here: on SQLite, whose
+        driver can load a serialized database (``sqlite3`` built with it)."""
+        return (self.conn.dialect.name == "sqlite"
+                and hasattr(self.conn.connection.driver_connection, "deserialize"))
+
+    def _staging_attached(self) -> bool:
+        return self.conn.exec_driver_sql(
+            "SELECT 1 FROM pragma_database_list WHERE name = ?", (_STAGING,)).first() is not None
+
+    def add_chunk(self, chunk: SampleChunk | StagedChunk, bucket_s: int) -> int:
         """Insert a prepared chunk's rows not stored yet, and fold those into the buckets.
 
         The caller holds :meth:`lock_for_ingest`; ``bucket_s`` is the width
-        ``chunk`` was prepared with. Returns how many rows were new.
+        ``chunk`` was prepared with; a :class:`StagedChunk` only where
+        :meth:`stages`. Returns how many rows were new.
 
         Notes
         -----
@@ -128,12 +157,15 @@ class MetricsDB:
         are all above the highest id before the insert) and only those are
         folded, again in their given order, so bucket sums add up in input
         order either way. One insert per row and one upsert per bucket.
+        A staged chunk goes the same way through :meth:`_add_staged`.
         """
+        if isinstance(chunk, StagedChunk):
+            return self._add_staged(chunk, bucket_s)
         rows = chunk.rows
         if not rows:
             return 0
         t = metric_samples
-        before = self.conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar()
+        before = self._max_sample_id()
         stmt = _insert_for(self.conn, t).on_conflict_do_nothing(index_elements=["origin_key"])
         if self._executemany(stmt, SAMPLE_COLUMNS, chunk.by_key) == len(rows):
             self._add_to_buckets(chunk.buckets)
@@ -147,6 +179,48 @@ class MetricsDB:
                 kept.append(r)
         self.add_buckets(fold_into_buckets(kept, bucket_s))
         return len(kept)
+
+    def _add_staged(self, chunk: StagedChunk, bucket_s: int) -> int:
+        """:meth:`add_chunk` of a staged chunk: its database attached, two INSERT ... SELECT.
+
+        Loading the image (``deserialize``) copies it once. The samples go in
+        sorted by ``origin_key`` then rowid (SQLite's sort, in C: of two rows
+        with one key the first given wins, as for a tuple chunk); the
+        buckets in rowid order, already key order. In the rare batch with
+        rows stored before, the new rows are found by id as for a tuple
+        chunk and folded here, in the order given.
+        """
+        if not chunk.size:
+            return 0
+        if not self._staging_attached():
+            # The name is ours, a constant; an in-memory database, no file.
+            self.conn.exec_driver_sql(f"ATTACH DATABASE ':memory:' AS {_STAGING}")
+        self.conn.connection.driver_connection.deserialize(chunk.image, name=_STAGING)
+        layout = tuple(tuple(r) for r in self.conn.exec_driver_sql(
+            f"SELECT name, rootpage FROM {_STAGING}.sqlite_schema ORDER BY rootpage"))
+        if layout != STAGING_LAYOUT:
+            raise ValueError(f"a staged chunk holds tables {layout}, not {STAGING_LAYOUT}")
+        before = self._max_sample_id()
+        if self.conn.exec_driver_sql(_staged_sql("samples")).rowcount == chunk.size:
+            self.conn.exec_driver_sql(_staged_sql("buckets"))
+            return chunk.size
+        t = metric_samples
+        new_keys = set(self.conn.execute(
+            sa.select(t.c.origin_key).where(t.c.id > before)).scalars())
+        staged = self.conn.exec_driver_sql(
+            f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM {_STAGING}.samples ORDER BY rowid")
+        kept = []
+        for r in staged:  # a row repeated in the chunk went in once: fold it once
+            if r[0] in new_keys:
+                new_keys.discard(r[0])
+                kept.append(tuple(r))
+        self.add_buckets(fold_into_buckets(kept, bucket_s))
+        return len(kept)
+
+    def _max_sample_id(self) -> int:
+        t = metric_samples
+        return int(self.conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0)))
+                   .scalar_one())
 
     def _executemany(self, stmt: Any, columns: Sequence[str],
                      rows: Sequence[tuple[Any, ...]]) -> int:
@@ -179,21 +253,10 @@ class MetricsDB:
         self._add_to_buckets(sorted(buckets))
 
     def _add_to_buckets(self, buckets: list[tuple[Any, ...]]) -> None:
-        t = metric_buckets
-        ins = _insert_for(self.conn, t)
-        stmt = ins.on_conflict_do_update(
-            index_elements=list(BUCKET_KEY),
-            set_={
-                "count": t.c.count + ins.excluded.count,
-                "value_sum": t.c.value_sum + ins.excluded.value_sum,
-                "weight_sum": t.c.weight_sum + ins.excluded.weight_sum,
-                "weighted_value_sum": t.c.weighted_value_sum + ins.excluded.weighted_value_sum,
-                "last_ts_s": sa.case((ins.excluded.last_ts_s > t.c.last_ts_s,
-                                      ins.excluded.last_ts_s), else_=t.c.last_ts_s),
-            })
         # Given in primary-key order, for the reason the samples go in key
         # order (see add_chunk).
-        self._executemany(stmt, BUCKET_COLUMNS, buckets)
+        self._executemany(_add_to_buckets(_insert_for(self.conn, metric_buckets)),
+                          BUCKET_COLUMNS, buckets)
 
     def window(self, kind: str, source: str, since_s: float, until_s: float,
                src_site_ids: Sequence[int] | None = None) -> np.ndarray:
@@ -425,6 +488,43 @@ class MetricsDB:
             records = np.fromiter(rows, dtype, count=len(rows))
             out.append([np.ascontiguousarray(records[name]) for name, _ in self._LINK_COLUMNS])
         return out
+
+
+def _add_to_buckets(ins: Any) -> Any:
+    """``ins`` (an INSERT into ``metric_buckets``) adding to a bucket already stored."""
+    t = metric_buckets
+    return ins.on_conflict_do_update(
+        index_elements=list(BUCKET_KEY),
+        set_={
+            "count": t.c.count + ins.excluded.count,
+            "value_sum": t.c.value_sum + ins.excluded.value_sum,
+            "weight_sum": t.c.weight_sum + ins.excluded.weight_sum,
+            "weighted_value_sum": t.c.weighted_value_sum + ins.excluded.weighted_value_sum,
+            "last_ts_s": sa.case((ins.excluded.last_ts_s > t.c.last_ts_s,
+                                  ins.excluded.last_ts_s), else_=t.c.last_ts_s),
+        })
+
+
+@lru_cache(maxsize=2)
+def _staged_sql(table: str) -> str:
+    """The INSERT ... SELECT that copies a staged table (``samples`` or ``buckets``)
+    into its own, compiled for SQLite.
+
+    The staged tables are plain rowid tables; ``WHERE true`` is SQLite's
+    rule for an upsert fed by a SELECT (it tells the parser the ON CONFLICT
+    is the INSERT's, not a join's). Samples are taken in ``origin_key``
+    order, the buckets as staged (see :meth:`MetricsDB._add_staged`).
+    """
+    columns = STAGING_TABLES[table]
+    staged = sa.table(table, *(sa.column(c) for c in columns), schema=_STAGING)
+    source = sa.select(*staged.c).where(sa.true())
+    if table == "samples":
+        source = source.order_by(staged.c.origin_key, sa.literal_column("rowid"))
+        stmt = (sqlite.insert(metric_samples).from_select(list(columns), source)
+                .on_conflict_do_nothing(index_elements=["origin_key"]))
+    else:
+        stmt = _add_to_buckets(sqlite.insert(metric_buckets).from_select(list(columns), source))
+    return str(stmt.compile(dialect=sqlite.dialect()))
 
 
 @lru_cache(maxsize=256)
