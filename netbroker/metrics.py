@@ -276,8 +276,10 @@ def _consolidate_links(chunks: list[dict[str, np.ndarray]], size: int, least: in
     for columns in chunks:
         if not len(columns["link"]):
             continue
-        links, sums = _sum_by_link(columns["link"], [columns[c] for c in _SUMMED], size)
-        value = _window_mean(*sums)
+        # value_sum is None where no link of the chunk needs it (MetricsDB.window_links)
+        summed = [c for c in _SUMMED if columns[c] is not None]
+        links, sums = _sum_by_link(columns["link"], [columns[c] for c in summed], size)
+        value = _window_mean(**dict(zip(summed, sums, strict=True)))
         taken = (sums[0] >= least) & ~usable[links]
         if not taken.all():
             links, value = links[taken], value[taken]
@@ -289,15 +291,17 @@ def _consolidate_links(chunks: list[dict[str, np.ndarray]], size: int, least: in
 _SUMMED = ("count", "value_sum", "weight_sum", "weighted_value_sum")
 
 
-def _window_mean(count: np.ndarray, value_sum: np.ndarray, weight_sum: np.ndarray,
-                 weighted_value_sum: np.ndarray) -> np.ndarray:
+def _window_mean(count: np.ndarray, weight_sum: np.ndarray, weighted_value_sum: np.ndarray,
+                 value_sum: np.ndarray | None = None) -> np.ndarray:
     """As :func:`_link_frame` computes it: the weighted mean where the weights sum
-    above 0 (and it is a number), else the plain mean."""
+    above 0 (and it is a number), else the plain mean (which needs ``value_sum``)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = weighted_value_sum / weight_sum
         mean[~(weight_sum > 0)] = np.nan
         plain = np.isnan(mean)
         if plain.any():  # the plain mean only where needed: most links have weights
+            if value_sum is None:
+                raise RuntimeError("a link needs its plain mean, and value_sum was not read")
             mean[plain] = value_sum[plain] / count[plain]
     return mean
 

@@ -383,3 +383,56 @@ def test_bucket_key_puts_each_source_in_one_range(engine: Engine) -> None:
     key = sa.inspect(engine).get_pk_constraint("metric_buckets")["constrained_columns"]
     assert key == ["kind", "source", "bucket_start_s", "src_site_id", "dst_site_id"]
     assert key == [c.name for c in metric_buckets.primary_key.columns]
+
+
+def test_arrow_readers_take_the_packed_layout_and_fall_back_where_it_cannot_hold(
+        tmp_path: Path) -> None:
+    """Through ADBC a reader takes link and count packed in one integer and the two
+    weighted sums; value_sum only when a chunk has a bucket without weights, and the
+    full columns when a count does not fit the packing. The values are the cursor's."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'packed.db'}")
+    upgrade(engine)
+    registry.import_grid_file(engine, registry.sample_grid_path())
+    with engine.connect() as conn:
+        ids = sorted(GridDB(conn).ids(sites).values())
+    start = int(NOW_S // BUCKET_S * BUCKET_S) - BUCKET_S
+    span = max(ids) + 1
+
+    def bucket(source: str, src: int, dst: int, count: int, weight: float) -> dict:
+        return {"kind": "throughput", "source": source, "bucket_start_s": start,
+                "src_site_id": src, "dst_site_id": dst, "count": count,
+                "value_sum": 7.0 * count, "weight_sum": weight,
+                "weighted_value_sum": 5.0 * weight, "last_ts_s": float(start)}
+
+    rows = [bucket("fts", s, d, 3, 2e9) for s in ids[:6] for d in ids[:6] if s != d]
+    rows += [bucket("xrootd", ids[0], ids[1], 2, 0.0),  # weightless: value_sum is read
+             bucket("xrootd", ids[1], ids[0], 2, 4.0),
+             bucket("perfsonar", ids[0], ids[2], 2**31 + 5, 1.0)]  # beyond the packing
+    with engine.begin() as conn:
+        conn.execute(sa.insert(metric_buckets), rows)
+        db = MetricsDB(conn)
+        assert db._arrow_uri() is not None
+    with engine.connect() as conn:
+        db = MetricsDB(conn)
+        chunks = db.window_links("throughput", ["fts", "xrootd", "perfsonar"], start, NOW_S,
+                                 span)
+        cursor = db._read_cursor([db._window_select("throughput", s, start, NOW_S, span)
+                                  for s in ("fts", "xrootd", "perfsonar")])
+    names = [name for name, _ in MetricsDB._LINK_COLUMNS]
+    for source_chunks, columns in zip(chunks, cursor, strict=True):
+        joined = {name: np.concatenate([c[name] for c in source_chunks
+                                        if c[name] is not None] or [np.array([])])
+                  for name in names}
+        expected = dict(zip(names, columns, strict=True))
+        for name in ("link", "count", "weight_sum", "weighted_value_sum"):
+            np.testing.assert_array_equal(joined[name], expected[name])
+    fts, xrootd, perfsonar = chunks
+    assert all(c["value_sum"] is None for c in fts)  # every bucket weighted
+    assert any(c["value_sum"] is not None and len(c["link"]) for c in xrootd)
+    assert [int(n) for c in perfsonar for n in c["count"]] == [2**31 + 5]
+    matrix = metrics.network_matrix(engine, "throughput", "1h", "xrootd", now_s=NOW_S)
+    with engine.connect() as conn:
+        names_by_id = {v: k for k, v in GridDB(conn).ids(sites).items()}
+    assert matrix.loc[names_by_id[ids[0]], names_by_id[ids[1]]] == 7.0  # the plain mean
+    assert matrix.loc[names_by_id[ids[1]], names_by_id[ids[0]]] == 5.0  # the weighted one
+    engine.dispose()

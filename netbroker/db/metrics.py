@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -351,7 +351,8 @@ class MetricsDB:
             with one element per bucket in each of ``link`` and ``count``
             (int64), ``value_sum``, ``weight_sum`` and ``weighted_value_sum``
             (float64). All the buckets of a link are in one chunk, oldest
-            first, as :meth:`window` gives them.
+            first, as :meth:`window` gives them. ``value_sum`` may be None
+            where no link of the chunk can need it (:func:`_needs_value_sum`).
 
         Notes
         -----
@@ -361,40 +362,58 @@ class MetricsDB:
         installed (:meth:`_arrow_uri`) the rows come as Arrow columns, no
         Python object per value, read by :attr:`_ARROW_READERS` threads on
         read-only connections of their own: they see committed data only,
-        not this connection's uncommitted writes. Elsewhere they come
-        through this connection's cursor.
+        not this connection's uncommitted writes. There each value read
+        costs ~50 ns, so a reader takes three values a bucket where it can
+        (:func:`_share_sql`'s ``packed``: link and count in one integer, the
+        two weighted sums) and ``value_sum``, which only the plain mean of a
+        link without weights needs, only when its chunk may have such a link.
+        Elsewhere the rows come through this connection's cursor.
         """
+        names = [name for name, _ in self._LINK_COLUMNS]
         uri = self._arrow_uri()
         if uri is None:
-            parts = [self._read_cursor([self._window_select(kind, s, since_s, until_s, site_span)
-                                        for s in sources])]
-        else:
-            cuts = np.linspace(0, site_span, self._ARROW_READERS + 1).round().astype(int)
-            window = {"since_s": since_s, "until_s": until_s}
-            shares = [[(sql, [window.get(name, value) for name, value in params])
-                       for sql, params in (_share_sql(kind, s, site_span, (int(a), int(b)))
-                                           for s in sources)]
-                      for a, b in itertools.pairwise(cuts)]
-            parts = self._read_arrow(uri, shares)
+            part = self._read_cursor([self._window_select(kind, s, since_s, until_s, site_span)
+                                      for s in sources])
+            return [[dict(zip(names, columns, strict=True))] for columns in part]
+        cuts = np.linspace(0, site_span, self._ARROW_READERS + 1).round().astype(int)
+        window = {"since_s": since_s, "until_s": until_s}
+        layouts = ("full", "value_sum") + (("packed",) if site_span <= _PACKED_SPAN else ())
+        shares = [[{layout: _bound(_share_sql(kind, s, site_span, (int(a), int(b)), layout),
+                                   window) for layout in layouts} for s in sources]
+                  for a, b in itertools.pairwise(cuts)]
+        parts = self._read_arrow(uri, shares)
         # Chunks, not one array per column: joining them would copy every column.
-        return [[dict(zip([name for name, _ in self._LINK_COLUMNS], part[i], strict=True))
-                 for part in parts] for i in range(len(sources))]
+        return [[part[i] for part in parts] for i in range(len(sources))]
 
     @classmethod
     def _window_select(cls, kind: str, source: str, since_s: float | sa.BindParameter[Any],
                        until_s: float | sa.BindParameter[Any],
-                       site_span: int, sites: tuple[int, int] | None = None
-                       ) -> sa.Select[Any]:
+                       site_span: int, sites: tuple[int, int] | None = None,
+                       layout: str = "full") -> sa.Select[Any]:
         """The statement of one source's window: all its links, or those from ``sites``.
 
         A share ``[a, b)`` of the source sites seeks to them under each bucket
         start of the window (:meth:`_bucket_starts`) instead of range-scanning
         all the starts and dropping the other shares' rows; the rows still come
-        in key order, so ``ORDER BY`` costs no sort.
+        in key order, so ``ORDER BY`` costs no sort. ``layout`` is the columns
+        selected: ``full`` (:attr:`_LINK_COLUMNS`), ``packed`` (``link *
+        2**31 + count``, NULL where the count is outside ``[0, 2**31)``; then
+        ``weight_sum`` and ``weighted_value_sum``) or ``value_sum``; the rows
+        come in the same order in each, from one snapshot.
         """
         t = metric_buckets
         link = sa.literal(site_span, sa.BigInteger) * t.c.src_site_id + t.c.dst_site_id
-        stmt = (sa.select(link, t.c.count, t.c.value_sum, t.c.weight_sum, t.c.weighted_value_sum)
+        columns: tuple[Any, ...]
+        if layout == "full":
+            columns = (link, t.c.count, t.c.value_sum, t.c.weight_sum, t.c.weighted_value_sum)
+        elif layout == "packed":
+            packed = sa.case((sa.and_(t.c.count >= 0, t.c.count < _COUNT_RANGE),
+                              link * sa.literal(_COUNT_RANGE, sa.BigInteger) + t.c.count),
+                             else_=sa.null())
+            columns = (packed, t.c.weight_sum, t.c.weighted_value_sum)
+        else:
+            columns = (t.c.value_sum,)
+        stmt = (sa.select(*columns)
                 .where(t.c.kind == kind, t.c.source == source)
                 .order_by(t.c.bucket_start_s))
         if sites is None:
@@ -445,30 +464,43 @@ class MetricsDB:
             return None
         return f"{Path(path).resolve().as_uri()}?mode=ro"
 
-    def _read_arrow(self, uri: str, shares: list[list[tuple[str, list[Any]]]]
-                    ) -> list[list[list[np.ndarray]]]:
-        """Run each share's statements (SQL, positional parameters) on a thread and
-        ADBC connection of its own."""
+    def _read_arrow(self, uri: str, shares: list[list[dict[str, tuple[str, list[Any]]]]]
+                    ) -> list[list[dict[str, np.ndarray | None]]]:
+        """Run each share's statements on a thread and ADBC connection of its own.
+
+        A share holds, per source, its statement (SQL, positional parameters)
+        in each layout of :meth:`_window_select`; a reader's statements run
+        in one transaction (ADBC's connections do not autocommit), so the
+        layouts of a source read the same rows.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         import adbc_driver_sqlite.dbapi as adbc
+        import pyarrow as pa
 
         # The same patience with a busy database as this connection has.
         busy_ms = int(self.conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
-        dtypes = [dtype for _, dtype in self._LINK_COLUMNS]
 
-        def read(share: list[tuple[str, list[Any]]]) -> list[list[np.ndarray]]:
-            out = []
+        def read(share: list[dict[str, tuple[str, list[Any]]]]
+                 ) -> list[dict[str, np.ndarray | None]]:
+            out: list[dict[str, np.ndarray | None]] = []
             with adbc.connect(uri) as conn, conn.cursor() as cur:
                 cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                for sql, params in share:
+
+                def run(statement: tuple[str, list[Any]]) -> list[np.ndarray]:
                     # One Arrow batch per statement: no chunks to join afterwards.
                     cur.adbc_statement.set_options(
                         **{"adbc.sqlite.query.batch_rows": str(1 << 24)})
-                    cur.execute(sql, params)
+                    cur.execute(*statement)
                     table = cur.fetch_arrow_table()
-                    out.append([np.asarray(table.column(j).to_numpy(), dtype=dtype)
-                                for j, dtype in enumerate(dtypes)])
+                    if any(column.null_count for column in table.columns) or not all(
+                            pa.types.is_integer(c.type) or pa.types.is_floating(c.type)
+                            or not len(c) for c in table.columns):
+                        raise _NotPacked
+                    return [np.asarray(column.to_numpy()) for column in table.columns]
+
+                for statements in share:
+                    out.append(_arrow_link_columns(run, statements, self._LINK_COLUMNS))
             return out
 
         with ThreadPoolExecutor(len(shares)) as pool:
@@ -527,18 +559,80 @@ def _staged_sql(table: str) -> str:
     return str(stmt.compile(dialect=sqlite.dialect()))
 
 
+# A packed link and count (``link * _COUNT_RANGE + count``) fits in int64 while
+# the links do, that is for site ids below _PACKED_SPAN.
+_COUNT_RANGE = 2**31
+_PACKED_SPAN = 2**16
+
+
+class _NotPacked(Exception):
+    """A statement gave nulls or non-numeric columns: read the full layout."""
+
+
+def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]],
+                        statements: dict[str, tuple[str, list[Any]]],
+                        link_columns: tuple[tuple[str, Any], ...]
+                        ) -> dict[str, np.ndarray | None]:
+    """One source's share as :meth:`MetricsDB.window_links` gives it, from ``run``'s
+    columns of its ``packed`` statement (and ``value_sum`` if needed), or of its
+    ``full`` one where there is no packed one or a count did not fit."""
+    if "packed" in statements:
+        try:
+            packed, weight_sum, weighted_value_sum = run(statements["packed"])
+        except _NotPacked:
+            pass
+        else:
+            packed = packed.astype(np.int64, copy=False)
+            weight_sum = weight_sum.astype(np.float64, copy=False)
+            weighted_value_sum = weighted_value_sum.astype(np.float64, copy=False)
+            value_sum = None
+            if _needs_value_sum(weight_sum, weighted_value_sum):
+                (value_sum,) = run(statements["value_sum"])
+                value_sum = value_sum.astype(np.float64, copy=False)
+            return {"link": packed // _COUNT_RANGE, "count": packed % _COUNT_RANGE,
+                    "value_sum": value_sum, "weight_sum": weight_sum,
+                    "weighted_value_sum": weighted_value_sum}
+    full = run(statements["full"])
+    return {name: np.asarray(column, dtype=dtype)
+            for (name, dtype), column in zip(link_columns, full, strict=True)}
+
+
+def _needs_value_sum(weight_sum: np.ndarray, weighted_value_sum: np.ndarray) -> bool:
+    """Whether a link of these buckets may need the plain mean (``value_sum / count``).
+
+    A link takes its weighted mean where its summed weights are > 0 and the
+    mean is a number (``netbroker.metrics._window_mean``). When every
+    bucket's weight is > 0 and finite, and both sums stay far from overflow
+    even over all the buckets together, every link's weights sum above 0
+    and its weighted sum is finite: no link needs ``value_sum``. O(b).
+    """
+    if not len(weight_sum):
+        return False
+    bound = 1e300 / len(weight_sum)
+    return not (bool(np.all((weight_sum > 0) & (weight_sum < bound)))
+                and bool(np.all(np.abs(weighted_value_sum) < bound)))
+
+
+def _bound(statement: tuple[str, tuple[tuple[str, Any], ...]], window: dict[str, float]
+           ) -> tuple[str, list[Any]]:
+    """A :func:`_share_sql` statement with its window's parameters filled in."""
+    sql, params = statement
+    return sql, [window.get(name, value) for name, value in params]
+
+
 @lru_cache(maxsize=256)
-def _share_sql(kind: str, source: str, site_span: int, sites: tuple[int, int]
-               ) -> tuple[str, tuple[tuple[str, Any], ...]]:
+def _share_sql(kind: str, source: str, site_span: int, sites: tuple[int, int],
+               layout: str = "full") -> tuple[str, tuple[tuple[str, Any], ...]]:
     """A reader's window statement compiled for SQLite, the window left open.
 
     Returns the SQL and its positional parameters as (name, value) pairs,
     ``since_s`` and ``until_s`` to be filled in. Compiling the recursive
     statement costs ~2.5 ms, several times per matrix; the window moves
-    with the clock, the rest of the key does not.
+    with the clock, the rest of the key does not. ``layout`` as
+    :meth:`MetricsDB._window_select` takes it.
     """
     stmt = MetricsDB._window_select(kind, source, sa.bindparam("since_s"),
-                                    sa.bindparam("until_s"), site_span, sites)
+                                    sa.bindparam("until_s"), site_span, sites, layout)
     compiled = stmt.compile(dialect=sqlite.dialect())
     return str(compiled), tuple((name, compiled.params[name])
                                 for name in compiled.positiontup or ())
