@@ -476,7 +476,6 @@ class MetricsDB:
         from concurrent.futures import ThreadPoolExecutor
 
         import adbc_driver_sqlite.dbapi as adbc
-        import pyarrow as pa
 
         # The same patience with a busy database as this connection has.
         busy_ms = int(self.conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
@@ -493,9 +492,7 @@ class MetricsDB:
                         **{"adbc.sqlite.query.batch_rows": str(1 << 24)})
                     cur.execute(*statement)
                     table = cur.fetch_arrow_table()
-                    if any(column.null_count for column in table.columns) or not all(
-                            pa.types.is_integer(c.type) or pa.types.is_floating(c.type)
-                            or not len(c) for c in table.columns):
+                    if any(column.null_count for column in table.columns):
                         raise _NotPacked
                     return [np.asarray(column.to_numpy()) for column in table.columns]
 
@@ -566,7 +563,7 @@ _PACKED_SPAN = 2**16
 
 
 class _NotPacked(Exception):
-    """A statement gave nulls or non-numeric columns: read the full layout."""
+    """A statement gave nulls (a count outside the packing): read the full layout."""
 
 
 def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]],
@@ -582,6 +579,8 @@ def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]]
         except _NotPacked:
             pass
         else:
+            if len(packed) and packed.dtype.kind != "i":  # a sum past int64 became a float
+                return _arrow_link_columns(run, {"full": statements["full"]}, link_columns)
             packed = packed.astype(np.int64, copy=False)
             weight_sum = weight_sum.astype(np.float64, copy=False)
             weighted_value_sum = weighted_value_sum.astype(np.float64, copy=False)
