@@ -43,11 +43,14 @@ class _Bad(ValueError):
     """A field that cannot be used; the message names it."""
 
 
-def split_messages(data: bytes | str | mmap.mmap) -> Iterator[tuple[int, bytes]]:
+def split_messages(data: bytes | str | mmap.mmap, first_position: int = 1
+                   ) -> Iterator[tuple[int, bytes]]:
     """Yield (1-based position, message bytes) from lines or an EOT-separated stream.
 
     ``data`` may also be a read-only ``mmap`` (the parsing process reads
     a large batch so, page by page, instead of copying it whole first).
+    ``first_position`` is the position of its first piece: another than 1
+    where ``data`` is a later part of a batch split at a line's end.
 
     >>> list(split_messages(b'{"a": 1}\\x04{"a": 2} \\x04'))
     [(1, b'{"a": 1}'), (2, b'{"a": 2}')]
@@ -59,7 +62,7 @@ def split_messages(data: bytes | str | mmap.mmap) -> Iterator[tuple[int, bytes]]
         parts = raw[:].splitlines()  # \r alone ends a line too
     else:
         parts = _pieces(raw, b"\n")
-    for position, part in enumerate(parts, start=1):
+    for position, part in enumerate(parts, start=first_position):
         part = part.strip()
         if part:
             yield position, part
@@ -84,13 +87,17 @@ def _pieces(raw: bytes | mmap.mmap, separator: bytes) -> Iterator[bytes]:
         start = stop + 1
 
 
-def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
+def parse(data: bytes | str, first_position: int = 1) -> Iterator[ParsedSample | Rejected]:
     """Parse FTS transfer-completion messages.
 
     Parameters
     ----------
     data : bytes or str
         JSON lines, or messages separated by EOT.
+    first_position : int
+        The position of the first message (or line) of ``data`` in its
+        batch, for rejections: a batch split in parts (``collectors.parsing``)
+        gives its later parts theirs.
 
     Returns
     -------
@@ -115,7 +122,7 @@ def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
     [('throughput', 10.0, 'se.b.org'), ('success', 1.0, 'se.b.org')]
     """
     rses: dict[str, HostRef] = {}  # one HostRef per RSE of the batch, not two per message
-    for position, text in split_messages(data):
+    for position, text in split_messages(data, first_position):
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError as exc:

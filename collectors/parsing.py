@@ -5,10 +5,11 @@ to sites, build the rows, sort and fold them with
 ``netbroker.sample_rows.prepare_chunk``, or stage them for a SQLite writer
 with ``stage_chunk``) is one generator,
 :func:`prepared_chunks`. :func:`parsed_here` runs it in this process;
-:func:`parsed_elsewhere` runs it in a child process started for the batch,
+:func:`parsed_elsewhere` runs it in a child process started for the batch
+(two, each half of the lines, for a large FTS batch: :func:`split_job`),
 which sends each chunk back through a pipe while the caller writes the one
-before. Either way the caller gets the same chunks in the same order and
-the same counts (``tests/test_ingest_parallel.py`` checks it).
+before. Either way the caller gets the same counts, and from one child the
+same chunks in the same order (``tests/test_ingest_parallel.py`` checks it).
 
 Why a process: on SQLite the writer is one connection, and the parsing
 half of a large FTS batch (about 40% of its time) would wait for the GIL
@@ -38,12 +39,17 @@ from collectors.mapping import SiteResolver
 from collectors.records import MetricKind, ParsedSample, Rejected, Source
 from netbroker.sample_rows import SampleChunk, StagedChunk, origin_key, prepare_chunk, stage_chunk
 
-__all__ = ["CHUNK", "PARSERS", "ChunkJob", "ParseCounts", "Parsed", "parsed_elsewhere",
-           "parsed_here", "parser_for", "prepared_chunks"]
+__all__ = ["CHUNK", "PARSERS", "SPLIT_MIN_BYTES", "ChunkJob", "ParseCounts", "Parsed",
+           "parsed_elsewhere", "parsed_here", "parser_for", "prepared_chunks", "split_job"]
 
 Parser = Callable[[bytes | str], Iterator[ParsedSample | Rejected]]
 
 CHUNK = 20_000  # samples per round trip of inserts: bounded memory on large files
+# FTS batches of JSON lines this large parse in two processes, each half of the
+# lines (~300,000 records and up): one parsing process makes ~12 us of work a
+# record for the writer's ~11-13 us, and the writer waited on it (two: a
+# million records in 15-16 s instead of 18-21 s, 2026-12-02).
+SPLIT_MIN_BYTES = 256 * 2**20
 
 # Each source's module has a ``parse``; a batch imports only the one it needs.
 PARSERS: dict[Source, str] = {
@@ -74,6 +80,7 @@ class ChunkJob(NamedTuple):
     bucket_s: int
     chunk: int = CHUNK  # rows per chunk
     staged: bool = False  # StagedChunk (for a SQLite writer: MetricsDB.stages) or SampleChunk
+    first_position: int = 1  # of ``data``'s first record in the batch (a later part of it)
 
 
 @dataclass
@@ -86,6 +93,19 @@ class ParseCounts:
     unmapped_samples: int = 0
     too_old: int = 0
 
+    @property
+    def items(self) -> int:
+        """Samples and rejections: the items parsed."""
+        return self.samples + len(self.rejected)
+
+    def add(self, other: ParseCounts) -> None:
+        """Add the counts of a later part of the same batch."""
+        self.samples += other.samples
+        self.rejected.extend(other.rejected)
+        self.unmapped.update(other.unmapped)
+        self.unmapped_samples += other.unmapped_samples
+        self.too_old += other.too_old
+
 
 @dataclass
 class Parsed:
@@ -93,7 +113,8 @@ class Parsed:
 
     chunks: Iterator[tuple[SampleChunk | StagedChunk, int]]
     _counts: Callable[[], ParseCounts]
-    pid: int | None = None  # the parsing process, when it is not this one
+    pid: int | None = None  # the (first) parsing process, when it is not this one
+    pids: tuple[int, ...] = ()  # all of them
 
     def counts(self) -> ParseCounts:
         return self._counts()
@@ -116,7 +137,10 @@ def prepared_chunks(job: ChunkJob, counts: ParseCounts
     rows: list[tuple[Any, ...]] = []
     samples = unmapped = too_old = 0
     src_ref = dst_ref = src = dst = None
-    for item in parser_for(job.source)(job.data):
+    parse = parser_for(job.source)
+    items = (parse(job.data) if job.first_position == 1
+             else parse(job.data, first_position=job.first_position))  # type: ignore[call-arg]
+    for item in items:
         if isinstance(item, Rejected):
             counts.rejected.append(item)
             continue
@@ -158,19 +182,93 @@ def parsed_here(job: ChunkJob) -> Iterator[Parsed]:
     yield Parsed(prepared_chunks(job, counts), lambda: counts)
 
 
+def split_job(job: ChunkJob) -> list[tuple[ChunkJob, memoryview]]:
+    """The parts of ``job`` its parsing processes take: its data's bytes, whole or halved.
+
+    An FTS batch of JSON lines of :data:`SPLIT_MIN_BYTES` or more is cut at
+    the end of the line that crosses its middle; the second part's records
+    are numbered on from the first's (``first_position``: one more than the
+    first part's line ends). Other batches, and FTS streams cut by EOT or
+    ``\r`` (whose pieces ``collectors.fts.split_messages`` counts
+    otherwise), stay whole. O(n) in the bytes (a few C scans, no copy).
+    """
+    raw = job.data.encode() if isinstance(job.data, str) else job.data
+    whole = [(job, memoryview(raw))]
+    if (job.source is not Source.FTS or len(raw) < SPLIT_MIN_BYTES
+            or raw.find(b"\x04") >= 0 or raw.find(b"\r") >= 0):
+        return whole
+    cut = raw.find(b"\n", len(raw) // 2) + 1
+    if not 0 < cut < len(raw):
+        return whole
+    later = job._replace(first_position=job.first_position + raw.count(b"\n", 0, cut))
+    return [(job, memoryview(raw)[:cut]), (later, memoryview(raw)[cut:])]
+
+
 @contextlib.contextmanager
 def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
-    """:func:`prepared_chunks` in a child process, one chunk ahead of the caller.
+    """:func:`prepared_chunks` in child processes, each one chunk ahead of the caller.
+
+    One child per part of :func:`split_job`. The caller takes their chunks
+    in turn, one of each part, so that the writer and the two parsing
+    processes all stay busy to the end (taking the first part's chunks
+    before the second's left the writer alone on the second half: a
+    million records ~30% slower, ``bench/ingest.py``). Progress and counts
+    are the batch's as one process would give them: rejections at their
+    positions in the batch, in order. What the turns change is which of two
+    records with one origin id in different halves is written first, and
+    so stored: the one in the earlier chunk in turn, not always the earlier
+    in the batch. See :func:`_child` for how a child starts and stops;
+    leaving the block stops them all. Raises a child's exception if parsing
+    failed there, or RuntimeError if a child died without a word.
+    """
+    with contextlib.ExitStack() as stack:
+        children = [stack.enter_context(_child(part, data)) for part, data in split_job(job)]
+        finished: list[ParseCounts] = []
+
+        def chunks() -> Iterator[tuple[SampleChunk | StagedChunk, int]]:
+            parsed = [0] * len(children)  # items each part has parsed so far
+            streams = [(i, child.chunks()) for i, child in enumerate(children)]
+            while streams:
+                for entry in list(streams):
+                    i, stream = entry
+                    item = next(stream, None)
+                    if item is None:
+                        streams.remove(entry)
+                        continue
+                    chunk, parsed[i] = item
+                    yield chunk, sum(parsed)
+            total = ParseCounts()
+            for child in children:
+                total.add(child.counts())
+            finished.append(total)
+
+        def counts() -> ParseCounts:
+            if not finished:
+                raise RuntimeError("the counts are known once every chunk has been taken")
+            return finished[0]
+
+        yield Parsed(chunks(), counts, children[0].pid, tuple(c.pid for c in children))
+
+
+class _Child(NamedTuple):
+    pid: int
+    chunks: Callable[[], Iterator[tuple[SampleChunk | StagedChunk, int]]]
+    counts: Callable[[], ParseCounts]
+
+
+@contextlib.contextmanager
+def _child(job: ChunkJob, data: memoryview) -> Iterator[_Child]:
+    """A child process running :func:`prepared_chunks` of ``job`` over ``data``.
 
     The child is a fresh interpreter (this one's executable and ``sys.path``)
     running :func:`_child_main`, joined by two pipes (the job out, the chunks
-    back) and given the batch's bytes in an unnamed file (:func:`_shared_file`,
-    written while the child starts); it imports no
-    ``__main__``, so callers need no ``if __name__ == "__main__"`` guard (as
-    ``multiprocessing``'s spawn would). Leaving the block stops the child: it
-    is waited for when it has finished, killed (by its PID, ours to kill)
-    when the caller leaves early. Raises the child's exception if parsing
-    failed there, or RuntimeError if the child died without a word.
+    back) and given the bytes in an unnamed file (:func:`_shared_file`,
+    written while the child starts); it imports no ``__main__``, so callers
+    need no ``if __name__ == "__main__"`` guard (as ``multiprocessing``'s
+    spawn would). It blocks on the pipe once it has one chunk ready, so it
+    is never more than a chunk ahead and memory stays bounded. Leaving the
+    block stops it: it is waited for when it has finished, killed (by its PID,
+    ours to kill) when the caller leaves early.
     """
     data_fd = _shared_file()
     job_r, job_w = os.pipe()
@@ -213,10 +311,10 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
 
     try:
         # Written while the child starts; the job tells it the data is all there.
-        _write_all(data_fd, job.data.encode() if isinstance(job.data, str) else job.data)
+        _write_all(data_fd, data)
         to_child.send(job._replace(data=b""))
         to_child.close()
-        yield Parsed(chunks(), counts, child.pid)
+        yield _Child(child.pid, chunks, counts)
     finally:
         os.close(data_fd)  # the child has its own; the memory goes when it closes that
         to_child.close()
@@ -269,7 +367,7 @@ def _shared_file() -> int:
         return os.dup(f.fileno())
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

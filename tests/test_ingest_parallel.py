@@ -7,6 +7,7 @@ retention, and transfers repeated in the batch and from an earlier batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -241,3 +242,82 @@ def test_staged_chunks_store_what_tuple_chunks_store(
         wipe(grid_engine)
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0]["duplicates"] > (700 if repeat else 0)
+
+
+def test_a_large_fts_batch_is_split_at_a_line_end_and_numbered_on() -> None:
+    """split_job: halves cut after the line crossing the middle, the second half's
+    records numbered from the first's line count (blank lines count, as lines do);
+    EOT and CR streams, other sources and small batches stay whole."""
+    data = b'{"a": 1}\n\n{"b": 22}\n{"c": 333}\n{"d": 4}\n'
+    job = ChunkJob(Source.FTS, data, {}, 0.0, 600, 10)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parsing, "SPLIT_MIN_BYTES", 10)
+        (first, a), (second, b) = parsing.split_job(job)
+        assert bytes(a) + bytes(b) == data and bytes(a).endswith(b"\n")
+        assert (first.first_position, second.first_position) == (1, 1 + bytes(a).count(b"\n"))
+        from collectors.fts import split_messages
+        whole = list(split_messages(data))
+        halves = [*split_messages(bytes(a)), *split_messages(bytes(b), second.first_position)]
+        assert halves == whole
+        for other in (data.replace(b"\n", b"\x04"), data.replace(b"\n", b"\r\n")):
+            assert len(parsing.split_job(job._replace(data=other))) == 1
+        assert len(parsing.split_job(job._replace(source=Source.XROOTD))) == 1
+    assert len(parsing.split_job(job)) == 1  # below SPLIT_MIN_BYTES
+
+
+def test_a_batch_parsed_in_two_processes_stores_and_reports_what_one_does(
+        grid_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two children, each half of the lines, their chunks written in turn: the same
+    report (rejections at the same positions), the same rows; bucket sums the same
+    but for rounding (chunks cut elsewhere add them in other groups)."""
+    monkeypatch.setattr("collectors.ingest.CHUNK", 500)
+    data = mixed_batch(3_000)
+    one = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=False).as_dict(10**6)
+    one_rows, one_buckets = stored(grid_engine)
+    wipe(grid_engine)
+    monkeypatch.setattr(parsing, "SPLIT_MIN_BYTES", 1_000)
+    pids: list[tuple[int, ...]] = []
+    real = parsing.parsed_elsewhere
+
+    @contextlib.contextmanager
+    def watched(job: ChunkJob) -> Any:
+        with real(job) as parsed:
+            pids.append(parsed.pids)
+            yield parsed
+
+    monkeypatch.setattr("collectors.ingest.parsed_elsewhere", watched)
+    seen: list[int] = []
+    two = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=True,
+                 on_progress=seen.append).as_dict(10**6)
+    two_rows, two_buckets = stored(grid_engine)
+    assert len(pids[0]) == 2
+    assert two == one and two_rows == one_rows
+    assert [b[:6] for b in two_buckets] == [b[:6] for b in one_buckets]  # key and count
+    for got, expected in zip(two_buckets, one_buckets, strict=True):
+        assert got[6:] == pytest.approx(expected[6:], rel=1e-12)
+    assert seen == sorted(seen) and seen[-1] == one["samples"] + one["rejected"]
+    assert one["rejected"] and one["duplicates"] > 1  # repeats across the halves too
+
+
+def test_of_two_records_with_one_id_in_two_halves_the_one_written_first_is_stored(
+        grid_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks come in turn from the halves: a record early in the second half is
+    written before one late in the first, and of two with one origin id that one is
+    stored, once; the counts are those of one process."""
+    monkeypatch.setattr("collectors.ingest.CHUNK", 500)
+    lines = mixed_batch(3_000).splitlines()
+    late = next(i for i in range(1_450, 0, -1) if lines[i].startswith("{")
+                and json.loads(lines[i]).get("t_final_transfer_state") == "Ok")
+    original = json.loads(lines[late])
+    lines.insert(1_560, json.dumps({**original, "t_final_transfer_state": "Error"}))
+    data = "\n".join(lines) + "\n"
+    assert data.index(lines[late]) < len(data) // 2 < data.index(lines[1_560])
+    one = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=False).as_dict(10**6)
+    wipe(grid_engine)
+    monkeypatch.setattr(parsing, "SPLIT_MIN_BYTES", 1_000)
+    two = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=True).as_dict(10**6)
+    assert two == one
+    with grid_engine.connect() as conn:
+        success = conn.execute(sa.select(metric_samples.c.value).where(
+            metric_samples.c.origin_id == f"{original['tr_id']}:success")).scalars().all()
+    assert success == [0.0]  # the failed one, from the second half's earlier chunk
