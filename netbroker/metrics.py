@@ -314,9 +314,12 @@ def _sum_by_link(link: np.ndarray, columns: list[np.ndarray], size: int
     added in their order with Kahan compensation, as pandas adds a group's
     floats, one vectorised step per row rank (the k-th row of every link
     with more than k rows). When no link has two rows, the usual case in a
-    short window, the rows are the sums. O(b log b + size) for b rows, in as
+    short window, the rows are the sums (seen in one pass where the links
+    increase, as one bucket start's do). O(b log b + size) for b rows, in as
     many steps as the longest link has rows (at most the window's buckets).
     """
+    if len(link) < 2 or bool(np.all(link[1:] > link[:-1])):
+        return link, columns  # increasing: one row a link
     rows = np.bincount(link, minlength=size)
     if rows.max(initial=0) <= 1:
         return link, columns
