@@ -38,10 +38,11 @@ from netbroker.observability import COLLECTOR_RECORDS
 
 __all__ = ["CHUNK", "PARALLEL_MIN_BYTES", "PARSERS", "IngestReport", "ingest", "parser_for"]
 
-# Inputs this large are parsed in a second process: about 150,000 FTS records,
-# 4-8 s of work on one core. Starting the process (a fresh interpreter importing
-# SQLAlchemy and numpy) costs 1-2.5 s on the 2-core hosts, so below this it
-# would not pay for itself.
+# Inputs this large are parsed in a second process (two for FTS batches of
+# collectors.parsing.SPLIT_MIN_BYTES): about 150,000 FTS records, 2-4 s of work
+# on one core. Smaller ones stay in this one: the child's start (~0.1 s, it
+# imports no database layer) and the hand-over of the batch would eat much of
+# what it saves, and one process is simpler to follow.
 PARALLEL_MIN_BYTES = 128 * 2**20
 
 
@@ -98,7 +99,7 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
         Called with the number of parsed items (samples and rejections) so
         far, after every chunk written (for progress bars).
     parallel : bool, optional
-        Parse in a second process while this one writes
+        Parse in a second process (or two) while this one writes
         (``collectors.parsing``); by default for inputs of
         :data:`PARALLEL_MIN_BYTES` or more. The outcome is the same either way.
 
@@ -116,7 +117,8 @@ def ingest(engine: Engine, source: Source | str, data: bytes | str,
     O(n) in the records: one parse each, a cached site look-up per host,
     then batched inserts (see ``MetricsDB.add_chunk``). Parsing, mapping,
     sorting and folding are a third to a half of the work, and need no
-    database: a large batch has them done by a second process, one chunk
+    database: a large batch has them done by a second process (two for a
+    large FTS batch, ``collectors.parsing.split_job``), one chunk
     ahead of the writer, so two cores share it.
     """
     source = Source(source)
