@@ -22,8 +22,8 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 __all__ = ["BUCKET_COLUMNS", "BUCKET_KEY", "SAMPLE_COLUMNS", "STAGING_LAYOUT", "STAGING_TABLES",
-           "SampleChunk",
-           "StagedChunk", "fold_into_buckets", "origin_key", "prepare_chunk", "stage_chunk"]
+           "SampleChunk", "StagedChunk", "fold_into_buckets", "origin_key", "prepare_chunk",
+           "stage_chunk"]
 
 # The order of a sample row tuple.
 SAMPLE_COLUMNS = ("origin_key", "source", "origin_id", "src_site_id", "dst_site_id", "kind",

@@ -68,11 +68,8 @@ def test_an_image_of_another_layout_is_refused_and_nothing_is_stored(
     with grid_engine.connect() as conn:
         site = conn.execute(sa.text("SELECT min(id) FROM sites")).scalar_one()
     rows = [(origin_key("fts", "x"), "fts", "x", site, site, "success", 1.0, 600.0, 1.0, "t")]
-    db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE padding (a)")  # moves samples and buckets one page on
-    db.deserialize(stage_chunk(rows, 600).image, name="main")
     other = sqlite3.connect(":memory:")
-    other.execute("CREATE TABLE padding (a)")
+    other.execute("CREATE TABLE padding (a)")  # moves samples and buckets one page on
     other.execute(f"CREATE TABLE samples ({', '.join(SAMPLE_COLUMNS)})")
     other.execute("CREATE TABLE buckets (a)")
     other.commit()

@@ -170,15 +170,7 @@ class MetricsDB:
         if self._executemany(stmt, SAMPLE_COLUMNS, chunk.by_key) == len(rows):
             self._add_to_buckets(chunk.buckets)
             return len(rows)
-        new_keys = set(self.conn.execute(
-            sa.select(t.c.origin_key).where(t.c.id > before)).scalars())
-        kept = []
-        for r in rows:  # a row repeated in ``rows`` went in once: fold it once
-            if r[0] in new_keys:
-                new_keys.discard(r[0])
-                kept.append(r)
-        self.add_buckets(fold_into_buckets(kept, bucket_s))
-        return len(kept)
+        return self._fold_new(rows, before, bucket_s)
 
     def _add_staged(self, chunk: StagedChunk, bucket_s: int) -> int:
         """:meth:`add_chunk` of a staged chunk: its database attached, two INSERT ... SELECT.
@@ -204,16 +196,25 @@ class MetricsDB:
         if self.conn.exec_driver_sql(_staged_sql("samples")).rowcount == chunk.size:
             self.conn.exec_driver_sql(_staged_sql("buckets"))
             return chunk.size
+        staged = self.conn.exec_driver_sql(
+            f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM {_STAGING}.samples ORDER BY rowid")
+        return self._fold_new([tuple(r) for r in staged], before, bucket_s)
+
+    def _fold_new(self, rows: Sequence[tuple[Any, ...]], before: int, bucket_s: int) -> int:
+        """Fold into the buckets the ``rows`` just inserted (ids above ``before``); their count.
+
+        Under the ingestion lock the new ids are all above the highest id
+        before the insert; a row repeated in ``rows`` went in once, and is
+        folded once, in the order given.
+        """
         t = metric_samples
         new_keys = set(self.conn.execute(
             sa.select(t.c.origin_key).where(t.c.id > before)).scalars())
-        staged = self.conn.exec_driver_sql(
-            f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM {_STAGING}.samples ORDER BY rowid")
         kept = []
-        for r in staged:  # a row repeated in the chunk went in once: fold it once
+        for r in rows:
             if r[0] in new_keys:
                 new_keys.discard(r[0])
-                kept.append(tuple(r))
+                kept.append(r)
         self.add_buckets(fold_into_buckets(kept, bucket_s))
         return len(kept)
 
@@ -573,24 +574,22 @@ def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]]
     """One source's share as :meth:`MetricsDB.window_links` gives it, from ``run``'s
     columns of its ``packed`` statement (and ``value_sum`` if needed), or of its
     ``full`` one where there is no packed one or a count did not fit."""
+    packed = None
     if "packed" in statements:
-        try:
+        with suppress(_NotPacked):
             packed, weight_sum, weighted_value_sum = run(statements["packed"])
-        except _NotPacked:
-            pass
-        else:
-            if len(packed) and packed.dtype.kind != "i":  # a sum past int64 became a float
-                return _arrow_link_columns(run, {"full": statements["full"]}, link_columns)
-            packed = packed.astype(np.int64, copy=False)
-            weight_sum = weight_sum.astype(np.float64, copy=False)
-            weighted_value_sum = weighted_value_sum.astype(np.float64, copy=False)
-            value_sum = None
-            if _needs_value_sum(weight_sum, weighted_value_sum):
-                (value_sum,) = run(statements["value_sum"])
-                value_sum = value_sum.astype(np.float64, copy=False)
-            return {"link": packed // _COUNT_RANGE, "count": packed % _COUNT_RANGE,
-                    "value_sum": value_sum, "weight_sum": weight_sum,
-                    "weighted_value_sum": weighted_value_sum}
+    # Floats where a sum went past int64: the full columns then, as for a NULL.
+    if packed is not None and (not len(packed) or packed.dtype.kind == "i"):
+        packed = packed.astype(np.int64, copy=False)
+        weight_sum = weight_sum.astype(np.float64, copy=False)
+        weighted_value_sum = weighted_value_sum.astype(np.float64, copy=False)
+        value_sum = None
+        if _needs_value_sum(weight_sum, weighted_value_sum):
+            (value_sum,) = run(statements["value_sum"])
+            value_sum = value_sum.astype(np.float64, copy=False)
+        return {"link": packed // _COUNT_RANGE, "count": packed % _COUNT_RANGE,
+                "value_sum": value_sum, "weight_sum": weight_sum,
+                "weighted_value_sum": weighted_value_sum}
     full = run(statements["full"])
     return {name: np.asarray(column, dtype=dtype)
             for (name, dtype), column in zip(link_columns, full, strict=True)}
