@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from netbroker.config import MetricsSettings
 from netbroker.db.grid import GridDB
@@ -220,72 +220,83 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
     now_s = time.time() if now_s is None else now_s
     since = window_start_s(now_s, window, settings.bucket_minutes * 60)
     with engine.connect() as conn:
-        order = _site_order(conn)
+        order = GridDB(conn).site_order()
         span = max((sid for sid, _ in order), default=0) + 1
         per_source = MetricsDB(conn).window_links(kind.value, [s.value for s in sources],
                                                   since, now_s, span)
-    n = len(order)
-    chunks = [chunk for source_chunks in per_source for chunk in source_chunks]
-    _renumber_links(chunks, [sid for sid, _ in order], span)
-    values, usable = _consolidate_links(chunks, n * n, least)
-    usable = usable.reshape(n, n)
-    keep = usable.any(axis=1) | usable.any(axis=0)
-    names = [name for (_, name), kept in zip(order, keep.tolist(), strict=True) if kept]
-    return pd.DataFrame(values.reshape(n, n)[np.ix_(keep, keep)],
+    ids = np.fromiter((sid for sid, _ in order), np.int64, len(order))
+    # The j-th chunk of every source: one share of the links (MetricsDB.window_links).
+    shares = list(zip(*per_source, strict=True))
+    # Arrays over the links as stored (src_id * span + dst_id) while the ids are
+    # about dense, the usual case; else the links renumbered to the sites' positions.
+    side = span if span * span <= 4 * len(ids) ** 2 else len(ids)
+    at = ids
+    if side != span:
+        _renumber_links([chunk for share in shares for chunk in share], ids, span)
+        at = np.arange(len(ids))
+    values, usable = _consolidate_shares(shares, side * side, least)
+    usable = usable.reshape(side, side)
+    kept = (usable.any(axis=1) | usable.any(axis=0))[at]
+    names = [name for (_, name), k in zip(order, kept.tolist(), strict=True) if k]
+    rows = at[kept]
+    return pd.DataFrame(values.reshape(side, side)[np.ix_(rows, rows)],
                         index=pd.Index(names, name="src"), columns=pd.Index(names, name="dst"))
 
 
-def _site_order(conn: Connection) -> list[tuple[int, str]]:
-    """(id, name) of every site, ordered by cloud then name."""
-    db = GridDB(conn)
-    site_ids, rows = db.ids(sites), db.list_sites()
-    return [(site_ids[s["name"]], s["name"]) for s in rows]
-
-
-def _renumber_links(chunks: list[dict[str, np.ndarray]], ids: list[int], span: int) -> None:
+def _renumber_links(chunks: list[dict[str, np.ndarray]], ids: np.ndarray, span: int) -> None:
     """Renumber each chunk's links ``src_id * span + dst_id`` to ``i * n + j``, src
-    and dst being the i-th and j-th of the n ``ids``.
-
-    So the link arrays are n x n however sparse the ids, and in the matrix's
-    order. With ids about dense (the usual case), one lookup per bucket.
-    """
+    and dst being the i-th and j-th of the n ``ids``. O(b) for b buckets."""
     n = len(ids)
     position = np.zeros(span, dtype=np.int64)
     position[ids] = np.arange(n)
-    lookup = (position[:, None] * n + position).ravel() if span * span <= 4 * n * n else None
     for columns in chunks:
-        if lookup is not None:
-            columns["link"] = lookup[columns["link"]]
-        else:
-            src, dst = np.divmod(columns["link"], span)
-            columns["link"] = position[src] * n + position[dst]
+        src, dst = np.divmod(columns["link"], span)
+        columns["link"] = position[src] * n + position[dst]
 
 
-def _consolidate_links(chunks: list[dict[str, np.ndarray]], size: int, least: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _consolidate_shares(shares: list[tuple[dict[str, np.ndarray], ...]], size: int, least: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """The rule of :func:`consolidate` on arrays indexed by link.
 
-    ``chunks`` hold, best source first, the bucket columns of
-    :meth:`MetricsDB.window_links` with ``link`` in ``range(size)``; the
-    chunks of one source share no link. Returns each link's value (NaN
-    where no source is usable) and whether a source was usable: the first
-    with at least ``least`` samples on the link. O(b + size) for b buckets.
+    ``shares`` hold, per share of the links, its chunks of
+    :meth:`MetricsDB.window_links` best source first, with ``link`` in
+    ``range(size)``; no link is in two shares. Returns each link's value
+    (NaN where no source is usable) and whether a source was usable: the
+    first with at least ``least`` samples on the link. O(b + size) for b
+    buckets; the shares on threads of their own (numpy's indexing and
+    arithmetic let go of the GIL), as they were read.
     """
     values = np.full(size, np.nan)
     usable = np.zeros(size, dtype=bool)
-    for columns in chunks:
+    if len(shares) < 2:
+        for share in shares:
+            _consolidate_links(share, least, values, usable)
+        return values, usable
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(shares)) as pool:
+        list(pool.map(lambda share: _consolidate_links(share, least, values, usable), shares))
+    return values, usable
+
+
+def _consolidate_links(chunks: tuple[dict[str, np.ndarray], ...], least: int,
+                       values: np.ndarray, usable: np.ndarray) -> None:
+    """Into ``values`` and ``usable``, the links of one share (:func:`_consolidate_shares`):
+    ``chunks`` one per source, best first, no link in ``usable`` yet."""
+    for i, columns in enumerate(chunks):
         if not len(columns["link"]):
             continue
         # value_sum is None where no link of the chunk needs it (MetricsDB.window_links)
         summed = [c for c in _SUMMED if columns[c] is not None]
-        links, sums = _sum_by_link(columns["link"], [columns[c] for c in summed], size)
+        links, sums = _sum_by_link(columns["link"], [columns[c] for c in summed], len(values))
         value = _window_mean(**dict(zip(summed, sums, strict=True)))
-        taken = (sums[0] >= least) & ~usable[links]
+        taken = sums[0] >= least
+        if i:  # the share's links a better source took
+            taken &= ~usable[links]
         if not taken.all():
             links, value = links[taken], value[taken]
         values[links] = value
         usable[links] = True
-    return values, usable
 
 
 _SUMMED = ("count", "value_sum", "weight_sum", "weighted_value_sum")

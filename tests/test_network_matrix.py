@@ -436,3 +436,23 @@ def test_arrow_readers_take_the_packed_layout_and_fall_back_where_it_cannot_hold
     assert matrix.loc[names_by_id[ids[0]], names_by_id[ids[1]]] == 7.0  # the plain mean
     assert matrix.loc[names_by_id[ids[1]], names_by_id[ids[0]]] == 5.0  # the weighted one
     engine.dispose()
+
+
+def test_matrix_of_sparse_site_ids_equals_the_link_table_consolidation(
+        grid_engine: Engine) -> None:
+    """Site ids far apart (sites added with ids in the thousands) take the matrix
+    off arrays over the stored ids, onto the sites' positions: the same values."""
+    with grid_engine.begin() as conn:
+        template = conn.execute(sa.select(sites).limit(1)).mappings().one()
+        extra = [{**template, "id": 40_000 + 7 * i, "name": f"FAR-AWAY-{i}"} for i in range(8)]
+        conn.execute(sa.insert(sites), extra)
+    add_random_buckets(grid_engine, 14)
+    with grid_engine.connect() as conn:
+        ids = sorted(GridDB(conn).ids(sites).values())
+    assert max(ids) + 1 > 2 * len(ids)  # sparse: the renumbering path
+    settings = MetricsSettings(min_samples=3)
+    fast = metrics.network_matrix(grid_engine, "throughput", "1d", settings=settings,
+                                  now_s=NOW_S)
+    plain = matrix_from_link_table(grid_engine, "throughput", "1d", "consolidated", settings)
+    assert any(name.startswith("FAR-AWAY") for name in fast.index)
+    pd.testing.assert_frame_equal(fast, plain, check_exact=True)

@@ -221,6 +221,13 @@ class GridDB:
             stmt = stmt.where(sites.c.name == name)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
+    def site_order(self) -> list[tuple[int, str]]:
+        """(id, name) of every site, in :meth:`list_sites`' order: cloud, then name."""
+        stmt = (sa.select(sites.c.id, sites.c.name)
+                .join(clouds, sites.c.cloud_id == clouds.c.id)
+                .order_by(clouds.c.name, sites.c.name))
+        return [(int(sid), name) for sid, name in self.conn.execute(stmt)]
+
     def site_hosts_of(self, site: str) -> list[dict[str, str]]:
         stmt = (sa.select(site_hosts.c.host, site_hosts.c.role).join(sites)
                 .where(sites.c.name == site).order_by(site_hosts.c.role, site_hosts.c.host))

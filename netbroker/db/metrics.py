@@ -352,7 +352,9 @@ class MetricsDB:
             with one element per bucket in each of ``link`` and ``count``
             (int64), ``value_sum``, ``weight_sum`` and ``weighted_value_sum``
             (float64). All the buckets of a link are in one chunk, oldest
-            first, as :meth:`window` gives them. ``value_sum`` may be None
+            first, as :meth:`window` gives them; every source has as many
+            chunks, the j-th of each holding the links of one share of the
+            source sites. ``value_sum`` may be None
             where no link of the chunk can need it (:func:`_needs_value_sum`).
 
         Notes
@@ -559,7 +561,8 @@ def _staged_sql(table: str) -> str:
 
 # A packed link and count (``link * _COUNT_RANGE + count``) fits in int64 while
 # the links do, that is for site ids below _PACKED_SPAN.
-_COUNT_RANGE = 2**31
+_COUNT_BITS = 31
+_COUNT_RANGE = 2**_COUNT_BITS
 _PACKED_SPAN = 2**16
 
 
@@ -587,7 +590,9 @@ def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]]
         if _needs_value_sum(weight_sum, weighted_value_sum):
             (value_sum,) = run(statements["value_sum"])
             value_sum = value_sum.astype(np.float64, copy=False)
-        return {"link": packed // _COUNT_RANGE, "count": packed % _COUNT_RANGE,
+        # packed >= 0 (link >= 0, count in [0, _COUNT_RANGE)): a shift and a mask
+        # split it as // and % would, several times faster.
+        return {"link": packed >> _COUNT_BITS, "count": packed & (_COUNT_RANGE - 1),
                 "value_sum": value_sum, "weight_sum": weight_sum,
                 "weighted_value_sum": weighted_value_sum}
     full = run(statements["full"])
