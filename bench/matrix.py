@@ -60,7 +60,7 @@ def main() -> None:
     in_memory = pd.DataFrame({"src": src, "dst": dst, "value": mbps})
 
     took, baseline = best_of_pair(
-        5, lambda: metrics.network_matrix(engine, "throughput", "1d", now_s=NOW_S),
+        9, lambda: metrics.network_matrix(engine, "throughput", "1d", now_s=NOW_S),
         lambda: pd.pivot_table(in_memory, index="src", columns="dst", values="value",
                                aggfunc="mean"))
     matrix = metrics.network_matrix(engine, "throughput", "1d", now_s=NOW_S)
