@@ -198,10 +198,12 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
 
     Notes
     -----
-    O(b + n**2) for b buckets in the window and n sites: one range scan per
-    source of the five numeric columns a value needs
-    (:meth:`MetricsDB.window_links`), sums per link into arrays of n**2
-    links, then the precedence over those arrays. The values are those of
+    O(b + n**2) for b buckets in the window and n sites: per source the
+    numeric columns a value needs (:meth:`MetricsDB.window_links`, in shares
+    of the source sites), sums per link into arrays over the links as
+    stored (at most 4 n**2 of them; sparser ids are renumbered to n**2),
+    then the precedence over those arrays, each share on its own thread
+    (:func:`_consolidate_shares`). The values are those of
     :func:`consolidate` over :func:`link_table`, to the last bit: the same
     sums, in the same order, as pandas takes them.
     """
