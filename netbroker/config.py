@@ -149,6 +149,12 @@ class MetricsSettings(_Group):
         14.0, gt=0, description="Raw samples older than this are pruned (and refused), days."
     )
 
+    block_after_minutes: int = Field(
+        60, ge=0, le=7 * 1440,
+        description="A bucket start is copied into its block (the aggregate cycle) this "
+                    "long after its bucket closes, minutes; later samples rebuild it.",
+    )
+
     min_samples: int = Field(
         2, ge=1, description="Samples a source needs in a window for its value to count."
     )

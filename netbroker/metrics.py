@@ -22,6 +22,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from netbroker.config import MetricsSettings
+from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import sites
@@ -35,6 +36,7 @@ __all__ = [
     "WINDOWS_S",
     "MetricKind",
     "MetricSource",
+    "block_closed_buckets",
     "closeness",
     "consolidate",
     "link_history",
@@ -415,3 +417,35 @@ def prune_samples(engine: Engine, settings: MetricsSettings | None = None,
     now_s = time.time() if now_s is None else now_s
     with engine.begin() as conn:
         return MetricsDB(conn).prune_samples(now_s - settings.raw_retention_days * 86400)
+
+
+def block_closed_buckets(engine: Engine, settings: MetricsSettings | None = None,
+                         now_s: float | None = None) -> dict[str, int]:
+    """The aggregate cycle: copy each closed bucket start into its block.
+
+    Per kind and source, every start whose bucket closed at least
+    ``block_after_minutes`` ago and is not blocked yet gets its block (one
+    row holding the start's links as arrays, ``MetricsDB.block_buckets``);
+    blocks older than the longest window and a day are dropped. Returns the
+    blocks written per ``kind/source`` (those with any).
+
+    Under the ingestion lock, in one transaction: a batch being ingested
+    waits, and sees the new marks (it rebuilds a block it adds to). O(b)
+    in the bucket rows of the starts blocked; the first run on a database
+    with history blocks its last 8 days, later runs the starts closed since.
+    """
+    settings = settings or MetricsSettings()
+    now_s = time.time() if now_s is None else now_s
+    bucket_s = settings.bucket_minutes * 60
+    through = int(now_s - settings.block_after_minutes * 60 - bucket_s)
+    keep_from = window_start_s(now_s, "1w", bucket_s) - 86400
+    written = {}
+    with begin_immediate(engine) as conn:
+        db = MetricsDB(conn)
+        db.lock_for_ingest()
+        for kind in MetricKind:
+            for source in MetricSource:
+                n = db.block_buckets(kind.value, source.value, through, keep_from)
+                if n:
+                    written[f"{kind.value}/{source.value}"] = n
+    return written

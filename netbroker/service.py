@@ -20,7 +20,7 @@ from netbroker.api import create_app
 from netbroker.clouds import recompute
 from netbroker.config import Settings
 from netbroker.db import create_db_engine, describe_url, upgrade
-from netbroker.metrics import prune_samples
+from netbroker.metrics import block_closed_buckets, prune_samples
 from netbroker.observability import configure_logging
 from netbroker.pd2p import run_cycle as run_pd2p
 from netbroker.priority import recompute as recompute_priorities
@@ -69,7 +69,7 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
 def service_cycles(settings: Settings) -> list[Cycle]:
     """The periodic cycles a service runs: pull the archives, recompute the clouds,
     broker waiting tasks, rebroker waiting jobs, recompute priorities, PD2P, watch
-    heartbeats, prune raw samples.
+    heartbeats, block closed buckets (aggregate), prune raw samples.
 
     Periods are fixed at start; each run reads the settings in force (with the
     operators' runtime changes), so a changed threshold counts at the next run.
@@ -80,6 +80,8 @@ def service_cycles(settings: Settings) -> list[Cycle]:
 
     cycles = [Cycle("prune_samples", 6 * 3600,
                     lambda engine: prune_samples(engine, settings.metrics)),
+              Cycle("aggregate", settings.metrics.bucket_minutes * 60,
+                    lambda engine: block_closed_buckets(engine, settings.metrics)),
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
                     lambda engine: recompute(engine, now(engine).clouds, settings.metrics)),
               Cycle("heartbeat_watchdog", settings.dispatcher.watchdog_minutes * 60,

@@ -18,7 +18,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 CASES = {
     "ingest.py": (["--records", "3000"], ["ingest.fts"]),
-    "matrix.py": (["--sites", "30"], ["matrix.30"]),
+    "matrix.py": (["--sites", "30"], ["matrix.30", "matrix.30.rows"]),
     "clouds.py": (["--sites", "40"], ["clouds.40"]),  # named by its size
     "pd2p.py": (["--datasets", "300", "--sites", "30"], ["pd2p.cycle"]),
     "brokerage.py": (["--sites", "30", "--tasks", "10", "--jobs-per-task", "5"],

@@ -163,6 +163,10 @@ def test_network_commands_ingest_then_show_the_matrix(db_url: str, tmp_path: Pat
     assert nws["CERN-PROD:FZK-LCG2"]["mbps"]["netbroker"]["1h"] == 75.0
     collect = netbroker("collect", url=db_url)
     assert "no archive configured" in collect.stdout
+    # The transfers ended a minute ago: no bucket of theirs is closed long enough.
+    aggregate = netbroker("network", "aggregate", url=db_url)
+    assert aggregate.returncode == 0, aggregate.stderr
+    assert "no bucket start to block" in aggregate.stdout
     cycles = netbroker("cycles", "--json", url=db_url)
     assert json.loads(cycles.stdout) == []
 

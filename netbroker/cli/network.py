@@ -29,7 +29,8 @@ from netbroker.metrics import (
 
 __all__: list[str] = []
 
-network_app = typer.Typer(no_args_is_help=True, help="Network metrics: links, prune, NWS.")
+network_app = typer.Typer(no_args_is_help=True,
+                          help="Network metrics: links, aggregate, prune, NWS.")
 app.add_typer(network_app, name="network")
 
 
@@ -168,6 +169,20 @@ def prune(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     removed = metrics.prune_samples(engine_of(ctx), settings.metrics)
     out.print(f"pruned {removed} samples older than {settings.metrics.raw_retention_days} days")
+
+
+@network_app.command("aggregate")
+def aggregate(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Copy closed bucket starts into their blocks once (the service does it every bucket)."""
+    settings = settings_of(ctx)
+    written = metrics.block_closed_buckets(engine_of(ctx), settings.metrics)
+    if as_json:
+        print_json(written)
+        return
+    if not written:
+        out.print("no bucket start to block: every closed one already is")
+    for name, n in sorted(written.items()):
+        out.print(f"{name}: {n} bucket starts blocked", highlight=False, markup=False)
 
 
 @network_app.command("nws")

@@ -34,7 +34,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from netbroker.db.schema import metric_buckets, metric_samples
+from netbroker.db.schema import (
+    BLOCK_ARRAYS,
+    metric_block_marks,
+    metric_bucket_blocks,
+    metric_buckets,
+    metric_samples,
+)
 from netbroker.sample_rows import (
     BUCKET_COLUMNS,
     BUCKET_KEY,
@@ -195,6 +201,12 @@ class MetricsDB:
         before = self._max_sample_id()
         if self.conn.exec_driver_sql(_staged_sql("samples")).rowcount == chunk.size:
             self.conn.exec_driver_sql(_staged_sql("buckets"))
+            marks = self.block_marks()
+            if marks:  # the blocked starts the chunk wrote to (rare: late samples)
+                lo, hi = _marked_range(marks)
+                self._rebuild_blocks(self.conn.exec_driver_sql(
+                    f"SELECT DISTINCT kind, source, bucket_start_s FROM {_STAGING}.buckets "
+                    "WHERE bucket_start_s BETWEEN ? AND ?", (lo, hi)), marks)
             return chunk.size
         staged = self.conn.exec_driver_sql(
             f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM {_STAGING}.samples ORDER BY rowid")
@@ -258,6 +270,144 @@ class MetricsDB:
         # order (see add_chunk).
         self._executemany(_add_to_buckets(_insert_for(self.conn, metric_buckets)),
                           BUCKET_COLUMNS, buckets)
+        marks = self.block_marks()
+        if marks:
+            lo, hi = _marked_range(marks)
+            self._rebuild_blocks({(r[0], r[1], int(r[2])) for r in buckets if lo <= r[2] <= hi},
+                                 marks)
+
+    # -- Blocks of closed buckets ------------------------------------------
+    #
+    # The rows of a closed bucket start of one kind and source, copied into
+    # one metric_bucket_blocks row of arrays, so a matrix reads one row per
+    # start where it would read one per link. The invariant, per kind and
+    # source with a mark (from_s, through_s): every start in [from_s,
+    # through_s] with bucket rows has a block equal to them, and no later
+    # start has one. The aggregate cycle extends it (block_buckets); every
+    # write of bucket rows above rebuilds the blocks of the starts it wrote
+    # to, in the same transaction, so the rows stay the one truth.
+
+    def block_marks(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (kind, source) that has been blocked, the starts its blocks
+        cover: ``(from_s, through_s)``. One read of a table of a few rows."""
+        m = metric_block_marks
+        return {(kind, source): (int(first), int(last)) for kind, source, first, last
+                in self.conn.execute(sa.select(m.c.kind, m.c.source, m.c.from_s, m.c.through_s))}
+
+    def block_buckets(self, kind: str, source: str, through_s: int, keep_from_s: int) -> int:
+        """Block the bucket starts of ``kind`` and ``source`` up to ``through_s``.
+
+        Writes the block of each start in (the mark's ``through_s``,
+        ``through_s``], or from ``keep_from_s`` where there is no mark yet;
+        drops the blocks before ``keep_from_s``; moves the mark. Returns the
+        blocks written. The caller holds :meth:`lock_for_ingest`, so no
+        ingestion writes the rows between their read and their block's
+        write. O(b) in the bucket rows of the new starts, one start in
+        memory at a time.
+        """
+        mark = self.block_marks().get((kind, source))
+        first = keep_from_s if mark is None else max(mark[1] + 1, keep_from_s)
+        written = 0
+        if first <= through_s:
+            for start in self.conn.execute(
+                    self._bucket_starts(kind, source, first, through_s)).scalars().all():
+                written += self._write_block(kind, source, int(start))
+        through = through_s if mark is None else max(mark[1], through_s)
+        keep = keep_from_s if mark is None else max(mark[0], keep_from_s)
+        b, m = metric_bucket_blocks, metric_block_marks
+        self.conn.execute(sa.delete(b).where(b.c.kind == kind, b.c.source == source,
+                                             b.c.bucket_start_s < keep))
+        ins = _insert_for(self.conn, m).values(kind=kind, source=source, from_s=keep,
+                                               through_s=through)
+        self.conn.execute(ins.on_conflict_do_update(
+            index_elements=["kind", "source"],
+            set_={"from_s": ins.excluded.from_s, "through_s": ins.excluded.through_s}))
+        return written
+
+    def _rebuild_blocks(self, starts: Any, marks: dict[tuple[str, str], tuple[int, int]]
+                        ) -> None:
+        """Rewrite the blocks of those (kind, source, start) that their mark covers."""
+        for kind, source, start in sorted({(k, s, int(t)) for k, s, t in starts}):
+            mark = marks.get((kind, source))
+            if mark is not None and mark[0] <= start <= mark[1]:
+                self._write_block(kind, source, start)
+
+    def _write_block(self, kind: str, source: str, start: int) -> int:
+        """(Re)write the block of one start from its bucket rows; 1 if it has rows, else 0.
+
+        The rows come in key order, (src_site_id, dst_site_id), as a reader
+        of the rows gets a start's links; O(l) in the start's links.
+        """
+        t, b = metric_buckets, metric_bucket_blocks
+        names = [name for name, _ in BLOCK_ARRAYS]
+        result = self.conn.execute(
+            sa.select(*(t.c[name] for name in names))
+            .where(t.c.kind == kind, t.c.source == source, t.c.bucket_start_s == start)
+            .order_by(t.c.src_site_id, t.c.dst_site_id))
+        try:
+            rows = result.cursor.fetchall() if result.cursor is not None else []
+        finally:
+            result.close()
+        key = (b.c.kind == kind, b.c.source == source, b.c.bucket_start_s == start)
+        self.conn.execute(sa.delete(b).where(*key))
+        if not rows:
+            return 0
+        records = np.fromiter(rows, np.dtype(list(BLOCK_ARRAYS)), count=len(rows))
+        self.conn.execute(sa.insert(b).values(
+            kind=kind, source=source, bucket_start_s=start, links=len(rows),
+            **{f"{name}_array": records[name].tobytes() for name in names}))
+        return 1
+
+    def _blocked_through(self, kind: str, sources: Sequence[str], since_s: float,
+                         until_s: float) -> dict[str, float]:
+        """The sources whose window [since_s, until_s] starts inside their blocks:
+        per source, the last start to read from blocks (the rest from rows)."""
+        marks = self.block_marks()
+        out = {}
+        for source in sources:
+            mark = marks.get((kind, source))
+            if mark is not None and mark[0] <= since_s <= mark[1]:
+                out[source] = min(mark[1], until_s)
+        return out
+
+    def _block_shares(self, kind: str, source: str, since_s: float, through_s: float,
+                      cuts: Sequence[int], site_span: int) -> list[dict[str, np.ndarray]]:
+        """The blocks of starts in [since_s, through_s] as :meth:`window_links`
+        chunks, one per share ``[cuts[j], cuts[j + 1])`` of the source sites.
+
+        A block's links are in source-site order, so a share is one slice of
+        each array (found by binary search); O(l) in the links copied.
+        """
+        b = metric_bucket_blocks
+        dtypes = dict(BLOCK_ARRAYS)
+        names = ("src_site_id", "dst_site_id", "count", "value_sum", "weight_sum",
+                 "weighted_value_sum")
+        result = self.conn.execute(
+            sa.select(*(b.c[f"{name}_array"] for name in names))
+            .where(b.c.kind == kind, b.c.source == source, b.c.bucket_start_s >= since_s,
+                   b.c.bucket_start_s <= through_s)
+            .order_by(b.c.bucket_start_s))
+        pieces: list[list[list[np.ndarray]]] = [[] for _ in range(len(cuts) - 1)]
+        for row in result:  # one block at a time: the oldest first
+            arrays = [np.frombuffer(blob, dtypes[name]) for name, blob in zip(names, row,
+                                                                              strict=True)]
+            bounds = np.searchsorted(arrays[0], cuts).tolist()
+            for j, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+                if hi > lo:
+                    pieces[j].append([a[lo:hi] for a in arrays])
+        out = []
+        for share in pieces:
+            columns = ([c[0] if len(c) == 1 else np.concatenate(c) for c in zip(*share,
+                                                                               strict=True)]
+                       if share else [np.empty(0, dtypes[name]) for name in names])
+            src, dst, count, value_sum, weight_sum, weighted_value_sum = columns
+            out.append({"link": src.astype(np.int64) * site_span + dst,
+                        "count": count.astype(np.int64, copy=False),
+                        "value_sum": value_sum.astype(np.float64, copy=False),
+                        "weight_sum": weight_sum.astype(np.float64, copy=False),
+                        "weighted_value_sum": weighted_value_sum.astype(np.float64,
+                                                                        copy=False)})
+        return out
 
     def window(self, kind: str, source: str, since_s: float, until_s: float,
                src_site_ids: Sequence[int] | None = None) -> np.ndarray:
@@ -371,22 +521,50 @@ class MetricsDB:
         two weighted sums) and ``value_sum``, which only the plain mean of a
         link without weights needs, only when its chunk may have such a link.
         Elsewhere the rows come through this connection's cursor.
+
+        Where the window starts inside a source's blocks (the aggregate
+        cycle's copies of closed starts, :meth:`block_buckets`), the starts
+        up to its mark come from blocks instead, one row per start read on
+        this connection and sliced per share (:meth:`_block_shares`), and
+        only the later starts from rows, in the full layout. A start is
+        read whole from one or the other, so each start's buckets are
+        those of one moment. Then O(s + l) for s starts and l links in
+        them, the rows of the open starts besides.
         """
         names = [name for name, _ in self._LINK_COLUMNS]
+        blocked = self._blocked_through(kind, sources, since_s, until_s)
+        # Where blocks serve a source, its rows are those of the starts after them.
+        rows_since = {s: blocked[s] + 1 if s in blocked else since_s for s in sources}
         uri = self._arrow_uri()
         if uri is None:
-            part = self._read_cursor([self._window_select(kind, s, since_s, until_s, site_span)
-                                      for s in sources])
-            return [[dict(zip(names, columns, strict=True))] for columns in part]
-        cuts = np.linspace(0, site_span, self._ARROW_READERS + 1).round().astype(int)
-        window = {"since_s": since_s, "until_s": until_s}
-        layouts = ("full", "value_sum") + (("packed",) if site_span <= _PACKED_SPAN else ())
-        shares = [[{layout: _bound(_share_sql(kind, s, site_span, (int(a), int(b)), layout),
-                                   window) for layout in layouts} for s in sources]
-                  for a, b in itertools.pairwise(cuts)]
-        parts = self._read_arrow(uri, shares)
-        # Chunks, not one array per column: joining them would copy every column.
-        return [[part[i] for part in parts] for i in range(len(sources))]
+            cuts = [0, site_span]
+            part = self._read_cursor([self._window_select(kind, s, rows_since[s], until_s,
+                                                          site_span) for s in sources])
+            chunks = [[dict(zip(names, columns, strict=True))] for columns in part]
+        else:
+            cuts = np.linspace(0, site_span, self._ARROW_READERS + 1).round().astype(int).tolist()
+            packs = site_span <= _PACKED_SPAN
+
+            def layouts(source: str) -> tuple[str, ...]:
+                # Rows joined to blocks come whole: the pair decides value_sum's need.
+                if source in blocked:
+                    return ("full",)
+                return ("full", "value_sum") + (("packed",) if packs else ())
+
+            shares = [[{layout: _bound(_share_sql(kind, s, site_span, (a, b), layout),
+                                       {"since_s": rows_since[s], "until_s": until_s})
+                        for layout in layouts(s)} for s in sources]
+                      for a, b in itertools.pairwise(cuts)]
+            parts = self._read_arrow(uri, shares)
+            # Chunks, not one array per column: joining them would copy every column.
+            chunks = [[part[i] for part in parts] for i in range(len(sources))]
+        for i, source in enumerate(sources):
+            if source in blocked:
+                blocks = self._block_shares(kind, source, since_s, blocked[source], cuts,
+                                            site_span)
+                chunks[i] = [_joined(block, rows, names)
+                             for block, rows in zip(blocks, chunks[i], strict=True)]
+        return chunks
 
     @classmethod
     def _window_select(cls, kind: str, source: str, since_s: float | sa.BindParameter[Any],
@@ -598,6 +776,22 @@ def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]]
     full = run(statements["full"])
     return {name: np.asarray(column, dtype=dtype)
             for (name, dtype), column in zip(link_columns, full, strict=True)}
+
+
+def _marked_range(marks: dict[tuple[str, str], tuple[int, int]]) -> tuple[int, int]:
+    """The starts some mark covers, as one range (a write outside it touches no block)."""
+    return min(f for f, _ in marks.values()), max(t for _, t in marks.values())
+
+
+def _joined(blocks: dict[str, np.ndarray], rows: dict[str, np.ndarray | None],
+            names: Sequence[str]) -> dict[str, np.ndarray | None]:
+    """One share's chunk: its links' buckets from blocks, then from rows (later starts),
+    so each link's buckets stay oldest first. ``rows`` in the full layout."""
+    if not len(rows["link"]):  # type: ignore[arg-type]
+        return dict(blocks)
+    if not len(blocks["link"]):
+        return rows
+    return {name: np.concatenate([blocks[name], rows[name]]) for name in names}
 
 
 def _needs_value_sum(weight_sum: np.ndarray, weighted_value_sum: np.ndarray) -> bool:

@@ -8,7 +8,11 @@ operators and the wire protocols speak).
 Network metrics: raw ``metric_samples`` (one row per measurement, unique
 per source and origin id, pruned after a retention) fold into
 ``metric_buckets`` (per link, source, kind and time bucket: count and sums),
-so 1h/1d/1w windows are sums over buckets, never rescans of history.
+so 1h/1d/1w windows are sums over buckets, never rescans of history. The
+aggregate cycle copies each closed bucket start of a kind and source into
+one ``metric_bucket_blocks`` row (the start's links as arrays), up to the
+``metric_block_marks`` of that kind and source, so a matrix reads a few
+blocks instead of a row per link; writes to a blocked start rebuild its block.
 
 The grid registry::
 
@@ -27,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 __all__ = [
+    "BLOCK_ARRAYS",
     "ENDPOINT_KINDS",
     "EventRangeStatus",
     "JobStatus",
@@ -54,6 +59,8 @@ __all__ = [
     "job_state_changes",
     "jobs",
     "metadata",
+    "metric_block_marks",
+    "metric_bucket_blocks",
     "metric_buckets",
     "metric_samples",
     "priority_boosts",
@@ -363,6 +370,42 @@ metric_buckets = sa.Table(
     # reads each source once). No second index.
     sa.PrimaryKeyConstraint("kind", "source", "bucket_start_s", "src_site_id", "dst_site_id"),
     sqlite_with_rowid=False,  # the key is the table: one B-tree per upsert, not two
+)
+
+# The columns of a block: per bucket column, the start's values as one
+# little-endian array, the links in (src_site_id, dst_site_id) order.
+BLOCK_ARRAYS = (("src_site_id", "<i4"), ("dst_site_id", "<i4"), ("count", "<i8"),
+                ("value_sum", "<f8"), ("weight_sum", "<f8"), ("weighted_value_sum", "<f8"),
+                ("last_ts_s", "<f8"))
+
+metric_bucket_blocks = sa.Table(
+    "metric_bucket_blocks",
+    metadata,
+    # A copy of the metric_buckets rows of one closed bucket start of a kind
+    # and source, as arrays (BLOCK_ARRAYS), so a window reads one row per
+    # start instead of one per link. The rows stay the truth: every other
+    # reader reads them, and a block is rebuilt from them whenever they
+    # change (netbroker.db.metrics.MetricsDB). No foreign key: site ids are
+    # inside the arrays (sites are never deleted).
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("bucket_start_s", sa.BigInteger, nullable=False),
+    sa.Column("links", sa.Integer, nullable=False),
+    *(sa.Column(f"{name}_array", sa.LargeBinary, nullable=False) for name, _ in BLOCK_ARRAYS),
+    sa.PrimaryKeyConstraint("kind", "source", "bucket_start_s"),
+)
+
+metric_block_marks = sa.Table(
+    "metric_block_marks",
+    metadata,
+    # Per kind and source: every bucket start in [from_s, through_s] that has
+    # bucket rows has its block, equal to them. Starts after through_s have
+    # none; blocks before from_s are dropped (no window reaches them).
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("from_s", sa.BigInteger, nullable=False),
+    sa.Column("through_s", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("kind", "source"),
 )
 
 
