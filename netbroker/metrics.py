@@ -205,7 +205,9 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
     of the source sites), sums per link into arrays over the links as
     stored (at most 4 n**2 of them; sparser ids are renumbered to n**2),
     then the precedence over those arrays, each share on its own thread
-    (:func:`_consolidate_shares`). The values are those of
+    (:func:`_consolidate_shares`). The closed starts the aggregate cycle has
+    blocked are read one row each (:func:`block_closed_buckets`), the
+    open ones row by row. The values are those of
     :func:`consolidate` over :func:`link_table`, to the last bit: the same
     sums, in the same order, as pandas takes them.
     """
