@@ -80,7 +80,8 @@ def _insert_for(conn: Connection, table: sa.Table) -> Any:
 
 
 class MetricsDB:
-    """Writes and reads ``metric_samples`` and ``metric_buckets``."""
+    """Writes and reads ``metric_samples`` and ``metric_buckets``, and keeps the
+    blocks of closed bucket starts (``metric_bucket_blocks``) equal to their rows."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
