@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+import collectors.ingest as collectors_ingest
 from collectors.ingest import ingest
 from netbroker import metrics
 from netbroker.config import MetricsSettings, Settings
@@ -167,3 +169,35 @@ def test_the_service_runs_the_aggregate_cycle_every_bucket() -> None:
     settings = Settings()
     (cycle,) = [c for c in service_cycles(settings) if c.name == "aggregate"]
     assert cycle.period_s == settings.metrics.bucket_minutes * 60
+
+
+def test_a_backfill_rebuilds_each_block_it_touches_once(grid_engine: Engine,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second week of transfers ingested after blocking, in chunks of 100 samples,
+    writes to most blocked starts in many chunks: each block is rebuilt once, at
+    the end of the batch, and the blocks and matrices then match the rows."""
+    ingest(grid_engine, "fts", as_fts_lines(week_of_transfers()), now_s=NOW_S)
+    metrics.block_closed_buckets(grid_engine, SETTINGS, NOW_S)
+    blocks = assert_blocks_copy_the_rows(grid_engine)
+    again = week_of_transfers(seed=8)
+    again["id"] = again["id"] + "-again"
+    writes: list[tuple[str, str, int]] = []
+    write_block = MetricsDB._write_block
+
+    def counted(self: MetricsDB, kind: str, source: str, start: int) -> int:
+        writes.append((kind, source, start))
+        return write_block(self, kind, source, start)
+
+    monkeypatch.setattr(MetricsDB, "_write_block", counted)
+    monkeypatch.setattr(collectors_ingest, "CHUNK", 100)
+    report = ingest(grid_engine, "fts", as_fts_lines(again), now_s=NOW_S)
+    assert report.stored == report.samples > 2000  # nothing dropped, none a duplicate
+    assert len(writes) == len(set(writes)) > blocks // 2  # once each, most of them
+    assert_blocks_copy_the_rows(grid_engine)
+    for window in ("1d", "1w"):
+        pd.testing.assert_frame_equal(
+            metrics.network_matrix(grid_engine, "throughput", window, "consolidated",
+                                   SETTINGS, NOW_S),
+            matrix_from_link_table(grid_engine, "throughput", window, "consolidated",
+                                   SETTINGS),
+            check_exact=True)

@@ -85,6 +85,9 @@ class MetricsDB:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # Inside large_batch: the (kind, source, start) written, whose blocks
+        # are rebuilt at its end; None: rebuilt as written.
+        self._deferred: set[tuple[str, str, int]] | None = None
 
     def lock_for_ingest(self) -> None:
         """Hold the metric-ingestion lock until the transaction ends.
@@ -98,6 +101,29 @@ class MetricsDB:
 
     @contextmanager
     def large_batch(self) -> Iterator[None]:
+        """For the writes of one large batch: the blocks of blocked starts it writes
+        to rebuilt once, at its end, not after every chunk; and on SQLite a
+        larger page cache (:meth:`_batch_cache`).
+
+        A backfill of a week writes to most blocked starts in every chunk;
+        rebuilding them per chunk would read each start again and again. The
+        rebuild runs when the block ends without an error, inside the
+        caller's transaction, so the blocks commit with the rows.
+        """
+        outer = self._deferred is None
+        if outer:
+            self._deferred = set()
+        try:
+            with self._batch_cache():
+                yield
+            if outer and self._deferred:
+                self._rebuild_blocks(self._deferred, self.block_marks())
+        finally:
+            if outer:
+                self._deferred = None
+
+    @contextmanager
+    def _batch_cache(self) -> Iterator[None]:
         """On SQLite, a page cache of at least 1 GiB while the block runs, and the
         staged chunks' schema detached at its end; no-op elsewhere.
 
@@ -205,7 +231,7 @@ class MetricsDB:
             marks = self.block_marks()
             if marks:  # the blocked starts the chunk wrote to (rare: late samples)
                 lo, hi = _marked_range(marks)
-                self._rebuild_blocks(self.conn.exec_driver_sql(
+                self._blocks_written(self.conn.exec_driver_sql(
                     f"SELECT DISTINCT kind, source, bucket_start_s FROM {_STAGING}.buckets "
                     "WHERE bucket_start_s BETWEEN ? AND ?", (lo, hi)), marks)
             return chunk.size
@@ -274,7 +300,7 @@ class MetricsDB:
         marks = self.block_marks()
         if marks:
             lo, hi = _marked_range(marks)
-            self._rebuild_blocks({(r[0], r[1], int(r[2])) for r in buckets if lo <= r[2] <= hi},
+            self._blocks_written({(r[0], r[1], int(r[2])) for r in buckets if lo <= r[2] <= hi},
                                  marks)
 
     # -- Blocks of closed buckets ------------------------------------------
@@ -286,7 +312,8 @@ class MetricsDB:
     # through_s] with bucket rows has a block equal to them, and no later
     # start has one. The aggregate cycle extends it (block_buckets); every
     # write of bucket rows above rebuilds the blocks of the starts it wrote
-    # to, in the same transaction, so the rows stay the one truth.
+    # to, in the same transaction (at the end of a large_batch), so the rows
+    # stay the one truth.
 
     def block_marks(self) -> dict[tuple[str, str], tuple[int, int]]:
         """Per (kind, source) that has been blocked, the starts its blocks
@@ -324,6 +351,15 @@ class MetricsDB:
             index_elements=["kind", "source"],
             set_={"from_s": ins.excluded.from_s, "through_s": ins.excluded.through_s}))
         return written
+
+    def _blocks_written(self, starts: Any, marks: dict[tuple[str, str], tuple[int, int]]
+                        ) -> None:
+        """Bucket rows of these (kind, source, start) were written: rebuild their
+        blocks now, or at the end of the :meth:`large_batch` this write is in."""
+        if self._deferred is not None:
+            self._deferred.update((k, s, int(t)) for k, s, t in starts)
+        else:
+            self._rebuild_blocks(starts, marks)
 
     def _rebuild_blocks(self, starts: Any, marks: dict[tuple[str, str], tuple[int, int]]
                         ) -> None:
