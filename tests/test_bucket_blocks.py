@@ -21,7 +21,7 @@ from netbroker.config import MetricsSettings, Settings
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import BLOCK_ARRAYS, metric_bucket_blocks, metric_buckets
 from netbroker.service import service_cycles
-from tests.factories import fts_transfers
+from tests.factories import fts_transfers, recent_fts_lines
 from tests.test_network_matrix import (
     BUCKET_S,
     NOW_S,
@@ -165,10 +165,16 @@ def test_blocks_follow_the_clock_and_leave_with_the_longest_window(grid_engine: 
         pd.testing.assert_frame_equal(matrix, before[key], check_exact=True)
 
 
-def test_the_service_runs_the_aggregate_cycle_every_bucket() -> None:
+def test_the_service_runs_the_aggregate_cycle_every_bucket(grid_engine: Engine) -> None:
+    """The service's aggregate cycle, run as the scheduler runs it (on the real
+    clock): transfers that ended 3 hours ago get their blocks."""
     settings = Settings()
     (cycle,) = [c for c in service_cycles(settings) if c.name == "aggregate"]
     assert cycle.period_s == settings.metrics.bucket_minutes * 60
+    assert ingest(grid_engine, "fts", recent_fts_lines(ended_s_ago=3 * 3600)).stored == 10
+    written = cycle.job(grid_engine)
+    assert isinstance(written, dict) and written.get("throughput/fts", 0) >= 1
+    assert assert_blocks_copy_the_rows(grid_engine) == sum(written.values())
 
 
 def test_a_backfill_rebuilds_each_block_it_touches_once(grid_engine: Engine,

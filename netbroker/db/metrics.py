@@ -377,14 +377,10 @@ class MetricsDB:
         """
         t, b = metric_buckets, metric_bucket_blocks
         names = [name for name, _ in BLOCK_ARRAYS]
-        result = self.conn.execute(
+        rows = self._driver_rows(
             sa.select(*(t.c[name] for name in names))
             .where(t.c.kind == kind, t.c.source == source, t.c.bucket_start_s == start)
             .order_by(t.c.src_site_id, t.c.dst_site_id))
-        try:
-            rows = result.cursor.fetchall() if result.cursor is not None else []
-        finally:
-            result.close()
         key = (b.c.kind == kind, b.c.source == source, b.c.bucket_start_s == start)
         self.conn.execute(sa.delete(b).where(*key))
         if not rows:
@@ -466,11 +462,7 @@ class MetricsDB:
                 .order_by(t.c.bucket_start_s))
         if src_site_ids is not None:
             stmt = stmt.where(t.c.src_site_id.in_(list(src_site_ids)))
-        result = self.conn.execute(stmt)
-        try:
-            rows = result.cursor.fetchall() if result.cursor is not None else []
-        finally:
-            result.close()
+        rows = self._driver_rows(stmt)
         flat = itertools.chain.from_iterable(rows)  # fromiter: no tuple of objects per row
         return np.fromiter(flat, np.float64, count=7 * len(rows)).reshape(-1, 7)
 
@@ -721,17 +713,21 @@ class MetricsDB:
         with ThreadPoolExecutor(len(shares)) as pool:
             return list(pool.map(read, shares))
 
+    def _driver_rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        """``stmt``'s rows as the driver's cursor gives them: plain tuples, no Row objects."""
+        result = self.conn.execute(stmt)
+        try:
+            return result.cursor.fetchall() if result.cursor is not None else []
+        finally:
+            result.close()
+
     def _read_cursor(self, statements: list[sa.Select[Any]]) -> list[list[np.ndarray]]:
         """Run the statements on this connection; the columns of each, as arrays."""
         # One record per row, typed per column: link ids stay exact integers.
         dtype = np.dtype(list(self._LINK_COLUMNS))
         out = []
         for stmt in statements:
-            result = self.conn.execute(stmt)
-            try:
-                rows = result.cursor.fetchall() if result.cursor is not None else []
-            finally:
-                result.close()
+            rows = self._driver_rows(stmt)
             records = np.fromiter(rows, dtype, count=len(rows))
             out.append([np.ascontiguousarray(records[name]) for name, _ in self._LINK_COLUMNS])
         return out
