@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test serve bench lint clean interop drill
+.PHONY: demo test serve bench lint clean interop drill reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ bench: $(STAMP)
 # then account for every job and record (bounded sizes: well under a minute).
 drill: $(STAMP)
 	$(BIN)/netbroker drill --jobs 1500 $(DRILL_ARGS)
+
+# The reliability suite alone (make test runs it too): bad input on the wire, limits,
+# a gzip bomb, SQLite shared by processes, busy cycles, SIGKILL; then the drill on both
+# backends.
+reliability: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m reliability tests
+	$(BIN)/netbroker drill --jobs 1500 --backend sqlite
+	$(BIN)/netbroker drill --jobs 1500 --backend postgresql
 
 # The real PanDA Pilot 3, unmodified, from PyPI's sdist (the wheel has no pilot.py),
 # in a venv of its own; tests/test_interop_pilot3.py runs it against netbroker.

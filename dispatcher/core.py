@@ -21,7 +21,8 @@ from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, utcnow
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import Forbidden, InvalidTransition, UnknownJob, UnknownQueue
-from netbroker.jobs import FINAL, LIVE, allowed_sources
+from netbroker.jobs import FINAL, LIVE, pilot_sources
+from netbroker.text import Diagnostic, Name, ShortText
 
 __all__ = [
     "AcquireRequest",
@@ -43,14 +44,15 @@ class AcquireRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    queue: str = Field(min_length=1, max_length=128)
-    prod_source_label: str = Field("managed", min_length=1, max_length=32)
+    queue: Name = Field(min_length=1, max_length=128)
+    prod_source_label: Name = Field("managed", min_length=1, max_length=32)
     cores: int | None = Field(None, ge=1, le=4096, description="Default: the queue's cores.")
     memory_mb: int | None = Field(None, ge=0, le=2**31 - 1,
                                   description="Default: the queue's max memory.")
     disk_mb: int = Field(10_000, ge=0, le=2**31 - 1)
-    node: str = Field("", max_length=255)
-    pilot_id: str = Field("", max_length=255)
+    # Free text, cleaned and cut to the column (netbroker.text), not refused.
+    node: ShortText = ""
+    pilot_id: ShortText = ""
 
 
 class OutputReport(BaseModel):
@@ -58,10 +60,10 @@ class OutputReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lfn: str = Field(min_length=1, max_length=255)
+    lfn: Name = Field(min_length=1, max_length=255)
     bytes: int = Field(ge=0, le=2**63 - 1)
     adler32: str = Field(pattern=r"^[0-9a-f]{8}$")
-    guid: str | None = Field(None, max_length=36)
+    guid: Name | None = Field(None, max_length=36)
 
 
 class UpdateRequest(BaseModel):
@@ -72,8 +74,9 @@ class UpdateRequest(BaseModel):
     state: JobStatus
     exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     pilot_error_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
-    error_diag: str | None = Field(None, max_length=4000)
-    cpu_time_s: float | None = Field(None, ge=0, description="Payload CPU time so far, s.")
+    error_diag: Diagnostic | None = None
+    cpu_time_s: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False,
+                                     description="Payload CPU time so far, s.")
     max_rss_kb: int | None = Field(None, ge=0, le=2**63 - 1,
                                    description="Payload peak resident memory, kB.")
     files: list[OutputReport] | None = Field(
@@ -129,27 +132,31 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     A failed job with attempts left is retried at once as a new activated job
     (``attempt_nr + 1``, ``retry_of`` the failed one), as PanDA does.
 
-    A report on a cancelled job is answered with ``tobekilled`` and changes
-    nothing; a final report repeated (a pilot retrying a lost answer) is
-    acknowledged and changes nothing. With ``owner`` (a pilot's token name)
+    A pilot moves its job only along its own transitions
+    (``netbroker.jobs.pilot_sources``). A live report on a cancelled job is
+    answered with ``tobekilled``, its final report acknowledged, and neither
+    changes anything; a final report repeated (a pilot retrying a lost
+    answer) is acknowledged and changes nothing. With ``owner`` (a pilot's token name)
     only the pilot that took the job may report on it. Raises ``UnknownJob``,
     ``Forbidden`` (another pilot's job), or ``InvalidTransition`` naming the
     current state when the move is not allowed.
     """
     fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
               if v is not None}
-    now, sources = utcnow(), allowed_sources(report.state)
+    now, sources = utcnow(), pilot_sources(report.state)
     # Refused: the job is read to say why, on the writer's connection, which
     # inside a write batch (SQLite) sees the batch's earlier writes.
     if report_is_one_statement(report):
         with atomic_write(engine) as conn:
             db = JobDB(conn)
-            changed = db.set_status(job_id, report.state, sources, now, owner, **fields)
+            changed = bool(sources) and db.set_status(job_id, report.state, sources, now,
+                                                      owner, **fields)
             job = None if changed else db.get(job_id)
     else:
         with begin_immediate(engine) as conn:
             db = JobDB(conn)
-            changed = db.set_status(job_id, report.state, sources, now, owner, **fields)
+            changed = bool(sources) and db.set_status(job_id, report.state, sources, now,
+                                                      owner, **fields)
             if changed and report.files:
                 TaskDB(conn).record_outputs(job_id, [f.model_dump() for f in report.files])
             if changed and report.state == JobStatus.FAILED:
@@ -161,8 +168,9 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
         raise UnknownJob(str(job_id))
     if owner is not None and job["owner"] != owner:
         raise Forbidden(f"job {job_id} was taken by another pilot")
-    if job["status"] == JobStatus.CANCELLED and report.state in LIVE:
-        return {"job_id": job_id, "status": JobStatus.CANCELLED.value, "command": "tobekilled"}
+    if job["status"] == JobStatus.CANCELLED:  # told to stop: its end changes nothing
+        command = "tobekilled" if report.state in LIVE else "NULL"
+        return {"job_id": job_id, "status": JobStatus.CANCELLED.value, "command": command}
     if job["status"] == report.state and report.state in FINAL:
         return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)

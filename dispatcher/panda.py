@@ -15,12 +15,11 @@ endpoints at ``/cache/ddmendpoints.json``, all generated from the registry.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -41,12 +40,14 @@ from dispatcher.core import (
 )
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files, panda_file_fields
+from dispatcher.wire_input import WireInputError, read_fields
 from netbroker.api.auth import authorize
 from netbroker.api.deps import EngineDep
 from netbroker.config import Settings
 from netbroker.db.grid import GridDB
 from netbroker.errors import Forbidden, InvalidTransition, NotFound, UnknownQueue
 from netbroker.observability import DISPATCH_SECONDS
+from netbroker.text import Diagnostic, Name, ShortText
 
 __all__ = ["WIRE_POSTS", "router"]
 
@@ -61,15 +62,15 @@ class GetJobForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    computingElement: str = Field(min_length=1)
-    siteName: str = ""
-    prodSourceLabel: str = "managed"
+    computingElement: Name = Field(min_length=1, max_length=128)
+    siteName: Name = Field("", max_length=128)
+    prodSourceLabel: Name = Field("managed", min_length=1, max_length=32)
     # Pilot 3 sends memory with decimals ("24105.55078125"): read floats, use whole MB.
-    diskSpace: float = Field(1e7, ge=0)  # MB
-    mem: float | None = Field(None, ge=0)  # MB
+    diskSpace: float = Field(1e7, ge=0, le=2**31 - 1, allow_inf_nan=False)  # MB
+    mem: float | None = Field(None, ge=0, le=2**31 - 1, allow_inf_nan=False)  # MB
     coreCount: int | None = Field(None, ge=1, le=4096)
-    node: str = ""
-    pilotID: str = ""
+    node: ShortText = ""
+    pilotID: ShortText = ""
 
 
 class UpdateJobForm(BaseModel):
@@ -78,13 +79,13 @@ class UpdateJobForm(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     jobId: int = Field(ge=1, le=2**63 - 1)
-    state: str
+    state: Name = Field(max_length=32)
     transExitCode: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     pilotErrorCode: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
-    pilotErrorDiag: str | None = None
-    exeErrorDiag: str | None = None
-    cpuConsumptionTime: float | None = Field(None, ge=0)  # s
-    maxRSS: int | None = Field(None, ge=0)  # kB
+    pilotErrorDiag: Diagnostic | None = None
+    exeErrorDiag: Diagnostic | None = None
+    cpuConsumptionTime: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)  # s
+    maxRSS: int | None = Field(None, ge=0, le=2**63 - 1)  # kB
     # A JSON string despite its name: {"<lfn>": {"guid", "fsize", "adler32", "surl"}}.
     xml: str | None = None
 
@@ -93,26 +94,36 @@ class UpdateJobForm(BaseModel):
         if not self.xml:
             return None
         try:
-            written = json.loads(self.xml)
-        except json.JSONDecodeError as exc:
+            written = json.loads(self.xml, parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"xml is not JSON: {exc}") from None
-        if not isinstance(written, dict):
+        if not isinstance(written, dict) or not all(isinstance(m, dict)
+                                                    for m in written.values()):
             raise ValueError("xml must map each LFN to its metadata")
-        return [OutputReport(lfn=lfn, bytes=int(meta["fsize"]),
-                             adler32=str(meta["adler32"]).lower().zfill(8),
-                             guid=meta.get("guid")) for lfn, meta in written.items()]
+        try:
+            return [OutputReport(lfn=lfn, bytes=int(meta["fsize"]),
+                                 adler32=str(meta["adler32"]).lower().zfill(8),
+                                 guid=meta.get("guid")) for lfn, meta in written.items()]
+        except KeyError as exc:
+            raise ValueError(f"xml: a file's metadata lacks {exc}") from None
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"xml: a file's fsize is not a whole number: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"xml holds {name}, which is not a number")
 
 
 async def _fields(request: Request) -> dict[str, Any]:
-    """The request's fields, whatever the pilot's version sent: form, JSON, gzip'd JSON."""
-    body = await request.body()
-    if body[:2] == b"\x1f\x8b":  # 3.11 gzips without saying so
-        body = gzip.decompress(body)
-    text = body.decode("utf-8", errors="replace").strip()
-    if text.startswith("{"):
-        data = json.loads(text)
-        return data if isinstance(data, dict) else {}
-    return dict(parse_qsl(text, keep_blank_values=True))
+    """The request's fields, read within the dispatcher's bounds (``dispatcher.wire_input``)."""
+    settings: Settings = request.app.state.settings
+    return await read_fields(request, settings.dispatcher)
+
+
+def _invalid(exc: ValidationError) -> str:
+    """A validation error in one line naming each field: ``diskSpace: Input should be ...``."""
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'body'}: "
+                     f"{error['msg']}" for error in exc.errors(include_url=False))
 
 
 def _answer(request: Request, payload: dict[str, Any], status_code: int = 200) -> Response:
@@ -126,7 +137,11 @@ def _answer(request: Request, payload: dict[str, Any], status_code: int = 200) -
 
 
 def _refusal(request: Request, error: Exception, status_code: int) -> Response:
-    return _answer(request, {"StatusCode": FAILED, "errorDialog": str(error)}, status_code)
+    """A refused call, in the PanDA shape the pilot logs (``StatusCode`` 30 and why)."""
+    if isinstance(error, WireInputError):
+        status_code = error.status
+    message = _invalid(error) if isinstance(error, ValidationError) else str(error)
+    return _answer(request, {"StatusCode": FAILED, "errorDialog": message}, status_code)
 
 
 async def _pilot(request: Request) -> str | None:
@@ -149,8 +164,7 @@ async def get_job(request: Request) -> Response:
         job = await fastpath.call(request, acquire_job, AcquireRequest(
             queue=form.computingElement, prod_source_label=form.prodSourceLabel,
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
-            disk_mb=int(form.diskSpace),
-            node=form.node[:255], pilot_id=form.pilotID[:255]), owner)
+            disk_mb=int(form.diskSpace), node=form.node, pilot_id=form.pilotID), owner)
         DISPATCH_SECONDS.labels("panda").observe(time.perf_counter() - started)
     except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)
@@ -179,7 +193,7 @@ async def update_job_route(request: Request) -> Response:
                                files=form.output_reports())
         result = await fastpath.call(request, update_job, form.jobId, report, owner,
                                      inline=report_is_one_statement(report))
-    except (ValidationError, ValueError, KeyError, TypeError) as exc:
+    except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)
     except Forbidden as exc:
         return _refusal(request, exc, 403)
@@ -234,11 +248,16 @@ async def update_event_ranges_route(request: Request) -> Response:
     engine = request.app.state.engine
     settings: Settings = request.app.state.settings  # dispatcher settings need a restart
     try:
-        raw = (await _fields(request)).get("eventRanges", "[]")
+        fields = await _fields(request)
+    except WireInputError as exc:
+        return _refusal(request, exc, exc.status)
+    try:
+        raw = fields.get("eventRanges", "[]")
         items = json.loads(raw) if isinstance(raw, str) else raw
         reports = [RangeReport(range_id=int(str(item["eventRangeID"]).split("-")[1]),
                                status=item["eventStatus"]) for item in items]
-    except (ValidationError, ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValidationError, ValueError, KeyError, IndexError, TypeError,
+            RecursionError) as exc:
         return _refusal(request, ValueError(f"eventRanges: {exc}"), 400)
     try:
         results = await run_in_threadpool(report_event_ranges, engine, reports,

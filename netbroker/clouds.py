@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from netbroker.config import CloudSettings, MetricsSettings
 from netbroker.db.clouds import CloudDB
+from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import clouds as clouds_table
@@ -232,7 +233,7 @@ def recompute(engine: Engine, settings: CloudSettings, metrics: MetricsSettings 
     inputs = gather_inputs(engine, settings, metrics, now_s)
     result = decide_membership(inputs, settings)
     now = utcnow()
-    with engine.begin() as conn:
+    with begin_immediate(engine) as conn:  # reads ids, then writes: the lock first
         grid = GridDB(conn)
         cloud_ids, site_ids = grid.ids(clouds_table), grid.ids(sites_table)
         rows = [{"cloud_id": cloud_ids[inputs.clouds[k]], "site_id": site_ids[inputs.sites[i]],

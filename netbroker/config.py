@@ -259,6 +259,14 @@ class DispatcherSettings(_Group):
     event_range_max_attempts: int = Field(
         3, ge=1, description="Attempts of an event range before it stays failed."
     )
+    max_request_bytes: int = Field(
+        16 * 2**20, ge=1024,
+        description="Largest body a pilot's PanDA-wire request may have, bytes (413 beyond).")
+    max_inflated_bytes: int = Field(
+        64 * 2**20, ge=1024,
+        description="Largest a gzip-compressed pilot request may inflate to, bytes (413 beyond).")
+    max_form_fields: int = Field(
+        1000, ge=10, description="Most fields a pilot's PanDA-wire request may hold (413 beyond).")
 
 
 class BrokerageSettings(_Group):

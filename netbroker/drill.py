@@ -168,14 +168,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``netbroker serve`` on ``url`` and 127.0.0.1:``port``, without cycles or tokens,
-    logging to ``log``; returned once it answers."""
+def start_service(url: str, port: int, log: Path, cycles: bool = False,
+                  settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``netbroker serve`` on ``url`` and 127.0.0.1:``port``, without tokens, logging to
+    ``log``; returned once it answers. Its cycles run only with ``cycles``;
+    ``settings`` are more ``NETBROKER_<GROUP>_<KEY>`` variables for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
     # Tokens are not what this drills: the service runs without them.
-    env.update(NETBROKER_DATABASE_URL=url, NETBROKER_SERVICE_RUN_CYCLES="false",
+    env.update(NETBROKER_DATABASE_URL=url, NETBROKER_SERVICE_RUN_CYCLES=str(cycles).lower(),
                NETBROKER_SERVICE_AUTH="off",
-               NETBROKER_SERVICE_LOG_LEVEL="warning")
+               NETBROKER_SERVICE_LOG_LEVEL="warning", **(settings or {}))
     with log.open("ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "netbroker", "serve", "--port",
                                     str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)

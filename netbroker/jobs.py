@@ -11,13 +11,18 @@
 plus ``cancelled`` from any live state and ``closed`` after a final one. A
 move not in :data:`TRANSITIONS` is refused (``InvalidTransition``) and
 changes nothing; ``running -> running`` is a heartbeat.
+
+A pilot moves only its own job, and only forward through the states it
+reports (:data:`PILOT_TARGETS`, :func:`pilot_sources`): the server's moves
+(activated, assigned, defined, cancelled, closed) are not a pilot's to make.
 """
 
 from __future__ import annotations
 
 from netbroker.db.schema import JobStatus
 
-__all__ = ["FINAL", "LIVE", "TRANSITIONS", "JobStatus", "allowed_sources"]
+__all__ = ["FINAL", "LIVE", "PILOT_TARGETS", "TRANSITIONS", "JobStatus", "allowed_sources",
+           "pilot_sources"]
 
 S = JobStatus
 FINAL = frozenset({S.FINISHED, S.FAILED, S.CANCELLED})
@@ -52,3 +57,23 @@ def allowed_sources(target: JobStatus) -> frozenset[JobStatus]:
     [<JobStatus.ACTIVATED: 'activated'>]
     """
     return frozenset(src for src, targets in TRANSITIONS.items() if target in targets)
+
+
+# The states a pilot reports: its job starting, running, moving its outputs,
+# waiting for them (holding), and how it ended.
+PILOT_TARGETS = frozenset({S.STARTING, S.RUNNING, S.TRANSFERRING, S.HOLDING, S.FINISHED,
+                           S.FAILED})
+
+
+def pilot_sources(target: JobStatus) -> frozenset[JobStatus]:
+    """The states a job may be in for its pilot to move it to ``target``: the live
+    ones :func:`allowed_sources` allows, and none for a state a pilot may not report.
+
+    >>> sorted(state.value for state in pilot_sources(JobStatus.RUNNING))
+    ['running', 'sent', 'starting']
+    >>> pilot_sources(JobStatus.ACTIVATED), pilot_sources(JobStatus.CLOSED)
+    (frozenset(), frozenset())
+    """
+    if target not in PILOT_TARGETS:
+        return frozenset()
+    return allowed_sources(target) & LIVE

@@ -16,6 +16,7 @@ bucket has no value: unknown, never zero.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -201,11 +202,10 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
     Notes
     -----
     O(b + n**2) for b buckets in the window and n sites: per source the
-    numeric columns a value needs (:meth:`MetricsDB.window_links`, in shares
-    of the source sites), sums per link into arrays over the links as
-    stored (at most 4 n**2 of them; sparser ids are renumbered to n**2),
-    then the precedence over those arrays, each share on its own thread
-    (:func:`_consolidate_shares`). The closed starts the aggregate cycle has
+    numeric columns a value needs (:meth:`MetricsDB.window_links`), sums per
+    link into arrays over the links as stored (at most 4 n**2 of them;
+    sparser ids are renumbered to n**2), then the precedence over those
+    arrays (:func:`_consolidate_links`). The closed starts the aggregate cycle has
     blocked are read one row each (:func:`block_closed_buckets`), the
     open ones row by row. The values are those of
     :func:`consolidate` over :func:`link_table`, to the last bit: the same
@@ -231,16 +231,16 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
         per_source = MetricsDB(conn).window_links(kind.value, [s.value for s in sources],
                                                   since, now_s, span)
     ids = np.fromiter((sid for sid, _ in order), np.int64, len(order))
-    # The j-th chunk of every source: one share of the links (MetricsDB.window_links).
-    shares = list(zip(*per_source, strict=True))
     # Arrays over the links as stored (src_id * span + dst_id) while the ids are
     # about dense, the usual case; else the links renumbered to the sites' positions.
     side = span if span * span <= 4 * len(ids) ** 2 else len(ids)
     at = ids
     if side != span:
-        _renumber_links([chunk for share in shares for chunk in share], ids, span)
+        _renumber_links(per_source, ids, span)
         at = np.arange(len(ids))
-    values, usable = _consolidate_shares(shares, side * side, least)
+    values = np.full(side * side, np.nan)
+    usable = np.zeros(side * side, dtype=bool)
+    _consolidate_links(per_source, least, values, usable)
     usable = usable.reshape(side, side)
     kept = (usable.any(axis=1) | usable.any(axis=0))[at]
     names = [name for (_, name), k in zip(order, kept.tolist(), strict=True) if k]
@@ -260,42 +260,22 @@ def _renumber_links(chunks: list[dict[str, np.ndarray]], ids: np.ndarray, span: 
         columns["link"] = position[src] * n + position[dst]
 
 
-def _consolidate_shares(shares: list[tuple[dict[str, np.ndarray], ...]], size: int, least: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """The rule of :func:`consolidate` on arrays indexed by link.
-
-    ``shares`` hold, per share of the links, its chunks of
-    :meth:`MetricsDB.window_links` best source first, with ``link`` in
-    ``range(size)``; no link is in two shares. Returns each link's value
-    (NaN where no source is usable) and whether a source was usable: the
-    first with at least ``least`` samples on the link. O(b + size) for b
-    buckets; the shares on threads of their own (numpy's indexing and
-    arithmetic let go of the GIL), as they were read.
-    """
-    values = np.full(size, np.nan)
-    usable = np.zeros(size, dtype=bool)
-    if len(shares) < 2:
-        for share in shares:
-            _consolidate_links(share, least, values, usable)
-        return values, usable
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(shares)) as pool:
-        list(pool.map(lambda share: _consolidate_links(share, least, values, usable), shares))
-    return values, usable
-
-
-def _consolidate_links(chunks: tuple[dict[str, np.ndarray], ...], least: int,
+def _consolidate_links(chunks: Sequence[dict[str, np.ndarray]], least: int,
                        values: np.ndarray, usable: np.ndarray) -> None:
-    """Into ``values`` and ``usable``, the links of one share (:func:`_consolidate_shares`):
-    ``chunks`` one per source, best first, no link in ``usable`` yet."""
+    """The rule of :func:`consolidate` on arrays indexed by link, into ``values``
+    (NaN where no source is usable) and ``usable`` (whether one was: the first
+    with at least ``least`` samples on the link).
+
+    ``chunks`` are :meth:`MetricsDB.window_links`' columns, one per source,
+    best first, with ``link`` in ``range(len(values))``. O(b + size) for b
+    buckets.
+    """
     for i, columns in enumerate(chunks):
         if not len(columns["link"]):
             continue
-        # value_sum is None where no link of the chunk needs it (MetricsDB.window_links)
-        summed = [c for c in _SUMMED if columns[c] is not None]
-        links, sums = _sum_by_link(columns["link"], [columns[c] for c in summed], len(values))
-        value = _window_mean(**dict(zip(summed, sums, strict=True)))
+        links, sums = _sum_by_link(columns["link"], [columns[c] for c in _SUMMED],
+                                   len(values))
+        value = _window_mean(*sums)
         taken = sums[0] >= least
         if i:  # the share's links a better source took
             taken &= ~usable[links]
@@ -308,17 +288,15 @@ def _consolidate_links(chunks: tuple[dict[str, np.ndarray], ...], least: int,
 _SUMMED = ("count", "value_sum", "weight_sum", "weighted_value_sum")
 
 
-def _window_mean(count: np.ndarray, weight_sum: np.ndarray, weighted_value_sum: np.ndarray,
-                 value_sum: np.ndarray | None = None) -> np.ndarray:
+def _window_mean(count: np.ndarray, value_sum: np.ndarray, weight_sum: np.ndarray,
+                 weighted_value_sum: np.ndarray) -> np.ndarray:
     """As :func:`_link_frame` computes it: the weighted mean where the weights sum
-    above 0 (and it is a number), else the plain mean (which needs ``value_sum``)."""
+    above 0 (and it is a number), else the plain mean."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = weighted_value_sum / weight_sum
         mean[~(weight_sum > 0)] = np.nan
         plain = np.isnan(mean)
         if plain.any():  # the plain mean only where needed: most links have weights
-            if value_sum is None:
-                raise RuntimeError("a link needs its plain mean, and value_sum was not read")
             mean[plain] = value_sum[plain] / count[plain]
     return mean
 
@@ -417,7 +395,7 @@ def prune_samples(engine: Engine, settings: MetricsSettings | None = None,
     """
     settings = settings or MetricsSettings()
     now_s = time.time() if now_s is None else now_s
-    with engine.begin() as conn:
+    with begin_immediate(engine) as conn:
         return MetricsDB(conn).prune_samples(now_s - settings.raw_retention_days * 86400)
 
 

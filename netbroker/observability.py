@@ -7,8 +7,10 @@ Two kinds of metrics:
   every acquisition) and collector records per source and outcome
   (``netbroker_collector_records_total``, counted by ingestion);
 - database metrics, read when ``/metrics`` is scraped by :class:`DbCollector`:
-  jobs per state and queue, each periodic cycle's last duration, runs and
-  failures, and how old each metric source's newest sample is. They hold
+  jobs per state and queue, each periodic cycle's last duration, its runs
+  and failures (``netbroker_cycle_runs_total``,
+  ``netbroker_cycle_failures_total``), its last success and whether it is
+  overdue, and how old each metric source's newest sample is. They hold
   for the whole service, however many processes serve it.
 
 Logs: :class:`JsonFormatter` writes one JSON object per record with the
@@ -28,11 +30,11 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
-from netbroker.db.cycles import CycleDB
+from netbroker.db.cycles import CycleDB, is_overdue
 from netbroker.db.schema import jobs, metric_samples, queues
 
 __all__ = [
@@ -66,10 +68,19 @@ class DbCollector(Collector):
                                    labels=["state", "queue"])
         duration = GaugeMetricFamily("netbroker_cycle_last_duration_seconds",
                                      "Duration of each cycle's last run.", labels=["cycle"])
-        runs = GaugeMetricFamily("netbroker_cycle_runs", "Runs of each cycle.",
-                                 labels=["cycle"])
-        failures = GaugeMetricFamily("netbroker_cycle_failures", "Failed runs of each cycle.",
-                                     labels=["cycle"])
+        # Counters kept in the database (each run adds one), so every process's
+        # /metrics gives the same counts, whichever process ran the cycle.
+        runs = CounterMetricFamily("netbroker_cycle_runs", "Runs of each cycle.",
+                                   labels=["cycle"])
+        failures = CounterMetricFamily("netbroker_cycle_failures",
+                                       "Failed runs of each cycle (the lease included).",
+                                       labels=["cycle"])
+        succeeded = GaugeMetricFamily("netbroker_cycle_last_success_timestamp_seconds",
+                                      "When each cycle last ended well, Unix time.",
+                                      labels=["cycle"])
+        overdue = GaugeMetricFamily("netbroker_cycle_overdue",
+                                    "1 where a cycle missed two of its periods.",
+                                    labels=["cycle"])
         stale = GaugeMetricFamily("netbroker_metric_staleness_seconds",
                                   "Age of each metric source's newest stored sample.",
                                   labels=["source"])
@@ -83,14 +94,18 @@ class DbCollector(Collector):
                                   .group_by(metric_samples.c.source)).all()
         for status, queue, n in rows:
             jobs_g.add_metric([str(status), queue or ""], n)
+        now = time.time()
+        at = datetime.fromtimestamp(now, UTC)
         for c in cycles:
             duration.add_metric([c["name"]], c["last_duration_s"] or 0.0)
             runs.add_metric([c["name"]], c["runs"])
             failures.add_metric([c["name"]], c["failures"])
-        now = time.time()
+            if c["last_succeeded_at"] is not None:
+                succeeded.add_metric([c["name"]], c["last_succeeded_at"].timestamp())
+            overdue.add_metric([c["name"]], float(is_overdue(c, at)))
         for source, ts in newest:
             stale.add_metric([source], max(0.0, now - float(ts)))
-        yield from (jobs_g, duration, runs, failures, stale)
+        yield from (jobs_g, duration, runs, failures, succeeded, overdue, stale)
 
 
 def service_registry(engine: Engine) -> CollectorRegistry:

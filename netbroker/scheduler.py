@@ -17,11 +17,13 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from netbroker.db.cycles import CycleDB
+from netbroker.db.engine import begin_immediate, retry_when_busy
 from netbroker.db.schema import utcnow
 
 __all__ = ["Cycle", "build_scheduler", "process_holder", "run_cycle"]
@@ -51,22 +53,55 @@ def process_holder() -> str:
 def run_cycle(engine: Engine, cycle: Cycle, holder: str) -> bool:
     """Run ``cycle`` once if ``holder`` gets its lease; returns whether it ran.
 
-    A failing job is logged and recorded (``cycles.last_error``), never raised:
-    the scheduler keeps the next run.
+    The lease and the outcome are each one short write transaction,
+    retried while SQLite is busy (:func:`retry_when_busy`). A failing job is
+    logged and recorded (``cycles.last_failure``), never raised: the
+    scheduler keeps the next run. A lease that cannot be had because the
+    database keeps failing is logged and recorded as a failure where the
+    database lets it be.
     """
-    with engine.begin() as conn:
-        if not CycleDB(conn).try_lease(cycle.name, holder, utcnow(), cycle.lease_s):
-            log.debug("cycle %s is held by another process", cycle.name)
-            return False
-    started, error = utcnow(), None
+    started = utcnow()
+    try:
+        held = retry_when_busy(engine, lambda: _lease(engine, cycle, holder, started))
+    except Exception as exc:
+        log.exception("cycle %s could not take its lease", cycle.name,
+                      extra={"cycle": cycle.name})
+        _record(engine, cycle, started, f"lease: {_one_line(exc)}")
+        return False
+    if not held:
+        log.debug("cycle %s is held by another process", cycle.name)
+        return False
+    error = None
     try:
         cycle.job(engine)
     except Exception as exc:  # a cycle must not kill the scheduler
-        error = "".join(traceback.format_exception_only(exc)).strip()
+        error = _one_line(exc)
         log.exception("cycle %s failed", cycle.name, extra={"cycle": cycle.name})
-    with engine.begin() as conn:
-        CycleDB(conn).record_run(cycle.name, started, utcnow(), error)
+    _record(engine, cycle, started, error)
     return True
+
+
+def _lease(engine: Engine, cycle: Cycle, holder: str, now: datetime) -> bool:
+    with begin_immediate(engine) as conn:
+        return CycleDB(conn).try_lease(cycle.name, holder, now, cycle.lease_s, cycle.period_s)
+
+
+def _record(engine: Engine, cycle: Cycle, started: datetime, error: str | None) -> None:
+    """Store the run's outcome; a database that refuses even that is logged."""
+
+    def write() -> None:
+        with begin_immediate(engine) as conn:
+            CycleDB(conn).record_run(cycle.name, started, utcnow(), error)
+
+    try:
+        retry_when_busy(engine, write)
+    except Exception:
+        log.exception("cycle %s: its outcome could not be stored (error: %s)", cycle.name,
+                      error, extra={"cycle": cycle.name})
+
+
+def _one_line(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
 
 
 def build_scheduler(engine: Engine, cycles: list[Cycle], holder: str) -> BackgroundScheduler:

@@ -86,7 +86,8 @@ def test_a_named_file_that_is_missing_is_refused(tmp_path: Path) -> None:
 # Counts and switches need no unit; every other number says its unit in its name.
 UNITLESS = {"database.pool_size", "service.port", "service.workers", "clouds.min_samples",
             "clouds.stale_cycles", "metrics.min_samples", "collectors.http_retries",
-            "dispatcher.event_range_max_attempts", "rebrokerage.max_rebrokerages",
+            "dispatcher.event_range_max_attempts", "dispatcher.max_form_fields",
+            "rebrokerage.max_rebrokerages",
             "brokerage.seed",
             # Score weights are dimensionless; penalties and caps are in priority points.
             "brokerage.weight_data", "brokerage.weight_capacity", "brokerage.weight_network",

@@ -20,7 +20,7 @@ from netbroker.db.jobs import JobDB
 from netbroker.drill import start_service
 from tests.test_dispatcher import add_jobs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 JSON = {"Accept": "application/json"}
 
 

@@ -19,6 +19,7 @@ from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, jobs, queues, utcnow
 from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
+from netbroker.tasks import kill_job
 from tests.conftest import LiveServer
 
 QUEUES = ("DESY-HH", "MWT2")
@@ -106,9 +107,30 @@ def test_a_cancelled_job_tells_its_pilot_to_kill_it(grid_engine: Engine) -> None
     (job_id,) = add_jobs(grid_engine, 1)
     acquire_job(grid_engine, ask())
     update_job(grid_engine, job_id, UpdateRequest(state="running"))
-    update_job(grid_engine, job_id, UpdateRequest(state="cancelled"))
+    kill_job(grid_engine, job_id)  # as a user cancels it
     answer = update_job(grid_engine, job_id, UpdateRequest(state="running"))
     assert answer == {"job_id": job_id, "status": "cancelled", "command": "tobekilled"}
+    # Its pilot then reports it failed: acknowledged, the job stays cancelled.
+    answer = update_job(grid_engine, job_id, UpdateRequest(state="failed", exit_code=137))
+    assert answer == {"job_id": job_id, "status": "cancelled", "command": "NULL"}
+    with grid_engine.connect() as conn:
+        assert JobDB(conn).get(job_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("state", ["activated", "assigned", "defined", "cancelled", "closed",
+                                   "sent"])
+def test_a_pilot_cannot_move_its_job_through_the_servers_states(grid_engine: Engine,
+                                                                 state: str) -> None:
+    (job_id,) = add_jobs(grid_engine, 1)
+    acquire_job(grid_engine, ask())
+    with pytest.raises(InvalidTransition, match=f"job {job_id} is sent: it cannot become "
+                                                f"{state}"):
+        update_job(grid_engine, job_id, UpdateRequest(state=state))
+    with grid_engine.connect() as conn:
+        assert JobDB(conn).get(job_id)["status"] == "sent"
+    update_job(grid_engine, job_id, UpdateRequest(state="finished", exit_code=0))
+    with pytest.raises(InvalidTransition, match="is finished: it cannot become closed"):
+        update_job(grid_engine, job_id, UpdateRequest(state="closed"))
 
 
 def test_watchdog_requeues_never_started_and_fails_silent_jobs(grid_engine: Engine) -> None:

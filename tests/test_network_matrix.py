@@ -26,7 +26,7 @@ from netbroker import metrics, registry
 from netbroker.config import MetricsSettings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
-from netbroker.db.metrics import MetricsDB, _share_sql
+from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import metric_buckets, sites
 from netbroker.graph import site_graph
 from tests.conftest import LiveServer
@@ -330,10 +330,8 @@ def test_matrix_equals_the_link_table_consolidation_to_the_bit(grid_engine: Engi
                 pd.testing.assert_frame_equal(fast, plain, check_exact=True)
 
 
-def test_matrix_reads_alike_through_arrow_and_through_the_cursor(tmp_path: Path) -> None:
-    """A SQLite file is read through ADBC, by readers that seek to their share of
-    the sites under each bucket start; an in-memory database is read through the
-    driver's cursor in one range scan. Both give the same matrix, with buckets
+def test_matrix_reads_alike_from_a_file_and_from_memory(tmp_path: Path) -> None:
+    """A SQLite file and an in-memory database give the same matrix, with buckets
     of another width (starts off today's 10 min grid) and at the window's edges."""
     matrices = []
     for url in (f"sqlite:///{tmp_path / 'file.db'}", "sqlite://"):
@@ -351,7 +349,6 @@ def test_matrix_reads_alike_through_arrow_and_through_the_cursor(tmp_path: Path)
                      row["dst_site_id"]), None)
         with engine.begin() as conn:
             conn.execute(sa.insert(metric_buckets), list(odd.values()))
-            assert (MetricsDB(conn)._arrow_uri() is None) == (url == "sqlite://")
         matrices.append(metrics.network_matrix(engine, "throughput", "1d",
                                                settings=MetricsSettings(min_samples=3),
                                                now_s=NOW_S))
@@ -360,21 +357,21 @@ def test_matrix_reads_alike_through_arrow_and_through_the_cursor(tmp_path: Path)
     pd.testing.assert_frame_equal(matrices[0], matrices[1], check_exact=True)
 
 
-def test_a_share_of_the_sites_seeks_under_each_bucket_start(tmp_path: Path) -> None:
-    """SQLite's plan for a reader's share: the bucket starts by a loose index scan,
-    then per start a seek to the share's source sites, in key order (no sort)."""
+def test_a_window_is_one_range_of_the_bucket_key(tmp_path: Path) -> None:
+    """SQLite's plan for one source's window: a search of the primary key on kind,
+    source and the bucket-start range, rows in key order (no sort, no full scan)."""
     engine = create_db_engine(f"sqlite:///{tmp_path / 'plan.db'}")
     upgrade(engine)
-    sql, params = _share_sql("throughput", "fts", 1000, (0, 500))
-    window = {"since_s": NOW_S - 86_400, "until_s": NOW_S}
+    stmt = MetricsDB._window_select("throughput", "fts", NOW_S - 86_400, NOW_S, 1000)
+    compiled = stmt.compile(dialect=engine.dialect)
     with engine.connect() as conn:
         plan = [row[3] for row in conn.exec_driver_sql(
-            f"EXPLAIN QUERY PLAN {sql}", tuple(window.get(name, value) for name, value in params))]
+            f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params[name]
+                                                    for name in compiled.positiontup or ()))]
     engine.dispose()
-    assert any("bucket_start_s=? AND src_site_id>? AND src_site_id<?" in step
+    assert any("kind=? AND source=? AND bucket_start_s>? AND bucket_start_s<?" in step
                for step in plan), plan
-    assert not any("TEMP B-TREE" in step or step.startswith("SCAN metric_buckets")
-                   for step in plan), plan
+    assert not any("TEMP B-TREE" in step or step.startswith("SCAN") for step in plan), plan
 
 
 def test_bucket_key_puts_each_source_in_one_range(engine: Engine) -> None:
@@ -385,12 +382,10 @@ def test_bucket_key_puts_each_source_in_one_range(engine: Engine) -> None:
     assert key == [c.name for c in metric_buckets.primary_key.columns]
 
 
-def test_arrow_readers_take_the_packed_layout_and_fall_back_where_it_cannot_hold(
-        tmp_path: Path) -> None:
-    """Through ADBC a reader takes link and count packed in one integer and the two
-    weighted sums; value_sum only when a chunk has a bucket without weights, and the
-    full columns when a count does not fit the packing. The values are the cursor's."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'packed.db'}")
+def test_window_links_keep_counts_beyond_32_bits_and_the_plain_mean(tmp_path: Path) -> None:
+    """The columns read are the buckets' own: a count past 2**31 exactly, and a link
+    whose buckets have no weight takes the plain mean (value_sum / count)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'columns.db'}")
     upgrade(engine)
     registry.import_grid_file(engine, registry.sample_grid_path())
     with engine.connect() as conn:
@@ -404,38 +399,59 @@ def test_arrow_readers_take_the_packed_layout_and_fall_back_where_it_cannot_hold
                 "value_sum": 7.0 * count, "weight_sum": weight,
                 "weighted_value_sum": 5.0 * weight, "last_ts_s": float(start)}
 
-    rows = [bucket("fts", s, d, 3, 2e9) for s in ids[:6] for d in ids[:6] if s != d]
-    rows += [bucket("xrootd", ids[0], ids[1], 2, 0.0),  # weightless: value_sum is read
-             bucket("xrootd", ids[1], ids[0], 2, 4.0),
-             bucket("perfsonar", ids[0], ids[2], 2**31 + 5, 1.0)]  # beyond the packing
+    rows = [bucket("xrootd", ids[0], ids[1], 2, 0.0),  # weightless: the plain mean
+            bucket("xrootd", ids[1], ids[0], 2, 4.0),
+            bucket("perfsonar", ids[0], ids[2], 2**31 + 5, 1.0)]
     with engine.begin() as conn:
         conn.execute(sa.insert(metric_buckets), rows)
-        db = MetricsDB(conn)
-        assert db._arrow_uri() is not None
     with engine.connect() as conn:
-        db = MetricsDB(conn)
-        chunks = db.window_links("throughput", ["fts", "xrootd", "perfsonar"], start, NOW_S,
-                                 span)
-        cursor = db._read_cursor([db._window_select("throughput", s, start, NOW_S, span)
-                                  for s in ("fts", "xrootd", "perfsonar")])
-    names = [name for name, _ in MetricsDB._LINK_COLUMNS]
-    for source_chunks, columns in zip(chunks, cursor, strict=True):
-        joined = {name: np.concatenate([c[name] for c in source_chunks
-                                        if c[name] is not None] or [np.array([])])
-                  for name in names}
-        expected = dict(zip(names, columns, strict=True))
-        for name in ("link", "count", "weight_sum", "weighted_value_sum"):
-            np.testing.assert_array_equal(joined[name], expected[name])
-    fts, xrootd, perfsonar = chunks
-    assert all(c["value_sum"] is None for c in fts)  # every bucket weighted
-    assert any(c["value_sum"] is not None and len(c["link"]) for c in xrootd)
-    assert [int(n) for c in perfsonar for n in c["count"]] == [2**31 + 5]
+        xrootd, perfsonar = MetricsDB(conn).window_links("throughput", ["xrootd", "perfsonar"],
+                                                         start, NOW_S, span)
+    assert xrootd["link"].tolist() == [ids[0] * span + ids[1], ids[1] * span + ids[0]]
+    assert xrootd["value_sum"].tolist() == [14.0, 14.0]
+    assert xrootd["weight_sum"].tolist() == [0.0, 4.0]
+    assert perfsonar["count"].tolist() == [2**31 + 5]
+    assert perfsonar["count"].dtype == np.int64
     matrix = metrics.network_matrix(engine, "throughput", "1h", "xrootd", now_s=NOW_S)
     with engine.connect() as conn:
         names_by_id = {v: k for k, v in GridDB(conn).ids(sites).items()}
     assert matrix.loc[names_by_id[ids[0]], names_by_id[ids[1]]] == 7.0  # the plain mean
     assert matrix.loc[names_by_id[ids[1]], names_by_id[ids[0]]] == 5.0  # the weighted one
     engine.dispose()
+
+
+def test_a_matrix_read_loads_no_second_sqlite_library(tmp_path: Path) -> None:
+    """Two SQLite libraries in one process do not share POSIX locks: closing a
+    connection of one drops the other's, and the WAL the service writes to can be
+    deleted under it. After a matrix read of a SQLite file (blocks and rows) the
+    process has mapped only the SQLite its sqlite3 module links."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from netbroker import metrics, registry
+from netbroker.db import create_db_engine, upgrade
+from tests.test_network_matrix import NOW_S, add_random_buckets
+engine = create_db_engine("sqlite:///{tmp_path / 'libs.db'}")
+upgrade(engine)
+registry.import_grid_file(engine, registry.sample_grid_path())
+add_random_buckets(engine, 5)
+metrics.block_closed_buckets(engine, now_s=NOW_S)
+assert metrics.network_matrix(engine, "throughput", "1d", now_s=NOW_S).notna().any().any()
+import _sqlite3
+own = {{_sqlite3.__file__}}
+with open("/proc/self/maps") as maps:
+    mapped = {{line.split()[-1] for line in maps if "sqlite" in line.lower()
+              and line.split()[-1].startswith("/")}}
+print(sorted(mapped - own))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip().splitlines()[-1]
+    others = [path for path in json.loads(out.replace("'", '"'))
+              if "libsqlite3" not in Path(path).name]  # the one _sqlite3 links
+    assert others == [], others
 
 
 def test_matrix_of_sparse_site_ids_equals_the_link_table_consolidation(

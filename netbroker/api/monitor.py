@@ -25,8 +25,9 @@ from matplotlib.figure import Figure
 
 from netbroker import clouds, metrics, pd2p, registry, tasks
 from netbroker.api.deps import EngineDep, IdPath
-from netbroker.db.cycles import CycleDB
+from netbroker.db.cycles import CycleDB, cycle_health
 from netbroker.db.jobs import JobDB
+from netbroker.db.schema import utcnow
 from netbroker.metrics import MetricKind
 
 __all__ = ["STATIC_DIR", "router"]
@@ -52,6 +53,9 @@ def overview(request: Request, engine: EngineDep) -> HTMLResponse:
     with engine.connect() as conn:
         states = JobDB(conn).count_by_status()
         cycles = CycleDB(conn).list_cycles()
+    now = utcnow()
+    for cycle in cycles:
+        cycle["health"] = cycle_health(cycle, now)
     membership = clouds.show_membership(engine)
     return _page(request, "overview.html", states=dict(sorted(states.items())),
                  tasks=tasks.list_tasks(engine, limit=10), clouds=membership,

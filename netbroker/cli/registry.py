@@ -256,22 +256,33 @@ def demo(
 
 @app.command()
 def cycles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """The periodic cycles: who holds each, when it last ran, how it went."""
-    from netbroker.db.cycles import CycleDB
+    """The periodic cycles: who holds each, their last success and last failure, health."""
+    from netbroker.db.cycles import CycleDB, cycle_health
+    from netbroker.db.schema import utcnow
 
     with engine_of(ctx).connect() as conn:
         rows = CycleDB(conn).list_cycles()
+    now = utcnow()
+    for r in rows:
+        r["health"] = cycle_health(r, now)
     if as_json:
         print_json(rows)
         return
     table = Table(title="cycles")
-    for col in ("cycle", "holder", "last finished", "took (s)", "runs", "failures", "error"):
+    for col in ("cycle", "health", "holder", "every (s)", "last success", "last failure",
+                "runs", "failures", "took (s)", "failure"):
         table.add_column(col)
     for r in rows:
         took = f"{r['last_duration_s']:.2f}" if r["last_duration_s"] is not None else "-"
-        table.add_row(r["name"], r["holder"] or "-", str(r["last_finished_at"] or "-"), took,
-                      str(r["runs"]), str(r["failures"]), (r["last_error"] or "")[:60])
+        every = f"{r['period_s']:g}" if r["period_s"] else "-"
+        table.add_row(r["name"], r["health"], r["holder"] or "-", every,
+                      _when(r["last_succeeded_at"]), _when(r["last_failed_at"]),
+                      str(r["runs"]), str(r["failures"]), took, (r["last_failure"] or "")[:60])
     out.print(table)
+
+
+def _when(at: Any) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at is not None else "-"
 
 
 @config_app.command("set")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from netbroker.db.prepared import run_driver_sql
 
 __all__ = ["WriteBatch", "WriteBatchLost", "atomic_write", "begin_immediate",
            "create_autocommit_engine", "create_db_engine", "database_key", "describe_url",
-           "is_sqlite", "write_batch"]
+           "is_busy", "is_sqlite", "retry_when_busy", "write_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,47 @@ def create_db_engine(settings: DatabaseSettings | str) -> Engine:
 def is_sqlite(bind: Engine | Connection) -> bool:
     """True when ``bind`` talks to SQLite."""
     return bind.dialect.name == "sqlite"
+
+
+# SQLite's primary result codes for "another connection holds the lock".
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (or busy): a writer that met
+    another's lock past the busy timeout, or a read transaction that may not
+    become a write one because the database changed since it began."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def retry_when_busy(engine: Engine, fn: Callable[[], T], within_s: float | None = None) -> T:
+    """``fn()``, called again while it fails with :func:`is_busy`, for up to ``within_s``
+    seconds after the first failure (default: the engine's busy timeout);
+    then its error.
+
+    For short writes that must not fail on a busy SQLite file (a cycle's
+    lease and its outcome): ``fn`` must be a whole transaction, safe to run
+    again. Some busy errors come at once, without the busy handler's wait (a
+    read transaction that may not become a write one); others after it.
+    PostgreSQL errors are never retried here.
+    """
+    if within_s is None:
+        within_s = _BUSY_TIMEOUTS_MS.get(engine, 0) / 1000
+    deadline, pause = None, 0.01
+    while True:
+        try:
+            return fn()
+        except sa.exc.OperationalError as exc:
+            if not is_sqlite(engine) or not is_busy(exc):
+                raise
+            deadline = deadline or time.monotonic() + within_s
+            if time.monotonic() >= deadline:
+                raise
+            log.debug("database busy, trying again in %.2f s", pause)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
 
 
 @contextmanager
@@ -221,6 +263,7 @@ def _autocommit(engine: Engine) -> bool:
 _WRITER_LOCKS: dict[int, threading.Lock] = {}
 _DATABASE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+_BUSY_TIMEOUTS_MS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 
 def database_key(engine: Engine) -> str:
@@ -284,6 +327,7 @@ def describe_url(url: str) -> str:
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    _BUSY_TIMEOUTS_MS[engine] = busy_timeout_ms
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -171,12 +171,16 @@ class MetricsDB:
         return self.conn.exec_driver_sql(
             "SELECT 1 FROM pragma_database_list WHERE name = ?", (_STAGING,)).first() is not None
 
-    def add_chunk(self, chunk: SampleChunk | StagedChunk, bucket_s: int) -> int:
+    def add_chunk(self, chunk: SampleChunk | StagedChunk, bucket_s: int,
+                  inserted: list[bool] | None = None) -> int:
         """Insert a prepared chunk's rows not stored yet, and fold those into the buckets.
 
         The caller holds :meth:`lock_for_ingest`; ``bucket_s`` is the width
         ``chunk`` was prepared with; a :class:`StagedChunk` only where
-        :meth:`stages`. Returns how many rows were new.
+        :meth:`stages`. Returns how many rows were new. ``inserted``, when
+        given, receives one flag per row, in the order given, whenever not
+        every row was new (it stays empty when all were): which records of
+        the chunk were stored (``collectors.ingest``).
 
         Notes
         -----
@@ -193,7 +197,7 @@ class MetricsDB:
         A staged chunk goes the same way through :meth:`_add_staged`.
         """
         if isinstance(chunk, StagedChunk):
-            return self._add_staged(chunk, bucket_s)
+            return self._add_staged(chunk, bucket_s, inserted)
         rows = chunk.rows
         if not rows:
             return 0
@@ -203,9 +207,10 @@ class MetricsDB:
         if self._executemany(stmt, SAMPLE_COLUMNS, chunk.by_key) == len(rows):
             self._add_to_buckets(chunk.buckets)
             return len(rows)
-        return self._fold_new(rows, before, bucket_s)
+        return self._fold_new(rows, before, bucket_s, inserted)
 
-    def _add_staged(self, chunk: StagedChunk, bucket_s: int) -> int:
+    def _add_staged(self, chunk: StagedChunk, bucket_s: int,
+                    inserted: list[bool] | None = None) -> int:
         """:meth:`add_chunk` of a staged chunk: its database attached, two INSERT ... SELECT.
 
         Loading the image (``deserialize``) copies it once. The samples go in
@@ -237,23 +242,27 @@ class MetricsDB:
             return chunk.size
         staged = self.conn.exec_driver_sql(
             f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM {_STAGING}.samples ORDER BY rowid")
-        return self._fold_new([tuple(r) for r in staged], before, bucket_s)
+        return self._fold_new([tuple(r) for r in staged], before, bucket_s, inserted)
 
-    def _fold_new(self, rows: Sequence[tuple[Any, ...]], before: int, bucket_s: int) -> int:
+    def _fold_new(self, rows: Sequence[tuple[Any, ...]], before: int, bucket_s: int,
+                  inserted: list[bool] | None = None) -> int:
         """Fold into the buckets the ``rows`` just inserted (ids above ``before``); their count.
 
         Under the ingestion lock the new ids are all above the highest id
         before the insert; a row repeated in ``rows`` went in once, and is
-        folded once, in the order given.
+        folded once, in the order given. ``inserted`` as for :meth:`add_chunk`.
         """
         t = metric_samples
         new_keys = set(self.conn.execute(
             sa.select(t.c.origin_key).where(t.c.id > before)).scalars())
         kept = []
         for r in rows:
-            if r[0] in new_keys:
+            new = r[0] in new_keys
+            if new:
                 new_keys.discard(r[0])
                 kept.append(r)
+            if inserted is not None:
+                inserted.append(new)
         self.add_buckets(fold_into_buckets(kept, bucket_s))
         return len(kept)
 
@@ -403,14 +412,10 @@ class MetricsDB:
                 out[source] = min(mark[1], until_s)
         return out
 
-    def _block_shares(self, kind: str, source: str, since_s: float, through_s: float,
-                      cuts: Sequence[int], site_span: int) -> list[dict[str, np.ndarray]]:
-        """The blocks of starts in [since_s, through_s] as :meth:`window_links`
-        chunks, one per share ``[cuts[j], cuts[j + 1])`` of the source sites.
-
-        A block's links are in source-site order, so a share is one slice of
-        each array (found by binary search); O(l) in the links copied.
-        """
+    def _block_chunk(self, kind: str, source: str, since_s: float, through_s: float,
+                     site_span: int) -> dict[str, np.ndarray]:
+        """The blocks of starts in [since_s, through_s] as one :meth:`window_links`
+        chunk, the oldest start first. O(l) in the links copied."""
         b = metric_bucket_blocks
         dtypes = dict(BLOCK_ARRAYS)
         names = ("src_site_id", "dst_site_id", "count", "value_sum", "weight_sum",
@@ -420,27 +425,18 @@ class MetricsDB:
             .where(b.c.kind == kind, b.c.source == source, b.c.bucket_start_s >= since_s,
                    b.c.bucket_start_s <= through_s)
             .order_by(b.c.bucket_start_s))
-        pieces: list[list[list[np.ndarray]]] = [[] for _ in range(len(cuts) - 1)]
-        for row in result:  # one block at a time: the oldest first
-            arrays = [np.frombuffer(blob, dtypes[name]) for name, blob in zip(names, row,
-                                                                              strict=True)]
-            bounds = np.searchsorted(arrays[0], cuts).tolist()
-            for j, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-                if hi > lo:
-                    pieces[j].append([a[lo:hi] for a in arrays])
-        out = []
-        for share in pieces:
-            columns = ([c[0] if len(c) == 1 else np.concatenate(c) for c in zip(*share,
-                                                                               strict=True)]
-                       if share else [np.empty(0, dtypes[name]) for name in names])
-            src, dst, count, value_sum, weight_sum, weighted_value_sum = columns
-            out.append({"link": src.astype(np.int64) * site_span + dst,
-                        "count": count.astype(np.int64, copy=False),
-                        "value_sum": value_sum.astype(np.float64, copy=False),
-                        "weight_sum": weight_sum.astype(np.float64, copy=False),
-                        "weighted_value_sum": weighted_value_sum.astype(np.float64,
-                                                                        copy=False)})
-        return out
+        pieces = [[np.frombuffer(blob, dtypes[name]) for name, blob in zip(names, row,
+                                                                            strict=True)]
+                  for row in result]
+        columns = ([c[0] if len(c) == 1 else np.concatenate(c) for c in zip(*pieces,
+                                                                           strict=True)]
+                   if pieces else [np.empty(0, dtypes[name]) for name in names])
+        src, dst, count, value_sum, weight_sum, weighted_value_sum = columns
+        return {"link": src.astype(np.int64) * site_span + dst,
+                "count": count.astype(np.int64, copy=False),
+                "value_sum": value_sum.astype(np.float64, copy=False),
+                "weight_sum": weight_sum.astype(np.float64, copy=False),
+                "weighted_value_sum": weighted_value_sum.astype(np.float64, copy=False)}
 
     def window(self, kind: str, source: str, since_s: float, until_s: float,
                src_site_ids: Sequence[int] | None = None) -> np.ndarray:
@@ -502,14 +498,9 @@ class MetricsDB:
     # The columns of window_links and their types, in the order selected.
     _LINK_COLUMNS = (("link", np.int64), ("count", np.int64), ("value_sum", np.float64),
                      ("weight_sum", np.float64), ("weighted_value_sum", np.float64))
-    # Threads reading one columnar window, each the links from its share of
-    # the sites: stepping SQLite is CPU-bound, and on the 2-core hosts two
-    # readers take a million buckets in ~0.2 s instead of ~0.35 s (when the
-    # other core is busy, in about the same time as one).
-    _ARROW_READERS = 2
 
     def window_links(self, kind: str, sources: Sequence[str], since_s: float, until_s: float,
-                     site_span: int) -> list[list[dict[str, np.ndarray]]]:
+                     site_span: int) -> list[dict[str, np.ndarray]]:
         """Per source, the buckets of one kind starting in [since_s, until_s], as columns.
 
         Parameters
@@ -526,115 +517,56 @@ class MetricsDB:
 
         Returns
         -------
-        list of list of dict of ndarray
-            Per source, its buckets in chunks (one per reader), each a dict
-            with one element per bucket in each of ``link`` and ``count``
-            (int64), ``value_sum``, ``weight_sum`` and ``weighted_value_sum``
-            (float64). All the buckets of a link are in one chunk, oldest
-            first, as :meth:`window` gives them; every source has as many
-            chunks, the j-th of each holding the links of one share of the
-            source sites. ``value_sum`` may be None
-            where no link of the chunk can need it (:func:`_needs_value_sum`).
+        list of dict of ndarray
+            Per source, its buckets as a dict with one element per bucket in
+            each of ``link`` and ``count`` (int64), ``value_sum``,
+            ``weight_sum`` and ``weighted_value_sum`` (float64). The buckets of
+            a link are oldest first, as :meth:`window` gives them.
 
         Notes
         -----
-        Per source one range scan of the primary key, or one seek per
-        bucket start and share (:meth:`_window_select`): O(b) in the buckets
-        read, only the columns a matrix needs. On a SQLite file with ADBC
-        installed (:meth:`_arrow_uri`) the rows come as Arrow columns, no
-        Python object per value, read by :attr:`_ARROW_READERS` threads on
-        read-only connections of their own: they see committed data only,
-        not this connection's uncommitted writes. There each value read
-        costs ~50 ns, so a reader takes three values a bucket where it can
-        (:func:`_share_sql`'s ``packed``: link and count in one integer, the
-        two weighted sums) and ``value_sum``, which only the plain mean of a
-        link without weights needs, only when its chunk may have such a link.
-        Elsewhere the rows come through this connection's cursor.
+        Everything is read on this connection, through the driver the
+        engine was made with. A second SQLite library in the process (an
+        ADBC driver carries its own copy) does not share the first one's
+        POSIX locks, so closing a connection of one drops the locks of the
+        other's; the next process to close the database then deletes the
+        WAL the service still writes to, and committed writes are lost.
 
         Where the window starts inside a source's blocks (the aggregate
         cycle's copies of closed starts, :meth:`block_buckets`), the starts
-        up to its mark come from blocks instead, one row per start read on
-        this connection and sliced per share (:meth:`_block_shares`), and
-        only the later starts from rows, in the full layout. A start is
-        read whole from one or the other, so each start's buckets are
-        those of one moment. Then O(s + l) for s starts and l links in
-        them, the rows of the open starts besides.
+        up to its mark come from blocks, one row per start, and only the
+        later starts from rows. A start is read whole from one or the other,
+        so each start's buckets are those of one moment. O(s + l) for s
+        blocked starts and l links in them, plus O(b) for the b bucket rows
+        of the open starts (one range scan of the primary key per source).
         """
         names = [name for name, _ in self._LINK_COLUMNS]
         blocked = self._blocked_through(kind, sources, since_s, until_s)
         # Where blocks serve a source, its rows are those of the starts after them.
-        rows_since = {s: blocked[s] + 1 if s in blocked else since_s for s in sources}
-        uri = self._arrow_uri()
-        if uri is None:
-            cuts = [0, site_span]
-            part = self._read_cursor([self._window_select(kind, s, rows_since[s], until_s,
-                                                          site_span) for s in sources])
-            chunks = [[dict(zip(names, columns, strict=True))] for columns in part]
-        else:
-            cuts = np.linspace(0, site_span, self._ARROW_READERS + 1).round().astype(int).tolist()
-            packs = site_span <= _PACKED_SPAN
-
-            def layouts(source: str) -> tuple[str, ...]:
-                # Rows joined to blocks come whole: the pair decides value_sum's need.
-                if source in blocked:
-                    return ("full",)
-                return ("full", "value_sum") + (("packed",) if packs else ())
-
-            shares = [[{layout: _bound(_share_sql(kind, s, site_span, (a, b), layout),
-                                       {"since_s": rows_since[s], "until_s": until_s})
-                        for layout in layouts(s)} for s in sources]
-                      for a, b in itertools.pairwise(cuts)]
-            parts = self._read_arrow(uri, shares)
-            # Chunks, not one array per column: joining them would copy every column.
-            chunks = [[part[i] for part in parts] for i in range(len(sources))]
+        selects = [self._window_select(kind, s, blocked[s] + 1 if s in blocked else since_s,
+                                       until_s, site_span) for s in sources]
+        chunks = [dict(zip(names, columns, strict=True))
+                  for columns in self._read_cursor(selects)]
         for i, source in enumerate(sources):
             if source in blocked:
-                blocks = self._block_shares(kind, source, since_s, blocked[source], cuts,
-                                            site_span)
-                chunks[i] = [_joined(block, rows, names)
-                             for block, rows in zip(blocks, chunks[i], strict=True)]
+                block = self._block_chunk(kind, source, since_s, blocked[source], site_span)
+                chunks[i] = _joined(block, chunks[i], names)
         return chunks
 
-    @classmethod
-    def _window_select(cls, kind: str, source: str, since_s: float | sa.BindParameter[Any],
-                       until_s: float | sa.BindParameter[Any],
-                       site_span: int, sites: tuple[int, int] | None = None,
-                       layout: str = "full") -> sa.Select[Any]:
-        """The statement of one source's window: all its links, or those from ``sites``.
-
-        A share ``[a, b)`` of the source sites seeks to them under each bucket
-        start of the window (:meth:`_bucket_starts`) instead of range-scanning
-        all the starts and dropping the other shares' rows; the rows still come
-        in key order, so ``ORDER BY`` costs no sort. ``layout`` is the columns
-        selected: ``full`` (:attr:`_LINK_COLUMNS`), ``packed`` (``link *
-        2**31 + count``, NULL where the count is outside ``[0, 2**31)``; then
-        ``weight_sum`` and ``weighted_value_sum``) or ``value_sum``; the rows
-        come in the same order in each, from one snapshot.
-        """
+    @staticmethod
+    def _window_select(kind: str, source: str, since_s: float, until_s: float,
+                       site_span: int) -> sa.Select[Any]:
+        """The statement of one source's window, in :attr:`_LINK_COLUMNS`, key order."""
         t = metric_buckets
         link = sa.literal(site_span, sa.BigInteger) * t.c.src_site_id + t.c.dst_site_id
-        columns: tuple[Any, ...]
-        if layout == "full":
-            columns = (link, t.c.count, t.c.value_sum, t.c.weight_sum, t.c.weighted_value_sum)
-        elif layout == "packed":
-            packed = sa.case((sa.and_(t.c.count >= 0, t.c.count < _COUNT_RANGE),
-                              link * sa.literal(_COUNT_RANGE, sa.BigInteger) + t.c.count),
-                             else_=sa.null())
-            columns = (packed, t.c.weight_sum, t.c.weighted_value_sum)
-        else:
-            columns = (t.c.value_sum,)
-        stmt = (sa.select(*columns)
-                .where(t.c.kind == kind, t.c.source == source)
+        return (sa.select(link, t.c.count, t.c.value_sum, t.c.weight_sum,
+                          t.c.weighted_value_sum)
+                .where(t.c.kind == kind, t.c.source == source,
+                       t.c.bucket_start_s >= since_s, t.c.bucket_start_s <= until_s)
                 .order_by(t.c.bucket_start_s))
-        if sites is None:
-            return stmt.where(t.c.bucket_start_s >= since_s, t.c.bucket_start_s <= until_s)
-        return stmt.where(t.c.bucket_start_s.in_(cls._bucket_starts(kind, source, since_s,
-                                                                    until_s)),
-                          t.c.src_site_id >= sites[0], t.c.src_site_id < sites[1])
 
     @staticmethod
-    def _bucket_starts(kind: str, source: str, since_s: float | sa.BindParameter[Any],
-                       until_s: float | sa.BindParameter[Any]
+    def _bucket_starts(kind: str, source: str, since_s: float, until_s: float
                        ) -> sa.Select[Any]:
         """The distinct bucket starts of one kind and source in [since_s, until_s].
 
@@ -653,65 +585,6 @@ class MetricsDB:
                  .where(*in_window, t.c.bucket_start_s > starts.c.start_s).scalar_subquery())
         starts = starts.union_all(sa.select(after).where(starts.c.start_s.is_not(None)))
         return sa.select(starts.c.start_s).where(starts.c.start_s.is_not(None))
-
-    def _arrow_uri(self) -> str | None:
-        """The URI ADBC reads this connection's database by, or None for the cursor.
-
-        The one place the window readers differ by database: ADBC's SQLite
-        driver (an optional dependency, ``adbc-driver-sqlite``) opens a file
-        of its own, so it serves SQLite files only, read-only; PostgreSQL,
-        an in-memory SQLite and a missing ADBC use the connection's cursor.
-        """
-        from pathlib import Path
-
-        path = self.conn.engine.url.database
-        if (self.conn.dialect.name != "sqlite" or not path or path == ":memory:"
-                or path.startswith("file:") or not Path(path).is_file()):
-            return None
-        try:
-            import adbc_driver_sqlite.dbapi  # noqa: F401
-        except ImportError:
-            return None
-        return f"{Path(path).resolve().as_uri()}?mode=ro"
-
-    def _read_arrow(self, uri: str, shares: list[list[dict[str, tuple[str, list[Any]]]]]
-                    ) -> list[list[dict[str, np.ndarray | None]]]:
-        """Run each share's statements on a thread and ADBC connection of its own.
-
-        A share holds, per source, its statement (SQL, positional parameters)
-        in each layout of :meth:`_window_select`; a reader's statements run
-        in one transaction (ADBC's connections do not autocommit), so the
-        layouts of a source read the same rows.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        import adbc_driver_sqlite.dbapi as adbc
-
-        # The same patience with a busy database as this connection has.
-        busy_ms = int(self.conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
-
-        def read(share: list[dict[str, tuple[str, list[Any]]]]
-                 ) -> list[dict[str, np.ndarray | None]]:
-            out: list[dict[str, np.ndarray | None]] = []
-            with adbc.connect(uri) as conn, conn.cursor() as cur:
-                cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
-
-                def run(statement: tuple[str, list[Any]]) -> list[np.ndarray]:
-                    # One Arrow batch per statement: no chunks to join afterwards.
-                    cur.adbc_statement.set_options(
-                        **{"adbc.sqlite.query.batch_rows": str(1 << 24)})
-                    cur.execute(*statement)
-                    table = cur.fetch_arrow_table()
-                    if any(column.null_count for column in table.columns):
-                        raise _NotPacked
-                    return [np.asarray(column.to_numpy()) for column in table.columns]
-
-                for statements in share:
-                    out.append(_arrow_link_columns(run, statements, self._LINK_COLUMNS))
-            return out
-
-        with ThreadPoolExecutor(len(shares)) as pool:
-            return list(pool.map(read, shares))
 
     def _driver_rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
         """``stmt``'s rows as the driver's cursor gives them: plain tuples, no Row objects."""
@@ -770,99 +643,17 @@ def _staged_sql(table: str) -> str:
     return str(stmt.compile(dialect=sqlite.dialect()))
 
 
-# A packed link and count (``link * _COUNT_RANGE + count``) fits in int64 while
-# the links do, that is for site ids below _PACKED_SPAN.
-_COUNT_BITS = 31
-_COUNT_RANGE = 2**_COUNT_BITS
-_PACKED_SPAN = 2**16
-
-
-class _NotPacked(Exception):
-    """A statement gave nulls (a count outside the packing): read the full layout."""
-
-
-def _arrow_link_columns(run: Callable[[tuple[str, list[Any]]], list[np.ndarray]],
-                        statements: dict[str, tuple[str, list[Any]]],
-                        link_columns: tuple[tuple[str, Any], ...]
-                        ) -> dict[str, np.ndarray | None]:
-    """One source's share as :meth:`MetricsDB.window_links` gives it, from ``run``'s
-    columns of its ``packed`` statement (and ``value_sum`` if needed), or of its
-    ``full`` one where there is no packed one or a count did not fit."""
-    packed = None
-    if "packed" in statements:
-        with suppress(_NotPacked):
-            packed, weight_sum, weighted_value_sum = run(statements["packed"])
-    # Floats where a sum went past int64: the full columns then, as for a NULL.
-    if packed is not None and (not len(packed) or packed.dtype.kind == "i"):
-        packed = packed.astype(np.int64, copy=False)
-        weight_sum = weight_sum.astype(np.float64, copy=False)
-        weighted_value_sum = weighted_value_sum.astype(np.float64, copy=False)
-        value_sum = None
-        if _needs_value_sum(weight_sum, weighted_value_sum):
-            (value_sum,) = run(statements["value_sum"])
-            value_sum = value_sum.astype(np.float64, copy=False)
-        # packed >= 0 (link >= 0, count in [0, _COUNT_RANGE)): a shift and a mask
-        # split it as // and % would, several times faster.
-        return {"link": packed >> _COUNT_BITS, "count": packed & (_COUNT_RANGE - 1),
-                "value_sum": value_sum, "weight_sum": weight_sum,
-                "weighted_value_sum": weighted_value_sum}
-    full = run(statements["full"])
-    return {name: np.asarray(column, dtype=dtype)
-            for (name, dtype), column in zip(link_columns, full, strict=True)}
-
-
 def _marked_range(marks: dict[tuple[str, str], tuple[int, int]]) -> tuple[int, int]:
     """The starts some mark covers, as one range (a write outside it touches no block)."""
     return min(f for f, _ in marks.values()), max(t for _, t in marks.values())
 
 
-def _joined(blocks: dict[str, np.ndarray], rows: dict[str, np.ndarray | None],
-            names: Sequence[str]) -> dict[str, np.ndarray | None]:
-    """One share's chunk: its links' buckets from blocks, then from rows (later starts),
-    so each link's buckets stay oldest first. ``rows`` in the full layout."""
-    if not len(rows["link"]):  # type: ignore[arg-type]
+def _joined(blocks: dict[str, np.ndarray], rows: dict[str, np.ndarray],
+            names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One source's chunk: its buckets from blocks, then from rows (later starts),
+    so each link's buckets stay oldest first."""
+    if not len(rows["link"]):
         return dict(blocks)
     if not len(blocks["link"]):
         return rows
     return {name: np.concatenate([blocks[name], rows[name]]) for name in names}
-
-
-def _needs_value_sum(weight_sum: np.ndarray, weighted_value_sum: np.ndarray) -> bool:
-    """Whether a link of these buckets may need the plain mean (``value_sum / count``).
-
-    A link takes its weighted mean where its summed weights are > 0 and the
-    mean is a number (``netbroker.metrics._window_mean``). When every
-    bucket's weight is > 0 and finite, and both sums stay far from overflow
-    even over all the buckets together, every link's weights sum above 0
-    and its weighted sum is finite: no link needs ``value_sum``. O(b).
-    """
-    if not len(weight_sum):
-        return False
-    bound = 1e300 / len(weight_sum)
-    return not (bool(np.all((weight_sum > 0) & (weight_sum < bound)))
-                and bool(np.all(np.abs(weighted_value_sum) < bound)))
-
-
-def _bound(statement: tuple[str, tuple[tuple[str, Any], ...]], window: dict[str, float]
-           ) -> tuple[str, list[Any]]:
-    """A :func:`_share_sql` statement with its window's parameters filled in."""
-    sql, params = statement
-    return sql, [window.get(name, value) for name, value in params]
-
-
-@lru_cache(maxsize=256)
-def _share_sql(kind: str, source: str, site_span: int, sites: tuple[int, int],
-               layout: str = "full") -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """A reader's window statement compiled for SQLite, the window left open.
-
-    Returns the SQL and its positional parameters as (name, value) pairs,
-    ``since_s`` and ``until_s`` to be filled in. Compiling the recursive
-    statement costs ~2.5 ms, several times per matrix; the window moves
-    with the clock, the rest of the key does not. ``layout`` as
-    :meth:`MetricsDB._window_select` takes it.
-    """
-    stmt = MetricsDB._window_select(kind, source, sa.bindparam("since_s"),
-                                    sa.bindparam("until_s"), site_span, sites, layout)
-    compiled = stmt.compile(dialect=sqlite.dialect())
-    return str(compiled), tuple((name, compiled.params[name])
-                                for name in compiled.positiontup or ())

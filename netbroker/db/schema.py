@@ -729,6 +729,13 @@ cycles = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("runs", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    # The period the holder runs it at, s: a reader tells an overdue cycle by it.
+    sa.Column("period_s", sa.Float, nullable=True),
+    # The last run that ended well, the last that failed and why: a cycle that
+    # fails now and then shows its last failure after later runs succeed.
+    sa.Column("last_succeeded_at", UTCDateTime(), nullable=True),
+    sa.Column("last_failed_at", UTCDateTime(), nullable=True),
+    sa.Column("last_failure", sa.Text, nullable=True),
 )
 
 
