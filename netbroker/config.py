@@ -105,6 +105,10 @@ class ServiceSettings(_Group):
     run_cycles: bool = Field(
         True, description="Schedule the periodic cycles here (one process runs each at a time)."
     )
+    max_json_body_bytes: int = Field(
+        16 * 2**20, ge=1024,
+        description="Largest JSON body the API reads (metric ingestion and the pilots' "
+                    "routes have their own bounds), bytes (413 beyond).")
 
 
 class CloudSettings(_Group):

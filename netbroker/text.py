@@ -24,7 +24,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-__all__ = ["DIAG_CHARS", "Diagnostic", "Name", "ShortText", "check_name", "clean_text"]
+__all__ = ["DIAG_CHARS", "Diagnostic", "Name", "ShortText", "check_name", "clean_text",
+           "without_surrogates"]
 
 DIAG_CHARS = 4000  # a job's stored error diagnostic
 
@@ -42,8 +43,17 @@ def clean_text(value: str, max_chars: int | None = None) -> str:
     """
     if "\x00" in value:
         value = value.replace("\x00", "")
-    value = _SURROGATE.sub("\ufffd", value)
+    value = without_surrogates(value)
     return value if max_chars is None else value[:max_chars]
+
+
+def without_surrogates(value: str) -> str:
+    """``value`` with each lone surrogate replaced by U+FFFD: encodable as UTF-8.
+
+    >>> without_surrogates("a\\udc80b")
+    'a\\ufffdb'
+    """
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def check_name(value: str) -> str:

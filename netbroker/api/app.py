@@ -31,6 +31,7 @@ from dispatcher.edge import WireEdge
 from netbroker.api import config, grid, monitor, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import register_error_handlers
+from netbroker.api.input_guard import InputGuard
 from netbroker.api.models import Health
 from netbroker.config import Settings, load_settings
 from netbroker.db import create_db_engine, current_revision, head_revision
@@ -71,6 +72,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["service"],
                       response_class=Response)
+    # Text no backend stores, refused before any route (the pilots' routes clean theirs).
+    app.add_middleware(InputGuard, max_json_body_bytes=settings.service.max_json_body_bytes,
+                       unread_prefixes=("/api/v1/pilot/", "/api/v1/metrics/"))
     # The pilots' calls past FastAPI's routing (dispatcher.edge), inside the request ids.
     app.add_middleware(WireEdge, routes=panda.WIRE_POSTS)
     app.add_middleware(RequestIdMiddleware)

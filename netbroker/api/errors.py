@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -27,6 +29,7 @@ from netbroker.errors import (
     StorageUnavailable,
     TaskExists,
 )
+from netbroker.text import without_surrogates
 
 __all__ = ["register_error_handlers"]
 
@@ -50,6 +53,7 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _storage_down)
     app.add_exception_handler(NetbrokerError, _other)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -130,3 +134,21 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
 async def _other(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=400)
 
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with the input it echoes made encodable: a lone surrogate a
+    client sent (which no UTF-8 can carry) is shown as U+FFFD, not a 500."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))},
+                        status_code=422)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encodable(v) for k, v in value.items()}
+    return value
