@@ -14,6 +14,7 @@ from dispatcher.core import (
     AcquireRequest,
     UpdateRequest,
     acquire_job,
+    job_log,
     pilot_demand,
     update_job,
     upload_log,
@@ -91,12 +92,10 @@ async def post_log(job_id: IdPath, request: Request, engine: EngineDep,
 
 @router.get("/jobs/{job_id}/log", responses={404: {"description": "no such job or no log"}})
 def get_log(job_id: IdPath, engine: EngineDep) -> Response:
-    """The log the pilot uploaded for the job."""
-    with engine.connect() as conn:
-        log = JobDB(conn).log(job_id)
-    if log is None:
-        raise UnknownJob(f"{job_id} (no log uploaded)")
-    return Response(log["content"], media_type=log["media_type"])
+    """The job's log: the one its pilot uploaded, else its pilot's log extracts and
+    the log file it staged out (``dispatcher.core.job_log``)."""
+    content, media_type = job_log(engine, job_id)
+    return Response(content, media_type=media_type)
 
 
 @router.get("/jobs/{job_id}")

@@ -22,13 +22,14 @@ from netbroker.db.schema import JobStatus, utcnow
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import Forbidden, InvalidTransition, UnknownJob, UnknownQueue
 from netbroker.jobs import FINAL, LIVE, pilot_sources
-from netbroker.text import Diagnostic, Name, ShortText
+from netbroker.text import Diagnostic, LogTail, Name, ShortText
 
 __all__ = [
     "AcquireRequest",
     "OutputReport",
     "UpdateRequest",
     "acquire_job",
+    "job_log",
     "pilot_demand",
     "report_is_one_statement",
     "update_job",
@@ -81,6 +82,8 @@ class UpdateRequest(BaseModel):
                                    description="Payload peak resident memory, kB.")
     files: list[OutputReport] | None = Field(
         None, max_length=10_000, description="Outputs staged out (with a final state).")
+    pilot_log: LogTail | None = Field(
+        None, description="The pilot's log extracts (with a final state); the tail is kept.")
 
 
 _QUEUE_CACHE_S = 30.0  # queue ids and limits change rarely; getJob is the hot path
@@ -197,6 +200,29 @@ def upload_log(engine: Engine, job_id: int, content: bytes, media_type: str,
             raise Forbidden(f"job {job_id} was taken by another pilot")
         db.save_log(job_id, content, media_type[:64], utcnow())
     return {"job_id": job_id, "bytes": len(content)}
+
+
+def job_log(engine: Engine, job_id: int) -> tuple[bytes, str]:
+    """A job's log and its media type: the one its pilot uploaded (netbroker-pilot),
+    else what PanDA pilots leave (their log extracts and the log file they staged
+    out, with its size and checksum). Raises ``UnknownJob`` for an unknown job or
+    one with no log of any kind."""
+    with engine.connect() as conn:
+        db = JobDB(conn)
+        uploaded = db.log(job_id)
+        job = db.get(job_id) if uploaded is None else None
+        files = TaskDB(conn).job_files(job_id) if job is not None else []
+    if uploaded is not None:
+        return uploaded["content"], uploaded["media_type"]
+    if job is None:
+        raise UnknownJob(str(job_id))
+    lines = [f"log file {f['scope']}:{f['lfn']}: {f['bytes']} bytes, adler32 {f['adler32']}"
+             for f in files if f["kind"] == "log" and f["bytes"] is not None]
+    if job["pilot_log"]:
+        lines += [*([""] if lines else []), "pilot log extracts:", job["pilot_log"]]
+    if not lines:
+        raise UnknownJob(f"{job_id} (no log: none uploaded, none reported)")
+    return ("\n".join(lines) + "\n").encode(), "text/plain"
 
 
 def pilot_demand(engine: Engine, queue: str, pending: int = 0, label: str | None = None

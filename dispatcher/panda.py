@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
@@ -45,16 +47,24 @@ from netbroker.api.auth import authorize
 from netbroker.api.deps import EngineDep
 from netbroker.config import Settings
 from netbroker.db.grid import GridDB
-from netbroker.errors import Forbidden, InvalidTransition, NotFound, UnknownQueue
+from netbroker.errors import (
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    UnknownQueue,
+    UnknownTransformation,
+)
 from netbroker.observability import DISPATCH_SECONDS
-from netbroker.text import Diagnostic, Name, ShortText
+from netbroker.text import Diagnostic, LogTail, Name, ShortText
 
 __all__ = ["WIRE_POSTS", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["panda wire protocol"])
 
-OK, NO_JOB, FAILED = 0, 20, 30
+# PanDA's StatusCodes (pandaserver/jobdispatcher/Protocol.py): success, no job,
+# failed, no valid token, a role that may not, another's job.
+OK, NO_JOB, FAILED, INVALID_TOKEN, WRONG_ROLE, NOT_YOURS = 0, 20, 30, 50, 60, 70
 
 
 class GetJobForm(BaseModel):
@@ -88,6 +98,8 @@ class UpdateJobForm(BaseModel):
     maxRSS: int | None = Field(None, ge=0, le=2**63 - 1)  # kB
     # A JSON string despite its name: {"<lfn>": {"guid", "fsize", "adler32", "surl"}}.
     xml: str | None = None
+    # Extracts of the pilot's own log (Pilot 3 sends up to 1024 characters at the end).
+    pilotLog: LogTail | None = None
 
     def output_reports(self) -> list[OutputReport] | None:
         """The files the pilot wrote, from ``xml``; None when it sent none."""
@@ -137,32 +149,55 @@ def _answer(request: Request, payload: dict[str, Any], status_code: int = 200) -
 
 
 def _refusal(request: Request, error: Exception, status_code: int) -> Response:
-    """A refused call, in the PanDA shape the pilot logs (``StatusCode`` 30 and why)."""
+    """A refused call, in the PanDA shape the pilot logs: ``StatusCode`` 30 (70 for
+    another pilot's job) and why."""
     if isinstance(error, WireInputError):
         status_code = error.status
     message = _invalid(error) if isinstance(error, ValidationError) else str(error)
-    return _answer(request, {"StatusCode": FAILED, "errorDialog": message}, status_code)
+    code = NOT_YOURS if isinstance(error, Forbidden) else FAILED
+    return _answer(request, {"StatusCode": code, "errorDialog": message}, status_code)
 
 
-async def _pilot(request: Request) -> str | None:
-    """The owner to record for the calling pilot (401/403 otherwise).
+PilotHandler = Callable[[Request, "str | None"], Awaitable[Response]]
+
+
+def _pilot_call(handler: PilotHandler) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` as a route: the caller must hold a pilot token, and ``handler``
+    gets the owner to record for it (None with auth off).
 
     These routes read the raw request (form, JSON or gzip'd JSON, whatever the
     pilot's version sends) and check the caller here, not through FastAPI's
-    dependencies, whose resolution costs a third of a request on this path.
+    dependencies, whose resolution costs a third of a request on this path. A
+    refusal is answered as PanDA does, so the pilot logs why: ``StatusCode``
+    50 for no valid token (401), 60 for a token of another role (403).
     """
-    return owner_of(await authorize(request, ("pilot",)))
+
+    async def route(request: Request) -> Response:
+        try:
+            principal = await authorize(request, ("pilot",))
+        except HTTPException as exc:
+            code = INVALID_TOKEN if exc.status_code == 401 else WRONG_ROLE
+            response = _answer(request, {"StatusCode": code, "errorDialog": exc.detail},
+                               exc.status_code)
+            response.headers.update(exc.headers or {})
+            return response
+        return await handler(request, owner_of(principal))
+
+    route.__name__, route.__doc__ = handler.__name__, handler.__doc__
+    return route
 
 
 @router.post("/server/panda/getJob", openapi_extra=PILOT)
-async def get_job(request: Request) -> Response:
+@_pilot_call
+async def get_job(request: Request, owner: str | None) -> Response:
     """One job for the pilot's queue (``computingElement``), or StatusCode 20."""
-    owner = await _pilot(request)
+    settings: Settings = request.app.state.settings
     try:
         form = GetJobForm.model_validate(await _fields(request))
+        label = settings.dispatcher.pilot_labels.get(form.prodSourceLabel, form.prodSourceLabel)
         started = time.perf_counter()
         job = await fastpath.call(request, acquire_job, AcquireRequest(
-            queue=form.computingElement, prod_source_label=form.prodSourceLabel,
+            queue=form.computingElement, prod_source_label=label,
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
             disk_mb=int(form.diskSpace), node=form.node, pilot_id=form.pilotID), owner)
         DISPATCH_SECONDS.labels("panda").observe(time.perf_counter() - started)
@@ -173,6 +208,9 @@ async def get_job(request: Request) -> Response:
     if job is None:
         return _answer(request, {"StatusCode": NO_JOB, "errorDialog": "no jobs"})
     answer = panda_job(job)
+    answer["transformation"] = transformation_url(
+        job["transformation"], settings.dispatcher.transformation_base_url
+        or f"{str(request.base_url).rstrip('/')}/trf/user")
     if job["task_id"] is not None:
         files = await run_in_threadpool(job_files, request.app.state.engine, job)
         if files["inputs"] or files["outputs"]:
@@ -181,16 +219,16 @@ async def get_job(request: Request) -> Response:
 
 
 @router.post("/server/panda/updateJob", openapi_extra=PILOT)
-async def update_job_route(request: Request) -> Response:
+@_pilot_call
+async def update_job_route(request: Request, owner: str | None) -> Response:
     """A pilot's state report; the answer's ``command`` is the back channel."""
-    owner = await _pilot(request)
     try:
         form = UpdateJobForm.model_validate(await _fields(request))
         report = UpdateRequest(state=form.state, exit_code=form.transExitCode,
                                pilot_error_code=form.pilotErrorCode,
                                error_diag=(form.pilotErrorDiag or form.exeErrorDiag or None),
                                cpu_time_s=form.cpuConsumptionTime, max_rss_kb=form.maxRSS,
-                               files=form.output_reports())
+                               files=form.output_reports(), pilot_log=form.pilotLog or None)
         result = await fastpath.call(request, update_job, form.jobId, report, owner,
                                      inline=report_is_one_statement(report))
     except (ValidationError, ValueError) as exc:
@@ -221,9 +259,9 @@ def event_range_id(job_id: int, row: dict[str, Any]) -> str:
 
 
 @router.post("/server/panda/getEventRanges", openapi_extra=PILOT)
-async def get_event_ranges_route(request: Request) -> Response:
+@_pilot_call
+async def get_event_ranges_route(request: Request, owner: str | None) -> Response:
     """Up to ``nRanges`` ready event ranges of ``pandaID`` (a JSON string, as PanDA sends)."""
-    owner = await _pilot(request)
     engine = request.app.state.engine
     try:
         form = GetEventRangesForm.model_validate(await _fields(request))
@@ -242,9 +280,9 @@ async def get_event_ranges_route(request: Request) -> Response:
 
 
 @router.post("/server/panda/updateEventRanges", openapi_extra=PILOT)
-async def update_event_ranges_route(request: Request) -> Response:
+@_pilot_call
+async def update_event_ranges_route(request: Request, owner: str | None) -> Response:
     """Reports ``[{"eventRangeID", "eventStatus"}]`` (a JSON string); ``Returns`` per range."""
-    owner = await _pilot(request)
     engine = request.app.state.engine
     settings: Settings = request.app.state.settings  # dispatcher settings need a restart
     try:
@@ -284,6 +322,45 @@ def panda_job(job: dict[str, Any]) -> dict[str, Any]:
         "transformation": job["transformation"], "jobPars": job["job_pars"],
         **dict.fromkeys(empty, ""),
     }
+
+
+def transformation_url(transformation: str, base_url: str) -> str:
+    """Where a pilot downloads a job's transformation: a URL as it is, a bare
+    script name under ``base_url``.
+
+    >>> transformation_url("runtest.sh", "http://127.0.0.1:25080/trf/user")
+    'http://127.0.0.1:25080/trf/user/runtest.sh'
+    >>> transformation_url("https://host.example/trf/user/run.sh", "http://x/trf/user")
+    'https://host.example/trf/user/run.sh'
+    """
+    if "/" in transformation or not transformation:
+        return transformation
+    return f"{base_url.rstrip('/')}/{transformation}"
+
+
+@router.get("/trf/user/{name}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {}})
+def transformation(name: str, request: Request) -> Response:
+    """A transformation script from ``dispatcher.transformations_dir``, as PanDA's
+    servers serve them to the pilots that download their payload (Pilot 3.11's
+    ``--baseurls``). 404 naming it when it is not there."""
+    settings: Settings = request.app.state.settings
+    folder = settings.dispatcher.transformations_dir
+    path = Path(folder, name) if folder else None
+    if path is None or not _is_script_name(name) or not path.is_file():
+        log.warning("transformation %r asked for, not in %s", name,
+                    folder or "(dispatcher.transformations_dir is not set)")
+        raise UnknownTransformation(name)
+    return Response(path.read_bytes(), media_type="application/octet-stream")
+
+
+def _is_script_name(name: str) -> bool:
+    """A file name of the folder itself: no path, nothing hidden.
+
+    >>> [_is_script_name(n) for n in ("run.sh", "../etc/passwd", ".env", "a/b")]
+    [True, False, False, False]
+    """
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 @router.get("/cache/schedconfig/{name}.all.json")

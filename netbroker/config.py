@@ -247,6 +247,13 @@ class CollectorSettings(_Group):
         return urls
 
 
+# A pilot's prodSourceLabel -> the jobs it takes: analysis pilots (user, panda) the
+# analysis jobs, production and test pilots (Pilot 3's default is ptest) production.
+PILOT_LABELS = {"user": "user", "panda": "user", "managed": "managed", "ptest": "managed",
+                "prod_test": "managed", "rc_test": "managed", "rc_test2": "managed",
+                "rc_alrb": "managed"}
+
+
 class DispatcherSettings(_Group):
     """The pilot-facing dispatcher: how long silence is tolerated."""
 
@@ -271,6 +278,19 @@ class DispatcherSettings(_Group):
         description="Largest a gzip-compressed pilot request may inflate to, bytes (413 beyond).")
     max_form_fields: int = Field(
         1000, ge=10, description="Most fields a pilot's PanDA-wire request may hold (413 beyond).")
+    transformations_dir: str = Field(
+        "", description="Folder whose scripts are served at /trf/user/<name> to pilots that "
+                        "download their job's transformation (Pilot 3.11); empty: none served.")
+    transformation_base_url: str = Field(
+        "", description="A job whose transformation is a bare name is given it as "
+                        "'<this>/<name>'; empty: this server's /trf/user as the pilot reached "
+                        "it. Pilot 3.7 downloads only from its own list of PanDA hosts: "
+                        "http://pandaserver-doma.cern.ch:25080/trf/user with the script in "
+                        "its $HARVESTER_WORKDIR.")
+    pilot_labels: dict[str, str] = Field(
+        default_factory=lambda: dict(PILOT_LABELS),
+        description="The job label (managed: production, user: analysis) a pilot's "
+                    "prodSourceLabel asks for; a label not listed asks for jobs of its own.")
 
 
 class BrokerageSettings(_Group):

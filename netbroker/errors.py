@@ -26,6 +26,7 @@ explain it, so a message can name the record and the field that was wrong::
         ├── UnknownBoost
         ├── UnknownDecision
         ├── UnknownToken
+        ├── UnknownTransformation
         └── UnknownJob
 """
 
@@ -58,6 +59,7 @@ __all__ = [
     "UnknownSite",
     "UnknownTask",
     "UnknownToken",
+    "UnknownTransformation",
 ]
 
 
@@ -205,3 +207,7 @@ class UnknownDecision(NotFound):
 
 class UnknownToken(NotFound):
     kind = "token"
+
+
+class UnknownTransformation(NotFound):
+    kind = "transformation"

@@ -24,10 +24,11 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-__all__ = ["DIAG_CHARS", "Diagnostic", "Name", "ShortText", "check_name", "clean_text",
-           "without_surrogates"]
+__all__ = ["DIAG_CHARS", "LOG_TAIL_CHARS", "Diagnostic", "LogTail", "Name", "ShortText",
+           "check_name", "clean_text", "without_surrogates"]
 
 DIAG_CHARS = 4000  # a job's stored error diagnostic
+LOG_TAIL_CHARS = 16384  # the end of a pilot's log extracts kept with its job
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -76,4 +77,6 @@ def check_name(value: str) -> str:
 # Free text of a short column (node, pilot id) and of an error diagnostic.
 ShortText = Annotated[str, AfterValidator(partial(clean_text, max_chars=255))]
 Diagnostic = Annotated[str, AfterValidator(partial(clean_text, max_chars=DIAG_CHARS))]
+# A log's end matters most: the tail is kept.
+LogTail = Annotated[str, AfterValidator(lambda v: clean_text(v)[-LOG_TAIL_CHARS:])]
 Name = Annotated[str, AfterValidator(check_name)]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from netbroker import registry
-from netbroker.db import head_revision
+from netbroker import auth, registry
+from netbroker.db import create_db_engine, head_revision
 from tests.factories import mini_grid, recent_fts_lines
 
 
@@ -205,7 +205,7 @@ def test_submit_explain_boost_and_kill_from_the_command_line(db_url: str,
     assert "6 jobs cancelled" in killed.stdout
 
 
-def test_tokens_and_runtime_settings_from_the_command_line(db_url: str) -> None:
+def test_tokens_and_runtime_settings_from_the_command_line(db_url: str, tmp_path: Path) -> None:
     made = netbroker("token", "create", "--role", "pilot", "--name", "factory-1", url=db_url)
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
@@ -215,6 +215,16 @@ def test_tokens_and_runtime_settings_from_the_command_line(db_url: str) -> None:
         ("factory-1", "pilot", None)]
     assert token not in netbroker("token", "list", url=db_url).stdout  # never shown again
     assert netbroker("token", "revoke", "factory-1", url=db_url).returncode == 0
+    # For PanDA Pilot 3: a file holding the token's bytes only, readable by its owner.
+    file = tmp_path / "pilot-token"
+    made = netbroker("token", "create", "--role", "pilot", "--name", "site-x", "--file",
+                     str(file), url=db_url)
+    assert made.returncode == 0 and made.stdout == "" and str(file) in made.stderr
+    assert file.read_text().startswith("nb_") and file.read_text() == file.read_text().strip()
+    assert file.stat().st_mode & 0o777 == 0o600
+    engine = create_db_engine(db_url)
+    assert auth.authenticate(engine, file.read_text()) == auth.Principal("site-x", "pilot")
+    engine.dispose()
     again = netbroker("token", "revoke", "factory-1", url=db_url)
     assert again.returncode == 1 and "unknown token 'factory-1'" in again.stderr
 

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import httpx
@@ -36,7 +37,9 @@ def test_pilot_37_form_get_job_then_reports_to_finished(grid_engine: Engine,
             "allowOtherCountry": "False", "workingGroup": ""}
     job = panda.post("/server/panda/getJob", data=form, headers=JSON).json()
     assert job["StatusCode"] == 0 and job["PandaID"] == job_id
-    assert (job["transformation"], job["coreCount"], job["inFiles"]) == ("run.sh", 1, "")
+    # A bare script name is answered as a URL under this server's /trf/user.
+    assert job["transformation"].endswith("/trf/user/run.sh")
+    assert (job["coreCount"], job["inFiles"]) == (1, "")
     again = panda.post("/server/panda/getJob", data=form, headers=JSON).json()
     assert again == {"StatusCode": 20, "errorDialog": "no jobs"}
     for state in ("starting", "running", "running"):
@@ -145,3 +148,127 @@ def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(
     with grid_engine.connect() as conn:
         assert conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)
                             ).scalar_one() == "finished"
+
+
+def test_a_bare_transformation_is_served_from_the_folder_a_url_is_kept(
+        grid_engine: Engine, tmp_path: Path) -> None:
+    """A job's bare script name is answered as a URL under this server's /trf/user,
+    which serves it from ``dispatcher.transformations_dir`` (Pilot 3.11 downloads
+    it there); a full URL stays as the user gave it; a missing one is a 404."""
+    from netbroker.config import DispatcherSettings, Settings
+
+    (tmp_path / "runtest.sh").write_text("#!/bin/bash\necho hi\n")
+    (tmp_path / ".hidden").write_text("no")
+    bare, full = add_jobs(grid_engine, 2)
+    with grid_engine.begin() as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.id == bare)
+                     .values(transformation="runtest.sh", priority=10))
+        conn.execute(sa.update(jobs).where(jobs.c.id == full)
+                     .values(transformation="https://trf.example/x/run.py", priority=5))
+    settings = Settings(dispatcher=DispatcherSettings(transformations_dir=str(tmp_path)))
+    with LiveServer(grid_engine, settings) as server, \
+            httpx.Client(base_url=server.url) as client:
+        form = {"computingElement": "DESY-HH", "diskSpace": "50000"}
+        first = client.post("/server/panda/getJob", data=form, headers=JSON).json()
+        second = client.post("/server/panda/getJob", data=form, headers=JSON).json()
+        assert (first["PandaID"], first["transformation"]) == (
+            bare, f"{server.url}/trf/user/runtest.sh")
+        assert (second["PandaID"], second["transformation"]) == (
+            full, "https://trf.example/x/run.py")
+        script = client.get("/trf/user/runtest.sh")
+        assert script.status_code == 200 and script.content == b"#!/bin/bash\necho hi\n"
+        for missing in ("nothere.sh", ".hidden", "..%2F..%2Fetc%2Fpasswd"):
+            answer = client.get(f"/trf/user/{missing}")
+            assert answer.status_code == 404, missing
+        assert "unknown transformation 'nothere.sh'" in client.get(
+            "/trf/user/nothere.sh").json()["detail"]
+
+
+def test_the_transformation_base_url_setting_names_where_pilots_download(
+        grid_engine: Engine) -> None:
+    from netbroker.config import DispatcherSettings, Settings
+
+    (job_id,) = add_jobs(grid_engine, 1, transformation="runtest.sh")
+    base = "http://pandaserver-doma.cern.ch:25080/trf/user"  # the prefix Pilot 3.7 trusts
+    settings = Settings(dispatcher=DispatcherSettings(transformation_base_url=base))
+    with LiveServer(grid_engine, settings) as server, \
+            httpx.Client(base_url=server.url) as client:
+        job = client.post("/server/panda/getJob", headers=JSON,
+                          data={"computingElement": "DESY-HH"}).json()
+    assert (job["PandaID"], job["transformation"]) == (job_id, f"{base}/runtest.sh")
+
+
+@pytest.mark.parametrize(("pilot_label", "gets"), [
+    ("ptest", "managed"), ("managed", "managed"), ("rc_test2", "managed"),
+    ("user", "user"), ("panda", "user"), ("install", None)])
+def test_a_pilots_label_asks_for_production_or_analysis_jobs(
+        grid_engine: Engine, panda: httpx.Client, pilot_label: str, gets: str | None) -> None:
+    """Pilot 3's default label ptest and the other test labels take production
+    jobs (label managed), user and panda analysis jobs (user); a label not in
+    ``dispatcher.pilot_labels`` takes only jobs of its own label."""
+    (production,) = add_jobs(grid_engine, 1, prod_source_label="managed")
+    (analysis,) = add_jobs(grid_engine, 1, prod_source_label="user", seed=2)
+    job = panda.post("/server/panda/getJob", headers=JSON, data={
+        "computingElement": "DESY-HH", "prodSourceLabel": pilot_label}).json()
+    if gets is None:
+        assert job == {"StatusCode": 20, "errorDialog": "no jobs"}
+    else:
+        assert job["PandaID"] == {"managed": production, "user": analysis}[gets]
+        assert job["prodSourceLabel"] == gets
+
+
+def test_the_pilot_log_extracts_of_the_final_report_are_kept_and_shown(
+        grid_engine: Engine, panda: httpx.Client) -> None:
+    (job_id,) = add_jobs(grid_engine, 1)
+    panda.post("/server/panda/getJob", headers=JSON, data={"computingElement": "DESY-HH"})
+    extracts = "\n".join(f"2026-12-06 10:00:{i:02d} | WARNING | stage-out retry {i}"
+                         for i in range(20))
+    report = {"jobId": str(job_id), "state": "failed", "transExitCode": "0",
+              "pilotErrorCode": "1137", "pilotErrorDiag": "stage-out failed",
+              "pilotLog": extracts}
+    assert panda.post("/server/panda/updateJob", data=report, headers=JSON).json() == {
+        "StatusCode": 0, "command": "NULL"}
+    log = panda.get(f"/api/v1/jobs/{job_id}/log")
+    assert log.status_code == 200 and log.headers["content-type"].startswith("text/plain")
+    assert log.text == f"pilot log extracts:\n{extracts}\n"
+    assert panda.get(f"/api/v1/jobs/{job_id}").json()["pilot_log"] == extracts
+    page = panda.get(f"/monitor/jobs/{job_id}").text
+    assert 'id="pilot-log"' in page and "stage-out retry 19" in page
+    (other,) = add_jobs(grid_engine, 1, seed=3)
+    missing = panda.get(f"/api/v1/jobs/{other}/log")
+    assert missing.status_code == 404 and "no log" in missing.json()["detail"]
+
+
+def test_the_wire_refuses_a_missing_token_and_a_wrong_role_as_panda_does(
+        grid_engine: Engine) -> None:
+    """No token or a bad one: 401 with StatusCode 50; a token of another role: 403
+    with 60; another pilot's job: 403 with 70; each with an errorDialog the pilot
+    logs. A pilot token sent as Pilot 3 sends it (with an Origin) works."""
+    from netbroker.auth import create_token
+
+    (job_id,) = add_jobs(grid_engine, 1)
+    pilot = create_token(grid_engine, "factory-desy", "pilot")
+    other = create_token(grid_engine, "factory-other", "pilot")
+    user = create_token(grid_engine, "alice", "user")
+    form = {"computingElement": "DESY-HH"}
+    with LiveServer(grid_engine, auth=True) as server, \
+            httpx.Client(base_url=server.url) as client:
+        none = client.post("/server/panda/getJob", data=form, headers=JSON)
+        assert none.status_code == 401 and none.json()["StatusCode"] == 50
+        assert "bearer token is required" in none.json()["errorDialog"]
+        assert none.headers["WWW-Authenticate"] == "Bearer"
+        forged = client.post("/server/panda/getJob", data=form,
+                             headers={**JSON, "Authorization": "Bearer nb_forged"})
+        assert forged.status_code == 401 and forged.json()["StatusCode"] == 50
+        wrong = client.post("/server/panda/getJob", data=form,
+                            headers={**JSON, "Authorization": f"Bearer {user}"})
+        assert wrong.status_code == 403 and wrong.json()["StatusCode"] == 60
+        assert "role user may not do this" in wrong.json()["errorDialog"]
+        job = client.post("/server/panda/getJob", data=form, headers={
+            **JSON, "Authorization": f"Bearer {pilot}", "Origin": "netbroker.test"}).json()
+        assert job["PandaID"] == job_id
+        theirs = client.post("/server/panda/updateJob", headers={
+            **JSON, "Authorization": f"Bearer {other}"},
+            data={"jobId": str(job_id), "state": "running"})
+        assert theirs.status_code == 403 and theirs.json()["StatusCode"] == 70
+        assert "taken by another pilot" in theirs.json()["errorDialog"]

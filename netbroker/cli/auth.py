@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,10 +22,20 @@ app.add_typer(token_app, name="token")
 def create(ctx: typer.Context,
            role: Annotated[str, typer.Option(help=f"One of {', '.join(auth.ROLES)}.")],
            name: Annotated[str, typer.Option(help="Who holds it (a pilot's token name owns "
-                                                  "the jobs it takes; a user's is its user).")]
+                                                  "the jobs it takes; a user's is its user).")],
+           file: Annotated[Path | None, typer.Option(
+               "--file", help="Write the token to this file (mode 0600, no newline: PanDA "
+                              "Pilot 3 sends the file's bytes as they are, from "
+                              "$PANDA_AUTH_TOKEN) instead of printing it.")] = None,
            ) -> None:
     """Create a token and print it: it is shown this once, only its hash is stored."""
     token = auth.create_token(engine_of(ctx), name, role)
+    if file is not None:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out_file:
+            out_file.write(token)
+        err.print(f"token {name!r} with role {role} written to {file} (keep it safe)")
+        return
     err.print(f"token {name!r} with role {role} (shown once, keep it safe):")
     out.print(token, highlight=False, soft_wrap=True)
 

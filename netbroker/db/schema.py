@@ -509,6 +509,9 @@ jobs = sa.Table(
     sa.Column("event_service", sa.Boolean, nullable=False, server_default=sa.false()),
     # The token (by name) of the pilot that took the job: only it may report on it.
     sa.Column("owner", sa.String(64), nullable=True),
+    # The log extracts its pilot sent with the final report (PanDA's pilotLog), the
+    # tail of at most netbroker.text.LOG_TAIL_CHARS.
+    sa.Column("pilot_log", sa.Text, nullable=True),
     sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.
