@@ -41,11 +41,20 @@ reliability: $(STAMP)
 	$(BIN)/netbroker drill --jobs 1500 --backend sqlite
 	$(BIN)/netbroker drill --jobs 1500 --backend postgresql
 
-# The real PanDA Pilot 3, unmodified, from PyPI's sdist (the wheel has no pilot.py),
-# in a venv of its own; tests/test_interop_pilot3.py runs it against netbroker.
+# The real PanDA Pilot 3, unmodified: 3.7 from PyPI's sdist (the wheel has no pilot.py),
+# in a venv of its own, and 3.11 (GitHub's master, which these machines cannot reach)
+# from the vendored git archive beside the project; tests/test_interop_pilot3.py runs
+# both against netbroker. Neither is ever committed.
 PILOT3_VERSION ?= 3.7.0.36
+PILOT3_NEXT ?= $(firstword $(wildcard ../shared/vendor/pilot3-*.tar.gz /work/shared/vendor/pilot3-*.tar.gz))
 INTEROP := .interop
-interop: $(INTEROP)/src/pilot.py
+interop: $(INTEROP)/src/pilot.py $(INTEROP)/next/pilot.py
+
+$(INTEROP)/next/pilot.py: $(INTEROP)/src/pilot.py
+	@test -n "$(PILOT3_NEXT)" || { echo "interop: no vendored pilot3-*.tar.gz (set PILOT3_NEXT)"; exit 1; }
+	rm -rf $(INTEROP)/next $(INTEROP)/next.tmp && mkdir -p $(INTEROP)/next.tmp
+	tar -xzf $(PILOT3_NEXT) -C $(INTEROP)/next.tmp
+	mv $(INTEROP)/next.tmp/* $(INTEROP)/next && rmdir $(INTEROP)/next.tmp
 
 $(INTEROP)/src/pilot.py:
 	rm -rf $(INTEROP) && mkdir -p $(INTEROP)/dl

@@ -29,7 +29,7 @@ PILOT = ROOT / ".interop" / "src" / "pilot.py"
 PYTHON = ROOT / ".interop" / "venv" / "bin" / "python"
 TRF_URL = "http://pandaserver-doma.cern.ch:25080/trf/user/"  # the prefix Pilot 3.7 trusts
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
