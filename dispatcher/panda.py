@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from dispatcher import fastpath
+from dispatcher import fastpath, queuedata
 from dispatcher.api import PILOT, owner_of
 from dispatcher.core import (
     AcquireRequest,
@@ -376,39 +376,20 @@ def schedconfig_wrapped(name: str, engine: EngineDep) -> dict[str, Any]:
 
 
 def schedconfig(engine: Engine, name: str) -> dict[str, Any]:
-    """A queue in CRIC's schedconfig shape, as Pilot 3 reads it."""
+    """A queue in CRIC's schedconfig shape, as Pilot 3 reads it, with its storages,
+    copy tools and protocols (``dispatcher.queuedata``)."""
     with engine.connect() as conn:
-        queue = GridDB(conn).queue(name)
-    if queue is None:
+        description = GridDB(conn).queue_description(name)
+    if description is None:
         raise UnknownQueue(name)
-    movers = ("default", "pr", "pw", "pl", "read_lan", "write_lan")
-    return {
-        "nickname": queue["name"], "panda_resource": queue["panda_resource"],
-        "site": queue["site"], "atlas_site": queue["site"], "cloud": queue["cloud"],
-        "state": "ACTIVE", "status": str(queue["status"]), "type": str(queue["queue_type"]),
-        "catchall": "", "environ": "", "cmtconfig": "", "appdir": "", "container_type": "",
-        "container_options": "", "copytools": {"mv": {"setup": ""}},
-        "acopytools": {key: ["mv"] for key in movers}, "astorages": {}, "aprotocols": {},
-        "acopytools_schemas": {}, "params": {}, "maxwdir": queue["max_disk_mb"],
-        "maxrss": queue["max_memory_mb"], "maxtime": queue["max_walltime_s"],
-        "maxinputsize": queue["max_disk_mb"], "timefloor": 0, "corecount": queue["cores"],
-        "pledgedcpu": 0, "is_cvmfs": False, "direct_access_lan": False,
-        "direct_access_wan": False, "allow_lan": True, "allow_wan": False,
-        "use_pcache": False,
-    }
+    return queuedata.schedconfig(description)
 
 
 @router.get("/cache/ddmendpoints.json")
 def ddmendpoints(engine: EngineDep) -> dict[str, Any]:
-    """Storage endpoints keyed by name, in the shape the pilot reads."""
+    """Storage endpoints keyed by name, with their protocols, in the shape the pilot reads."""
     with engine.connect() as conn:
-        rows = GridDB(conn).list_endpoints()
-    return {e["name"]: {"name": e["name"], "id": i, "type": e["endpoint_type"],
-                        "token": "", "state": "ACTIVE" if e["active"] else "DISABLED",
-                        "site": e["site"], "is_deterministic": True,
-                        "is_tape": e["kind"] == "tape",
-                        "rprotocols": {}, "resource": {}, "arprotocols": {}}
-            for i, e in enumerate(rows, start=1)}
+        return queuedata.ddmendpoints(GridDB(conn).ddm_endpoints())
 
 
 # The protocol's POSTs, by path: ``dispatcher.edge.WireEdge`` serves them

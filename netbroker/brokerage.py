@@ -585,7 +585,7 @@ def _filter_text(view: GridView, k: int, code: int) -> str:
         "queue type": lambda: f"queue runs {view.queue_type[k]}",
         "cores": lambda: f"queue has {view.queue_cores[k]} cores",
         "memory": lambda: f"queue allows {view.queue_memory_mb[k]} MB",
-        "walltime": lambda: f"queue allows {view.queue_walltime_s[k]} s",
+        "walltime": lambda: f"queue allows {int(view.queue_walltime_s[k])} s",
         "disk": lambda: f"queue allows {view.queue_disk_mb[k]} MB of disk",
     }[name]()
     return f"{name}: {detail}"

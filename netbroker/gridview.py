@@ -43,10 +43,14 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
         site_ids, cloud_ids, queue_ids = grid.ids(sites), grid.ids(clouds), grid.ids(queues)
         queue_rows = grid.list_queues()
         foreign = CloudDB(conn).foreign_members()
-        free_disk = dict(conn.execute(
-            sa.select(endpoints.c.site_id, sa.func.sum(endpoints.c.free_bytes))
-            .where(endpoints.c.kind == "disk", endpoints.c.active)
-            .group_by(endpoints.c.site_id)).all())
+        # A site with a disk of unknown space (none reported yet) is not short of
+        # space: it counts as unlimited rather than as empty.
+        free_disk = {sid: (np.inf if unknown else float(free or 0)) for sid, free, unknown
+                     in conn.execute(
+                         sa.select(endpoints.c.site_id, sa.func.sum(endpoints.c.free_bytes),
+                                   sa.func.count() - sa.func.count(endpoints.c.free_bytes))
+                         .where(endpoints.c.kind == "disk", endpoints.c.active)
+                         .group_by(endpoints.c.site_id))}
         load = conn.execute(sa.select(jobs.c.queue_id, jobs.c.status, sa.func.count())
                             .where(jobs.c.status.in_(list(WAITING | LIVE)))
                             .group_by(jobs.c.queue_id, jobs.c.status)).all()
@@ -103,14 +107,17 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
         site_cloud=np.array([c_index.get(s["cloud"], -1) for s in site_rows], dtype=np.int64),
         site_online=np.array([s["status"] == "online" for s in site_rows], dtype=bool),
         site_nucleus=nucleus,
-        site_disk_free=np.array([float(free_disk.get(x, 0) or 0) for x in sid]),
+        site_disk_free=np.array([free_disk.get(x, 0.0) for x in sid], dtype=float),
         clouds=cloud_names, cloud_tier1=tier1, foreign=foreign_arr,
         queues=[q["name"] for q in queue_rows],
         queue_site=np.array([s_index[q["site"]] for q in queue_rows], dtype=np.int64),
         queue_status=np.array([str(q["status"]) for q in queue_rows], dtype=object),
         queue_type=np.array([str(q["queue_type"]) for q in queue_rows], dtype=object),
         queue_cores=col("cores"), queue_memory_mb=col("max_memory_mb"),
-        queue_walltime_s=col("max_walltime_s"), queue_disk_mb=col("max_disk_mb"),
+        # No wall-time limit (CRIC's maxtime 0, stored NULL): any job fits.
+        queue_walltime_s=np.array([np.inf if q["max_walltime_s"] is None
+                                   else q["max_walltime_s"] for q in queue_rows], dtype=float),
+        queue_disk_mb=col("max_disk_mb"),
         queue_slots=col("pilot_slots"), queue_waiting=waiting, queue_running=running,
         throughput=throughput, present=present, sources=sources)
     return view, {"sites": sid, "clouds": cid, "queues": qid}

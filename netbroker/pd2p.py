@@ -221,7 +221,9 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
     ep_index = {e: k for k, e in enumerate(eps["id"].tolist())}
     ep_ok = ((eps["kind"] == "disk") & eps["active"].astype(bool)
              & (eps["site_status"] == "online")).to_numpy()
-    ep_free = eps["free_bytes"].to_numpy(dtype=float) - np.array(
+    # Unknown space (not reported yet) is not a reason to refuse an endpoint.
+    free = eps["free_bytes"].astype("float64").to_numpy()
+    ep_free = np.where(np.isnan(free), np.inf, free) - np.array(
         [reserved.get(e, 0) for e in eps["id"]], dtype=float)
     tiers = eps.groupby("site_id")["tier"].first()
     tier_weight = np.array([TIER_WEIGHT.get(int(tiers[s]), 0.4) for s in site_ids])

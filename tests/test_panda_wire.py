@@ -102,11 +102,21 @@ def test_queue_description_and_storage_endpoints(panda: httpx.Client) -> None:
     flat = panda.get("/cache/schedconfig/DESY-HH.all.json").json()
     assert (flat["nickname"], flat["state"], flat["corecount"], flat["maxrss"]) == (
         "DESY-HH", "ACTIVE", 8, 24000)
-    assert flat["acopytools"]["pr"] == ["mv"] and flat["timefloor"] == 0
+    # The sample grid's DESY-HH reads from DATADISK and SCRATCHDISK and writes to
+    # DATADISK, whose protocols are file:// then root:// (and davs:// to read).
+    # (with 3.7's names for the same activities: pr, pw and pl for logs)
+    reads, writes = ["DESY-HH_DATADISK", "DESY-HH_SCRATCHDISK"], ["DESY-HH_DATADISK"]
+    assert flat["astorages"] == {"read_lan": reads, "pr": reads, "write_lan": writes,
+                                 "pw": writes, "pl": writes}
+    assert flat["acopytools"]["pr"][0] == "mv" and flat["timefloor"] == 0
     assert panda.get("/cache/schedconfig/DESY-HH.json").json() == {"DESY-HH": flat}
     assert panda.get("/cache/schedconfig/NOPE.all.json").status_code == 404
     endpoints = panda.get("/cache/ddmendpoints.json").json()
-    assert endpoints["DESY-HH_DATADISK"]["site"] == "DESY-HH"
+    datadisk = endpoints["DESY-HH_DATADISK"]
+    assert datadisk["site"] == "DESY-HH"
+    assert [(p["endpoint"], p["path"]) for p in datadisk["arprotocols"]["write_lan"]] == [
+        ("file://localhost", "/pnfs/desy.de/atlas/datadisk/rucio/"),
+        ("root://se.desy.de:1094", "/pnfs/desy.de/atlas/datadisk/rucio/")]
 
 
 def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(

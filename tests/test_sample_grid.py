@@ -24,7 +24,7 @@ def test_sample_grid_parses_with_no_problem() -> None:
     doc = parse_grid_document(RAW, "sample")
     assert check_references(doc) == []
     assert doc.counts() == {"clouds": 12, "sites": 152, "endpoints": 271, "queues": 226,
-                            "datasets": 40}
+                            "datasets": 40, "networks": 304}
 
 
 def test_every_cloud_has_its_real_tier1_and_nucleus() -> None:
@@ -51,3 +51,35 @@ def test_tier1s_have_tape_and_some_disks_are_nearly_full() -> None:
     nearly_full = [n for n, e in DOC["ddmendpoint"].items()
                    if not e["is_tape"] and e["space_free_bytes"] < 0.005 * e["space_total_bytes"]]
     assert len(nearly_full) >= 2
+
+
+def test_every_endpoint_has_protocols_in_cric_shape() -> None:
+    for name, e in DOC["ddmendpoint"].items():
+        ar = e["arprotocols"]
+        if e["is_tape"]:  # tapes are reached from elsewhere only
+            assert set(ar) == {"read_wan", "write_wan", "delete_wan"}, name
+        else:  # disks: a POSIX mount first on the LAN, the door first on the WAN
+            assert ar["write_lan"][0]["endpoint"] == "file://localhost", name
+            assert ar["write_wan"][0]["endpoint"].split("://")[0] in ("root", "davs"), name
+        assert all(set(p) == {"endpoint", "path", "flavour", "id"}
+                   for ps in ar.values() for p in ps), name
+        ids = {p["id"] for ps in ar.values() for p in ps}
+        assert len(ids) == len({p["endpoint"] for ps in ar.values() for p in ps}), name
+
+
+def test_queues_read_every_local_disk_and_write_to_one() -> None:
+    for name, q in DOC["pandaqueue"].items():
+        local = {e for e, rec in DOC["ddmendpoint"].items()
+                 if rec["site"] == q["atlas_site"] and not rec["is_tape"]}
+        assert set(q["astorages"]["read_lan"]) == local, name
+        assert len(q["astorages"]["write_lan"]) == 1, name
+        assert q["astorages"]["write_lan"][0] in local, name
+    hpc = [q for q in DOC["pandaqueue"].values() if "copytools" in q]
+    assert len(hpc) == 4 and all(q["maxtime"] == 0 for q in hpc)
+
+
+def test_every_site_has_a_network_route_of_its_own() -> None:
+    routes = DOC["netsite"]
+    assert sorted(r["rcsite"] for r in routes.values()) == sorted(DOC["site"])
+    blocks = [b for r in routes.values() for fam in ("ipv4", "ipv6") for b in r["networks"][fam]]
+    assert len(blocks) == len(set(blocks)) == 2 * len(DOC["site"])

@@ -61,7 +61,7 @@ class QueueOut(_Out):
     status: SiteStatus
     cores: int
     max_memory_mb: int
-    max_walltime_s: int
+    max_walltime_s: int | None  # None: no limit
     max_disk_mb: int
     pilot_slots: int
     hs06_per_core: float | None
@@ -75,8 +75,8 @@ class EndpointOut(_Out):
     kind: str
     url: str
     host: str
-    total_bytes: int
-    free_bytes: int
+    total_bytes: int | None  # None: not reported yet
+    free_bytes: int | None
     active: bool
     updated_at: AwareDatetime
 

@@ -73,30 +73,39 @@ def db_check(ctx: typer.Context) -> None:
 @grid_app.command("import")
 def grid_import(
     ctx: typer.Context,
-    file: Annotated[str | None, typer.Argument(
-        help="Grid document (CRIC-shaped JSON), or - for standard input.")] = None,
+    files: Annotated[list[str] | None, typer.Argument(
+        help="Grid documents: CRIC-shaped JSON with sections, or CRIC's bare pandaqueue, "
+             "ddmendpoint, site and netsite/netroute dumps, in any order; - for standard "
+             "input.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Import the shipped sample grid.")]
     = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import clouds, sites, queues, endpoints and datasets, all or nothing."""
+    """Import clouds, sites, queues, endpoints, networks and datasets, all or nothing."""
     engine = engine_of(ctx)
-    if sample == (file is not None):
-        raise typer.BadParameter("give either FILE or --sample")
-    if file == "-":
+    if sample == bool(files):
+        raise typer.BadParameter("give either FILE... or --sample")
+    if sample:
+        report = registry.import_grid_file(engine, registry.sample_grid_path())
+    elif files == ["-"]:
         report = registry.import_grid_document(engine, sys.stdin.buffer.read(), "<stdin>")
+    elif "-" in (files or []):
+        raise typer.BadParameter("- (standard input) must be the only FILE")
     else:
-        report = registry.import_grid_file(engine, registry.sample_grid_path() if sample
-                                           else Path(str(file)))
+        report = registry.import_grid_files(engine, [Path(f) for f in files or []])
     if as_json:
         print_json(report.as_dict())
         return
+    for source, shape in report.shapes.items():
+        out.print(f"read {source} as {shape}")
     table = Table(title=f"imported {report.source}")
-    for col in ("records", "inserted", "updated", "unchanged"):
+    for col in ("records", "inserted", "updated", "unchanged", "deleted"):
         table.add_column(col, justify="left" if col == "records" else "right")
     for kind, c in report.counts.items():
-        table.add_row(kind, str(c.inserted), str(c.updated), str(c.unchanged))
+        table.add_row(kind, str(c.inserted), str(c.updated), str(c.unchanged), str(c.deleted))
     out.print(table)
+    for line in report.unmapped:
+        out.print(f"not stored: {line}")
 
 
 @grid_app.command("show")

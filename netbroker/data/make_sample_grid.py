@@ -1,15 +1,18 @@
 """Deterministic generator for netbroker's sample grid registry.
 
 The output follows the JSON layout of ATLAS CRIC (clouds, sites, DDM
-endpoints, PanDA queues) plus a small Rucio-like dataset catalogue, so the
-importer and the brokerage can be exercised without access to a real grid.
-Site names, clouds, countries and network domains follow real WLCG/ATLAS
-sites, except the tier-3s named ``<CC>-<INSTITUTE>-T3``, which are invented;
-capacities, queue parameters, host names and datasets are synthetic.
+endpoints with their protocols, PanDA queues with their storages, network
+routes) plus a small Rucio-like dataset catalogue, so the importer, the
+brokerage and the pilot's documents can be exercised without access to a
+real grid. Site names, clouds, countries and network domains follow real
+WLCG/ATLAS sites, except the tier-3s named ``<CC>-<INSTITUTE>-T3``, which
+are invented; capacities, queue parameters, host names, storage paths,
+protocol ids and datasets are synthetic, and the networks come from
+reserved ranges (198.18.0.0/15, RFC 2544; 2001:db8:a000::/36, RFC 3849).
 
 Regenerate from the repository root with::
 
-    python netbroker/data/make_sample_grid.py > netbroker/data/sample_grid.json
+    python -m netbroker.data.make_sample_grid > netbroker/data/sample_grid.json
 
 The output is reproducible byte for byte: every random draw comes from a
 ``random.Random`` seeded with a fixed string, and nothing reads the clock,
@@ -176,9 +179,15 @@ STATUS_OVERRIDES = {"RO-16-UAIC": "offline", "UKI-LT2-Brunel": "offline",
 # DATADISKs left with < 0.5 % free space, to exercise space-aware brokerage.
 NEARLY_FULL = ("UKI-SOUTHGRID-SUSX_DATADISK", "IN2P3-LPC_DATADISK")
 
-# HPC-like extra queues: (site, nickname, corecount).
+# HPC-like extra queues: (site, nickname, corecount). They set no wall-time
+# limit (CRIC's maxtime 0) and move files with mv, as their own CRIC entries say.
 HPC_QUEUES = (("NERSC", "NERSC_Perlmutter", 128), ("LRZ-LMU", "LRZ-LMU_MUC", 64),
               ("MPPMU", "MPPMU_RAVEN", 72), ("SiGNET", "SiGNET_VEGA", 128))
+MV_ONLY = {"copytools": {"mv": {"setup": ""}},
+           "acopytools": {"pr": ["mv"], "pw": ["mv"], "pl": ["mv"]}}
+
+# Sites that are not their own WLCG resource centre (CRIC's rc_site).
+RC_SITES = {"CERN-P1": "CERN-PROD"}
 
 # Well-known storage front ends: site -> (disk URL, tape URL).
 SE_OVERRIDES = {
@@ -304,6 +313,7 @@ def build_site(row: SiteRow) -> Record:
         "datapolicies": ["Nucleus"] if nucleus else [],
         "domains": domain_list,
         "perfsonar_hosts": perfsonar_hosts(name, tier, domain_list[0]),
+        "rc_site": RC_SITES.get(name, name),
     }
 
 
@@ -333,6 +343,53 @@ def endpoint_totals(tier: int, rng: random.Random) -> dict[str, int]:
     }
 
 
+def protocol_id(endpoint: str, door: str) -> int:
+    # Stable per endpoint and door, as CRIC's ids are stable across dumps.
+    return 100_000 + zlib.crc32(f"{endpoint}:{door}".encode()) % 900_000
+
+
+def flavour(url: str) -> str:
+    scheme = url.split("://", 1)[0].rsplit(":", 1)[-1]
+    return {"root": "XROOTD", "davs": "WEBDAV", "https": "WEBDAV", "srm": "SRM",
+            "file": "POSIX"}.get(scheme, scheme.upper())
+
+
+def endpoint_protocols(name: str, kind: str, domain: str, door_url: str) -> Record:
+    """CRIC's arprotocols and aprotocols of an endpoint.
+
+    Disks: a POSIX mount for the site's own nodes (LAN first choice), the
+    storage door for everyone (WAN first choice, LAN second), and the other
+    door protocol for reading. Tapes: the door, WAN only.
+    """
+    path = f"/pnfs/{domain}/atlas/{kind.lower()}/rucio/"
+    door = door_url.split("/srm/")[0] if "/srm/" in door_url else door_url
+    if kind in TAPE_KINDS:
+        door = f"token:ATLAS{kind}:{door_url}" if door_url.startswith("srm") else door
+        doors = [(door, {"read_wan": 1, "write_wan": 1, "delete_wan": 1})]
+    else:
+        scheme, rest = door.split("://", 1)
+        host = rest.split(":")[0]
+        other = f"root://{host}:1094" if scheme != "root" else f"davs://{host}:443"
+        doors = [("file://localhost", {"read_lan": 1, "write_lan": 1, "delete_lan": 1}),
+                 (door, {"read_lan": 2, "write_lan": 2, "delete_lan": 2, "read_wan": 1,
+                         "write_wan": 1, "delete_wan": 1}),
+                 (other, {"read_lan": 3, "read_wan": 2})]
+    arprotocols: dict[str, list[Record]] = {}
+    aprotocols: dict[str, list[list[Any]]] = {}
+    for url, ranks in doors:
+        entry = {"endpoint": url, "path": path, "flavour": flavour(url),
+                 "id": protocol_id(name, url)}
+        for activity, rank in ranks.items():
+            arprotocols.setdefault(activity, []).append((rank, entry))
+        for short, op in (("r", "read"), ("w", "write"), ("d", "delete")):
+            best = [v for k, v in ranks.items() if k.startswith(op)]
+            if best:
+                aprotocols.setdefault(short, []).append([url, min(best), path])
+    return {"arprotocols": {a: [e for _, e in sorted(v, key=lambda t: t[0])]
+                            for a, v in sorted(arprotocols.items())},
+            "aprotocols": {k: sorted(v, key=lambda r: r[1]) for k, v in aprotocols.items()}}
+
+
 def build_endpoints(row: SiteRow) -> list[Record]:
     site, _cloud, tier, _country, domains = row
     rng = rng_for("space", site)
@@ -350,6 +407,8 @@ def build_endpoints(row: SiteRow) -> list[Record]:
             "se": tape_url if kind in TAPE_KINDS else disk_url,
             "space_total_bytes": totals[kind],
             "space_free_bytes": int(totals[kind] * free_frac) // GB * GB,
+            **endpoint_protocols(name, kind, domains.split()[0],
+                                 tape_url if kind in TAPE_KINDS else disk_url),
         })
     return endpoints
 
@@ -388,19 +447,32 @@ def build_queues(row: SiteRow) -> list[Record]:
     site, tier = row[0], row[2]
     rng = rng_for("queues", site)
     disk = f"{site}_LOCALGROUPDISK" if tier == 3 else f"{site}_DATADISK"
-    lan = {"read_lan": [disk], "write_lan": [disk]}
+    # Every disk of the site is local: its files are read, and written, over the LAN.
+    local = [disk] if tier == 3 else [disk, f"{site}_SCRATCHDISK"]
+    lan = {"read_lan": local, "write_lan": [disk]}
     nickname, qtype, cores = production_layout(site, tier, rng)
     queues = [make_queue(nickname, row, qtype, cores, lan, rng)]
     if tier <= 1 or (tier == 2 and rng.random() < 0.7):
         # User analysis output goes to the scratch token, not DATADISK.
-        analy = {"read_lan": [disk], "write_lan": [f"{site}_SCRATCHDISK"]}
+        analy = {"read_lan": local, "write_lan": [f"{site}_SCRATCHDISK"]}
         queues.append(make_queue(f"ANALY_{site}", row, "analysis",
                                  rng.choice((1, 1, 1, 8)), analy, rng))
     for hpc_site, hpc_nickname, hpc_cores in HPC_QUEUES:
         if hpc_site == site:
-            queues.append(make_queue(hpc_nickname, row, "production",
-                                     hpc_cores, lan, rng))
+            queues.append({**make_queue(hpc_nickname, row, "production", hpc_cores, lan, rng),
+                           "maxtime": 0, **MV_ONLY})
     return queues
+
+
+def build_netroutes() -> dict[str, Record]:
+    """One network route per site (CRIC's netroute shape): a /24 and a /48 of its own."""
+    routes = {}
+    for i, (site, *_rest) in enumerate(SITES):
+        routes[f"{site}-LHCONE"] = {
+            "rcsite": site, "netsite": f"NET-{site}",
+            "networks": {"ipv4": [f"198.{18 + i // 256}.{i % 256}.0/24"],
+                         "ipv6": [f"2001:db8:{0xa000 + i:x}::/48"]}}
+    return routes
 
 
 def log_spec(scope: str, base: str, tid: int) -> DatasetSpec:
@@ -526,7 +598,8 @@ def build_document() -> Record:
     endpoints = {ep["name"]: ep for row in SITES for ep in build_endpoints(row)}
     queues = {q["nickname"]: q for row in SITES for q in build_queues(row)}
     return {"cloud": build_clouds(), "site": sites, "ddmendpoint": endpoints,
-            "pandaqueue": queues, "dataset": build_datasets(sites, endpoints)}
+            "pandaqueue": queues, "netsite": build_netroutes(),
+            "dataset": build_datasets(sites, endpoints)}
 
 
 def main() -> None:

@@ -2,11 +2,14 @@
 
 The caller opens the transaction (``with engine.begin() as conn``) and hands
 the connection in; every method here runs inside it, so an import either
-lands whole or not at all. Rows go in and come out as plain dicts.
+lands whole or not at all. Rows go in and come out as plain dicts. The
+reads at the end (:meth:`GridDB.queue_description`, :meth:`GridDB.ddm_endpoints`)
+give what the pilot's queue description and storage list are made of.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +20,14 @@ from sqlalchemy.engine import Connection
 from netbroker.db.schema import (
     clouds,
     datasets,
+    endpoint_protocols,
     endpoints,
     files,
+    queue_storages,
     queues,
     replicas,
     site_hosts,
+    site_subnets,
     sites,
 )
 
@@ -32,15 +38,16 @@ _CHUNK = 500
 
 @dataclass(frozen=True)
 class UpsertCount:
-    """How many rows an upsert inserted, changed, and found already equal."""
+    """How many rows a write inserted, changed, found already equal, and deleted."""
 
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
 
     def __add__(self, other: UpsertCount) -> UpsertCount:
         return UpsertCount(self.inserted + other.inserted, self.updated + other.updated,
-                           self.unchanged + other.unchanged)
+                           self.unchanged + other.unchanged, self.deleted + other.deleted)
 
 
 class GridDB:
@@ -120,6 +127,48 @@ class GridDB:
                   for r in rows]
         self.conn.execute(stmt, params)
 
+    def rows_by_name(self, table: sa.Table, names: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of ``table`` with these names (what a record leaves out keeps)."""
+        found = self._existing(table, ("name",), [(n,) for n in names])
+        return {key[0]: dict(row) for key, row in found.items()}
+
+    def replace_owned(self, table: sa.Table, owner: str,
+                      rows_by_owner: Mapping[int, Sequence[Mapping[str, Any]]],
+                      keys: Sequence[str]) -> UpsertCount:
+        """Make the rows of each owner (an endpoint's protocols, a site's subnets) exactly these.
+
+        Rows are matched on ``keys`` within their owner; only what differs is
+        deleted and inserted, so writing the same rows again changes nothing.
+        Owners not in ``rows_by_owner`` keep theirs. O(n) rows, a query per
+        500 owners to read, one executemany each to delete and insert.
+        """
+        if not rows_by_owner:
+            return UpsertCount()
+        key_cols = [owner, *keys]
+        old: dict[tuple[Any, ...], dict[str, Any]] = {}
+        owners = list(rows_by_owner)
+        for i in range(0, len(owners), _CHUNK):
+            stmt = sa.select(table).where(table.c[owner].in_(owners[i:i + _CHUNK]))
+            for row in self.conn.execute(stmt).mappings():
+                old[tuple(row[k] for k in key_cols)] = dict(row)
+        new = {}
+        for o, rows in rows_by_owner.items():
+            for r in rows:
+                row = {**r, owner: o}
+                new[tuple(row[k] for k in key_cols)] = row
+        added = [k for k in new if k not in old]
+        changed = [k for k in new if k in old and any(old[k][c] != v for c, v in new[k].items())]
+        gone = [k for k in old if k not in new]
+        if gone or changed:
+            stmt = sa.delete(table).where(*[table.c[k] == sa.bindparam(f"k_{k}")
+                                            for k in key_cols])
+            self.conn.execute(stmt, [{f"k_{c}": v for c, v in zip(key_cols, k, strict=True)}
+                                     for k in (*gone, *changed)])
+        if added or changed:
+            self.conn.execute(sa.insert(table), [new[k] for k in (*changed, *added)])
+        return UpsertCount(len(added), len(changed), len(new) - len(added) - len(changed),
+                           len(gone))
+
     def ids(self, table: sa.Table, keys: Sequence[str] = ("name",)) -> dict[Any, int]:
         """Map natural key -> id for every row of ``table`` (a bare value for one key)."""
         cols = [table.c[k] for k in keys]
@@ -171,25 +220,42 @@ class GridDB:
                 .where(site_hosts.c.role == role))
         return {(h, r): s for h, r, s in self.conn.execute(stmt)}
 
+    def site_rc_sites(self) -> dict[str, str]:
+        """Map every site that has one to its resource centre (CRIC's rc_site)."""
+        stmt = sa.select(sites.c.name, sites.c.rc_site).where(sites.c.rc_site.is_not(None))
+        return {s: rc for s, rc in self.conn.execute(stmt)}
+
     def site_lookup(self) -> dict[str, dict[str, list[int]]]:
         """Every name that identifies a site, mapped to the site ids it may mean.
 
-        Keys of the result: ``site`` (site names), ``rse`` (endpoint names),
-        ``host`` (storage endpoint and perfSONAR hosts), ``domain`` (network
-        domains, which sites may share). Host names and domains are lower-case.
+        Keys of the result: ``site`` (site names), ``rse`` (endpoint names,
+        lower-case: RSE names are compared case-insensitively), ``host``
+        (storage endpoint, storage protocol and perfSONAR hosts), ``domain``
+        (network domains, which sites may share), ``subnet`` (IPv4/IPv6
+        networks in CIDR form). Host names and domains are lower-case.
         """
-        out: dict[str, dict[str, list[int]]] = {"site": {}, "rse": {}, "host": {}, "domain": {}}
+        out: dict[str, dict[str, list[int]]] = {"site": {}, "rse": {}, "host": {}, "domain": {},
+                                                "subnet": {}}
         for name, sid in self.conn.execute(sa.select(sites.c.name, sites.c.id)):
             out["site"].setdefault(name, []).append(sid)
         for name, host, sid in self.conn.execute(
                 sa.select(endpoints.c.name, endpoints.c.host, endpoints.c.site_id)):
-            out["rse"].setdefault(name, []).append(sid)
+            out["rse"].setdefault(name.lower(), []).append(sid)
             if host:
                 out["host"].setdefault(host.lower(), []).append(sid)
+        protocol_hosts = (sa.select(endpoint_protocols.c.host, endpoints.c.site_id).distinct()
+                          .join(endpoints)
+                          .where(endpoint_protocols.c.host.not_in(["", "localhost"])))
+        for host, sid in self.conn.execute(protocol_hosts):
+            ids = out["host"].setdefault(host.lower(), [])
+            if sid not in ids:
+                ids.append(sid)
         for host, role, sid in self.conn.execute(
                 sa.select(site_hosts.c.host, site_hosts.c.role, site_hosts.c.site_id)):
             key = "domain" if role == "domain" else "host"
             out[key].setdefault(host.lower(), []).append(sid)
+        for cidr, sid in self.conn.execute(sa.select(site_subnets.c.cidr, site_subnets.c.site_id)):
+            out["subnet"].setdefault(cidr, []).append(sid)
         return out
 
     def list_clouds(self) -> list[dict[str, Any]]:
@@ -294,6 +360,82 @@ class GridDB:
 
     def table_counts(self) -> dict[str, int]:
         """Row count of every registry table (what an import must leave unchanged)."""
-        tables = (clouds, sites, site_hosts, queues, endpoints, datasets, files, replicas)
+        tables = (clouds, sites, site_hosts, site_subnets, queues, queue_storages, endpoints,
+                  endpoint_protocols, datasets, files, replicas)
         return {t.name: self.conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
                 for t in tables}
+
+    # -- what the pilot's documents are made of ------------------------------
+
+    def endpoint_protocols(self, names: Collection[str] | None = None
+                           ) -> dict[str, list[dict[str, Any]]]:
+        """Each endpoint's protocols (all endpoints, or those named), in their order.
+
+        A protocol: ``protocol_id, position, url, scheme, host, port, path,
+        flavour`` and a priority per activity of ``PROTOCOL_ACTIVITIES``.
+        """
+        cols = [c for c in endpoint_protocols.c if c.name != "endpoint_id"]
+        stmt = (sa.select(endpoints.c.name.label("endpoint"), *cols).join(endpoints)
+                .order_by(endpoints.c.name, endpoint_protocols.c.position))
+        out: dict[str, list[dict[str, Any]]] = {}
+        wanted = None if names is None else sorted(set(names))
+        chunks = [None] if wanted is None else [wanted[i:i + _CHUNK]
+                                                for i in range(0, len(wanted), _CHUNK)]
+        for chunk in chunks:
+            query = stmt if chunk is None else stmt.where(endpoints.c.name.in_(chunk))
+            for row in self.conn.execute(query).mappings():
+                entry = dict(row)
+                out.setdefault(entry.pop("endpoint"), []).append(entry)
+        return out
+
+    def queue_storages(self, queue_id: int) -> dict[str, list[str]]:
+        """A queue's astorages: per activity, its endpoints' names in order."""
+        stmt = (sa.select(queue_storages.c.activity, endpoints.c.name).join(endpoints)
+                .where(queue_storages.c.queue_id == queue_id)
+                .order_by(queue_storages.c.activity, queue_storages.c.position))
+        out: dict[str, list[str]] = {}
+        for activity, name in self.conn.execute(stmt):
+            out.setdefault(activity, []).append(name)
+        return out
+
+    def queue_description(self, name: str) -> dict[str, Any] | None:
+        """Everything a queue's schedconfig object is made of, or None for no such queue.
+
+        Returns
+        -------
+        dict
+            ``queue``: the queue row (:meth:`queue`), its ``copytools`` and
+            ``acopytools`` decoded (None when not given); ``astorages``:
+            :meth:`queue_storages`; ``site_endpoints``: the names of its site's
+            active disk endpoints, most free space first (unknown space last);
+            ``protocols``: :meth:`endpoint_protocols` of all those endpoints.
+        """
+        queue = self.queue(name)
+        if queue is None:
+            return None
+        for key in ("copytools", "acopytools"):
+            queue[key] = None if queue[key] is None else json.loads(queue[key])
+        astorages = self.queue_storages(queue["id"])
+        stmt = (sa.select(endpoints.c.name).join(sites)
+                .where(sites.c.name == queue["site"], endpoints.c.kind == "disk",
+                       endpoints.c.active)
+                .order_by(endpoints.c.free_bytes.desc().nulls_last(), endpoints.c.name))
+        site_endpoints = list(self.conn.execute(stmt).scalars())
+        named = {n for ns in astorages.values() for n in ns} | set(site_endpoints)
+        return {"queue": queue, "astorages": astorages, "site_endpoints": site_endpoints,
+                "protocols": self.endpoint_protocols(named)}
+
+    def ddm_endpoints(self) -> list[dict[str, Any]]:
+        """Every storage endpoint with its id, site and ``protocols``, by name.
+
+        What ``/cache/ddmendpoints.json`` is made of. O(e + p) for e endpoints
+        and p protocols, two queries.
+        """
+        stmt = (sa.select(endpoints.c.id, endpoints.c.name, endpoints.c.endpoint_type,
+                          endpoints.c.kind, endpoints.c.active, endpoints.c.url,
+                          endpoints.c.host, sites.c.name.label("site"),
+                          sites.c.rc_site)
+                .join(sites, endpoints.c.site_id == sites.c.id).order_by(endpoints.c.name))
+        protocols = self.endpoint_protocols()
+        return [{**row, "protocols": protocols.get(row["name"], [])}
+                for row in self.conn.execute(stmt).mappings()]

@@ -236,7 +236,8 @@ class Pd2pDB:
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def use_space(self, endpoint_id: int, nbytes: int) -> None:
-        """Take ``nbytes`` off an endpoint's free space (never below zero)."""
+        """Take ``nbytes`` off an endpoint's free space (never below zero; unknown stays)."""
         free = endpoints.c.free_bytes
-        self.conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint_id).values(
+        self.conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint_id,
+                                                     free.is_not(None)).values(
             free_bytes=sa.case((free > nbytes, free - nbytes), else_=0)))

@@ -16,9 +16,13 @@ blocks instead of a row per link; writes to a blocked start rebuild its block.
 
 The grid registry::
 
-    clouds ──< sites ──< queues
+    clouds ──< sites ──< queues ──< queue_storages >──┐
        │         ├────< endpoints ──< replicas >── datasets ──< files
-       └ tier1 ──┘└───< site_hosts
+       │         │          └─────< endpoint_protocols
+       └ tier1 ──┘└───< site_hosts, site_subnets
+
+A storage endpoint's space is NULL until a space report gives it; a queue's
+``max_walltime_s`` is NULL for no limit (CRIC's ``maxtime 0``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "BLOCK_ARRAYS",
     "ENDPOINT_KINDS",
+    "PROTOCOL_ACTIVITIES",
     "EventRangeStatus",
     "JobStatus",
     "ProcessingType",
@@ -51,6 +56,7 @@ __all__ = [
     "cycles",
     "dataset_accesses",
     "datasets",
+    "endpoint_protocols",
     "endpoints",
     "event_ranges",
     "files",
@@ -64,11 +70,13 @@ __all__ = [
     "metric_buckets",
     "metric_samples",
     "priority_boosts",
+    "queue_storages",
     "queues",
     "rebrokerages",
     "replicas",
     "replication_decisions",
     "site_hosts",
+    "site_subnets",
     "sites",
     "tasks",
     "utcnow",
@@ -157,6 +165,11 @@ class ReplicaState(enum.StrEnum):
 
 ENDPOINT_KINDS = ("disk", "tape")
 
+# What a storage protocol may be used for, as CRIC's arprotocols name it: one
+# priority column each in ``endpoint_protocols`` (1 first choice, 0 not used).
+PROTOCOL_ACTIVITIES = ("read_lan", "read_wan", "write_lan", "write_wan", "delete_lan",
+                       "delete_wan")
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """An aware UTC datetime on every backend.
@@ -225,6 +238,9 @@ sites = sa.Table(
     sa.Column("status", _enum(SiteStatus, "site_status"), nullable=False),
     sa.Column("is_nucleus", sa.Boolean, nullable=False, server_default=sa.false()),
     _updated_at(),
+    # The WLCG resource centre (CRIC's rc_site) the site belongs to; queues,
+    # endpoints and network routes may name a site by it.
+    sa.Column("rc_site", sa.String(128), nullable=True),
     sa.CheckConstraint("tier >= 0 AND tier <= 3", name="tier_range"),
 )
 
@@ -252,11 +268,16 @@ queues = sa.Table(
     sa.Column("status", _enum(SiteStatus, "queue_status"), nullable=False),
     sa.Column("cores", sa.Integer, nullable=False),
     sa.Column("max_memory_mb", sa.Integer, nullable=False),
-    sa.Column("max_walltime_s", sa.Integer, nullable=False),
+    sa.Column("max_walltime_s", sa.Integer, nullable=True),  # NULL: no limit
     sa.Column("max_disk_mb", sa.Integer, nullable=False),
     sa.Column("pilot_slots", sa.Integer, nullable=False),
     sa.Column("hs06_per_core", sa.Float, nullable=True),
     _updated_at(),
+    # JSON as CRIC gives them ({"mv": {"setup": ""}}, {"pw": ["mv"]}); NULL when
+    # the registry was not told: the queue description derives them from the
+    # protocols of the queue's storages.
+    sa.Column("copytools", sa.Text, nullable=True),
+    sa.Column("acopytools", sa.Text, nullable=True),
     sa.CheckConstraint("cores >= 1", name="cores_positive"),
     sa.CheckConstraint("max_memory_mb >= 0 AND max_walltime_s >= 0", name="limits_not_negative"),
     sa.CheckConstraint("pilot_slots >= 0", name="slots_not_negative"),
@@ -272,8 +293,9 @@ endpoints = sa.Table(
     sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("url", sa.String(512), nullable=False, server_default=""),
     sa.Column("host", sa.String(255), nullable=False, server_default=""),
-    sa.Column("total_bytes", sa.BigInteger, nullable=False),
-    sa.Column("free_bytes", sa.BigInteger, nullable=False),
+    # Space is unknown (NULL) until reported: CRIC's endpoints carry none.
+    sa.Column("total_bytes", sa.BigInteger, nullable=True),
+    sa.Column("free_bytes", sa.BigInteger, nullable=True),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     _updated_at(),
     sa.CheckConstraint("kind IN ('disk', 'tape')", name="kind_known"),
@@ -322,6 +344,60 @@ replicas = sa.Table(
     # for PD2P's, when its lifetime ends (then it is proposed for clean-up).
     sa.Column("origin", sa.String(16), nullable=False, server_default="catalog"),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
+)
+
+endpoint_protocols = sa.Table(
+    "endpoint_protocols",
+    metadata,
+    # One protocol of an endpoint as CRIC describes it: ``url`` is CRIC's
+    # "endpoint" (scheme://host:port), ``path`` the prefix files go under; a
+    # priority per activity (1 first choice, 0 not used for it). ``protocol_id``
+    # is CRIC's id when it gave one, else one unique within the endpoint.
+    sa.Column(
+        "endpoint_id", sa.Integer, sa.ForeignKey("endpoints.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("protocol_id", sa.Integer, primary_key=True),
+    sa.Column("position", sa.SmallInteger, nullable=False),
+    sa.Column("url", sa.String(512), nullable=False),
+    sa.Column("scheme", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False, server_default=""),
+    sa.Column("port", sa.Integer, nullable=True),
+    sa.Column("path", sa.String(512), nullable=False, server_default=""),
+    sa.Column("flavour", sa.String(32), nullable=False, server_default=""),
+    *[sa.Column(a, sa.SmallInteger, nullable=False, server_default="0")
+      for a in PROTOCOL_ACTIVITIES],
+    sa.CheckConstraint(" AND ".join(f"{a} >= 0" for a in PROTOCOL_ACTIVITIES),
+                       name="priorities_not_negative"),
+)
+
+queue_storages = sa.Table(
+    "queue_storages",
+    metadata,
+    # A queue's astorages: per activity (read_lan, write_lan, pr, pw, ...) its
+    # storage endpoints in order, the first the default.
+    sa.Column(
+        "queue_id", sa.Integer, sa.ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("activity", sa.String(32), primary_key=True),
+    sa.Column("position", sa.SmallInteger, primary_key=True),
+    sa.Column("endpoint_id", sa.Integer, sa.ForeignKey("endpoints.id"), nullable=False,
+              index=True),
+)
+
+site_subnets = sa.Table(
+    "site_subnets",
+    metadata,
+    # The IPv4/IPv6 networks of a site (CRIC netsites and netroutes), which map
+    # a host to its site by address when its name does not. ``cidr`` is the
+    # network in its normal form (``ipaddress.ip_network(...).compressed``).
+    sa.Column(
+        "site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("cidr", sa.String(49), primary_key=True),
+    sa.Column("family", sa.SmallInteger, nullable=False),
+    sa.Column("netroute", sa.String(128), nullable=False, server_default=""),
+    sa.CheckConstraint("family IN (4, 6)", name="family_known"),
 )
 
 
@@ -407,7 +483,6 @@ metric_block_marks = sa.Table(
     sa.Column("through_s", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("kind", "source"),
 )
-
 
 tasks = sa.Table(
     "tasks",

@@ -158,11 +158,12 @@ class TaskDB:
 
     def output_endpoint(self, queue_id: int) -> dict[str, Any] | None:
         """Where a job of this queue writes its outputs: its site's active disk endpoint
-        with the most free space."""
+        with the most free space (endpoints of unknown space after those of known)."""
         stmt = (sa.select(endpoints.c.name, endpoints.c.url)
                 .join(queues, queues.c.site_id == endpoints.c.site_id)
                 .where(queues.c.id == queue_id, endpoints.c.kind == "disk", endpoints.c.active)
-                .order_by(endpoints.c.free_bytes.desc(), endpoints.c.name).limit(1))
+                .order_by(endpoints.c.free_bytes.desc().nulls_last(), endpoints.c.name)
+                .limit(1))
         row = self.conn.execute(stmt).mappings().first()
         return dict(row) if row is not None else None
 
