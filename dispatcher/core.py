@@ -7,18 +7,22 @@ are the core's (``netbroker.jobs``).
 
 from __future__ import annotations
 
+import logging
 import time
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from netbroker.config import DispatcherSettings
+from netbroker.datasets import endpoint_of_url, pfn
 from netbroker.db import atomic_write, begin_immediate, database_key
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, utcnow
+from netbroker.db.schema import JobStatus, queues, utcnow
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import Forbidden, InvalidTransition, UnknownJob, UnknownQueue
 from netbroker.jobs import FINAL, LIVE, pilot_sources
@@ -31,11 +35,14 @@ __all__ = [
     "acquire_job",
     "job_log",
     "pilot_demand",
+    "register_outputs",
     "report_is_one_statement",
     "update_job",
     "upload_log",
     "watchdog",
 ]
+
+log = logging.getLogger(__name__)
 
 LOST_HEARTBEAT_CODE = 1144  # our pilot error code for a job whose pilot went silent
 
@@ -65,6 +72,7 @@ class OutputReport(BaseModel):
     bytes: int = Field(ge=0, le=2**63 - 1)
     adler32: str = Field(pattern=r"^[0-9a-f]{8}$")
     guid: Name | None = Field(None, max_length=36)
+    url: Name | None = Field(None, max_length=2048, description="Where it was written.")
 
 
 class UpdateRequest(BaseModel):
@@ -161,7 +169,9 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
             changed = bool(sources) and db.set_status(job_id, report.state, sources, now,
                                                       owner, **fields)
             if changed and report.files:
-                TaskDB(conn).record_outputs(job_id, [f.model_dump() for f in report.files])
+                outputs = [f.model_dump() for f in report.files]
+                TaskDB(conn).record_outputs(job_id, outputs)
+                register_outputs(conn, job_id, outputs, now)
             if changed and report.state == JobStatus.FAILED:
                 db.retry(job_id, now)
             job = None if changed else db.get(job_id)
@@ -177,6 +187,50 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     if job["status"] == report.state and report.state in FINAL:
         return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)
+
+
+def register_outputs(conn: Connection, job_id: int, outputs: list[dict[str, Any]],
+                     now: datetime) -> int:
+    """The job's outputs and log, as the pilot reported them, become files of their
+    datasets with a replica at the endpoint each was written to; returns how many.
+
+    The endpoint is the one whose protocol URL the file's URL starts with (the
+    job's site's first, then any), else where the dispatcher told the pilot to
+    write. A GUID the pilot did not give is derived from the file's name. A
+    reported file that is not one of the job's outputs is logged and skipped.
+    """
+    db, job = TaskDB(conn), JobDB(conn).get(job_id)
+    if job is None:
+        return 0
+    mine = {f["lfn"]: f for f in db.output_files(job_id)}
+    site_id = conn.execute(sa.select(queues.c.site_id)
+                           .where(queues.c.id == job["queue_id"])).scalar()
+    here, anywhere = db.storage_prefixes(site_id), None
+    told = db.output_endpoint(job["queue_id"]) if job["queue_id"] else None
+    registered = 0
+    for report in outputs:
+        spec = mine.get(report["lfn"])
+        if spec is None:
+            log.warning("job %d reported %r, which is none of its outputs", job_id,
+                        report["lfn"], extra={"job_id": job_id})
+            continue
+        url = report.get("url") or ""
+        endpoint = endpoint_of_url(url, here) if url else None
+        if url and endpoint is None:
+            anywhere = anywhere if anywhere is not None else db.storage_prefixes()
+            endpoint = endpoint_of_url(url, anywhere)
+        if endpoint is None and told is not None:
+            endpoint = told["name"]
+            url = url or (pfn(told["url"], spec["scope"], spec["lfn"]) if told["url"] else "")
+        guid = report.get("guid") or str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                     f"{spec['scope']}:{spec['lfn']}"))
+        dataset_id, file_id = db.add_output_file(spec["scope"], spec["dataset"], spec["lfn"],
+                                                 guid, report["bytes"], report["adler32"], now)
+        db.link_job_file(spec["id"], file_id)
+        if endpoint is not None:
+            db.add_file_replica(dataset_id, file_id, endpoint, url, now)
+        registered += 1
+    return registered
 
 
 MAX_LOG_BYTES = 8 * 2**20

@@ -115,7 +115,8 @@ class UpdateJobForm(BaseModel):
         try:
             return [OutputReport(lfn=lfn, bytes=int(meta["fsize"]),
                                  adler32=str(meta["adler32"]).lower().zfill(8),
-                                 guid=meta.get("guid")) for lfn, meta in written.items()]
+                                 guid=meta.get("guid") or None, url=meta.get("surl") or None)
+                    for lfn, meta in written.items()]
         except KeyError as exc:
             raise ValueError(f"xml: a file's metadata lacks {exc}") from None
         except (TypeError, OverflowError) as exc:

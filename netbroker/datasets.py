@@ -9,13 +9,15 @@ These are the parsed, validated records the grid document and PD2P use.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from netbroker.db.schema import ReplicaState
 
-__all__ = ["DatasetRecord", "FileRecord", "ReplicaRecord", "did", "pfn", "rucio_path"]
+__all__ = ["DatasetRecord", "FileRecord", "ReplicaRecord", "did", "endpoint_of_url", "pfn",
+           "rucio_path"]
 
 
 def _lower(value: object) -> object:
@@ -93,3 +95,39 @@ def pfn(endpoint_url: str, scope: str, lfn: str) -> str:
     'davs://se.desy.example:443/atlasdatadisk/data23/e6/58/f.root'
     """
     return f"{endpoint_url.rstrip('/')}/{rucio_path(scope, lfn)}"
+
+
+def endpoint_of_url(url: str, prefixes: Mapping[str, Iterable[str]]) -> str | None:
+    """The endpoint whose storage holds ``url``: the one with the longest of its
+    URL prefixes (a protocol's ``scheme://host:port`` and path) that ``url`` starts
+    with, compared as paths (a prefix ends at a ``/``). None if none does.
+
+    Parameters
+    ----------
+    url : str
+        Where a file was written (a pilot's SURL).
+    prefixes : mapping of str to iterable of str
+        Per endpoint name, the URL prefixes of its protocols.
+
+    Examples
+    --------
+    >>> protocols = {"A_DATADISK": ["file://localhost/data/a/rucio/", "root://se.a:1094//a"],
+    ...              "A_SCRATCH": ["file://localhost/data/a/rucio/scratch"]}
+    >>> endpoint_of_url("file://localhost/data/a/rucio/user/x/12/34/f.root", protocols)
+    'A_DATADISK'
+    >>> endpoint_of_url("file://localhost/data/a/rucio/scratch/f.root", protocols)
+    'A_SCRATCH'
+    >>> endpoint_of_url("file://localhost/data/a/rucio2/f.root", protocols) is None
+    True
+
+    Notes
+    -----
+    O(p) for p prefixes.
+    """
+    best, best_len = None, -1
+    for name, urls in prefixes.items():
+        for prefix in urls:
+            stem = prefix.rstrip("/")
+            if (url == stem or url.startswith(stem + "/")) and len(stem) > best_len:
+                best, best_len = name, len(stem)
+    return best

@@ -77,12 +77,14 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
             target[by_qid[queue_id]] += count
     present: dict[int, np.ndarray] = {}
     sources: dict[int, np.ndarray] = {}
-    for dataset_id, site_id, kind in replicas:
+    for dataset_id, site_id, kind, whole in replicas:
         i = by_sid.get(site_id)
         if i is None:
             continue
+        # A site holding pieces of a dataset (files jobs wrote there) is a source to
+        # bring it from, not a site where it is present.
         sources.setdefault(dataset_id, np.zeros(n, bool))[i] = True
-        if kind == "disk":
+        if kind == "disk" and whole:
             present.setdefault(dataset_id, np.zeros(n, bool))[i] = True
     tier1 = np.array([s_index.get(c["tier1"], -1) if c["tier1"] else -1 for c in cloud_rows],
                      dtype=np.int64)

@@ -254,7 +254,8 @@ def _protocol_row(position: int, p: Any) -> dict[str, Any]:
 
 def _write_queues(db: GridDB, records: list[QueueRecord], site_ids: dict[Any, int],
                   res: Resolution, now: Any) -> dict[str, UpsertCount]:
-    """Queues, and the astorages of those that give them; copy tools kept when not given."""
+    """Queues, and the astorages of those that give them; copy tools and catchall kept
+    when not given."""
     stored = db.rows_by_name(queues, [q.name for q in records])
     out = {"queues": db.upsert(queues, [
         {"name": q.name, "site_id": site_ids[res.queue_sites[q.name]],
@@ -264,7 +265,9 @@ def _write_queues(db: GridDB, records: list[QueueRecord], site_ids: dict[Any, in
          "max_disk_mb": q.max_disk_mb, "pilot_slots": q.pilot_slots,
          "hs06_per_core": q.hs06_per_core, "updated_at": now,
          "copytools": _json(q.copytools, stored.get(q.name, {}).get("copytools")),
-         "acopytools": _json(q.acopytools, stored.get(q.name, {}).get("acopytools"))}
+         "acopytools": _json(q.acopytools, stored.get(q.name, {}).get("acopytools")),
+         "catchall": q.catchall if q.catchall is not None
+         else stored.get(q.name, {}).get("catchall")}
         for q in records])}
     queue_ids, endpoint_ids = db.ids(queues), db.ids(endpoints)
     out["queue_storages"] = db.replace_owned(queue_storages, "queue_id", {

@@ -196,8 +196,8 @@ Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
 class QueueRecord(_Record):
     """A compute queue (PanDA queue) of a site.
 
-    ``max_walltime_s`` is None for no limit. ``astorages``, ``copytools`` and
-    ``acopytools`` are None when the record does not give them.
+    ``max_walltime_s`` is None for no limit. ``astorages``, ``copytools``,
+    ``acopytools`` and ``catchall`` are None when the record does not give them.
     """
 
     name: str = Field(alias="nickname", min_length=1, max_length=128)
@@ -223,6 +223,8 @@ class QueueRecord(_Record):
                          BeforeValidator(lambda v: {} if v is None else v)] = None
     copytools: Annotated[dict[str, dict[str, Any]] | None, BeforeValidator(_copytools)] = None
     acopytools: dict[str, Names] | None = None
+    catchall: Annotated[str | None, BeforeValidator(_blank_is_none)] = Field(
+        None, max_length=1024)
 
     @model_validator(mode="after")
     def _named_site_and_resource(self) -> QueueRecord:

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from netbroker.db.engine import insert_for
 from netbroker.db.schema import cycles
 
 __all__ = ["CycleDB", "cycle_health", "is_overdue"]
@@ -36,8 +36,7 @@ class CycleDB:
         ``period_s``, the holder's period of the cycle, is stored with the
         lease, so readers can tell an overdue cycle (:func:`is_overdue`).
         """
-        insert = (sqlite.insert(cycles) if self.conn.dialect.name == "sqlite"
-                  else postgresql.insert(cycles))
+        insert = insert_for(self.conn, cycles)
         expires = now + timedelta(seconds=ttl_s)
         stmt = insert.values(name=name, holder=holder, lease_expires_at=expires, runs=0,
                              failures=0, period_s=period_s)

@@ -36,7 +36,7 @@ from netbroker.db.prepared import run_driver_sql
 
 __all__ = ["WriteBatch", "WriteBatchLost", "atomic_write", "begin_immediate",
            "create_autocommit_engine", "create_db_engine", "database_key", "describe_url",
-           "is_busy", "is_sqlite", "retry_when_busy", "write_batch"]
+           "insert_for", "is_busy", "is_sqlite", "retry_when_busy", "write_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,14 @@ def create_db_engine(settings: DatabaseSettings | str) -> Engine:
 def is_sqlite(bind: Engine | Connection) -> bool:
     """True when ``bind`` talks to SQLite."""
     return bind.dialect.name == "sqlite"
+
+
+def insert_for(bind: Engine | Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT into ``table``, the one with ``ON CONFLICT`` (SQLite >=
+    3.24 and PostgreSQL spell it alike; SQLAlchemy has a construct for each)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (sqlite.insert(table) if is_sqlite(bind) else postgresql.insert(table))
 
 
 # SQLite's primary result codes for "another connection holds the lock".

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
+from netbroker.db.engine import insert_for
 from netbroker.db.schema import (
     BLOCK_ARRAYS,
     metric_block_marks,
@@ -70,13 +71,6 @@ _INGEST_LOCK = 0x6E62_6D65  # "nbme": the advisory lock key of metric ingestion
 # in turn, 2026-12-02).
 _BATCH_CACHE_KIB = 1024 * 1024
 _STAGING = "nb_staging"  # the schema a staged chunk is attached as, on SQLite
-
-
-def _insert_for(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT that supports ``ON CONFLICT`` (SQLite >= 3.24, PostgreSQL)."""
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    return postgresql.insert(table)
 
 
 class MetricsDB:
@@ -203,7 +197,7 @@ class MetricsDB:
             return 0
         t = metric_samples
         before = self._max_sample_id()
-        stmt = _insert_for(self.conn, t).on_conflict_do_nothing(index_elements=["origin_key"])
+        stmt = insert_for(self.conn, t).on_conflict_do_nothing(index_elements=["origin_key"])
         if self._executemany(stmt, SAMPLE_COLUMNS, chunk.by_key) == len(rows):
             self._add_to_buckets(chunk.buckets)
             return len(rows)
@@ -304,7 +298,7 @@ class MetricsDB:
     def _add_to_buckets(self, buckets: list[tuple[Any, ...]]) -> None:
         # Given in primary-key order, for the reason the samples go in key
         # order (see add_chunk).
-        self._executemany(_add_to_buckets(_insert_for(self.conn, metric_buckets)),
+        self._executemany(_add_to_buckets(insert_for(self.conn, metric_buckets)),
                           BUCKET_COLUMNS, buckets)
         marks = self.block_marks()
         if marks:
@@ -354,7 +348,7 @@ class MetricsDB:
         b, m = metric_bucket_blocks, metric_block_marks
         self.conn.execute(sa.delete(b).where(b.c.kind == kind, b.c.source == source,
                                              b.c.bucket_start_s < keep))
-        ins = _insert_for(self.conn, m).values(kind=kind, source=source, from_s=keep,
+        ins = insert_for(self.conn, m).values(kind=kind, source=source, from_s=keep,
                                                through_s=through)
         self.conn.execute(ins.on_conflict_do_update(
             index_elements=["kind", "source"],

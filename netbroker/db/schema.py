@@ -59,6 +59,7 @@ __all__ = [
     "endpoint_protocols",
     "endpoints",
     "event_ranges",
+    "file_replicas",
     "files",
     "job_files",
     "job_logs",
@@ -278,6 +279,9 @@ queues = sa.Table(
     # protocols of the queue's storages.
     sa.Column("copytools", sa.Text, nullable=True),
     sa.Column("acopytools", sa.Text, nullable=True),
+    # CRIC's catchall: switches the pilot reads from its queue description (say
+    # mv_final_destination, for mv to read and write the storage itself); NULL: none.
+    sa.Column("catchall", sa.String(1024), nullable=True),
     sa.CheckConstraint("cores >= 1", name="cores_positive"),
     sa.CheckConstraint("max_memory_mb >= 0 AND max_walltime_s >= 0", name="limits_not_negative"),
     sa.CheckConstraint("pilot_slots >= 0", name="slots_not_negative"),
@@ -398,6 +402,22 @@ site_subnets = sa.Table(
     sa.Column("family", sa.SmallInteger, nullable=False),
     sa.Column("netroute", sa.String(128), nullable=False, server_default=""),
     sa.CheckConstraint("family IN (4, 6)", name="family_known"),
+)
+
+
+file_replicas = sa.Table(
+    "file_replicas",
+    metadata,
+    # One file's copy at an endpoint, as a pilot reported writing it (a job's
+    # outputs and log): a dataset made by jobs at several sites lies in pieces,
+    # so its replicas are kept file by file; the dataset's replica at an endpoint
+    # is available once every file of the dataset has a copy there.
+    sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("endpoint_id", sa.Integer, sa.ForeignKey("endpoints.id", ondelete="CASCADE"),
+              primary_key=True, index=True),
+    sa.Column("url", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 

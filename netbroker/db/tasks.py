@@ -8,12 +8,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.db.engine import insert_for
 from netbroker.db.schema import (
     ReplicaState,
     brokerage_decisions,
     clouds,
     datasets,
+    endpoint_protocols,
     endpoints,
+    file_replicas,
     files,
     job_files,
     jobs,
@@ -108,15 +111,19 @@ class TaskDB:
             out[row["dataset_id"]].append(dict(row))
         return out
 
-    def replica_sites(self, dataset_ids: Collection[int]) -> list[tuple[int, int, str]]:
-        """(dataset id, site id, endpoint kind) of every available replica on an active
-        endpoint."""
-        stmt = (sa.select(replicas.c.dataset_id, endpoints.c.site_id, endpoints.c.kind)
+    def replica_sites(self, dataset_ids: Collection[int]
+                      ) -> list[tuple[int, int, str, bool]]:
+        """(dataset id, site id, endpoint kind, whole) of every replica on an active
+        endpoint that can be read from: the available ones (whole), and the pieces
+        that jobs wrote there (a pending replica made of file copies, not whole)."""
+        readable = sa.or_(replicas.c.state == ReplicaState.AVAILABLE, replicas.c.origin == "job")
+        stmt = (sa.select(replicas.c.dataset_id, endpoints.c.site_id, endpoints.c.kind,
+                          replicas.c.state == ReplicaState.AVAILABLE)
                 .join(endpoints, replicas.c.endpoint_id == endpoints.c.id)
-                .where(replicas.c.dataset_id.in_(list(dataset_ids)),
-                       replicas.c.state == ReplicaState.AVAILABLE, endpoints.c.active)
+                .where(replicas.c.dataset_id.in_(list(dataset_ids)), readable,
+                       endpoints.c.active)
                 .distinct())
-        return [tuple(r) for r in self.conn.execute(stmt)]  # type: ignore[misc]
+        return [(d, s, k, bool(whole)) for d, s, k, whole in self.conn.execute(stmt)]
 
     # --- decisions ---------------------------------------------------------------------
     def add_decisions(self, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -144,16 +151,24 @@ class TaskDB:
 
     def input_sources(self, job_id: int) -> list[dict[str, Any]]:
         """Every readable copy of the job's input files: one row per (file, endpoint)
-        with the endpoint's name, URL, site id and kind."""
+        with the endpoint's name, URL, site id and kind. A copy is the file's
+        dataset available there, or the file itself reported written there (a
+        dataset that earlier jobs made in pieces)."""
         jf = job_files
-        stmt = (sa.select(jf.c.id.label("job_file_id"), endpoints.c.name.label("endpoint"),
-                          endpoints.c.url, endpoints.c.site_id, endpoints.c.kind)
-                .join(files, jf.c.file_id == files.c.id)
-                .join(replicas, replicas.c.dataset_id == files.c.dataset_id)
-                .join(endpoints, replicas.c.endpoint_id == endpoints.c.id)
-                .where(jf.c.job_id == job_id, jf.c.kind == "input",
-                       replicas.c.state == ReplicaState.AVAILABLE, endpoints.c.active)
-                .order_by(jf.c.id, endpoints.c.name))
+        columns = (jf.c.id.label("job_file_id"), endpoints.c.name.label("endpoint"),
+                   endpoints.c.url, endpoints.c.site_id, endpoints.c.kind)
+        whole = (sa.select(*columns)
+                 .join(files, jf.c.file_id == files.c.id)
+                 .join(replicas, replicas.c.dataset_id == files.c.dataset_id)
+                 .join(endpoints, replicas.c.endpoint_id == endpoints.c.id)
+                 .where(jf.c.job_id == job_id, jf.c.kind == "input",
+                        replicas.c.state == ReplicaState.AVAILABLE, endpoints.c.active))
+        single = (sa.select(*columns)
+                  .join(file_replicas, file_replicas.c.file_id == jf.c.file_id)
+                  .join(endpoints, file_replicas.c.endpoint_id == endpoints.c.id)
+                  .where(jf.c.job_id == job_id, jf.c.kind == "input", endpoints.c.active))
+        union = sa.union(whole, single).subquery()
+        stmt = sa.select(union).order_by(union.c.job_file_id, union.c.endpoint)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def output_endpoint(self, queue_id: int) -> dict[str, Any] | None:
@@ -180,6 +195,78 @@ class TaskDB:
                                   "f_adler32": r["adler32"], "f_guid": r.get("guid")}
                                  for r in reports])
         return len(reports)
+
+    # --- outputs as replicas ------------------------------------------------------------
+    def output_files(self, job_id: int) -> list[dict[str, Any]]:
+        """A job's output and log files: id, kind, lfn, scope, dataset, file id."""
+        jf = job_files
+        stmt = (sa.select(jf.c.id, jf.c.kind, jf.c.lfn, jf.c.scope, jf.c.dataset, jf.c.file_id)
+                .where(jf.c.job_id == job_id, jf.c.kind != "input").order_by(jf.c.id))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def add_output_file(self, scope: str, dataset: str, lfn: str, guid: str, nbytes: int,
+                        adler32: str, now: Any) -> tuple[int, int]:
+        """The dataset (made if new) and its file ``lfn`` (added if new: a file once
+        registered keeps its first size and checksum); returns (dataset id, file id)."""
+        self.conn.execute(insert_for(self.conn, datasets).values(
+            scope=scope, name=dataset, created_at=now).on_conflict_do_nothing())
+        dataset_id = self.conn.execute(sa.select(datasets.c.id).where(
+            datasets.c.scope == scope, datasets.c.name == dataset)).scalar_one()
+        self.conn.execute(insert_for(self.conn, files).values(
+            dataset_id=dataset_id, name=lfn, guid=guid, bytes=nbytes, adler32=adler32
+        ).on_conflict_do_nothing())
+        file_id = self.conn.execute(sa.select(files.c.id).where(
+            files.c.dataset_id == dataset_id, files.c.name == lfn)).scalar_one()
+        return int(dataset_id), int(file_id)
+
+    def link_job_file(self, job_file_id: int, file_id: int) -> None:
+        self.conn.execute(sa.update(job_files).where(job_files.c.id == job_file_id)
+                          .values(file_id=file_id))
+
+    def storage_prefixes(self, site_id: int | None = None) -> dict[str, list[str]]:
+        """Per endpoint (of one site, or all), the URL prefixes its files are written
+        under: each protocol's URL and path joined as the pilot joins them, and the
+        endpoint's own base URL."""
+        ep, proto = endpoints, endpoint_protocols
+        stmt = (sa.select(ep.c.name, proto.c.url, proto.c.path).select_from(ep)
+                .outerjoin(proto, proto.c.endpoint_id == ep.c.id))
+        base = sa.select(ep.c.name, ep.c.url)
+        if site_id is not None:
+            stmt, base = stmt.where(ep.c.site_id == site_id), base.where(ep.c.site_id == site_id)
+        out: dict[str, list[str]] = {}
+        for name, url, path in self.conn.execute(stmt):
+            if url is not None:
+                out.setdefault(name, []).append(url + path)
+        for name, url in self.conn.execute(base):
+            if url:
+                out.setdefault(name, []).append(url)
+        return out
+
+    def add_file_replica(self, dataset_id: int, file_id: int, endpoint: str, url: str,
+                         now: Any) -> None:
+        """A file's copy at ``endpoint``; then the dataset's replicas made of such copies:
+        available where every file of the dataset has a copy, pending elsewhere (a
+        new file makes the other endpoints' copies of the dataset incomplete)."""
+        endpoint_id = self.conn.execute(sa.select(endpoints.c.id).where(
+            endpoints.c.name == endpoint)).scalar_one()
+        self.conn.execute(insert_for(self.conn, file_replicas).values(
+            file_id=file_id, endpoint_id=endpoint_id, url=url[:2048], created_at=now
+        ).on_conflict_do_nothing())
+        total = self.conn.execute(sa.select(sa.func.count()).where(
+            files.c.dataset_id == dataset_id)).scalar_one()
+        held = self.conn.execute(
+            sa.select(file_replicas.c.endpoint_id, sa.func.count())
+            .join(files, files.c.id == file_replicas.c.file_id)
+            .where(files.c.dataset_id == dataset_id).group_by(file_replicas.c.endpoint_id)).all()
+        for where, count in held:
+            state = ReplicaState.AVAILABLE if count == total else ReplicaState.PENDING
+            ins = insert_for(self.conn, replicas).values(
+                dataset_id=dataset_id, endpoint_id=where, state=state, updated_at=now,
+                origin="job")
+            # A replica the catalog or PD2P made says the whole dataset is there: as is.
+            self.conn.execute(ins.on_conflict_do_update(
+                index_elements=[replicas.c.dataset_id, replicas.c.endpoint_id],
+                set_={"state": state, "updated_at": now}, where=replicas.c.origin == "job"))
 
     def add_rebrokerages(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
