@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/netbroker demo
 
 test: $(STAMP)
-	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench
+	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench examples
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests netbroker collectors dispatcher pilot
 
 serve: $(STAMP)
@@ -66,7 +66,7 @@ $(INTEROP)/src/pilot.py:
 	$(INTEROP)/venv/bin/python -m pip install --quiet --no-deps $(INTEROP)/src
 
 lint: $(STAMP)
-	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench
+	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench examples
 
 clean:
 	rm -rf $(VENV) $(INTEROP) build dist *.egg-info netbroker-demo.db* netbroker-demo-work netbroker-demo-report

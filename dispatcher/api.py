@@ -16,6 +16,7 @@ from dispatcher.core import (
     acquire_job,
     job_log,
     pilot_demand,
+    release_job,
     update_job,
     upload_log,
 )
@@ -61,7 +62,12 @@ def post_acquire(request: AcquireRequest, engine: EngineDep, pilot: Pilot) -> di
     DISPATCH_SECONDS.labels("json").observe(time.perf_counter() - started)
     if job is None:
         return {"job": None, "reason": f"no activated job of queue {request.queue} fits"}
-    return {"job": {**job, "files": job_files(engine, job)}}
+    try:
+        files = job_files(engine, job)
+    except Exception:  # the pilot will not hear of this job: give it back at once
+        release_job(engine, job["id"], owner_of(pilot))
+        raise
+    return {"job": {**job, "files": files}}
 
 
 @router.post("/pilot/jobs/{job_id}/update", response_model=UpdateOut, openapi_extra=PILOT,

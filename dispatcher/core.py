@@ -36,6 +36,7 @@ __all__ = [
     "job_log",
     "pilot_demand",
     "register_outputs",
+    "release_job",
     "report_is_one_statement",
     "update_job",
     "upload_log",
@@ -127,6 +128,14 @@ def acquire_job(engine: Engine, request: AcquireRequest, owner: str | None = Non
         return JobDB(conn).acquire(queue["id"], request.prod_source_label, cores, memory,
                                    request.disk_mb, request.pilot_id, request.node, utcnow(),
                                    owner)
+
+
+def release_job(engine: Engine, job_id: int, owner: str | None = None) -> bool:
+    """Give a job just sent back to the queue (activated again): its answer could not
+    be made, so its pilot never learnt of it. True if it was still sent."""
+    with begin_immediate(engine) as conn:
+        return JobDB(conn).set_status(job_id, JobStatus.ACTIVATED, {JobStatus.SENT}, utcnow(),
+                                      owner, pilot_id=None, node=None)
 
 
 def report_is_one_statement(report: UpdateRequest) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +38,7 @@ from dispatcher.core import (
     OutputReport,
     UpdateRequest,
     acquire_job,
+    release_job,
     report_is_one_statement,
     update_job,
 )
@@ -51,6 +53,7 @@ from netbroker.errors import (
     Forbidden,
     InvalidTransition,
     NotFound,
+    StorageUnavailable,
     UnknownQueue,
     UnknownTransformation,
 )
@@ -182,7 +185,20 @@ def _pilot_call(handler: PilotHandler) -> Callable[[Request], Awaitable[Response
                                exc.status_code)
             response.headers.update(exc.headers or {})
             return response
-        return await handler(request, owner_of(principal))
+        try:
+            return await handler(request, owner_of(principal))
+        except (sa.exc.DBAPIError, StorageUnavailable) as exc:
+            # The API's handlers log it and say 503 (unavailable) or 500; the pilot
+            # gets the same status in the shape it reads, and retries.
+            down = isinstance(exc, (sa.exc.OperationalError, StorageUnavailable))
+            log.error("%s: database %s: %s", request.url.path,
+                      "unavailable" if down else "error", exc)
+            response = _answer(request, {"StatusCode": FAILED, "errorDialog": (
+                "the service's database is unavailable; retry later" if down
+                else "internal database error")}, 503 if down else 500)
+            if down:
+                response.headers["Retry-After"] = "5"
+            return response
 
     route.__name__, route.__doc__ = handler.__name__, handler.__doc__
     return route
@@ -213,7 +229,11 @@ async def get_job(request: Request, owner: str | None) -> Response:
         job["transformation"], settings.dispatcher.transformation_base_url
         or f"{str(request.base_url).rstrip('/')}/trf/user")
     if job["task_id"] is not None:
-        files = await run_in_threadpool(job_files, request.app.state.engine, job)
+        try:
+            files = await run_in_threadpool(job_files, request.app.state.engine, job)
+        except Exception:  # the pilot will not hear of this job: give it back at once
+            await run_in_threadpool(release_job, request.app.state.engine, job["id"], owner)
+            raise
         if files["inputs"] or files["outputs"]:
             answer.update(panda_file_fields(files))
     return _answer(request, {"StatusCode": OK, **answer})
