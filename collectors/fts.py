@@ -2,10 +2,14 @@
 
 The message is the one FTS publishes on ``transfer.fts_monitoring_complete``
 (keys defined in cern-fts/fts3 ``src/activemq/msg-ifce.cpp``, values set in
-``src/url-copy/LegacyReporter.cpp``). Input is either one JSON object per
-line or the broker's stream, messages separated by EOT (``\\x04``); a
-message may end with one extra space or EOT, and archives wrap it as
-``{"data": {...}, "metadata": {...}}``.
+``src/url-copy/LegacyReporter.cpp``). Input is any JSON layout
+(``collectors.layout``): one JSON object per line, pretty-printed messages,
+a JSON array of them, or the broker's stream, messages separated by EOT
+(``\\x04``); a message may end with one extra space or EOT, and archives
+wrap it as ``{"data": {...}, "metadata": {...}}``. The optimizer's
+per-link message (``transfer.fts_monitoring_queue_state``: ``source_se``,
+``dest_se``, ``throughput``, ``success_rate``) is an aggregate of the
+transfers read one by one here: it is counted as not a link, not stored.
 
 Messages are decoded with orjson (the hot path: a million a day is
 ordinary). Fields read: ``tr_id`` (else ``job_id``, ``file_id``, ``retry``) for the
@@ -30,11 +34,27 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
+from collectors.layout import JsonDocuments, Unreadable, envelope, json_type
+from collectors.mapping import rse_ref
+from collectors.records import (
+    Framing,
+    HostRef,
+    MetricKind,
+    NotALink,
+    Outcome,
+    ParsedSample,
+    Record,
+    Rejected,
+    Source,
+    flatten,
+)
 
-from collectors.records import HostRef, MetricKind, ParsedSample, Rejected, Source
+__all__ = ["MESSAGE", "MONIT_MESSAGE", "OPTIMIZER", "parse", "read", "split_messages"]
 
-__all__ = ["parse", "split_messages"]
+MESSAGE = "FTS transfer-complete message"
+MONIT_MESSAGE = "FTS transfer-complete message in a MONIT envelope"
+OPTIMIZER = "FTS optimizer queue-state message"
+_NOT_JSON = "not JSON"
 
 _STATES = {"ok": True, "error": False, "abort": False}
 
@@ -87,24 +107,26 @@ def _pieces(raw: bytes | mmap.mmap, separator: bytes) -> Iterator[bytes]:
         start = stop + 1
 
 
-def parse(data: bytes | str, first_position: int = 1) -> Iterator[ParsedSample | Rejected]:
-    """Parse FTS transfer-completion messages.
+def read(data: bytes | str | mmap.mmap, first_position: int = 1) -> Iterator[Outcome]:
+    """Read FTS messages: one outcome per message, then the input's framing.
 
     Parameters
     ----------
-    data : bytes or str
-        JSON lines, or messages separated by EOT.
+    data : bytes, str or mmap
+        Messages in any JSON layout (``collectors.layout``).
     first_position : int
-        The position of the first message (or line) of ``data`` in its
+        The position of the first line (or message) of ``data`` in its
         batch, for rejections: a batch split in parts (``collectors.parsing``)
         gives its later parts theirs.
 
     Returns
     -------
-    iterator of ParsedSample or Rejected
-        Two samples (throughput, success) per finished transfer, one (success
-        = 0) per failed one, a Rejected naming the field for each unusable
-        message.
+    iterator of Record, Rejected, NotALink, then one Framing
+        Per transfer-complete message a Record with two samples (throughput,
+        success) when it finished, one (success = 0) when it failed; per
+        optimizer message a NotALink; a Rejected naming the field (and the
+        message expected) per unusable one. A JSON array that opens the input,
+        or one of objects anywhere, holds one message per element.
 
     Notes
     -----
@@ -118,32 +140,89 @@ def parse(data: bytes | str, first_position: int = 1) -> Iterator[ParsedSample |
     >>> msg = ('{"tr_id": "t1", "src_se": "davs://se.a.org", "dst_se": "root://se.b.org",'
     ...        ' "t_final_transfer_state": "Ok", "timestamp_tr_st": 1000,'
     ...        ' "timestamp_tr_comp": 3000, "file_size": 20000000}')
+    >>> record, framing = read(msg)
+    >>> record.shape, [(s.kind.value, s.value) for s in record.samples], framing.layouts
+    ('FTS transfer-complete message', [('throughput', 10.0), ('success', 1.0)], \
+{'JSON line': 1})
+    """
+    rses: dict[Any, HostRef] = {}  # one HostRef per RSE and URL of the batch
+    docs = JsonDocuments(data, first_position)
+    for position, msg in docs:
+        usual = _usual_samples(msg, rses) if type(msg) is dict else None
+        if usual is not None:
+            yield _new_record(Record, (position, MESSAGE, usual))
+        else:
+            yield from _unusual(position, msg, docs.opening)
+    yield Framing(docs.layouts)
+
+
+def parse(data: bytes | str | mmap.mmap, first_position: int = 1
+          ) -> Iterator[ParsedSample | Rejected]:
+    """Parse FTS transfer-completion messages: :func:`read` flattened to samples.
+
+    Parameters
+    ----------
+    data : bytes, str or mmap
+        As for :func:`read`.
+    first_position : int
+        As for :func:`read`.
+
+    Returns
+    -------
+    iterator of ParsedSample or Rejected
+        Two samples (throughput, success) per finished transfer, one (success
+        = 0) per failed one, a Rejected naming the field for each unusable
+        message (what is not a link is left out: :func:`read` counts it).
+
+    Examples
+    --------
+    >>> msg = ('{"tr_id": "t1", "src_se": "davs://se.a.org", "dst_se": "root://se.b.org",'
+    ...        ' "t_final_transfer_state": "Ok", "timestamp_tr_st": 1000,'
+    ...        ' "timestamp_tr_comp": 3000, "file_size": 20000000}')
     >>> [(s.kind.value, s.value, s.dst.value) for s in parse(msg)]
     [('throughput', 10.0, 'se.b.org'), ('success', 1.0, 'se.b.org')]
     """
-    rses: dict[str, HostRef] = {}  # one HostRef per RSE of the batch, not two per message
-    for position, text in split_messages(data, first_position):
-        try:
-            msg = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            yield Rejected(position, f"not JSON: {exc}")
-            continue
-        usual = _usual_samples(msg, rses) if type(msg) is dict else None
-        if usual is not None:
-            yield from usual
-            continue
-        try:
-            yield from _samples(msg)
-        except _Bad as exc:
-            yield Rejected(position, str(exc), _origin(msg) if isinstance(msg, dict) else None)
+    return flatten(read(data, first_position))
+
+
+def _unusual(position: int, msg: Any, opening: bool) -> Iterator[Outcome]:
+    """The outcomes of a document that is not a message in the usual shape."""
+    if type(msg) is Unreadable:
+        yield Rejected(position, msg.reason, shape=_NOT_JSON)
+    elif type(msg) is list and (opening or (msg and all(type(m) is dict for m in msg))):
+        for index, item in enumerate(msg, start=1):  # an array of messages
+            yield _message(index if opening else position, item,
+                           "" if opening else f"item {index}: ")
+    else:
+        yield _message(position, msg, "")
+
+
+def _message(position: int, msg: Any, prefix: str) -> Outcome:
+    """One message's outcome by the careful path."""
+    inner, wrapped = envelope(msg)
+    if type(inner) is dict and _is_optimizer(inner):
+        return NotALink(position, "FTS optimizer queue-state message: an aggregate of the "
+                        "transfers, each read from its own transfer-complete message", OPTIMIZER)
+    shape = MONIT_MESSAGE if wrapped else MESSAGE
+    try:
+        return Record(position, shape, tuple(_samples(msg)))
+    except _Bad as exc:
+        origin = _origin(inner) if isinstance(inner, dict) else None
+        return Rejected(position, prefix + str(exc), origin, shape)
+
+
+def _is_optimizer(msg: dict[str, Any]) -> bool:
+    return ("source_se" in msg and "dest_se" in msg and "tr_id" not in msg
+            and "job_id" not in msg)
 
 
 _NUMBER = (int, float)  # the types orjson gives a JSON number; bool is neither
 _new_sample = tuple.__new__  # ParsedSample without its Python-level __new__: half the cost
+_new_record = tuple.__new__  # and Record likewise
 
 
 def _usual_samples(msg: dict[str, Any],
-                   rses: dict[str, HostRef]) -> tuple[ParsedSample, ...] | None:
+                   rses: dict[Any, HostRef]) -> tuple[ParsedSample, ...] | None:
     """The samples of a message in the usual shape, or None for :func:`_samples` to decide.
 
     The usual shape: a string ``tr_id``, ``file_metadata`` an object naming
@@ -167,12 +246,15 @@ def _usual_samples(msg: dict[str, Any],
     if (type(start) not in _NUMBER or type(end) not in _NUMBER or type(src_rse) is not str
             or not src_rse or type(dst_rse) is not str or not dst_rse):
         return None
-    src = rses.get(src_rse)
+    # Keyed by RSE and storage URL: an RSE the registry does not know falls back
+    # to the URL's host (collectors.mapping.rse_ref).
+    src_se, dst_se = _text_or_none(msg.get("src_se")), _text_or_none(msg.get("dst_se"))
+    src = rses.get((src_rse, src_se))
     if src is None:
-        src = rses[src_rse] = HostRef("rse", src_rse)
-    dst = rses.get(dst_rse)
+        src = rses[(src_rse, src_se)] = rse_ref(src_rse, src_se)
+    dst = rses.get((dst_rse, dst_se))
     if dst is None:
-        dst = rses[dst_rse] = HostRef("rse", dst_rse)
+        dst = rses[(dst_rse, dst_se)] = rse_ref(dst_rse, dst_se)
     start, end = float(start), float(end)
     state = msg.get("t_final_transfer_state")
     if state == "Ok":
@@ -206,7 +288,8 @@ def _samples(msg: Any) -> Iterator[ParsedSample]:
     if isinstance(msg, dict) and isinstance(msg.get("data"), dict) and "metadata" in msg:
         msg = msg["data"]  # MONIT archive wrapper
     if not isinstance(msg, dict):
-        raise _Bad(f"message must be a JSON object, got {type(msg).__name__}")
+        raise _Bad(f"message must be a JSON object (an FTS transfer-complete message), "
+                   f"got {json_type(msg)}")
     origin = _origin(msg)
     if origin is None:
         raise _Bad("missing tr_id (and job_id/file_id)")
@@ -274,7 +357,7 @@ def _end(msg: dict[str, Any], meta: dict[str, Any], side: str) -> HostRef:
     rse_key, se_key, host_key = _END_KEYS[side]
     rse = meta.get(rse_key)
     if rse and isinstance(rse, str):
-        return HostRef("rse", rse)
+        return rse_ref(rse, _text_or_none(msg.get(se_key)))
     se = msg.get(se_key)
     if se and isinstance(se, str):
         host = urlsplit(se if "://" in se else f"//{se}").hostname
@@ -284,6 +367,10 @@ def _end(msg: dict[str, Any], meta: dict[str, Any], side: str) -> HostRef:
     if isinstance(host, str) and host.strip():
         return HostRef("host", host.strip().lower())
     raise _Bad(f"missing {se_key} and {host_key} (no {rse_key} in file_metadata)")
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _number(msg: dict[str, Any], *keys: str, required: bool) -> float | None:

@@ -19,7 +19,6 @@ perfSONAR one-way delay, ms) and packet loss one sample each.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -28,13 +27,53 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from collectors.records import HostRef, MetricKind, ParsedSample, Rejected, Source
+from collectors.layout import JsonDocuments, Unreadable
+from collectors.records import (
+    Framing,
+    HostRef,
+    MetricKind,
+    NotALink,
+    Outcome,
+    ParsedSample,
+    Record,
+    Rejected,
+    Source,
+    flatten,
+)
 from netbroker.config import MetricsSettings
 from netbroker.metrics import WINDOWS_S, network_matrix
 
-__all__ = ["export_document", "nws_document", "parse"]
+__all__ = ["export_document", "nws_document", "parse", "read"]
 
 ISO = "%Y-%m-%dT%H:%M:%S"
+DOCUMENT = "NWS network-metrics entry"
+
+
+def read(data: bytes | str, first_position: int = 1) -> Iterator[Outcome]:
+    """Read NWS documents (any JSON layout): one outcome per ``"SRC:DST"`` entry, then the framing.
+
+    ``position`` is the 1-based index of the entry in its document. An entry
+    with throughput, latency or packet loss is a Record; one with only file
+    counts is not a link netbroker reads; a malformed one is Rejected.
+
+    Examples
+    --------
+    >>> import json
+    >>> doc = {"CERN-PROD:FZK-LCG2": {"mbps": {"fts": {"1h": 120.5, "1d": 98.0,
+    ...        "timestamp": "2026-11-24T10:00:00"}}}, "A:B": {"files": {}}}
+    >>> [type(o).__name__ for o in read(json.dumps(doc))]
+    ['Record', 'NotALink', 'Framing']
+    """
+    docs = JsonDocuments(data, first_position)
+    for position, doc in docs:
+        if type(doc) is Unreadable:
+            yield Rejected(position, doc.reason, shape="not JSON")
+        elif not isinstance(doc, dict):
+            yield Rejected(position, "document must be an object keyed 'SRC:DST', got "
+                                     f"{type(doc).__name__}", shape=DOCUMENT)
+        else:
+            yield from _entries(doc)
+    yield Framing(docs.layouts)
 
 
 def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
@@ -44,24 +83,27 @@ def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
 
     Examples
     --------
+    >>> import json
     >>> doc = {"CERN-PROD:FZK-LCG2": {"mbps": {"fts": {"1h": 120.5, "1d": 98.0,
     ...        "timestamp": "2026-11-24T10:00:00"}}}}
     >>> [(s.kind.value, s.value, s.src.value) for s in parse(json.dumps(doc))]
     [('throughput', 120.5, 'CERN-PROD')]
     """
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        yield Rejected(1, f"not JSON: {exc}")
-        return
-    if not isinstance(doc, dict):
-        yield Rejected(1, f"document must be an object keyed 'SRC:DST', got {type(doc).__name__}")
-        return
+    return flatten(read(data))
+
+
+def _entries(doc: dict[str, Any]) -> Iterator[Outcome]:
     for position, (key, entry) in enumerate(doc.items(), start=1):
         try:
-            yield from _link(key, entry)
+            samples = tuple(_link(key, entry))
         except ValueError as exc:
-            yield Rejected(position, f"{key!r}: {exc}")
+            yield Rejected(position, f"{key!r}: {exc}", shape=DOCUMENT)
+            continue
+        if samples:
+            yield Record(position, DOCUMENT, samples)
+        else:
+            yield NotALink(position, "NWS entry without throughput, latency or packet loss "
+                                     "(file counts only)", DOCUMENT)
 
 
 def _link(key: str, entry: Any) -> Iterator[ParsedSample]:

@@ -1,21 +1,27 @@
 """A batch's records made into sample chunks ready to write, here or in a second process.
 
-All of an ingestion that needs no database (parse the records, map hosts
+All of an ingestion that needs no database (read the records, map hosts
 to sites, build the rows, sort and fold them with
 ``netbroker.sample_rows.prepare_chunk``, or stage them for a SQLite writer
 with ``stage_chunk``) is one generator,
-:func:`prepared_chunks`. :func:`parsed_here` runs it in this process;
-:func:`parsed_elsewhere` runs it in a child process started for the batch
-(two, each half of the lines, for a large FTS batch: :func:`split_job`),
+:func:`prepared_chunks`. It accounts for every record read
+(``collectors.records``): a record whose samples go into a chunk is
+*written* (the writer then tells stored from duplicate), or it is unmapped,
+too old, not a link, or rejected; each chunk carries how many rows each of
+its records has, so that the writer can tell which records it stored.
+:func:`parsed_here` runs it in this process; :func:`parsed_elsewhere` runs
+it in a child process started for the batch (two, each half of the lines,
+for a large batch: :func:`split_job`),
 which sends each chunk back through a pipe while the caller writes the one
 before. Either way the caller gets the same counts, and from one child the
 same chunks in the same order (``tests/test_ingest_parallel.py`` checks it).
 
 Why a process: on SQLite the writer is one connection, and the parsing
-half of a large FTS batch (about 40% of its time) would wait for the GIL
-in a thread. The child is a fresh interpreter (safe to start from a
-threaded server), gets the input once, and blocks on the pipe once it has
-one chunk ready, so it is never more than a chunk ahead and memory stays bounded.
+half of a large batch (about 40% of an FTS batch's time, more of a perfSONAR
+or XRootD one's) would wait for the GIL in a thread. The child is a fresh
+interpreter (safe to start from a threaded server), gets the input once,
+and blocks on the pipe once it has one chunk ready, so it is never more
+than a chunk ahead and memory stays bounded.
 If the writer fails, the child is stopped and joined; if the child fails,
 its exception is raised in the writer, whose transaction then rolls back.
 """
@@ -29,6 +35,7 @@ import os
 import subprocess
 import sys
 import traceback
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,22 +43,41 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 from collectors.mapping import SiteResolver
-from collectors.records import MetricKind, ParsedSample, Rejected, Source
+from collectors.records import (
+    Framing,
+    MetricKind,
+    NotALink,
+    Outcome,
+    ParsedSample,
+    Record,
+    Rejected,
+    Source,
+)
 from netbroker.sample_rows import SampleChunk, StagedChunk, origin_key, prepare_chunk, stage_chunk
 
 __all__ = ["CHUNK", "PARSERS", "SPLIT_MIN_BYTES", "ChunkJob", "ParseCounts", "Parsed",
-           "parsed_elsewhere", "parsed_here", "parser_for", "prepared_chunks", "split_job"]
+           "parsed_elsewhere", "parsed_here", "parser_for", "prepared_chunks", "reader_for",
+           "split_job", "work_bytes"]
 
 Parser = Callable[[bytes | str], Iterator[ParsedSample | Rejected]]
+Reader = Callable[..., Iterator[Outcome]]
+# What a chunk travels with: the chunk, the items parsed so far, and the rows of
+# each of its records in turn (so the writer can tell which records it stored).
+ChunkOut = tuple[SampleChunk | StagedChunk, int, array]
 
 CHUNK = 20_000  # samples per round trip of inserts: bounded memory on large files
-# FTS batches of JSON lines this large parse in two processes, each half of the
-# lines (~300,000 records and up): one parsing process makes ~12 us of work a
-# record for the writer's ~11-13 us, and the writer waited on it (two: a
-# million records in 15-16 s instead of 18-21 s, 2026-12-02).
+# Batches this large parse in two processes, each half of the lines (~300,000 FTS
+# records and up): one parsing process makes ~12 us of work an FTS record for the
+# writer's ~11-13 us, and the writer waited on it; perfSONAR and XRootD records
+# cost their parser more than their writer still (split_job says which stay whole).
 SPLIT_MIN_BYTES = 256 * 2**20
+# Parsing work per byte of input, FTS's being 1: an esmond point is a fifth of an FTS
+# message's bytes but a histogram median to read, about 4x the work a byte. Both
+# thresholds (here and collectors.ingest.PARALLEL_MIN_BYTES) weigh a batch by it.
+_WORK_PER_BYTE = {Source.PERFSONAR: 4}
 
-# Each source's module has a ``parse``; a batch imports only the one it needs.
+# Each source's module has a ``read`` (and ``parse``, its samples and rejections);
+# a batch imports only the one it needs.
 PARSERS: dict[Source, str] = {
     Source.FTS: "collectors.fts",
     Source.PERFSONAR: "collectors.perfsonar",
@@ -64,10 +90,26 @@ _PLAIN: dict[Source | MetricKind, str] = {m: m.value for m in (*Source, *MetricK
 _STOP_S = 10  # how long a child that should be finishing is waited for before it is killed
 
 
+def work_bytes(source: Source, size: int) -> int:
+    """A batch of ``size`` bytes of ``source`` as the bytes of FTS messages of as much
+    parsing work: what the parallel and split thresholds are compared with.
+
+    >>> work_bytes(Source.FTS, 1000), work_bytes(Source.PERFSONAR, 1000)
+    (1000, 4000)
+    """
+    return size * _WORK_PER_BYTE.get(source, 1)
+
+
 def parser_for(source: Source) -> Parser:
     """The ``parse`` function of ``source``'s collector module."""
     parse: Parser = importlib.import_module(PARSERS[source]).parse
     return parse
+
+
+def reader_for(source: Source) -> Reader:
+    """The ``read`` function of ``source``'s collector module: one outcome per record."""
+    read: Reader = importlib.import_module(PARSERS[source]).read
+    return read
 
 
 class ChunkJob(NamedTuple):
@@ -76,7 +118,7 @@ class ChunkJob(NamedTuple):
     source: Source
     data: bytes | str
     lookup: Mapping[str, Mapping[str, list[int]]]  # ``GridDB.site_lookup()``
-    oldest_s: float  # samples before this are too old to store
+    oldest_s: float  # records all of whose samples are before this are too old to store
     bucket_s: int
     chunk: int = CHUNK  # rows per chunk
     staged: bool = False  # StagedChunk (for a SQLite writer: MetricsDB.stages) or SampleChunk
@@ -85,18 +127,38 @@ class ChunkJob(NamedTuple):
 
 @dataclass
 class ParseCounts:
-    """What parsing found that is not a row to store."""
+    """What parsing found that is not a row to store, and what each record read became.
+
+    Samples: ``samples`` (all those of records that measured a link), ``unmapped_samples``
+    and ``unmapped`` (per host), ``too_old``. Records: ``written`` (their rows
+    went to chunks: stored or duplicates, as the writer finds), ``unmapped_records``,
+    ``too_old_records``, ``not_a_link`` (per what they are), ``rejected``;
+    ``shapes`` counts every record read by the shape it was read as, and
+    ``layouts`` the documents by their framing.
+    """
 
     samples: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     unmapped: Counter[str] = field(default_factory=Counter)
     unmapped_samples: int = 0
     too_old: int = 0
+    written: int = 0
+    unmapped_records: int = 0
+    too_old_records: int = 0
+    not_a_link: Counter[str] = field(default_factory=Counter)
+    shapes: Counter[str] = field(default_factory=Counter)
+    layouts: Counter[str] = field(default_factory=Counter)
 
     @property
     def items(self) -> int:
         """Samples and rejections: the items parsed."""
         return self.samples + len(self.rejected)
+
+    @property
+    def records(self) -> int:
+        """The records read: written, unmapped, too old, not a link or rejected."""
+        return (self.written + self.unmapped_records + self.too_old_records
+                + sum(self.not_a_link.values()) + len(self.rejected))
 
     def add(self, other: ParseCounts) -> None:
         """Add the counts of a later part of the same batch."""
@@ -105,13 +167,19 @@ class ParseCounts:
         self.unmapped.update(other.unmapped)
         self.unmapped_samples += other.unmapped_samples
         self.too_old += other.too_old
+        self.written += other.written
+        self.unmapped_records += other.unmapped_records
+        self.too_old_records += other.too_old_records
+        self.not_a_link.update(other.not_a_link)
+        self.shapes.update(other.shapes)
+        self.layouts.update(other.layouts)
 
 
 @dataclass
 class Parsed:
     """Chunks with the count of items parsed so far; ``counts`` once they are all taken."""
 
-    chunks: Iterator[tuple[SampleChunk | StagedChunk, int]]
+    chunks: Iterator[ChunkOut]
     _counts: Callable[[], ParseCounts]
     pid: int | None = None  # the (first) parsing process, when it is not this one
     pids: tuple[int, ...] = ()  # all of them
@@ -120,59 +188,107 @@ class Parsed:
         return self._counts()
 
 
-def prepared_chunks(job: ChunkJob, counts: ParseCounts
-                    ) -> Iterator[tuple[SampleChunk | StagedChunk, int]]:
-    """Chunks of up to ``job.chunk`` rows to store, each with the items parsed so far.
+def prepared_chunks(job: ChunkJob, counts: ParseCounts) -> Iterator[ChunkOut]:
+    """Chunks of about ``job.chunk`` rows to store, each with the items parsed so far
+    and the rows of each of its records.
 
-    Counts what is not stored into ``counts`` on the way (rejections,
-    unmapped hosts, samples too old). A record repeated in the batch is left
-    to the database: its second insert conflicts and counts as a duplicate.
-    The loop runs once per sample (millions a batch), hence the local names
-    and counters: ``counts`` is brought up to date before each chunk is
-    yielded. O(n) in the samples, plus each chunk's sort.
+    Counts what is not stored into ``counts`` on the way (rejections, records
+    that are not a link, unmapped hosts, records too old). A record is
+    unmapped when an end of one of its samples maps to no site, too old when
+    all its samples are older than ``job.oldest_s``; otherwise all its rows
+    go into one chunk (a chunk ends after the record that fills it). A record
+    repeated in the batch is left to the database: its second insert
+    conflicts and counts as a duplicate. The loop runs once per sample
+    (millions a batch), hence the local names and counters: ``counts`` is
+    brought up to date before each chunk is yielded. O(n) in the samples,
+    plus each chunk's sort.
     """
     resolve, key_of, plain = SiteResolver(job.lookup).resolve, origin_key, _PLAIN
     oldest_s, bucket_s, chunk = job.oldest_s, job.bucket_s, job.chunk
     prepare = stage_chunk if job.staged else prepare_chunk
     rows: list[tuple[Any, ...]] = []
-    samples = unmapped = too_old = 0
+    sizes = array("H")
+    samples = unmapped = too_old = written = unmapped_records = too_old_records = 0
     src_ref = dst_ref = src = dst = None
-    parse = parser_for(job.source)
-    items = (parse(job.data) if job.first_position == 1
-             else parse(job.data, first_position=job.first_position))  # type: ignore[call-arg]
+    shapes: dict[str, int] = {}
+    read = reader_for(job.source)
+    items = (read(job.data) if job.first_position == 1
+             else read(job.data, first_position=job.first_position))
     for item in items:
-        if isinstance(item, Rejected):
-            counts.rejected.append(item)
+        if type(item) is not Record:
+            _count_other(item, counts)
             continue
-        samples += 1
-        source, origin_id, item_src, item_dst, kind, value, ts_s, weight, unit = item
-        if item_src is not src_ref or item_dst is not dst_ref:  # samples of one record share them
-            src_ref, dst_ref = item_src, item_dst
-            src, dst = resolve(src_ref), resolve(dst_ref)
-        if src is None or dst is None:
-            unmapped += 1
-            for ref, site in ((src_ref, src), (dst_ref, dst)):
-                if site is None:
-                    counts.unmapped[f"{ref.by}:{ref.value}"] += 1
+        _, shape, record = item
+        shapes[shape] = shapes.get(shape, 0) + 1
+        n = len(record)
+        if not n:  # readers give none such; counted, should one ever come
+            counts.not_a_link[f"{shape} without samples"] += 1
             continue
-        if ts_s < oldest_s:
-            too_old += 1
+        samples += n
+        start, newest, mapped = len(rows), 0.0, True
+        for source, origin_id, item_src, item_dst, kind, value, ts_s, weight, unit in record:
+            if item_src is not src_ref or item_dst is not dst_ref:  # a record's share them
+                src_ref, dst_ref = item_src, item_dst
+                src, dst = resolve(src_ref), resolve(dst_ref)
+            if src is None or dst is None:
+                mapped = False
+                for ref, site in ((src_ref, src), (dst_ref, dst)):
+                    if site is None:
+                        counts.unmapped[f"{ref.by}:{ref.value}"] += 1
+            if ts_s > newest:
+                newest = ts_s
+            source = plain[source]
+            rows.append((key_of(source, origin_id), source, origin_id, src, dst, plain[kind],
+                         value, ts_s, weight, unit))  # SAMPLE_COLUMNS order
+        if not mapped:
+            del rows[start:]
+            unmapped_records += 1
+            unmapped += n
             continue
-        source = plain[source]
-        rows.append((key_of(source, origin_id), source, origin_id, src, dst, plain[kind], value,
-                     ts_s, weight, unit))  # SAMPLE_COLUMNS order
+        if newest < oldest_s:
+            del rows[start:]
+            too_old_records += 1
+            too_old += n
+            continue
+        written += 1
+        sizes.append(n)
         if len(rows) >= chunk:
-            counts.samples += samples
-            counts.unmapped_samples += unmapped
-            counts.too_old += too_old
-            samples = unmapped = too_old = 0
-            yield prepare(rows, bucket_s), counts.samples + len(counts.rejected)
-            rows = []
+            _add_counts(counts, shapes, samples, unmapped, too_old, written, unmapped_records,
+                        too_old_records)
+            samples = unmapped = too_old = written = unmapped_records = too_old_records = 0
+            shapes = {}
+            yield prepare(rows, bucket_s), counts.samples + len(counts.rejected), sizes
+            rows, sizes = [], array("H")
+    _add_counts(counts, shapes, samples, unmapped, too_old, written, unmapped_records,
+                too_old_records)
+    if rows:
+        yield prepare(rows, bucket_s), counts.samples + len(counts.rejected), sizes
+
+
+def _count_other(item: Outcome, counts: ParseCounts) -> None:
+    """Count an outcome that is not a Record: a rejection, not a link, or the framing."""
+    if type(item) is Rejected:
+        counts.rejected.append(item)
+        counts.shapes[item.shape or "unknown"] += 1
+    elif type(item) is NotALink:
+        counts.not_a_link[item.what] += 1
+        counts.shapes[item.shape] += 1
+    elif type(item) is Framing:
+        counts.layouts.update(item.layouts)
+    else:
+        raise TypeError(f"a reader yielded {type(item).__name__}, not an outcome")
+
+
+def _add_counts(counts: ParseCounts, shapes: dict[str, int], samples: int, unmapped: int,
+                too_old: int, written: int, unmapped_records: int,
+                too_old_records: int) -> None:
     counts.samples += samples
     counts.unmapped_samples += unmapped
     counts.too_old += too_old
-    if rows:
-        yield prepare(rows, bucket_s), counts.samples + len(counts.rejected)
+    counts.written += written
+    counts.unmapped_records += unmapped_records
+    counts.too_old_records += too_old_records
+    counts.shapes.update(shapes)
 
 
 @contextlib.contextmanager
@@ -185,23 +301,35 @@ def parsed_here(job: ChunkJob) -> Iterator[Parsed]:
 def split_job(job: ChunkJob) -> list[tuple[ChunkJob, memoryview]]:
     """The parts of ``job`` its parsing processes take: its data's bytes, whole or halved.
 
-    An FTS batch of JSON lines of :data:`SPLIT_MIN_BYTES` or more is cut at
-    the end of the line that crosses its middle; the second part's records
-    are numbered on from the first's (``first_position``: one more than the
-    first part's line ends). Other batches, and FTS streams cut by EOT or
-    ``\r`` (whose pieces ``collectors.fts.split_messages`` counts
-    otherwise), stay whole. O(n) in the bytes (a few C scans, no copy).
+    A batch of :data:`SPLIT_MIN_BYTES` or more (weighed by :func:`work_bytes`)
+    is cut at the first line past
+    its middle that opens a document at column 0 (every line of JSON lines;
+    the first line of a pretty-printed document), so no document is cut in
+    two; the second part's records are numbered on from the first's
+    (``first_position``: one more than the first part's line ends). Whole
+    stay: NWS batches (one document), XRootD batches holding shoveler packets
+    (a file's close is read with its open and its user's map, earlier in the
+    batch), a batch that is one JSON array or XML, and streams cut by EOT or
+    ``\r`` (whose pieces ``collectors.layout`` counts otherwise). O(n) in the
+    bytes (a few C scans, no copy).
     """
     raw = job.data.encode() if isinstance(job.data, str) else job.data
     whole = [(job, memoryview(raw))]
-    if (job.source is not Source.FTS or len(raw) < SPLIT_MIN_BYTES
-            or raw.find(b"\x04") >= 0 or raw.find(b"\r") >= 0):
+    if (job.source not in _SPLITS or work_bytes(job.source, len(raw)) < SPLIT_MIN_BYTES
+            or raw.find(b"\x04") >= 0 or raw.find(b"\r") >= 0
+            or raw[:4096].lstrip()[:1] in (b"[", b"<")
+            or (job.source is Source.XROOTD and raw.find(b'"remote"') >= 0)):
         return whole
-    cut = raw.find(b"\n", len(raw) // 2) + 1
+    middle = len(raw) // 2
+    cuts = [i for i in (raw.find(b"\n{", middle), raw.find(b"\n[", middle)) if i >= 0]
+    cut = min(cuts) + 1 if cuts else 0
     if not 0 < cut < len(raw):
         return whole
     later = job._replace(first_position=job.first_position + raw.count(b"\n", 0, cut))
     return [(job, memoryview(raw)[:cut]), (later, memoryview(raw)[cut:])]
+
+
+_SPLITS = frozenset({Source.FTS, Source.PERFSONAR, Source.XROOTD})
 
 
 @contextlib.contextmanager
@@ -211,8 +339,8 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
     One child per part of :func:`split_job`. The caller takes their chunks
     in turn, one of each part, so that the writer and the two parsing
     processes all stay busy to the end (taking the first part's chunks
-    before the second's left the writer alone on the second half: a
-    million records ~30% slower, ``bench/ingest.py``). Progress and counts
+    before the second's would leave the writer alone with the second half's
+    parser). Progress and counts
     are the batch's as one process would give them: rejections at their
     positions in the batch, in order. What the turns change is which of two
     records with one origin id in different halves is written first, and
@@ -225,7 +353,7 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
         children = [stack.enter_context(_child(part, data)) for part, data in split_job(job)]
         finished: list[ParseCounts] = []
 
-        def chunks() -> Iterator[tuple[SampleChunk | StagedChunk, int]]:
+        def chunks() -> Iterator[ChunkOut]:
             parsed = [0] * len(children)  # items each part has parsed so far
             streams = [(i, child.chunks()) for i, child in enumerate(children)]
             while streams:
@@ -235,8 +363,8 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
                     if item is None:
                         streams.remove(entry)
                         continue
-                    chunk, parsed[i] = item
-                    yield chunk, sum(parsed)
+                    chunk, parsed[i], sizes = item
+                    yield chunk, sum(parsed), sizes
             total = ParseCounts()
             for child in children:
                 total.add(child.counts())
@@ -252,7 +380,7 @@ def parsed_elsewhere(job: ChunkJob) -> Iterator[Parsed]:
 
 class _Child(NamedTuple):
     pid: int
-    chunks: Callable[[], Iterator[tuple[SampleChunk | StagedChunk, int]]]
+    chunks: Callable[[], Iterator[ChunkOut]]
     counts: Callable[[], ParseCounts]
 
 
@@ -288,7 +416,7 @@ def _child(job: ChunkJob, data: memoryview) -> Iterator[_Child]:
     to_child, from_child = Connection(job_w, readable=False), Connection(out_r, writable=False)
     done: list[ParseCounts] = []
 
-    def chunks() -> Iterator[tuple[SampleChunk | StagedChunk, int]]:
+    def chunks() -> Iterator[ChunkOut]:
         while True:
             try:
                 kind, payload = from_child.recv()

@@ -1,9 +1,21 @@
-"""What every collector's parser yields: parsed samples and rejections.
+"""What every collector's reader yields: one outcome per record read.
 
-Parsers are pure: they read a source's own record format and yield, in
-input order, one :class:`ParsedSample` per measurement or one
-:class:`Rejected` per record that cannot be used, never raising for bad
-input. They know nothing of the grid registry: the two ends of a link are
+Readers are pure: they read a source's own record format and yield, in
+input order, one outcome per record they read, never raising for bad
+input:
+
+- :class:`Record`: a record that measured a link, with its
+  :class:`ParsedSample` (one per kind it measured);
+- :class:`NotALink`: a record read that measures no link (a server
+  summary, a map packet, metadata without points), saying what it is;
+- :class:`Rejected`: a record that cannot be used, with its position and why;
+
+and last one :class:`Framing`, how the input was framed. Every record
+read is exactly one of the three, which is how an ingestion's counts add
+up to the records read. ``parse`` (each module's older entry point) is the
+same stream flattened to samples and rejections.
+
+Readers know nothing of the grid registry: the two ends of a link are
 given as :class:`HostRef` (a site name, an RSE, a host name, an IP, a
 network domain) and ``collectors.ingest`` maps them to sites.
 
@@ -14,13 +26,15 @@ and ``KIND_UNITS`` are the core's (``netbroker.metrics``), re-exported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from netbroker.metric_kinds import KIND_UNITS, MetricKind
 from netbroker.metric_kinds import MetricSource as Source
 
-__all__ = ["KIND_UNITS", "HostRef", "MetricKind", "ParsedSample", "Rejected", "Source"]
+__all__ = ["KIND_UNITS", "Framing", "HostRef", "MetricKind", "NotALink", "Outcome", "ParsedSample",
+           "Record", "Rejected", "Source", "flatten"]
 
 
 class HostRef(NamedTuple):
@@ -59,6 +73,10 @@ class ParsedSample(NamedTuple):
         Bytes moved for a throughput sample of a transfer or file read (so a
         window's throughput is byte-weighted); 1.0 otherwise, and always 1.0
         for ``success`` (a failed transfer moved no bytes but still counts).
+        0.0 for a value summarised over a window by its archive (an esmond
+        average or aggregation): a window's weighted mean then leaves it out
+        where measurements of their own exist, and takes it (as the plain
+        mean) where only summaries do.
     source_unit : str
         The unit the source reported, e.g. ``"bytes/s"``, ``"bits/s"``, ``"MB/s"``.
     """
@@ -74,14 +92,75 @@ class ParsedSample(NamedTuple):
     source_unit: str
 
 
+class Record(NamedTuple):
+    """A record read that measured a link: its samples, all of the same two ends.
+
+    ``position`` as for :class:`Rejected`; ``shape`` names what the record
+    is (``"FTS transfer-complete message"``, ``"esmond points (throughput
+    averages/86400)"``), counted in the ingestion report.
+    """
+
+    position: int
+    shape: str
+    samples: tuple[ParsedSample, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A record that was not used: where it was in the input and why.
 
-    ``position`` is 1-based: the line number for line-oriented inputs, the
-    record's index for JSON arrays (``detail`` may add a path inside it).
+    ``position`` is 1-based: the line where the record's document starts
+    for line-oriented inputs (JSON lines, pretty-printed documents, XML),
+    the message's number in an EOT-separated stream, the record's index in
+    a JSON array that opens the input. ``shape`` names what the record was
+    read as, when that is known (it takes no part in equality).
     """
 
     position: int
     reason: str
     origin_id: str | None = None
+    shape: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NotALink:
+    """A record read that measures no link: what it is, and so why nothing is stored.
+
+    ``what`` is general enough to be counted (``"XRootD summary (xrd.report):
+    server load, not a link"``); ``position`` and ``shape`` as for
+    :class:`Rejected`.
+    """
+
+    position: int
+    what: str
+    shape: str
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How the input was framed: documents found per layout (``"JSON line"``,
+    ``"multi-line JSON document"``, ``"EOT-separated message"``, ...).
+
+    A reader yields one, last; it counts documents, not records (one document
+    may hold many records, as an esmond bundle or a JSON array does).
+    """
+
+    layouts: dict[str, int]
+
+
+Outcome = Record | Rejected | NotALink | Framing
+
+
+def flatten(outcomes: Iterable[Outcome]) -> Iterator[ParsedSample | Rejected]:
+    """A reader's outcomes as each module's ``parse`` gives them: every Record's samples
+    and every Rejected, in order (what is not a link, and the framing, left out).
+
+    >>> from collectors.records import Framing, NotALink, Rejected
+    >>> list(flatten([Rejected(1, "bad"), NotALink(2, "a map", "m"), Framing({})]))
+    [Rejected(position=1, reason='bad', origin_id=None, shape=None)]
+    """
+    for item in outcomes:
+        if type(item) is Record:
+            yield from item.samples
+        elif type(item) is Rejected:
+            yield item

@@ -274,13 +274,17 @@ def job_log(engine: Engine, job_id: int) -> tuple[bytes, str]:
         db = JobDB(conn)
         uploaded = db.log(job_id)
         job = db.get(job_id) if uploaded is None else None
-        files = TaskDB(conn).job_files(job_id) if job is not None else []
+        logs = [f for f in TaskDB(conn).job_files(job_id)
+                if f["kind"] == "log" and f["bytes"] is not None] if job is not None else []
+        copies = TaskDB(conn).file_copies([f["file_id"] for f in logs if f["file_id"]])
     if uploaded is not None:
         return uploaded["content"], uploaded["media_type"]
     if job is None:
         raise UnknownJob(str(job_id))
     lines = [f"log file {f['scope']}:{f['lfn']}: {f['bytes']} bytes, adler32 {f['adler32']}"
-             for f in files if f["kind"] == "log" and f["bytes"] is not None]
+             + "".join(f"\n  at {endpoint}: {url}"
+                       for endpoint, url in copies.get(f["file_id"], []))
+             for f in logs]
     if job["pilot_log"]:
         lines += [*([""] if lines else []), "pilot log extracts:", job["pilot_log"]]
     if not lines:

@@ -17,7 +17,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 CASES = {
-    "ingest.py": (["--records", "3000"], ["ingest.fts"]),
+    "ingest.py": (["--records", "3000"], ["ingest.fts", "ingest.perfsonar", "ingest.xrootd"]),
     "matrix.py": (["--sites", "30"], ["matrix.30", "matrix.30.rows"]),
     "clouds.py": (["--sites", "40"], ["clouds.40"]),  # named by its size
     "pd2p.py": (["--datasets", "300", "--sites", "30"], ["pd2p.cycle"]),

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from collectors import fts
 from collectors.ingest import ingest
-from collectors.records import HostRef, MetricKind, ParsedSample, Rejected
+from collectors.records import Framing, HostRef, MetricKind, NotALink, ParsedSample, Rejected
 from netbroker import metrics
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import metric_buckets
@@ -37,8 +37,9 @@ def test_finished_transfer_gives_throughput_in_mbytes_per_second_and_a_success()
     # 2,000,000,000 bytes copied between timestamp_tr_st and timestamp_tr_comp, 20 s apart
     assert [(s.kind, s.value, s.weight) for s in first] == [
         (MetricKind.THROUGHPUT, 100.0, 2e9), (MetricKind.SUCCESS, 1.0, 1.0)]
-    assert first[0].src == HostRef("rse", "CERN-PROD_DATADISK")
-    assert first[0].dst == HostRef("rse", "FZK-LCG2_DATADISK")
+    # The RSE, carrying the storage URL's host for when the registry does not know it.
+    assert first[0].src == HostRef("rse+host", "CERN-PROD_DATADISK eosatlas.cern.ch")
+    assert first[0].dst == HostRef("rse+host", "FZK-LCG2_DATADISK atlaswebdav-kit.gridka.de")
     assert first[0].ts_s == 1795514420.0
     assert first[0].origin_id == MESSAGES[0]["tr_id"] + ":throughput"
 
@@ -289,3 +290,75 @@ def test_the_page_cache_is_back_to_its_size_after_a_batch(grid_engine: Engine) -
     ingest(grid_engine, "fts", LINES, now_s=NOW_S)
     with grid_engine.connect() as conn:  # the pool hands back the connection ingest used
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == before
+
+
+# --- every published layout (collectors.layout) ---------------------------------------------
+
+PRETTY = (DATA / "pretty_printed.json").read_text()
+ARRAY = (DATA / "messages_array.json").read_text()
+
+
+def outcomes(data: str) -> list[Any]:
+    return [item for item in fts.read(data) if not isinstance(item, Framing)]
+
+
+def test_a_pretty_printed_message_is_one_record_not_one_rejection_per_line() -> None:
+    first, second = outcomes(PRETTY)
+    assert (first.position, first.shape) == (1, fts.MESSAGE)
+    # 4,000,000,000 bytes between timestamp_tr_st and timestamp_tr_comp, 40 s apart
+    assert [(s.kind, s.value, s.weight) for s in first.samples] == [
+        (MetricKind.THROUGHPUT, 100.0, 4e9), (MetricKind.SUCCESS, 1.0, 1.0)]
+    # the second document, in a MONIT envelope, opens on the first's last line + 1
+    assert second.position == PRETTY.splitlines().index("{", 1) + 1
+    assert second.shape == fts.MONIT_MESSAGE
+    (failure,) = second.samples  # failed: counts toward the failure rate only
+    assert (failure.kind, failure.value, failure.ts_s) == (MetricKind.SUCCESS, 0.0, 1763632900.0)
+    assert failure.src == HostRef("host", "eosatlas.cern.ch")  # no file_metadata: the SE's host
+
+
+def test_a_json_array_of_messages_numbers_them_by_index() -> None:
+    transfer, optimizer, bad = outcomes(ARRAY)
+    # numbers as strings; throughput "25000000" bytes/s reported wins; RSEs from a string
+    assert [(s.kind, s.value) for s in transfer.samples] == [
+        (MetricKind.THROUGHPUT, 25.0), (MetricKind.SUCCESS, 1.0)]
+    assert transfer.samples[0].src == HostRef("rse+host",
+                                              "DESY-HH_DATADISK dcache-se-atlas.desy.de")
+    assert isinstance(optimizer, NotALink) and optimizer.position == 2
+    assert optimizer.shape == fts.OPTIMIZER
+    assert isinstance(bad, Rejected) and bad.position == 3
+    assert "t_final_transfer_state 'Maybe'" in bad.reason
+
+
+def test_read_says_how_the_input_was_framed() -> None:
+    assert list(fts.read(PRETTY))[-1] == Framing({"multi-line JSON document": 2})
+    assert list(fts.read(LINES))[-1] == Framing({"JSON line": len(MESSAGES)})
+    stream = (DATA / "transfer_complete.stream").read_bytes()
+    assert list(fts.read(stream))[-1] == Framing({"EOT-separated message": 3})
+
+
+def test_pretty_printed_messages_ingest_with_every_record_accounted(grid_engine: Engine) -> None:
+    report = ingest(grid_engine, "fts", PRETTY + ARRAY, now_s=1763632800 + 7200)
+    r = report.records
+    # 5 records: 2 transfers, 1 from the array, the optimizer, the bad state
+    assert (r.read, r.stored, r.duplicate, r.unmapped, r.too_old, r.not_a_link,
+            r.rejected) == (5, 3, 0, 0, 0, 1, 1)
+    assert report.shapes == {fts.MESSAGE: 3, fts.MONIT_MESSAGE: 1, fts.OPTIMIZER: 1}
+    assert report.layouts == {"multi-line JSON document": 3}
+
+
+def test_an_rse_the_registry_does_not_know_maps_by_its_storage_urls_host(
+        grid_engine: Engine) -> None:
+    """RSE names are compared case-insensitively; an RSE the registry does not know
+    at all falls back to the host of the message's storage URL (``src_se`` /
+    ``dst_se``), here DESY-HH's and FZK-LCG2's storage hosts in the sample grid."""
+    message = {**MESSAGES[0], "tr_id": "rse-fallback-1",
+               "src_se": "root://se.desy.de", "dst_se": "davs://atlaswebdav-kit.gridka.de",
+               "file_metadata": {"src_rse": "RENAMED-DESY_DATADISK",
+                                 "dst_rse": "fzk-lcg2_datadisk"}}
+    report = ingest(grid_engine, "fts", json.dumps(message), now_s=NOW_S)
+    assert report.stored == 2, report.as_dict()
+    with grid_engine.connect() as conn:
+        sites = {r for r in conn.execute(sa.text(
+            "SELECT s.name, d.name FROM metric_samples m JOIN sites s ON s.id = m.src_site_id "
+            "JOIN sites d ON d.id = m.dst_site_id WHERE m.origin_id LIKE 'rse-fallback-1%'"))}
+    assert sites == {("DESY-HH", "FZK-LCG2")}

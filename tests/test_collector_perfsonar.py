@@ -19,9 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors import perfsonar
+from collectors import esmond, perfsonar
 from collectors.perfsonar import histogram_median, parse, parse_esmond, parse_pscheduler
-from collectors.records import HostRef, MetricKind, ParsedSample, Rejected, Source
+from collectors.records import (
+    Framing,
+    HostRef,
+    MetricKind,
+    NotALink,
+    ParsedSample,
+    Record,
+    Rejected,
+    Source,
+)
 from tests.strategies import json_values
 
 DATA = Path(__file__).parent / "data" / "perfsonar"
@@ -51,7 +60,8 @@ def utc(*fields: int) -> float:
 
 
 def test_public_names_are_pinned() -> None:
-    assert perfsonar.__all__ == ["histogram_median", "parse", "parse_esmond", "parse_pscheduler"]
+    assert perfsonar.__all__ == ["histogram_median", "parse", "parse_esmond", "parse_pscheduler",
+                                 "read"]
 
 
 # --- esmond ---------------------------------------------------------------------------------
@@ -420,7 +430,7 @@ def test_any_input_is_parsed_or_rejected_never_raises(value: Any) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(perfsonar._ESMOND_KINDS)), st.lists(
+@given(st.sampled_from(sorted(esmond.EVENT_KINDS)), st.lists(
     st.fixed_dictionaries({"ts": json_values, "val": json_values}), max_size=4))
 def test_any_esmond_point_gives_a_sane_sample_or_a_rejection(event_type: str,
                                                              points: list[Any]) -> None:
@@ -440,3 +450,191 @@ def test_any_pscheduler_field_value_gives_sane_samples_or_one_rejection(
     out = list(parse_pscheduler(json.dumps(doc)))
     assert len(rejected(out)) <= 1
     assert all(_sane(s) for s in samples(out))
+
+
+# --- every published shape ------------------------------------------------------------------
+
+SUMMARIES = (DATA / "esmond_summaries_bundle.json").read_text()
+METADATA = (DATA / "esmond_metadata.json").read_text()
+AVERAGES = (DATA / "esmond_throughput_averages_86400.json").read_text()
+RUNS = (DATA / "pscheduler_runs.json").read_text()
+ARCHIVED = (DATA / "pscheduler_archived.jsonl").read_text()
+WLCG = (DATA / "wlcg_documents.jsonl").read_text()
+KEY_A, KEY_B, KEY_C = ("a1b2c3d4e5f60718293a4b5c6d7e8f90", "b2c3d4e5f60718293a4b5c6d7e8f90a1",
+                       "c3d4e5f60718293a4b5c6d7e8f90a1b2")
+
+
+def outcomes(text: str) -> list[Any]:
+    return [item for item in perfsonar.read(text) if not isinstance(item, Framing)]
+
+
+def records(text: str, shape: str) -> list[Record]:
+    return [item for item in outcomes(text) if isinstance(item, Record) and item.shape == shape]
+
+
+def test_a_throughput_average_keyed_by_the_fetched_url_is_read() -> None:
+    (avg,) = [s for r in records(SUMMARIES, "esmond points (throughput averages/86400)")
+              for s in r.samples]
+    assert avg.value == 1200.0  # 9.6e9 bits/s / 8e6
+    assert avg.ts_s == 1763596800.0  # the window's start, as esmond writes it
+    assert avg.weight == 0.0  # a summary: stands in where no base point is
+    assert avg.origin_id == f"{KEY_A}:throughput:average/86400:1763596800"
+    assert avg.source_unit == "bits/s avg/86400"
+
+
+def test_statistics_summaries_give_their_median_else_their_mean() -> None:
+    stats = [s for r in records(SUMMARIES, "esmond points (histogram-owdelay statistics/300)")
+             for s in r.samples]
+    assert [(s.kind, s.value) for s in stats] == [(MetricKind.OWD, 4.2), (MetricKind.OWD, 5.5)]
+    (zero,) = [s for r in records(SUMMARIES, "esmond points (histogram-owdelay statistics/0)")
+               for s in r.samples]
+    # window 0 is the base point transformed: its id and weight are the base point's
+    assert (zero.value, zero.weight, zero.origin_id) == (
+        4.3, 1.0, f"{KEY_B}:histogram-owdelay:1763632860")
+    reasons = [r.reason for r in outcomes(SUMMARIES) if isinstance(r, Rejected)
+               and r.shape == "esmond points (histogram-owdelay statistics/300)"]
+    assert reasons == ["histogram-owdelay statistics/300 point 3: val is null: no measurement "
+                       "at this ts", "histogram-owdelay statistics/300 point 4: missing val.mean"]
+
+
+def test_an_aggregated_histogram_gives_its_median() -> None:
+    (agg,) = [s for r in records(SUMMARIES, "esmond points (histogram-owdelay aggregations/3600)")
+              for s in r.samples]
+    # 600 packets: 100 at 4.1, 200 at 4.2, 300 at 4.4; ranks 300 (4.2) and 301 (4.4)
+    assert agg.value == pytest.approx(4.3)
+
+
+def test_loss_comes_from_lost_over_sent_at_the_same_ts() -> None:
+    pairs = [s for r in records(SUMMARIES, "esmond points (packet-count-lost/sent "
+                                           "aggregations/86400)") for s in r.samples]
+    assert [(s.ts_s, s.value) for s in pairs] == [(1763596800.0, 36 / 86400),
+                                                  (1763683200.0, 0.0)]
+    # the same id as packet-loss-rate's: one measurement in two forms is stored once
+    assert pairs[0].origin_id == f"{KEY_B}:packet-loss-rate:aggregation/86400:1763596800"
+    lost_alone = [r for r in outcomes(SUMMARIES) if isinstance(r, Rejected)
+                  and "packet-count-lost point 3" in r.reason]
+    assert len(lost_alone) == 1 and "no packet-count-sent point at ts 1763769600" in (
+        lost_alone[0].reason)
+    sent_alone = [n for n in outcomes(SUMMARIES) if isinstance(n, NotALink)
+                  and "packet-count-sent point without" in n.what]
+    assert len(sent_alone) == 1
+
+
+def test_a_throughput_aggregation_is_refused_as_a_sum_of_rates() -> None:
+    (bad,) = [r for r in outcomes(SUMMARIES) if isinstance(r, Rejected)
+              and r.shape == "esmond points (throughput aggregations/3600)"]
+    assert "(2 points): throughput aggregations are sums of rates" in bad.reason
+
+
+def test_every_point_of_the_summaries_bundle_is_accounted_for() -> None:
+    found = outcomes(SUMMARIES)
+    kinds = [type(item).__name__ for item in found]
+    # 12 points give a sample (1 + 2 + 1 + 1 + 2 loss rates + 2 pairs + 1 rtt + 2
+    # throughput of an unregistered host); 5 rejected (the aggregation series, 2
+    # statistics points, the unpaired lost count, the series of an unknown key);
+    # 2 not a link (histogram-ttl, the unpaired sent count)
+    assert (kinds.count("Record"), kinds.count("Rejected"), kinds.count("NotALink")) == (12, 5, 2)
+
+
+def test_a_metadata_list_alone_is_metadata_not_a_link() -> None:
+    found = outcomes(METADATA)
+    assert [(type(n).__name__, n.position) for n in found] == [("NotALink", i) for i in
+                                                               range(1, 5)]
+    assert {n.shape for n in found} == {"esmond metadata list"}
+    assert "holds none of its points" in found[0].what
+
+
+def test_a_points_list_alone_is_one_rejection_saying_what_to_give() -> None:
+    (only,) = outcomes(AVERAGES)
+    assert isinstance(only, Rejected) and only.position == 1
+    assert only.shape == "esmond points list without its metadata"
+    assert "(4 points" in only.reason and "--esmond-metadata" in only.reason
+    assert "missing test.type" not in only.reason
+
+
+def test_a_points_list_with_its_metadata_and_uri_is_read() -> None:
+    from collectors.esmond import pair_bundle
+
+    uri = f"/esmond/perfsonar/archive/{KEY_A}/throughput/averages/86400"
+    found = outcomes(pair_bundle(METADATA, uri, AVERAGES).decode())
+    values = [(s.ts_s, s.value) for r in found if isinstance(r, Record) for s in r.samples]
+    # 8e9 and "7200000000.0" bits/s; the third is null; the fourth's ts is epoch ms
+    assert values == [(1763596800.0, 1000.0), (1763683200.0, 900.0), (1763856000.0, 800.0)]
+    (null,) = [r for r in found if isinstance(r, Rejected)]
+    assert null.reason == ("throughput averages/86400 point 3: val is null: no measurement at "
+                           "this ts")
+
+
+def test_a_rest_run_gives_its_samples_with_ends_from_the_task_spec() -> None:
+    tp, lat, rtt, reverse = records(RUNS, "pScheduler REST run")
+    (s,) = tp.samples
+    assert (s.value, s.src.value, s.dst.value, s.ts_s) == (
+        1176.5, "perfsonar-bw.desy.de", "ps-bandwidth.cern.ch", utc(2025, 11, 20, 10, 0, 36))
+    assert s.origin_id == "2a1b0001-dddd-4eee-9fff-000000000001:throughput"
+    owd, loss = lat.samples
+    # 597 packets: 100 at 41, 300 at 42 -> rank 299 is 42 buckets of 0.0001 s = 4.2 ms
+    assert owd.value == pytest.approx(4.2) and loss.value == 3 / 600
+    assert owd.src == HostRef("host", "perfsonar-lat.desy.de")  # no spec source: participant
+    (trip,) = rtt.samples
+    assert trip.value == pytest.approx(89.1)  # median of 89.1, 88.9 and 92.7 ms (one lost)
+    assert trip.src == HostRef("host", "perfsonar-lat.bnl.gov")  # source-node, port dropped
+    (back,) = reverse.samples  # reverse: the dest sent; "4.8e9" bits/s as a string
+    assert (back.src.value, back.dst.value, back.value) == (
+        "ps-bandwidth.cern.ch", "perfsonar-bw.bnl.gov", 600.0)
+
+
+def test_runs_that_measured_nothing_say_why() -> None:
+    found = outcomes(RUNS)
+    reasons = {item.position: item.reason for item in found if isinstance(item, Rejected)}
+    assert reasons[4] == "run failed: Run failed: iperf3 server is busy"
+    assert reasons[5].startswith("a pScheduler run without its task names no link")
+    assert reasons[7] == "run state 'pending': no result (only finished runs have one)"
+    (trace,) = [n for n in found if isinstance(n, NotALink)]
+    assert (trace.position, trace.what) == (6, "pScheduler trace test: no metric netbroker "
+                                               "keeps")
+
+
+def test_archived_results_and_a_bare_result() -> None:
+    found = outcomes(ARCHIVED)
+    tp, lat = [r for r in found if isinstance(r, Record)]
+    (s,) = tp.samples  # inside the archiver's envelope; ends at schedule.start + duration
+    assert (s.value, s.ts_s, s.src.value) == (300.0, utc(2025, 11, 20, 11, 0, 20),
+                                              "perfsonar-de-kit.gridka.de")
+    owd, loss = lat.samples  # 50 at 4.10, 50 at 4.30 (default 1 ms buckets): (4.1 + 4.3) / 2
+    assert (owd.value, loss.value) == (pytest.approx(4.2), 0.0)
+    bare = [r for r in found if isinstance(r, Rejected) and r.shape == "bare pScheduler result"]
+    assert len(bare) == 1 and "names no link" in bare[0].reason
+    assert "missing test.type" not in bare[0].reason
+    (task,) = [n for n in found if isinstance(n, NotALink)]
+    assert task.shape == "pScheduler task"
+
+
+def test_wlcg_message_bus_and_index_documents() -> None:
+    found = outcomes(WLCG)
+    bus = [s for r in found if isinstance(r, Record) and r.shape == "esmond message-bus record"
+           for s in r.samples]
+    assert [(s.kind, s.value, s.ts_s) for s in bus] == [
+        (MetricKind.THROUGHPUT, 1200.0, 1763632805.0), (MetricKind.THROUGHPUT, 1000.0,
+                                                        1763654405.0),
+        (MetricKind.PACKET_LOSS, 0.01, 1763632920.0)]
+    assert bus[0].origin_id == "e5f60718293a4b5c6d7e8f90a1b2c3d4:throughput:1763632805"
+    docs = [s for r in found if isinstance(r, Record) and r.shape == "WLCG ps_* index document"
+            for s in r.samples]
+    assert [(s.kind, s.value, s.ts_s) for s in docs] == [
+        (MetricKind.THROUGHPUT, 500.0, 1763632805.0), (MetricKind.OWD, 4.25, 1763632920.0)]
+    assert isinstance(found[-1], NotALink)  # a message without datapoints
+
+
+def test_an_unknown_record_names_the_shapes_expected() -> None:
+    (only,) = outcomes('{"hello": "world"}')
+    assert isinstance(only, Rejected)
+    assert only.reason.startswith("unknown perfSONAR record (keys hello); expected an esmond "
+                                  "bundle")
+
+
+def test_shapes_may_be_mixed_in_one_input_and_each_is_read_as_itself() -> None:
+    mixed = "\n".join([json.dumps(PS_DOCS[0]), json.dumps(json.loads(RUNS)[0]),
+                       json.dumps(json.loads(ARCHIVED.splitlines()[1]))])
+    shapes = [r.shape for r in outcomes(mixed)]
+    assert shapes == ["pScheduler result in OpenSearch", "pScheduler REST run",
+                      "pScheduler archived result"]

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from collectors import xrootd
-from collectors.records import HostRef, MetricKind, ParsedSample, Rejected, Source
+from collectors.records import (
+    Framing,
+    HostRef,
+    MetricKind,
+    NotALink,
+    ParsedSample,
+    Record,
+    Rejected,
+    Source,
+)
 
 DATA = Path(__file__).parent / "data" / "xrootd"
 COST_LINES = (DATA / "cost_matrix.jsonl").read_text()
@@ -29,7 +38,7 @@ def rejected(out: Iterable[ParsedSample | Rejected]) -> list[Rejected]:
 
 
 def test_public_names_are_pinned() -> None:
-    assert sorted(xrootd.__all__) == ["parse", "parse_cost_matrix", "parse_file_records"]
+    assert sorted(xrootd.__all__) == ["parse", "parse_cost_matrix", "parse_file_records", "read"]
 
 
 # -- FAX cost matrix -----------------------------------------------------------------------
@@ -262,3 +271,99 @@ def test_rejection_carries_the_record_key_when_it_has_one() -> None:
     assert bad.origin_id == FILE_RECORDS[0]["unique_id"]
     (bad,) = rejected(xrootd.parse(_cost(rate=-1)))
     assert bad.origin_id == "FZK-LCG2:DESY-HH:1795514460000"
+
+
+# -- MONIT/GLED records, summary monitoring, shoveler packets ----------------------------------
+
+GLED = (DATA / "gled_records.jsonl").read_text()
+SUMMARY_XML = (DATA / "summary.xml").read_text()
+SHOVELER = (DATA / "shoveler.jsonl").read_text()
+
+
+def outcomes(data: str) -> list[object]:
+    return [item for item in xrootd.read(data) if not isinstance(item, Framing)]
+
+
+def test_gled_bytes_at_close_give_the_rate_when_read_bytes_is_zero() -> None:
+    first = outcomes(GLED)[0]
+    assert isinstance(first, Record) and first.shape == "MONIT/GLED per-file transfer record"
+    tp, ok = first.samples
+    # read_bytes 0, read_bytes_at_close 600,000,000 over 30 s (ms clock): 20 MB/s
+    assert (tp.value, tp.weight, tp.ts_s) == (20.0, 6e8, 1763632830.0)
+    assert tp.src == HostRef("host", "p05799459u51457.cern.ch")  # host joined to its domain
+    assert tp.dst == HostRef("domain", "cc.in2p3.fr")
+    assert (ok.kind, ok.value) == (MetricKind.SUCCESS, 1.0)
+
+
+def test_gled_numbers_as_strings_read_like_numbers() -> None:
+    fifth = outcomes(GLED)[4]
+    assert isinstance(fifth, Record)
+    # "250000000" bytes at close between "1763632900000" and "1763632910000" ms: 25 MB/s
+    assert fifth.samples[0].value == 25.0
+    assert fifth.samples[0].src == HostRef("host", "dcache-door-atlas19.desy.de")
+
+
+def test_local_empty_and_write_records_are_counted_with_their_reason() -> None:
+    local, empty, write = outcomes(GLED)[1:4]
+    assert isinstance(local, NotALink) and "remote_access false" in local.what
+    assert isinstance(empty, NotALink) and "read of no bytes" in empty.what
+    assert isinstance(write, NotALink) and "write" in write.what
+    bad = outcomes(GLED)[5]
+    assert isinstance(bad, Rejected) and bad.position == 6
+    assert bad.reason == "end_time 1763632800000 is before start_time 1763632900000"
+
+
+def test_a_read_within_one_domain_is_local() -> None:
+    record = dict(FILE_RECORDS[0], server_site="", server_domain="mwt2.org",
+                  client_domain="MWT2.org.")
+    (only,) = outcomes(json.dumps(record))
+    assert isinstance(only, NotALink) and "one domain" in only.what
+
+
+def test_summary_xml_is_counted_one_document_each_never_line_by_line() -> None:
+    found = outcomes(SUMMARY_XML)
+    assert [type(o).__name__ for o in found] == ["NotALink", "NotALink", "NotALink",
+                                                 "Rejected"]
+    pretty_lines = SUMMARY_XML.split("\n<statistics", 1)[0].count("\n") + 1
+    # the pretty-printed first document spans lines 1 .. pretty_lines; the others one each
+    assert [o.position for o in found] == [1, pretty_lines + 1, pretty_lines + 2,
+                                           pretty_lines + 3]
+    assert "server's load" in found[0].what and "not a link" in found[0].what
+    assert found[3].reason.startswith("not XML: mismatched tag")
+    assert list(xrootd.read(SUMMARY_XML))[-1] == Framing({"XML document": 4})
+
+
+def test_shoveler_packets_decode_into_a_read_rate_from_server_to_client() -> None:
+    found = outcomes(SHOVELER)
+    (read,) = [o for o in found if isinstance(o, Record)]
+    tp, ok = read.samples
+    assert (ok.kind, ok.value) == (MetricKind.SUCCESS, 1.0)
+    # fileid 201: opened in the window from 10:00:00, closed in the one ending 10:02:00;
+    # read 1,000,000,000 + readv 200,000,000 bytes in 120 s: 10 MB/s
+    assert (tp.value, tp.weight, tp.ts_s) == (10.0, 1.2e9, 1763632920.0)
+    assert tp.src == HostRef("host", "xrd01.cern.ch")  # the '=' map's host
+    assert tp.dst == HostRef("host", "wn042.cc.in2p3.fr")  # the 'u' map's host
+    assert tp.origin_id == "xrdmon:192.0.2.50:1763600000:201:throughput"
+    assert read.position == 5
+
+
+def test_every_shoveler_packet_is_accounted_for() -> None:
+    found = outcomes(SHOVELER)
+    kinds = [(type(o).__name__, o.position) for o in found]
+    assert kinds == [("NotALink", 1), ("NotALink", 2), ("NotALink", 3), ("NotALink", 4),
+                     ("Record", 5), ("NotALink", 5), ("Rejected", 5), ("Rejected", 5),
+                     ("NotALink", 6), ("NotALink", 7), ("Rejected", 8), ("Rejected", 9),
+                     ("NotALink", 10)]
+    reasons = [o.reason for o in found if isinstance(o, Rejected)]
+    assert "dictid 999: its open is not in the batch" in reasons[0]
+    assert "no user map ('u') for user dictid 999" in reasons[1]
+    assert "Only base64 data is allowed" in reasons[2]
+    assert reasons[3] == "XRootD packet: header plen 100 but the packet has 35 bytes"
+    assert found[-1].shape == "XRootD summary monitoring (xrd.report)"  # forwarded XML
+
+
+def test_a_shoveler_line_without_its_maps_cannot_name_the_client() -> None:
+    lines = SHOVELER.splitlines()
+    found = outcomes("\n".join([lines[0], lines[3], lines[4]]))  # no 'u' map
+    (no_user,) = [o for o in found if isinstance(o, Rejected) and "dictid 201" in o.reason]
+    assert "no user map" in no_user.reason

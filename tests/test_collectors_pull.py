@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.pull import pull_all
 from netbroker.config import CollectorSettings
 from netbroker.db.cycles import CycleDB
-from netbroker.db.schema import utcnow
+from netbroker.db.schema import metric_samples, utcnow
 from netbroker.scheduler import Cycle, build_scheduler, run_cycle
 from tests.factories import recent_fts_lines
 
@@ -122,3 +123,205 @@ def test_the_scheduler_runs_its_cycles(engine: Engine) -> None:
         scheduler.shutdown(wait=True)
     with engine.connect() as conn:
         assert CycleDB(conn).list_cycles()[0]["runs"] == 1
+
+
+# --- esmond: metadata, then each series by time range, resuming; pScheduler runs -------------
+
+PERFSONAR = DATA / "perfsonar"
+ESMOND_METADATA = json.loads((PERFSONAR / "esmond_metadata.json").read_text())
+ESMOND_POINTS = {urlsplit(uri).path.rstrip("/"): points for uri, points in json.loads(
+    (PERFSONAR / "esmond_summaries_bundle.json").read_text())["data"].items()}
+NOW_S = 1763700000.0  # a day after the points
+AVERAGES = ("/esmond/perfsonar/archive/a1b2c3d4e5f60718293a4b5c6d7e8f90/throughput/averages/"
+            "86400")
+
+
+class Esmond(BaseHTTPRequestHandler):
+    """An esmond archive: its metadata (paged), each series' points from ``time-start``."""
+
+    asked: ClassVar[list[tuple[str, dict[str, str]]]] = []
+    points: ClassVar[dict[str, list[dict[str, object]]]] = {}
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query))
+        Esmond.asked.append((url.path, params))
+        if url.path == "/esmond/perfsonar/archive/":
+            start, limit = int(params.get("offset", 0)), int(params.get("limit", 1000))
+            self._send(ESMOND_METADATA[start:start + limit])
+            return
+        since = float(params.get("time-start", 0))
+        self._send([p for p in Esmond.points.get(url.path.rstrip("/"), [])
+                    if float(str(p["ts"])) >= since])
+
+    def _send(self, answer: object) -> None:
+        body = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def esmond_archive() -> Iterator[str]:
+    Esmond.asked = []
+    Esmond.points = {path: list(points) for path, points in ESMOND_POINTS.items()}
+    yield from serve(Esmond)
+
+
+def test_an_esmond_pull_reads_metadata_then_every_series_read_base_and_summaries(
+        grid_engine: Engine, esmond_archive: str) -> None:
+    settings = CollectorSettings(esmond_urls=[f"{esmond_archive}/esmond/perfsonar/archive/"],
+                                 esmond_time_range_s=7 * 86400, http_retries=0)
+    (result,) = pull_all(grid_engine, settings, now_s=NOW_S)
+    assert result.error is None and result.errors == ()
+    paths = [path for path, _ in Esmond.asked]
+    # 1 metadata page, then the series of the event types read, as the metadata lists
+    # them: throughput 2 (base, averages; not its aggregations, sums of rates) + 1 (the
+    # unregistered host's), histogram-owdelay 4, packet-loss-rate 2, packet-count-lost 2
+    # and -sent 2, rtt 1
+    assert result.requests == len(paths) == 1 + 14
+    assert not any("/failures/" in p or "/histogram-ttl/" in p or "-bidir" in p
+                   or "/throughput/aggregations/" in p for p in paths)
+    first_series = dict(Esmond.asked[1:])
+    averages = AVERAGES
+    assert first_series[averages] == {"time-start": str(int(NOW_S - 7 * 86400))}
+    records = result.report.records
+    # what the bundle of these answers holds (tests/test_ingest_accounting.py), but for the
+    # series never asked for: the throughput aggregations, histogram-ttl's, the key no
+    # metadata has
+    assert (records.read, records.stored, records.unmapped, records.rejected,
+            records.not_a_link) == (16, 10, 2, 3, 1)
+
+
+def test_the_next_esmond_pull_asks_each_series_from_where_the_last_stopped(
+        grid_engine: Engine, esmond_archive: str) -> None:
+    settings = CollectorSettings(esmond_urls=[f"{esmond_archive}/esmond/perfsonar/archive/"],
+                                 esmond_time_range_s=7 * 86400, http_retries=0)
+    pull_all(grid_engine, settings, now_s=NOW_S)
+    averages = AVERAGES
+    Esmond.points[averages].append({"ts": 1763683200, "val": 7.2e9})  # a new day's average
+    Esmond.asked = []
+    (again,) = pull_all(grid_engine, settings, now_s=NOW_S + 3600)
+    asked = dict(Esmond.asked)
+    assert asked["/esmond/perfsonar/archive/"]["time-start"] == str(int(NOW_S) + 1)
+    assert asked[averages] == {"time-start": str(1763596800 + 1)}  # after the newest point read
+    # a series that had no points is asked for the configured range again
+    rtt_base = "/esmond/perfsonar/archive/c3d4e5f60718293a4b5c6d7e8f90a1b2/histogram-rtt/base"
+    assert asked[rtt_base] == {"time-start": str(1763632900 + 1)}
+    loss_base = ("/esmond/perfsonar/archive/b2c3d4e5f60718293a4b5c6d7e8f90a1/"
+                 "packet-loss-rate/base")
+    assert asked[loss_base] == {"time-start": str(int(NOW_S + 3600 - 7 * 86400))}
+    records = again.report.records
+    assert (records.read, records.stored) == (1, 1)  # only the new average: 7.2e9 bits/s
+    with grid_engine.connect() as conn:
+        (value,) = conn.execute(sa.select(metric_samples.c.value).where(
+            metric_samples.c.origin_id.like("%:average/86400:1763683200"))).scalars()
+    assert value == 900.0
+
+
+def test_a_backfill_pull_asks_every_series_from_its_start(grid_engine: Engine,
+                                                          esmond_archive: str) -> None:
+    settings = CollectorSettings(esmond_urls=[f"{esmond_archive}/esmond/perfsonar/archive/"],
+                                 esmond_time_range_s=7 * 86400, http_retries=0)
+    pull_all(grid_engine, settings, now_s=NOW_S)
+    Esmond.asked = []
+    (again,) = pull_all(grid_engine, settings, since_s=1763000000, now_s=NOW_S + 10 * 86400)
+    assert {params["time-start"] for _, params in Esmond.asked} == {"1763000000"}
+    assert again.report.kept_from_s == 1763000000
+    # everything again: the 10 stored before are duplicates now
+    assert again.report.records.duplicate == 10
+
+
+RUN_BASE = "/pscheduler/tasks/1f0c0001-aaaa-4bbb-8ccc-000000000001"
+TASK = {"schema": 1, "test": {"type": "throughput", "spec": {
+    "source": "perfsonar-bw.desy.de", "dest": "ps-bandwidth.cern.ch", "duration": "PT30S"}},
+    "tool": "iperf3"}
+
+
+def _run(n: int, start: str, end: str, state: str, bits: float | None) -> dict[str, object]:
+    return {"start-time": start, "end-time": end, "state": state,
+            "participants": ["perfsonar-bw.desy.de", "ps-bandwidth.cern.ch"],
+            "result-merged": None if bits is None else {
+                "succeeded": True, "summary": {"summary": {"throughput-bits": bits}}},
+            "run": n}
+
+
+class PScheduler(BaseHTTPRequestHandler):
+    """A pScheduler server: a task's runs listing (from ``start``), each run, the task."""
+
+    asked: ClassVar[list[tuple[str, dict[str, str]]]] = []
+    runs: ClassVar[dict[str, dict[str, object]]] = {}
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query))
+        PScheduler.asked.append((url.path, params))
+        root = f"http://{self.headers['Host']}"
+        if url.path == f"{RUN_BASE}/runs":
+            since = params.get("start")
+            self._send([f"{root}{RUN_BASE}/runs/{rid}" for rid, run in PScheduler.runs.items()
+                        if since is None or _iso_s(str(run["start-time"])) >= _iso_s(since)])
+        elif url.path == RUN_BASE:
+            self._send(TASK)
+        else:
+            rid = url.path.rsplit("/", 1)[-1]
+            self._send({**PScheduler.runs[rid], "href": f"{root}{url.path}",
+                        "task-href": f"{root}{RUN_BASE}"})
+
+    _send = Esmond._send
+    log_message = Esmond.log_message
+
+
+def _iso_s(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+def pscheduler_archive() -> Iterator[str]:
+    PScheduler.asked = []
+    PScheduler.runs = {
+        "r1": _run(1, "2025-11-20T10:00:05Z", "2025-11-20T10:00:36Z", "finished", 9.6e9),
+        "r2": _run(2, "2025-11-20T16:00:05Z", "2025-11-20T16:00:36Z", "finished", 4.8e9),
+        "r3": _run(3, "2025-11-20T22:00:05Z", "2025-11-20T22:00:36Z", "pending", None)}
+    yield from serve(PScheduler)
+
+
+def test_a_pscheduler_pull_reads_each_run_with_its_task_and_resumes_at_the_open_one(
+        grid_engine: Engine, pscheduler_archive: str) -> None:
+    settings = CollectorSettings(pscheduler_urls=[f"{pscheduler_archive}{RUN_BASE}/runs"],
+                                 http_retries=0)
+    (first,) = pull_all(grid_engine, settings, now_s=NOW_S)
+    # the listing, 3 runs, the task once
+    assert [p for p, _ in PScheduler.asked].count(RUN_BASE) == 1
+    assert first.requests == 5
+    r = first.report.records
+    assert (r.read, r.stored, r.rejected) == (3, 2, 1)  # r3 is pending: no result yet
+    with grid_engine.connect() as conn:
+        values = sorted(conn.execute(sa.select(metric_samples.c.value)).scalars())
+    assert values == [600.0, 1200.0]  # 4.8e9 and 9.6e9 bits/s
+    PScheduler.runs["r3"].update(state="finished", **{"result-merged": {
+        "succeeded": True, "summary": {"summary": {"throughput-bits": 2.4e9}}}})
+    PScheduler.asked = []
+    (second,) = pull_all(grid_engine, settings, now_s=NOW_S + 600)
+    listing = PScheduler.asked[0]
+    assert listing == (f"{RUN_BASE}/runs", {"start": "2025-11-20T22:00:05+00:00"})
+    assert (second.report.records.read, second.report.records.stored) == (1, 1)
+    PScheduler.asked = []
+    pull_all(grid_engine, settings, now_s=NOW_S + 1200)
+    assert PScheduler.asked[0][1] == {"start": "2025-11-20T22:00:06+00:00"}  # after r3

@@ -247,7 +247,7 @@ def test_staged_chunks_store_what_tuple_chunks_store(
 def test_a_large_fts_batch_is_split_at_a_line_end_and_numbered_on() -> None:
     """split_job: halves cut after the line crossing the middle, the second half's
     records numbered from the first's line count (blank lines count, as lines do);
-    EOT and CR streams, other sources and small batches stay whole."""
+    EOT and CR streams, NWS documents, shoveler packets and small batches stay whole."""
     data = b'{"a": 1}\n\n{"b": 22}\n{"c": 333}\n{"d": 4}\n'
     job = ChunkJob(Source.FTS, data, {}, 0.0, 600, 10)
     with pytest.MonkeyPatch.context() as mp:
@@ -261,7 +261,10 @@ def test_a_large_fts_batch_is_split_at_a_line_end_and_numbered_on() -> None:
         assert halves == whole
         for other in (data.replace(b"\n", b"\x04"), data.replace(b"\n", b"\r\n")):
             assert len(parsing.split_job(job._replace(data=other))) == 1
-        assert len(parsing.split_job(job._replace(source=Source.XROOTD))) == 1
+        assert len(parsing.split_job(job._replace(source=Source.NWS))) == 1  # one document
+        assert len(parsing.split_job(job._replace(source=Source.XROOTD))) == 2
+        packets = data.replace(b'{"a": 1}', b'{"remote": "192.0.2.1:1", "data": ""}')
+        assert len(parsing.split_job(job._replace(source=Source.XROOTD, data=packets))) == 1
     assert len(parsing.split_job(job)) == 1  # below SPLIT_MIN_BYTES
 
 
@@ -303,7 +306,8 @@ def test_of_two_records_with_one_id_in_two_halves_the_one_written_first_is_store
         grid_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks come in turn from the halves: a record early in the second half is
     written before one late in the first, and of two with one origin id that one is
-    stored, once; the counts are those of one process."""
+    stored, once; the counts are those of one process, but for which of the two
+    records is the stored one and which the duplicate."""
     monkeypatch.setattr("collectors.ingest.CHUNK", 500)
     lines = mixed_batch(3_000).splitlines()
     late = next(i for i in range(1_450, 0, -1) if lines[i].startswith("{")
@@ -316,7 +320,15 @@ def test_of_two_records_with_one_id_in_two_halves_the_one_written_first_is_store
     wipe(grid_engine)
     monkeypatch.setattr(parsing, "SPLIT_MIN_BYTES", 1_000)
     two = ingest(grid_engine, "fts", data, now_s=NOW_S, parallel=True).as_dict(10**6)
+    one_records, two_records = one.pop("records"), two.pop("records")
     assert two == one
+    # One process: the finished record went first, the failed one's success sample was
+    # the duplicate. Two: the failed one went first, and the finished one still stored
+    # its throughput: both records stored.
+    assert (two_records["stored"], two_records["duplicate"]) == (
+        one_records["stored"] + 1, one_records["duplicate"] - 1)
+    assert {k: v for k, v in two_records.items() if k not in ("stored", "duplicate")} == {
+        k: v for k, v in one_records.items() if k not in ("stored", "duplicate")}
     with grid_engine.connect() as conn:
         success = conn.execute(sa.select(metric_samples.c.value).where(
             metric_samples.c.origin_id == f"{original['tr_id']}:success")).scalars().all()

@@ -256,8 +256,12 @@ def test_a_payload_exiting_0_finishes_with_its_files_in_and_out(
     (output,) = [r for r in made.values() if r.dataset.endswith(".output")]
     text = (root / rucio_path(output.scope, output.name)).read_text()
     assert text == f"processed\n{hashlib.md5(inputs).hexdigest()}  -\n"
+    (log_file,) = [r for r in made.values() if r.dataset.endswith(".log")]
     log = scenario["logs"][run.job_id]
-    assert log.status_code == 200 and "log file" in log.text and ".log.tgz" in log.text
+    assert log.status_code == 200, log.text
+    assert log.text.startswith(f"log file local:{log_file.name}: {log_file.bytes} bytes, "
+                               f"adler32 {log_file.adler32}\n  at {run.site}_DATADISK: "
+                               f"{log_file.url}\n")
 
 
 @pytest.mark.parametrize("version", list(PILOTS))

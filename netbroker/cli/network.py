@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +14,13 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from collectors import nws
+from collectors import esmond, nws
+from collectors.ingest import IngestReport
 from collectors.ingest import ingest as ingest_batch
 from collectors.pull import pull_all
 from netbroker import metrics
 from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json, settings_of
+from netbroker.errors import NetbrokerError
 from netbroker.metrics import (
     KIND_UNITS,
     MATRIX_KINDS,
@@ -34,39 +37,120 @@ network_app = typer.Typer(no_args_is_help=True,
 app.add_typer(network_app, name="network")
 
 
+TimeOpt = Annotated[str | None, typer.Option(
+    help="ISO-8601 (zone-less is UTC; a date is its midnight) or epoch seconds.")]
+
+
 @app.command()
 def ingest(
     ctx: typer.Context,
     source: Annotated[MetricSource, typer.Argument(help="Record format of the input.")],
     file: Annotated[str, typer.Argument(help="File of records, or - for standard input.")],
+    backfill: Annotated[bool, typer.Option(
+        help="Keep samples however old. The raw retention prunes their raw rows later "
+             "(their buckets stay): ingest the same records again only before that, or "
+             "they count twice.")] = False,
+    since: TimeOpt = None,
+    esmond_metadata: Annotated[Path | None, typer.Option(
+        help="perfsonar: the esmond archive's metadata answer FILE's points belong to.")] = None,
+    esmond_uri: Annotated[str | None, typer.Option(
+        help="perfsonar: the base or summary URI FILE's points were fetched from.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest FTS, perfSONAR, XRootD or NWS records; print what was stored and refused."""
+    """Ingest FTS, perfSONAR, XRootD or NWS records in any published shape; report each record.
+
+    Every record read is stored, a duplicate, unmapped, too old, not a link, or
+    rejected (with its position and why); the shapes detected are named. Exits
+    1 when no record read is in the database (none stored or stored before).
+    """
     engine = engine_of(ctx)
     data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    if (esmond_metadata is None) != (esmond_uri is None) or (
+            esmond_uri is not None and source is not MetricSource.PERFSONAR):
+        raise typer.BadParameter("--esmond-metadata and --esmond-uri go together, with "
+                                 "perfsonar")
+    if esmond_metadata is not None and esmond_uri is not None:
+        try:
+            data = esmond.pair_bundle(esmond_metadata.read_bytes(), esmond_uri, data)
+        except ValueError as exc:
+            raise NetbrokerError(f"{file}: {exc}") from None
+    since_s = _time_s(since, "--since")
     columns = (SpinnerColumn(), TextColumn("{task.description}"),
                TextColumn("{task.completed:,} records and samples"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=as_json) as progress:
         task = progress.add_task(f"ingesting {len(data):,} bytes of {source.value}", total=None)
         report = ingest_batch(engine, source, data, settings_of(ctx).metrics,
-                              on_progress=lambda n: progress.update(task, completed=n))
+                              on_progress=lambda n: progress.update(task, completed=n),
+                              since_s=since_s, backfill=backfill)
     if as_json:
         print_json(report.as_dict())
-        return
-    out.print(f"{source.value}: {report.samples} samples, {report.stored} stored, "
+    else:
+        _print_report(report)
+    if not report.usable:
+        err.print(f"error: nothing usable read from {file}: {_why_unusable(report)}",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _print_report(report: IngestReport) -> None:
+    r = report.records
+    shapes = ", ".join(f"{shape} {n}" for shape, n in report.shapes.most_common(5)) or "none"
+    layout = ", ".join(f"{name} {n}" for name, n in report.layouts.most_common()) or "empty"
+    out.print(f"{report.source}: {r.read} records read ({shapes}; layout: {layout}): "
+              f"{r.stored} stored, {r.duplicate} duplicates, {r.unmapped} unmapped, "
+              f"{r.too_old} too old, {r.not_a_link} not a link, {r.rejected} rejected",
+              highlight=False, markup=False)
+    out.print(f"{report.source}: {report.samples} samples, {report.stored} stored, "
               f"{report.duplicates} duplicates, {len(report.rejected)} records rejected, "
-              f"{report.unmapped_samples} unmapped, {report.too_old} too old")
-    for r in report.rejected[:20]:
-        out.print(f"  rejected at {r.position}: {r.reason}", highlight=False, markup=False)
+              f"{report.unmapped_samples} unmapped, {report.too_old} too old",
+              highlight=False, markup=False)
+    for what, n in report.not_a_link.most_common(10):
+        out.print(f"  not a link: {what}: {n}", highlight=False, markup=False)
+    for rejected in report.rejected[:20]:
+        out.print(f"  rejected at {rejected.position}: {rejected.reason}", highlight=False,
+                  markup=False)
     for host, n in report.unmapped.most_common(10):
         out.print(f"  unmapped {host}: {n} samples", highlight=False, markup=False)
 
 
+def _why_unusable(report: IngestReport) -> str:
+    r = report.records
+    if not r.read:
+        return "no record in it"
+    if r.too_old and report.kept_from_s is not None:
+        kept = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.kept_from_s))
+        return (f"{r.too_old} records older than {kept} (--backfill or --since keeps them), "
+                f"{r.read - r.too_old} others not stored")
+    return (f"of {r.read} records, {r.unmapped} unmapped, {r.not_a_link} not a link, "
+            f"{r.rejected} rejected")
+
+
+def _time_s(text: str | None, option: str) -> float | None:
+    """An option's time as epoch seconds: ISO-8601 (zone-less = UTC) or epoch s (or ms)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise typer.BadParameter(f"{option} {text!r} is not an ISO-8601 time or epoch "
+                                     "seconds") from None
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return value / 1000.0 if value > 1e11 else value
+
+
 @app.command()
-def collect(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Pull every configured archive once (the service does this every cycle)."""
+def collect(ctx: typer.Context, since: TimeOpt = None, as_json: JsonOpt = False) -> None:
+    """Pull every configured archive once (the service does this every cycle).
+
+    esmond and pScheduler archives are read from where the last pull stopped;
+    ``--since`` reads them from that time instead, keeping old samples (a backfill).
+    """
     settings = settings_of(ctx)
-    results = pull_all(engine_of(ctx), settings.collectors, settings.metrics)
+    results = pull_all(engine_of(ctx), settings.collectors, settings.metrics,
+                       since_s=_time_s(since, "--since"))
     if as_json:
         print_json([r.as_dict() for r in results])
         return
@@ -75,11 +159,14 @@ def collect(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for r in results:
         if r.report is None:
             out.print(f"{r.source} {r.url}: FAILED {r.error}", highlight=False, markup=False)
-        else:
-            rep = r.report
-            out.print(f"{r.source} {r.url}: {rep.stored} stored, {rep.duplicates} duplicates, "
-                      f"{len(rep.rejected)} rejected, {rep.unmapped_samples} unmapped",
-                      highlight=False, markup=False)
+            continue
+        rec = r.report.records
+        out.print(f"{r.source} {r.url}: {rec.read} records: {rec.stored} stored, "
+                  f"{rec.duplicate} duplicates, {rec.unmapped} unmapped, {rec.too_old} too "
+                  f"old, {rec.not_a_link} not a link, {rec.rejected} rejected "
+                  f"({r.requests} requests)", highlight=False, markup=False)
+        for problem in r.errors[:10]:
+            out.print(f"  not read: {problem}", highlight=False, markup=False)
 
 
 @app.command()
@@ -89,6 +176,9 @@ def matrix(
     window: Annotated[str, typer.Option(help="1h, 1d or 1w.")] = "1d",
     source: Annotated[str, typer.Option(
         help="consolidated, fts, perfsonar, xrootd or nws.")] = "consolidated",
+    at: Annotated[str | None, typer.Option(
+        help="The window ending at this time (ISO-8601, zone-less UTC, or epoch s); "
+             "default now.")] = None,
     format: Annotated[str, typer.Option(help="table, csv, json or parquet.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw a heatmap PNG here.")] = None,
@@ -99,14 +189,17 @@ def matrix(
     if kind not in MATRIX_KINDS:
         raise typer.BadParameter(f"kind must be one of {', '.join(MATRIX_KINDS)}")
     engine = engine_of(ctx)
-    values = metrics.network_matrix(engine, kind, window, source, settings_of(ctx).metrics)
+    at_s = _time_s(at, "--at")
+    values = metrics.network_matrix(engine, kind, window, source, settings_of(ctx).metrics,
+                                    now_s=at_s)
     unit = MATRIX_UNITS[kind]
+    when = "" if at_s is None else time.strftime(" to %Y-%m-%dT%H:%M:%SZ", time.gmtime(at_s))
     if plot is not None:
         from netbroker.heatmap import plot_matrix
         from netbroker.registry import site_clouds
 
         plot_matrix(values, site_clouds(engine), unit,
-                    f"{kind} ({source}, {window})", plot)
+                    f"{kind} ({source}, {window}{when})", plot)
     if format == "parquet":
         target = output or Path(f"matrix-{kind}-{window}.parquet")
         values.to_parquet(target)
@@ -115,7 +208,7 @@ def matrix(
         text = values.to_csv() if format == "csv" else values.to_json(orient="split")
         _write(text, output)
     elif format == "table":
-        out.print(_matrix_table(values, f"{kind} [{unit}], {source}, {window}"))
+        out.print(_matrix_table(values, f"{kind} [{unit}], {source}, {window}{when}"))
     else:
         raise typer.BadParameter("format must be table, csv, json or parquet")
 

@@ -51,6 +51,7 @@ __all__ = [
     "cloud_members",
     "cloud_membership_history",
     "clouds",
+    "collector_pull_cursors",
     "config_audit",
     "config_overrides",
     "cycles",
@@ -503,6 +504,22 @@ metric_block_marks = sa.Table(
     sa.Column("through_s", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("kind", "source"),
 )
+
+collector_pull_cursors = sa.Table(
+    "collector_pull_cursors",
+    metadata,
+    # Where a pull collector stopped reading one series of one archive, so the
+    # next pull asks for what came after: per esmond archive URL and series
+    # ("<metadata-key>/<event-type>/<summary>/<window>", or "metadata"), the
+    # newest point time read (through_s); per pScheduler runs URL ("runs"),
+    # the start time of the oldest run not yet final.
+    sa.Column("archive_url", sa.String(1024), nullable=False),
+    sa.Column("series", sa.String(255), nullable=False),
+    sa.Column("through_s", sa.Float, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("archive_url", "series"),
+)
+
 
 tasks = sa.Table(
     "tasks",

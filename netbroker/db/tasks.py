@@ -219,6 +219,17 @@ class TaskDB:
             files.c.dataset_id == dataset_id, files.c.name == lfn)).scalar_one()
         return int(dataset_id), int(file_id)
 
+    def file_copies(self, file_ids: Collection[int]) -> dict[int, list[tuple[str, str]]]:
+        """Per file, the (endpoint, URL) of each copy reported written."""
+        stmt = (sa.select(file_replicas.c.file_id, endpoints.c.name, file_replicas.c.url)
+                .join(endpoints, endpoints.c.id == file_replicas.c.endpoint_id)
+                .where(file_replicas.c.file_id.in_(list(file_ids)))
+                .order_by(file_replicas.c.file_id, endpoints.c.name))
+        out: dict[int, list[tuple[str, str]]] = {}
+        for file_id, endpoint, url in self.conn.execute(stmt):
+            out.setdefault(file_id, []).append((endpoint, url))
+        return out
+
     def link_job_file(self, job_file_id: int, file_id: int) -> None:
         self.conn.execute(sa.update(job_files).where(job_files.c.id == job_file_id)
                           .values(file_id=file_id))
