@@ -43,7 +43,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f('ix_file_replicas_endpoint_id'), table_name='file_replicas')
     op.drop_table('file_replicas')
-    with op.batch_alter_table('queues') as batch:
-        batch.drop_column('catchall')
-    with op.batch_alter_table('jobs') as batch:
-        batch.drop_column('pilot_log')
+    # Plain DROP COLUMN (SQLite >= 3.35 has it): a batch rebuild of queues or jobs
+    # would drop a table that other tables' rows still reference.
+    op.execute('ALTER TABLE queues DROP COLUMN catchall')
+    op.execute('ALTER TABLE jobs DROP COLUMN pilot_log')
