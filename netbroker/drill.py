@@ -175,9 +175,10 @@ def start_service(url: str, port: int, log: Path, cycles: bool = False,
     ``settings`` are more ``NETBROKER_<GROUP>_<KEY>`` variables for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETBROKER_")}
     # Tokens are not what this drills: the service runs without them.
-    env.update(NETBROKER_DATABASE_URL=url, NETBROKER_SERVICE_RUN_CYCLES=str(cycles).lower(),
-               NETBROKER_SERVICE_AUTH="off",
-               NETBROKER_SERVICE_LOG_LEVEL="warning", **(settings or {}))
+    env.update({"NETBROKER_DATABASE_URL": url,
+                "NETBROKER_SERVICE_RUN_CYCLES": str(cycles).lower(),
+                "NETBROKER_SERVICE_AUTH": "off", "NETBROKER_SERVICE_LOG_LEVEL": "warning"})
+    env.update(settings or {})  # the caller's settings win
     with log.open("ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "netbroker", "serve", "--port",
                                     str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)

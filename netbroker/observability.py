@@ -128,6 +128,11 @@ class _Forward(Collector):
         yield from self.source.collect()
 
 
+# The attributes every LogRecord has: anything else on a record came as ``extra``.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName", "color_message"}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log record, with the current request id.
 
@@ -138,6 +143,9 @@ class JsonFormatter(logging.Formatter):
     >>> request_id.reset(token)
     >>> fields["message"], fields["request_id"], fields["level"]
     ('hello pilot', 'abc123', 'info')
+    >>> record.cycle = "clouds"  # as logging's extra={"cycle": "clouds"} sets it
+    >>> json.loads(JsonFormatter().format(record))["cycle"]
+    'clouds'
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -147,6 +155,9 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid:
             out["request_id"] = rid
+        # What the caller gave as ``extra`` (ids: cycle, job_id, ...), by name.
+        out.update({k: v for k, v in record.__dict__.items()
+                    if k not in _RECORD_FIELDS and k not in out})
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

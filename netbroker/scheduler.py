@@ -77,7 +77,12 @@ def run_cycle(engine: Engine, cycle: Cycle, holder: str) -> bool:
     except Exception as exc:  # a cycle must not kill the scheduler
         error = _one_line(exc)
         log.exception("cycle %s failed", cycle.name, extra={"cycle": cycle.name})
+    finished = utcnow()
     _record(engine, cycle, started, error)
+    # One line a run, with its holder and times: who ran what when, across servers.
+    log.info("cycle %s ran", cycle.name, extra={
+        "cycle": cycle.name, "holder": holder, "started": started.isoformat(),
+        "finished": finished.isoformat(), "failed": error is not None})
     return True
 
 
