@@ -237,6 +237,31 @@ class CollectorSettings(_Group):
         3, ge=0, le=10, description="Retries of a failed request (with backoff).")
     esmond_time_range_s: int = Field(
         3600, gt=0, le=7 * 86400, description="How far back each esmond pull reads, s.")
+    stomp_brokers: list[str] = Field(
+        default_factory=list, description="STOMP brokers FTS publishes to, host:port each "
+                                          "(netbroker collect stomp).")
+    stomp_destination: str = Field(
+        "/topic/transfer.fts_monitoring_complete",
+        description="Where FTS completion messages are taken from: a /topic/ (a durable "
+                    "subscription) or a /queue/.")
+    stomp_subscription: str = Field(
+        "netbroker", min_length=1, max_length=128,
+        description="The durable subscription's name (and client id) at the broker.")
+    stomp_user: str = Field("", description="The broker login (empty: none).")
+    stomp_password: str = Field("", description="The broker passcode.")
+    stomp_batch_messages: int = Field(
+        5000, ge=1, le=100_000, description="Messages ingested (then acknowledged) together.")
+    stomp_batch_wait_s: float = Field(
+        2.0, gt=0, description="Longest a batch waits for more messages, s.")
+
+    @field_validator("stomp_brokers")
+    @classmethod
+    def _host_and_port(cls, brokers: list[str]) -> list[str]:
+        for broker in brokers:
+            host, _, port = broker.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{broker!r} is not host:port")
+        return brokers
 
     @field_validator("fts_urls", "esmond_urls", "pscheduler_urls", "xrootd_urls", "nws_urls")
     @classmethod

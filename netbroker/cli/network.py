@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -142,13 +142,29 @@ def _time_s(text: str | None, option: str) -> float | None:
 
 
 @app.command()
-def collect(ctx: typer.Context, since: TimeOpt = None, as_json: JsonOpt = False) -> None:
-    """Pull every configured archive once (the service does this every cycle).
+def collect(ctx: typer.Context,
+            what: Annotated[str, typer.Argument(
+                help="archives: pull every configured archive once; stomp: take FTS "
+                     "messages from the broker until stopped.")] = "archives",
+            since: TimeOpt = None,
+            broker: Annotated[list[str] | None, typer.Option(
+                help="host:port of a STOMP broker (repeat; default collectors.stomp_brokers)."
+            )] = None,
+            until_idle: Annotated[float | None, typer.Option(
+                help="stomp: stop after this many seconds without a message.")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Pull every configured archive once (the service does this every cycle), or
+    take FTS's messages from its broker (``collect stomp``).
 
     esmond and pScheduler archives are read from where the last pull stopped;
     ``--since`` reads them from that time instead, keeping old samples (a backfill).
     """
     settings = settings_of(ctx)
+    if what == "stomp":
+        _collect_stomp(ctx, broker or settings.collectors.stomp_brokers, until_idle, as_json)
+        return
+    if what != "archives":
+        fail(f"collect takes archives or stomp, not {what!r}")
     results = pull_all(engine_of(ctx), settings.collectors, settings.metrics,
                        since_s=_time_s(since, "--since"))
     if as_json:
@@ -288,3 +304,46 @@ def export_nws(
     json.dump(nws.nws_document(engine_of(ctx), settings_of(ctx).metrics), buffer, indent=1,
               sort_keys=True)
     _write(buffer.getvalue(), output)
+
+
+def _collect_stomp(ctx: typer.Context, brokers: list[str], until_idle: float | None,
+                   as_json: bool) -> None:
+    from collectors.stomp import collect_stomp
+
+    settings = settings_of(ctx)
+    c = settings.collectors
+    if not brokers:
+        fail("no broker: give --broker host:port or set collectors.stomp_brokers")
+    pairs = []
+    for b in brokers:
+        host, _, port = b.rpartition(":")
+        if not host or not port.isdigit():
+            fail(f"--broker {b!r} is not host:port")
+        pairs.append((host, int(port)))
+
+    def progress(report: Any) -> None:
+        if not as_json:
+            err.print(f"{report.messages} messages, {report.records.stored} records stored, "
+                      f"{report.records.duplicate} duplicates, {len(report.malformed)} "
+                      "malformed", highlight=False)
+
+    try:
+        report = collect_stomp(engine_of(ctx), pairs, c.stomp_destination,
+                               c.stomp_subscription, c.stomp_user, c.stomp_password,
+                               c.stomp_batch_messages, c.stomp_batch_wait_s, until_idle,
+                               settings.metrics, on_batch=progress)
+    except KeyboardInterrupt:
+        return
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        out.print(f"stomp: {report.messages} messages in {report.batches} batches: "
+                  f"{report.records.stored} stored, {report.records.duplicate} duplicates, "
+                  f"{report.records.rejected} rejected, {len(report.malformed)} malformed",
+                  highlight=False)
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit 2 (a usage error)."""
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(2)
