@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from netbroker import registry
@@ -351,3 +352,31 @@ def config_audit(ctx: typer.Context, limit: int = 50, as_json: JsonOpt = False) 
         table.add_row(f"{r['at']:%Y-%m-%d %H:%M:%S}", r["who"], r["key"], repr(r["old"]),
                       repr(r["new"]))
     out.print(table)
+
+
+@app.command()
+def doctor(ctx: typer.Context,
+           stale_hours: Annotated[float, typer.Option(
+               help="A metric source is stale past this age of its newest sample, hours.")] = 6,
+           pilot_hours: Annotated[float, typer.Option(
+               help="Pilots are missing past this long without a word, hours.")] = 24,
+           as_json: JsonOpt = False) -> None:
+    """Check an installation: database at head, registry, cycles, metrics, pilots, tokens.
+
+    Exits 1 when a check fails (warnings do not).
+    """
+    from netbroker.doctor import checkup
+
+    checks = checkup(engine_of(ctx), settings_of(ctx), stale_hours, pilot_hours)
+    if as_json:
+        print_json([c.__dict__ for c in checks])
+    else:
+        table = Table(title="netbroker doctor")
+        for col in ("check", "status", "detail"):
+            table.add_column(col)
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", escape(c.detail))
+        out.print(table)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
