@@ -67,8 +67,8 @@ _INGEST_LOCK = 0x6E62_6D65  # "nbme": the advisory lock key of metric ingestion
 # -KiB): a million FTS records update ~0.5 GB of B-tree pages, in no order a
 # 64 MiB cache can follow, and each miss is a read. Memory only, given back
 # when the batch is written; durability settings are not touched. 1 GiB
-# rather than 256 MiB: the million-record batch ~7% faster (three runs each,
-# in turn, 2026-12-02).
+# rather than 256 MiB: measurably faster on a million records
+# (docs/performance.md).
 _BATCH_CACHE_KIB = 1024 * 1024
 _STAGING = "nb_staging"  # the schema a staged chunk is attached as, on SQLite
 
@@ -121,9 +121,8 @@ class MetricsDB:
         """On SQLite, a page cache of at least 1 GiB while the block runs, and the
         staged chunks' schema detached at its end; no-op elsewhere.
 
-        For the writes of one large batch (see ``_BATCH_CACHE_KIB``): a
-        million FTS records go in about an eighth faster (30 s -> 27 s on
-        the 2-core hosts, ``bench/ingest.py``). The connection's own size
+        For the writes of one large batch (see ``_BATCH_CACHE_KIB``; its
+        effect is measured by ``bench/ingest.py``). The connection's own size
         comes back at the end, before the commit, so a pooled connection does
         not keep the memory; pages still dirty then are written by the commit
         as usual (SQLite never drops a dirty page to fit its cache). The last
@@ -180,9 +179,8 @@ class MetricsDB:
         -----
         Rows go in with ``ON CONFLICT DO NOTHING``, in ``origin_key`` order:
         the inserts then walk the key's unique index from one end to the
-        other instead of jumping about it (with the buckets also in key
-        order, a million FTS records go in ~5% faster under
-        :meth:`batch_cache`, ~15% without it). When every row went in (the
+        other instead of jumping about it (the buckets too are in key
+        order). When every row went in (the
         usual case) the chunk's buckets are added as prepared; otherwise the
         rows inserted are read back by id (under the ingestion lock new ids
         are all above the highest id before the insert) and only those are
