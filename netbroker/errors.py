@@ -14,6 +14,7 @@ explain it, so a message can name the record and the field that was wrong::
     ├── TaskExists                  a task of that name was already submitted
     ├── InvalidBoost                a priority boost rule was refused
     ├── Forbidden                   the caller may not act on this object (not its own)
+    ├── InvalidFilter               a listing asked with a filter value that cannot match
     ├── InvalidDecision             a replication-feed request was malformed
     │   └── DecisionConflict        the decision is in a state that forbids the move
     └── NotFound
@@ -41,6 +42,7 @@ __all__ = [
     "GridProblem",
     "InvalidBoost",
     "InvalidDecision",
+    "InvalidFilter",
     "InvalidGridDocument",
     "InvalidMetric",
     "InvalidTask",
@@ -149,6 +151,19 @@ class Forbidden(NetbrokerError):
 
 class InvalidBoost(NetbrokerError):
     """A priority boost rule that cannot apply (no one named, two places, no duration)."""
+
+
+class InvalidFilter(NetbrokerError):
+    """A listing was asked with a filter value that cannot match anything: a job state
+    or task status that does not exist, a cloud not registered. ``name`` is the
+    filter, ``value`` what was given, ``allowed`` the values it takes (when few)."""
+
+    def __init__(self, name: str, value: str, allowed: list[str] | None = None,
+                 why: str | None = None) -> None:
+        self.name, self.value, self.allowed = name, value, allowed or []
+        reason = why or (f"is not one of {', '.join(self.allowed)}" if self.allowed
+                         else "matches nothing")
+        super().__init__(f"filter {name}={value!r} {reason}")
 
 
 class InvalidDecision(NetbrokerError):

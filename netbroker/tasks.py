@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -51,6 +52,7 @@ from netbroker.db.schema import (
 from netbroker.db.schema import tasks as tasks_table
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import (
+    InvalidFilter,
     InvalidTask,
     InvalidTransition,
     TaskExists,
@@ -407,7 +409,11 @@ def get_task(engine: Engine, task_id: int) -> dict[str, Any]:
 
 def list_tasks(engine: Engine, status: str | None = None, user: str | None = None,
                limit: int = 100) -> list[dict[str, Any]]:
-    """Tasks, newest first, with their jobs per state."""
+    """Tasks, newest first, with their jobs per state.
+
+    Raises ``InvalidFilter`` when ``status`` is no task status.
+    """
+    _known_state("status", status, TaskStatus)
     with engine.connect() as conn:
         db = TaskDB(conn)
         rows = db.tasks(statuses=[status] if status else None, user=user, limit=limit)
@@ -430,7 +436,11 @@ def _task_out(task: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
 def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = None,
               site: str | None = None, user: str | None = None, limit: int = 100,
               error: int | None = None) -> list[dict[str, Any]]:
-    """Jobs, newest first, with their queue and site names (``error``: a pilot error code)."""
+    """Jobs, newest first, with their queue and site names (``error``: a pilot error code).
+
+    Raises ``InvalidFilter`` when ``status`` is no job state.
+    """
+    _known_state("status", status, JobStatus)
     stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.name, jobs.c.status,
                       queues.c.name.label("queue"), sites.c.name.label("site"),
                       jobs.c.priority, jobs.c.attempt_nr, jobs.c.user_name,
@@ -451,6 +461,12 @@ def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = N
         stmt = stmt.where(jobs.c.pilot_error_code == error)
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def _known_state(name: str, value: str | None, states: type[StrEnum]) -> None:
+    """Refuse a state filter no row can have (it would match nothing, or fail in SQL)."""
+    if value is not None and value not in states._value2member_map_:
+        raise InvalidFilter(name, value, [s.value for s in states])
 
 
 def error_summary(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:

@@ -14,33 +14,29 @@ import io
 import math
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
 from matplotlib.figure import Figure
 
 from netbroker import clouds, metrics, pd2p, registry, tasks
 from netbroker.api.deps import EngineDep, IdPath
+from netbroker.api.pages import render
 from netbroker.db.cycles import CycleDB, cycle_health
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import utcnow
 from netbroker.metrics import MetricKind
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = ["router"]
 
-STATIC_DIR = Path(__file__).with_name("static")
-templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 router = APIRouter(prefix="/monitor", tags=["monitor"], include_in_schema=False)
 Page = HTMLResponse
 
 
 def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"page": name.removesuffix(".html"),
-                                                      **context})
+    return render(request, name, **context)
 
 
 def _blank(value: str | None) -> str | None:
