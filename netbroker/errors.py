@@ -28,6 +28,7 @@ explain it, so a message can name the record and the field that was wrong::
         ├── UnknownDecision
         ├── UnknownToken
         ├── UnknownTransformation
+        ├── UnknownUser
         └── UnknownJob
 """
 
@@ -62,6 +63,7 @@ __all__ = [
     "UnknownTask",
     "UnknownToken",
     "UnknownTransformation",
+    "UnknownUser",
 ]
 
 
@@ -226,3 +228,9 @@ class UnknownToken(NotFound):
 
 class UnknownTransformation(NotFound):
     kind = "transformation"
+
+
+class UnknownUser(NotFound):
+    """No task, job or boost names this user."""
+
+    kind = "user"

@@ -52,7 +52,7 @@ from netbroker.errors import (
 )
 from netbroker.metrics import MetricKind, tier1_links
 from netbroker.rebrokerage import rebroker
-from netbroker.units import human_bytes
+from netbroker.units import human_bytes, iso_utc
 
 __all__ = [
     "Placement",
@@ -480,7 +480,7 @@ def cleanup_proposals(engine: Engine, settings: Pd2pSettings, now: datetime | No
     for r in mine:
         used = weekly.get(r["dataset_id"], 0)
         if r["expires_at"] is not None and r["expires_at"] <= now:
-            why = f"lifetime ended {r['expires_at']:%Y-%m-%d %H:%M} UTC"
+            why = f"lifetime ended {iso_utc(r['expires_at'])}"
         elif waiting.get(r["dataset_id"], 0) == 0 and used < settings.min_accesses_per_week:
             why = f"no longer popular: {used} accesses in 7 days, no waiting job"
         else:

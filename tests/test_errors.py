@@ -19,7 +19,7 @@ def _problem(answer: httpx.Response, status: int, slug: str) -> dict[str, object
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     body: dict[str, object] = answer.json()
-    assert PROBLEM_KEYS <= set(body) and body["status"] == status
+    assert set(body) >= PROBLEM_KEYS and body["status"] == status
     assert body["type"] == f"/problems/{slug}" and isinstance(body["detail"], str)
     return body
 

@@ -31,7 +31,7 @@ import netbroker
 from dispatcher import api as dispatcher_api
 from dispatcher import fastpath, panda
 from dispatcher.edge import WireEdge
-from netbroker.api import config, grid, monitor, network, replication, tasks
+from netbroker.api import config, grid, monitor, monitor_grid, network, replication, tasks
 from netbroker.api.deps import EngineDep
 from netbroker.api.errors import problem_types, register_error_handlers
 from netbroker.api.input_guard import InputGuard
@@ -70,6 +70,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(replication.router)
     app.include_router(config.router)
     app.include_router(monitor.router)
+    app.include_router(monitor_grid.router)
     app.mount("/monitor/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_docs(app)
     registry = service_registry(app.state.engine)

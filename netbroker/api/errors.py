@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -127,6 +127,9 @@ async def _handle(request: Request, exc: Exception) -> Response:
     if _wants_page(request):
         from netbroker.api.pages import error_page  # the pages import the API's deps
 
+        if isinstance(exc, RequestValidationError):  # on a page, a bad parameter is a filter
+            problem = replace(problem, status=400, title="Invalid filter",
+                              slug="invalid-filter")
         return error_page(request, problem)
     return problem_response(problem)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from netbroker import registry
@@ -32,6 +33,7 @@ from netbroker.db import (
     schema_drift,
     upgrade,
 )
+from netbroker.units import iso_utc
 
 __all__ = ["site_table", "summary_table"]
 
@@ -291,7 +293,7 @@ def cycles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _when(at: Any) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at is not None else "-"
+    return iso_utc(at)
 
 
 @config_app.command("set")
@@ -323,9 +325,15 @@ def config_set(ctx: typer.Context,
         for c in result["clouds"]:
             out.print(f"  {c['site']} would {c['change'].removesuffix('ed')} {c['cloud']}: "
                       f"{c['reason']}", highlight=False)
-        moved = result["brokerage"]["would_change"]
-        out.print(f"{len(result['clouds'])} membership changes; {len(moved)} of "
-                  f"{result['brokerage']['tasks_checked']} recent tasks would go elsewhere")
+        brokered = result["brokerage"]
+        for m in brokered["would_change"]:
+            out.print(f"  task {m['task_id']} {escape(m['name'])}: {m['now'] or '-'} -> "
+                      f"{m['after'] or '-'}", highlight=False)
+        states = ", ".join(f"{n} {s}" for s, n in sorted(brokered["by_status"].items()))
+        out.print(f"{len(result['clouds'])} membership changes; "
+                  f"{len(brokered['would_change'])} of {brokered['tasks_checked']} recent "
+                  f"tasks brokered again would go to another cloud"
+                  + (f" ({states})" if states else ""))
         return
     rows = runtime_config.change_settings(engine, base, parsed, who)
     if as_json:
@@ -348,6 +356,6 @@ def config_audit(ctx: typer.Context, limit: int = 50, as_json: JsonOpt = False) 
     for col in ("when (UTC)", "who", "key", "old", "new"):
         table.add_column(col)
     for r in rows:
-        table.add_row(f"{r['at']:%Y-%m-%d %H:%M:%S}", r["who"], r["key"], repr(r["old"]),
+        table.add_row(iso_utc(r["at"]), r["who"], r["key"], repr(r["old"]),
                       repr(r["new"]))
     out.print(table)
