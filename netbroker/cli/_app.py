@@ -58,6 +58,8 @@ def _root(
         "--config", envvar="NETBROKER_CONFIG", help="TOML settings file.")] = None,
     _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                     help="Print the version and exit.")] = False,
+    __: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected "
+                                     "error (also NETBROKER_DEBUG=1).")] = False,
 ) -> None:
     ctx.obj = {"config": config}
 

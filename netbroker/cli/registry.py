@@ -33,6 +33,7 @@ from netbroker.db import (
     schema_drift,
     upgrade,
 )
+from netbroker.demo.report import fact_rows
 from netbroker.units import iso_utc
 
 __all__ = ["site_table", "summary_table"]
@@ -251,14 +252,8 @@ def demo(
     table = Table(title="what the demo shows")
     table.add_column("fact")
     table.add_column("count", justify="right")
-    for label, value in (
-            ("jobs by state", ", ".join(f"{k} {v}" for k, v in sorted(f["jobs"].items()))),
-            ("finished at home sites of the task's cloud", f["finished_home"]),
-            ("finished at foreign calculated members", f["finished_foreign"]),
-            ("cloud joins / leaves", f"{f['joined']} / {f['left']}"),
-            ("replication decisions done", f["decisions_done"]),
-            ("jobs rebrokered", f["rebrokered_jobs"])):
-        table.add_row(label, str(value))
+    for label, value in fact_rows(f):
+        table.add_row(label, value)
     out.print(table)
     out.print(f"report: {result.report_path}")
     out.print(f"explore: NETBROKER_DATABASE_URL=sqlite:///{result.db_path} netbroker serve"
