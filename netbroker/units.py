@@ -48,6 +48,7 @@ def human_bytes(nbytes: float | None, missing: str = "-") -> str:
     """
     if nbytes is None or not math.isfinite(nbytes):
         return missing
+    nbytes = float(nbytes)  # a database's sum may be a Decimal
     for size, unit in _BYTE_UNITS:
         if abs(nbytes) >= size:
             return f"{_three(nbytes / size)} {unit}"

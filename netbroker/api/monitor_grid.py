@@ -120,19 +120,19 @@ def network(request: Request, engine: EngineDep, settings: SettingsDep, cloud: s
     cloud_of = registry.site_clouds(engine)
     rows = [s for s in matrix.index if cloud_of.get(s) == cloud]
     sub = matrix.loc[rows] if rows else matrix.iloc[0:0]
-    sub = sub.loc[:, sub.notna().any(axis=0)] if len(sub) else sub
+    if len(sub):  # only what was measured: rows and columns with a value
+        sub = sub.loc[sub.notna().any(axis=1), sub.notna().any(axis=0)]
     if columns == "clouds" and len(sub):
         sub = sub.T.groupby(sub.columns.map(lambda s: cloud_of.get(s, "?"))).mean().T
     values = sub.to_numpy(dtype=float) if len(sub) else np.zeros((0, 0))
     finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    top = high if high > 0 else 1.0
+    top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     cells = [[_cell(v, top, kind) for v in row] for row in values]
     col_names = [str(c) for c in sub.columns]
     groups = _groups([cloud_of.get(c, "?") for c in col_names]) if columns == "sites" else []
     return render(request, "network.html", rows=list(sub.index), cols=col_names,
                   cells=cells, cloud=cloud, clouds=cloud_names, kind=kind, window=window,
-                  columns=columns, groups=groups, unit=UNITS[kind], low=low, high=high,
+                  columns=columns, groups=groups, unit=UNITS[kind], high=top,
                   legend=[_cell(top * f, top, kind)["color"] for f in np.linspace(0, 1, 6)],
                   better="lower" if kind in LOWER_IS_BETTER else "higher")
 
@@ -175,40 +175,51 @@ def link(request: Request, engine: EngineDep, settings: SettingsDep, src: str, d
 
 
 @router.get("/network/link.png")
-def link_plot(engine: EngineDep, src: str, dst: str, days: Days = 7.0) -> Response:
+def link_plot(engine: EngineDep, settings: SettingsDep, src: str, dst: str,
+              days: Days = 7.0) -> Response:
     """One link's history as a PNG: a panel per measured kind (its unit on the y axis,
-    a line per source), samples per bucket below, the span of the data in the title."""
+    a line per source), the samples of each bucket as bars below, the x axis over the
+    span of the data (the title says it, and the range asked)."""
     end = time.time()
     history = {kind: metrics.link_history(engine, src, dst, kind, end - days * 86400, end)
                for kind in KINDS}
     measured = {k: h for k, h in history.items() if len(h)}
-    fig = Figure(figsize=(9, 2.2 * (len(measured) + 1) + 0.6))
+    bucket_s = settings.metrics.bucket_minutes * 60
+    fig = Figure(figsize=(9, 2.0 * (len(measured) + 1) + 0.4), layout="constrained")
     axes = fig.subplots(len(measured) + 1, 1, sharex=True, squeeze=False)[:, 0]
-    counts = []
     for ax, (kind, frame) in zip(axes, measured.items(), strict=False):
         for source, group in frame.groupby("source"):
-            ax.plot(pd.to_datetime(group["bucket_start_s"], unit="s", utc=True),
-                    group["value"], marker=".", label=str(source))
-            counts.append(group.assign(kind=kind))
+            ax.plot(_times(group["bucket_start_s"] + bucket_s / 2), group["value"],
+                    marker="o", markersize=3, label=str(source))
         ax.set_ylabel(f"{kind.replace('_', ' ')}\n({UNITS[kind]})", fontsize=8)
         ax.legend(fontsize=7, loc="upper left", title="source", title_fontsize=7)
         ax.grid(alpha=0.3)
     ax = axes[-1]
-    if counts:
-        every = pd.concat(counts)
-        for (kind, source), group in every.groupby(["kind", "source"]):
-            ax.plot(pd.to_datetime(group["bucket_start_s"], unit="s", utc=True),
-                    group["count"], drawstyle="steps-mid", label=f"{kind} ({source})")
+    if measured:
+        every = pd.concat([h.assign(kind=k) for k, h in measured.items()])
+        series = list(every.groupby(["kind", "source"]))
+        width = bucket_s / 86400 / max(len(series), 1)  # days, as dates are plotted
+        for n, ((kind, source), group) in enumerate(series):
+            ax.bar(_times(group["bucket_start_s"] + (n + 0.5) * bucket_s / len(series)),
+                   group["count"], width=width, label=f"{kind} ({source})")
         ax.legend(fontsize=7, loc="upper left")
-        first, last = float(every["bucket_start_s"].min()), float(every["last_ts_s"].max())
+        first = float(every["bucket_start_s"].min())
+        last = float(max(every["last_ts_s"].max(), every["bucket_start_s"].max() + bucket_s))
+        pad = max((last - first) * 0.05, 1800.0)
+        ax.set_xlim(_times(pd.Series([first - pad]))[0], _times(pd.Series([last + pad]))[0])
         span = f"data from {iso_utc(first)} to {iso_utc(last)}"
     else:
         ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
         span = "no data"
     ax.set_ylabel("samples\nper bucket", fontsize=8)
-    ax.set_xlabel("time (UTC)")
-    fig.suptitle(f"{src} -> {dst}, last {days:g} days asked: {span}", fontsize=9)
-    fig.autofmt_xdate()
+    ax.set_xlabel(f"time (UTC), buckets of {settings.metrics.bucket_minutes} min")
+    fig.suptitle(f"{src} -> {dst}: {span} (asked: the last {days:g} days)", fontsize=9)
+    for label in ax.get_xticklabels():
+        label.set_rotation(20)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=90)
     return Response(buffer.getvalue(), media_type="image/png")
+
+
+def _times(epoch_s: pd.Series) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(epoch_s, unit="s", utc=True))

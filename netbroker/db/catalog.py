@@ -44,10 +44,10 @@ class CatalogDB:
         an available replica at one of those sites.
         """
         sizes = (sa.select(files.c.dataset_id, sa.func.count().label("files"),
-                           sa.func.sum(files.c.bytes).label("bytes"))
+                           sa.cast(sa.func.sum(files.c.bytes), sa.BigInteger).label("bytes"))
                  .group_by(files.c.dataset_id).subquery())
-        available = sa.func.sum(sa.case((replicas.c.state == ReplicaState.AVAILABLE, 1),
-                                        else_=0))
+        available = sa.cast(sa.func.sum(sa.case((replicas.c.state == ReplicaState.AVAILABLE,
+                                                 1), else_=0)), sa.Integer)
         held = (sa.select(replicas.c.dataset_id, available.label("available"),
                           sa.func.count().label("replicas"))
                 .group_by(replicas.c.dataset_id).subquery())

@@ -155,7 +155,8 @@ class TaskDB:
         jf = job_files
         stmt = (sa.select(jf.c.kind, jf.c.scope, jf.c.dataset,
                           sa.func.count(sa.distinct(jf.c.lfn)).label("files"),
-                          sa.func.coalesce(sa.func.sum(jf.c.bytes), 0).label("bytes"))
+                          sa.cast(sa.func.coalesce(sa.func.sum(jf.c.bytes), 0),
+                                  sa.BigInteger).label("bytes"))
                 .join(jobs, jf.c.job_id == jobs.c.id)
                 .where(jobs.c.task_id == task_id, jf.c.kind != "input")
                 .group_by(jf.c.kind, jf.c.scope, jf.c.dataset).order_by(jf.c.kind))
