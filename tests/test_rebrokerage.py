@@ -73,7 +73,7 @@ def test_a_long_waiting_job_moves_when_its_data_appears_elsewhere(
     (move,) = [e for e in why["timeline"] if e["event"] == "moved"]
     assert move["detail"].startswith("DESY_UCORE -> LRZ_UCORE: input now on disk")
     assert move["decision_id"] == why["decisions"][2]["id"]
-    assert [e["event"] for e in why["timeline"]][0] == "assigned"
+    assert why["timeline"][0]["event"] == "assigned"
 
 
 def test_rebrokerage_never_exceeds_the_limit(waiting_task: tuple[Engine, int]) -> None:
