@@ -61,13 +61,12 @@ def get_dataset(engine: Engine, name: str, max_files: int = 200) -> dict[str, An
         row = db.dataset(scope, rest)
         if row is None:
             raise UnknownDataset(name)
-        summary = db.datasets(f"{scope}:{rest}", limit=50)
+        n_files, nbytes = db.size(row["id"])
         replicas = db.replicas(row["id"])
         files = db.files(row["id"], max_files)
         decisions = db.decisions(row["id"])
         readers = db.readers(row["id"])
-    size = next((s for s in summary if s["id"] == row["id"]), {"files": 0, "bytes": 0})
     return {"did": did(scope, rest), "scope": scope, "name": rest,
-            "created_at": row["created_at"], "files": size["files"], "bytes": size["bytes"],
+            "created_at": row["created_at"], "files": n_files, "bytes": nbytes,
             "replicas": replicas, "file_list": files, "decisions": decisions,
             "tasks": readers, "popularity": pd2p.popularity(engine, did(scope, rest))[0]}

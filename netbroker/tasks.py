@@ -647,9 +647,9 @@ def _decision_out(d: dict[str, Any], highlight: str | None = None, cloud: str | 
     for c in candidates:
         terms = c.get("terms", {})
         c.setdefault("transfer_s", terms.get("transfer_s"))
-        for key in ("data", "capacity", "network"):
+        for key in ("data", "capacity", "network"):  # a task's own "data" (bool) stays
             if key in terms:
-                c[key] = terms[key]
+                c.setdefault(key, terms[key])
         if homes is not None and cloud is not None and "site" in c:
             c["foreign"] = homes.get(c["site"]) not in (None, cloud)
     chosen = d["chosen"] if d["kind"] == "task" else None

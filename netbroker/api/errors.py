@@ -46,8 +46,8 @@ from netbroker.errors import (
 )
 from netbroker.text import without_surrogates
 
-__all__ = ["PROBLEM_JSON", "Problem", "ProblemType", "problem_response", "problem_types",
-           "register_error_handlers", "validation_problem"]
+__all__ = ["PROBLEM_JSON", "Problem", "ProblemType", "is_page", "problem_response",
+           "problem_types", "register_error_handlers", "validation_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ async def _handle(request: Request, exc: Exception) -> Response:
     problem = problem_of(exc)
     if problem.status >= 500:
         log.error("%s: %s", problem.title, exc, exc_info=problem.status == 500)
-    if _wants_page(request):
+    if is_page(request.url.path):
         from netbroker.api.pages import error_page  # the pages import the API's deps
 
         if isinstance(exc, RequestValidationError):  # on a page, a bad parameter is a filter
@@ -134,8 +134,8 @@ async def _handle(request: Request, exc: Exception) -> Response:
     return problem_response(problem)
 
 
-def _wants_page(request: Request) -> bool:
-    path: str = request.url.path
+def is_page(path: str) -> bool:
+    """Whether an error at ``path`` is answered as a page (the monitor's), not a problem."""
     return path == "/monitor" or path.startswith("/monitor/")
 
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from netbroker.api.errors import Problem, problem_response
+from netbroker.api.errors import Problem, is_page, problem_response
 from netbroker.api.pages import error_page
 
 __all__ = ["InputGuard", "text_problem"]
@@ -154,7 +154,7 @@ async def _answer(scope: Scope, receive: Receive, send: Send, status: int,
     slug, title = ("payload-too-large", "Payload too large") if status == 413 else (
         "invalid-text", "Invalid text")
     problem = Problem(status, title, detail, slug)
-    if scope["path"].startswith("/monitor"):
+    if is_page(scope["path"]):
         response: Response = error_page(Request(scope, receive), problem)
     else:
         response = problem_response(problem)

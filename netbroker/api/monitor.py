@@ -26,6 +26,7 @@ from netbroker import clouds, pd2p, tasks, users
 from netbroker.api.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
 from netbroker.api.pages import render
 from netbroker.db.cycles import CycleDB, cycle_health
+from netbroker.db.jobs import JobDB
 from netbroker.db.schema import JobStatus, TaskStatus, utcnow
 from netbroker.errors import InvalidFilter
 
@@ -124,8 +125,6 @@ def job_list(request: Request, engine: EngineDep, state: str = "", site: str = "
 @router.get("/jobs/{job_id}", response_class=Page)
 def job_page(request: Request, job_id: IdPath, engine: EngineDep) -> HTMLResponse:
     """A job: its timeline (states and moves), why it runs where it does, its log, files."""
-    from netbroker.db.jobs import JobDB
-
     explained = tasks.explain_job(engine, job_id)
     with engine.connect() as conn:
         db = JobDB(conn)

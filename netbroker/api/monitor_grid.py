@@ -89,7 +89,8 @@ def cloud_page(request: Request, name: str, engine: EngineDep,
 @router.get("/datasets", response_class=Page)
 def dataset_list(request: Request, engine: EngineDep, q: str = "",
                  cloud: str = "") -> HTMLResponse:
-    rows = catalog.list_datasets(engine, _blank(q), _cloud_filter(engine, cloud), limit=500)
+    rows = catalog.list_datasets(engine, q.strip() or None, _cloud_filter(engine, cloud),
+                                 limit=500)
     return render(request, "datasets.html", datasets=rows, q=q, cloud=cloud,
                   clouds=[c["name"] for c in registry.list_clouds(engine)])
 
@@ -97,10 +98,6 @@ def dataset_list(request: Request, engine: EngineDep, q: str = "",
 @router.get("/datasets/{did}", response_class=Page)
 def dataset_page(request: Request, did: str, engine: EngineDep) -> HTMLResponse:
     return render(request, "dataset.html", d=catalog.get_dataset(engine, did))
-
-
-def _blank(value: str) -> str | None:
-    return value.strip() or None
 
 
 @router.get("/network", response_class=Page)

@@ -32,6 +32,8 @@ def _number(value: float | None, digits: int = 3) -> str:
     """A number with ``digits`` significant digits; ``-`` for None or NaN."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
+    if isinstance(value, bool):
+        return "1" if value else "0"
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 

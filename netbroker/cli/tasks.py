@@ -155,6 +155,8 @@ def _decision_table(d: dict[str, Any], top: int) -> Table:
 def _fmt(x: Any) -> str:
     if x is None:
         return "-"
+    if isinstance(x, bool):
+        return "1" if x else "0"
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 

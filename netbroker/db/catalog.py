@@ -78,6 +78,14 @@ class CatalogDB:
             datasets.c.scope == scope, datasets.c.name == name)).mappings().first()
         return dict(row) if row is not None else None
 
+    def size(self, dataset_id: int) -> tuple[int, int]:
+        """The dataset's files and their bytes."""
+        files_n, nbytes = self.conn.execute(
+            sa.select(sa.func.count(), sa.cast(sa.func.coalesce(sa.func.sum(files.c.bytes), 0),
+                                               sa.BigInteger))
+            .where(files.c.dataset_id == dataset_id)).one()
+        return int(files_n), int(nbytes)
+
     def replicas(self, dataset_id: int) -> list[dict[str, Any]]:
         """The dataset's replicas: endpoint, its site and cloud, kind, state, origin,
         expiry, and the files of the dataset reported written there (``copies``)."""
