@@ -37,19 +37,21 @@ from netbroker.db.jobs import JobDB
 from netbroker.db.schema import clouds as clouds_table
 from netbroker.db.schema import sites as sites_table
 from netbroker.db.schema import utcnow
-from netbroker.errors import UnknownSite
+from netbroker.errors import UnknownCloud, UnknownSite
 from netbroker.metrics import MetricKind, closeness, tier1_links
 
 __all__ = [
     "MembershipChange",
     "MembershipInputs",
     "MembershipResult",
+    "cloud_detail",
     "decide_membership",
     "gather_inputs",
     "history",
     "mesh_ranking",
     "preview",
     "recompute",
+    "refused_candidates",
     "show_membership",
 ]
 
@@ -175,6 +177,53 @@ def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
+def refused_candidates(inputs: MembershipInputs, settings: CloudSettings,
+                       cloud: int) -> list[dict[str, Any]]:
+    """The foreign sites cloud ``cloud``'s Tier-1 has a measurement to that are not its
+    members and would not join now, each with the first rule it fails and the numbers.
+
+    The rules in order: the site is unfit (offline, no online queue), its jobs
+    fail too often, too few samples, throughput under the threshold, packet
+    loss over the limit. Sites by throughput, best first. O(n).
+
+    Examples
+    --------
+    >>> z = np.zeros((1, 3))
+    >>> inputs = MembershipInputs(["DE"], ["FZK", "PIC", "RAL"], np.array([0, 1, 2]),
+    ...     np.array([[np.nan, 8.0, 2.0]]), np.array([[0, 1, 5]]), z * np.nan,
+    ...     np.ones(3, bool), z.astype(bool), z.astype(int))
+    >>> [(r["site"], r["reason"]) for r in refused_candidates(inputs, CloudSettings(), 0)]
+    [('PIC', '1 samples < 3'), ('RAL', 'throughput 2 MB/s < 5 MB/s')]
+    """
+    s = settings
+    success = (inputs.job_success if inputs.job_success is not None
+               else np.full(len(inputs.sites), np.nan))
+    out = []
+    rate, count, loss = inputs.mbytes_per_s[cloud], inputs.samples[cloud], \
+        inputs.packet_loss[cloud]
+    for i in np.flatnonzero((inputs.home != cloud) & ~inputs.members[cloud]
+                            & (~np.isnan(rate) | (count > 0))):
+        if not inputs.site_fit[i]:
+            why = "site offline or without an online queue"
+        elif not np.isnan(success[i]) and success[i] < s.min_job_success_fraction:
+            why = f"job success {success[i]:.0%} < {s.min_job_success_fraction:.0%}"
+        elif count[i] < s.min_samples:
+            why = f"{int(count[i])} samples < {s.min_samples}"
+        elif rate[i] < s.min_mbytes_per_s_from_tier1:
+            why = f"throughput {rate[i]:.3g} MB/s < {s.min_mbytes_per_s_from_tier1:g} MB/s"
+        elif not np.isnan(loss[i]) and loss[i] > s.max_packet_loss_fraction:
+            why = f"packet loss {loss[i]:.3g} > {s.max_packet_loss_fraction:g}"
+        else:
+            continue  # it passes: it joins at the next recomputation
+        home = int(inputs.home[i])
+        out.append({"site": inputs.sites[i], "home": inputs.clouds[home]
+                    if 0 <= home < len(inputs.clouds) else None, "mbytes_per_s": _num(rate[i]),
+                    "samples": int(count[i]), "packet_loss_fraction": _num(loss[i]),
+                    "reason": why})
+    out.sort(key=lambda r: (-(r["mbytes_per_s"] or -1.0), r["site"]))
+    return out
+
+
 def gather_inputs(engine: Engine, settings: CloudSettings,
                   metrics: MetricsSettings | None = None,
                   now_s: float | None = None) -> MembershipInputs:
@@ -272,6 +321,39 @@ def history(engine: Engine, cloud: str | None = None, site: str | None = None,
     with engine.connect() as conn:
         return CloudDB(conn).history(cloud, site, limit)
 
+
+def cloud_detail(engine: Engine, name: str, settings: CloudSettings,
+                 metrics: MetricsSettings | None = None, now_s: float | None = None
+                 ) -> dict[str, Any]:
+    """One cloud for its page: ``tier1``, ``members`` (its registered sites),
+    ``foreign`` (each foreign calculated member with the join that admitted it:
+    throughput, samples, packet loss, reason), ``refused`` (:func:`refused_candidates`
+    under ``settings``) and ``history`` (joins and leaves, newest first).
+
+    Raises ``UnknownCloud``.
+    """
+    with engine.connect() as conn:
+        grid = GridDB(conn)
+        found = [c for c in grid.list_clouds() if c["name"] == name]
+        if not found:
+            raise UnknownCloud(name)
+        every = grid.list_sites()
+        db = CloudDB(conn)
+        foreign = [(site, at) for c, site, at in db.foreign_member_names() if c == name]
+        events = db.history(name, None, 500)
+    admitted = {}
+    for e in reversed(events):  # oldest first: the newest join of each site wins
+        if e["change"] == "joined":
+            admitted[e["site"]] = e
+    inputs = gather_inputs(engine, settings, metrics, now_s)
+    refused = (refused_candidates(inputs, settings, inputs.clouds.index(name))
+               if name in inputs.clouds else [])
+    home = {s["name"]: s["cloud"] for s in every}
+    return {"cloud": name, "tier1": found[0]["tier1"],
+            "members": [s for s in every if s["cloud"] == name],
+            "foreign": [{"site": site, "home": home.get(site), "joined_at": at,
+                         "admitted_by": admitted.get(site)} for site, at in foreign],
+            "refused": refused, "history": events[:200]}
 
 
 

@@ -14,6 +14,7 @@ explain it, so a message can name the record and the field that was wrong::
     ├── TaskExists                  a task of that name was already submitted
     ├── InvalidBoost                a priority boost rule was refused
     ├── Forbidden                   the caller may not act on this object (not its own)
+    ├── InvalidFilter               a listing asked with a filter value that cannot match
     ├── InvalidDecision             a replication-feed request was malformed
     │   └── DecisionConflict        the decision is in a state that forbids the move
     └── NotFound
@@ -27,6 +28,7 @@ explain it, so a message can name the record and the field that was wrong::
         ├── UnknownDecision
         ├── UnknownToken
         ├── UnknownTransformation
+        ├── UnknownUser
         └── UnknownJob
 """
 
@@ -41,6 +43,7 @@ __all__ = [
     "GridProblem",
     "InvalidBoost",
     "InvalidDecision",
+    "InvalidFilter",
     "InvalidGridDocument",
     "InvalidMetric",
     "InvalidTask",
@@ -60,6 +63,7 @@ __all__ = [
     "UnknownTask",
     "UnknownToken",
     "UnknownTransformation",
+    "UnknownUser",
 ]
 
 
@@ -151,6 +155,19 @@ class InvalidBoost(NetbrokerError):
     """A priority boost rule that cannot apply (no one named, two places, no duration)."""
 
 
+class InvalidFilter(NetbrokerError):
+    """A listing was asked with a filter value that cannot match anything: a job state
+    or task status that does not exist, a cloud not registered. ``name`` is the
+    filter, ``value`` what was given, ``allowed`` the values it takes (when few)."""
+
+    def __init__(self, name: str, value: str, allowed: list[str] | None = None,
+                 why: str | None = None) -> None:
+        self.name, self.value, self.allowed = name, value, allowed or []
+        reason = why or (f"is not one of {', '.join(self.allowed)}" if self.allowed
+                         else "matches nothing")
+        super().__init__(f"filter {name}={value!r} {reason}")
+
+
 class InvalidDecision(NetbrokerError):
     """A request on the replication feed was malformed (cursor, limit, empty reason)."""
 
@@ -211,3 +228,9 @@ class UnknownToken(NotFound):
 
 class UnknownTransformation(NotFound):
     kind = "transformation"
+
+
+class UnknownUser(NotFound):
+    """No task, job or boost names this user."""
+
+    kind = "user"

@@ -42,6 +42,7 @@ __all__ = [
     "consolidate",
     "link_history",
     "link_table",
+    "link_windows",
     "network_matrix",
     "prune_samples",
     "tier1_links",
@@ -385,6 +386,40 @@ def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
     weighted = df["weighted_value_sum"] / df["weight_sum"].where(df["weight_sum"] > 0)
     df["value"] = weighted.fillna(df["value_sum"] / df["count"])
     return df[columns]
+
+
+def link_windows(engine: Engine, src: str, dst: str, kinds: Sequence[str],
+                 settings: MetricsSettings | None = None, now_s: float | None = None
+                 ) -> list[dict[str, object]]:
+    """One link's windows: per kind, window (1h, 1d, 1w) and source with data, the
+    sample count, the mean value, the last sample's time and whether consolidation
+    uses this source (``chosen``: first in the precedence with ``min_samples``).
+
+    Reads only the link's source site's rows: O(k * w * b) in the buckets of that
+    site. Raises ``UnknownSite``.
+    """
+    settings = settings or MetricsSettings()
+    with engine.connect() as conn:
+        ids = GridDB(conn).ids(sites)
+    for name in (src, dst):
+        if name not in ids:
+            raise UnknownSite(name)
+    out: list[dict[str, object]] = []
+    for kind in kinds:
+        precedence = settings.precedence_for(MetricKind(kind).value)
+        for window in WINDOWS_S:
+            rows = []
+            for source in MetricSource:
+                frame = _link_frame(engine, kind, window, settings, now_s, source, [ids[src]])
+                for r in frame[frame["dst"] == ids[dst]].to_dict("records"):
+                    rows.append({"kind": kind, "window": window, "source": source.value,
+                                 "count": int(r["count"]), "value": float(r["value"]),
+                                 "last_ts_s": float(r["last_ts_s"])})
+            usable = [r for r in rows if r["source"] in precedence
+                      and int(r["count"]) >= settings.min_samples]  # type: ignore[call-overload]
+            best = min(usable, key=lambda r: precedence.index(str(r["source"])), default=None)
+            out.extend({**r, "chosen": r is best} for r in rows)
+    return out
 
 
 def prune_samples(engine: Engine, settings: MetricsSettings | None = None,

@@ -52,6 +52,7 @@ from netbroker.errors import (
 )
 from netbroker.metrics import MetricKind, tier1_links
 from netbroker.rebrokerage import rebroker
+from netbroker.units import human_bytes, iso_utc
 
 __all__ = [
     "Placement",
@@ -157,15 +158,6 @@ def choose_target(nbytes: float, replica_eps: np.ndarray, available: np.ndarray,
     return Placement(target, float(seconds[target]), ranked_sources, candidates, rejected)
 
 
-def _size(nbytes: float) -> str:
-    """Bytes for people.
-
-    >>> _size(3e11), _size(2e6)
-    ('300.0 GB', '2.0 MB')
-    """
-    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
-
-
 def _excluded(name: str, patterns: list[str]) -> bool:
     """Whether a dataset name matches an exclusion pattern.
 
@@ -257,7 +249,7 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
             f" >= {p.min_accesses_per_week}" if accesses.get(d, 0) >= p.min_accesses_per_week
             else ""),
             f"{disk} disk replicas < {p.max_replicas}",
-            f"to {names[k]}: {_size(nbytes)} from {names[placement.sources[0]]} in "
+            f"to {names[k]}: {human_bytes(nbytes)} from {names[placement.sources[0]]} in "
             f"about {placement.transfer_s:.3g} s ({placement.candidates[0]['mbytes_per_s']:.3g}"
             f" MB/s)"]
         sources = [{"endpoint": names[s], "rank": i + 1} for i, s in
@@ -488,7 +480,7 @@ def cleanup_proposals(engine: Engine, settings: Pd2pSettings, now: datetime | No
     for r in mine:
         used = weekly.get(r["dataset_id"], 0)
         if r["expires_at"] is not None and r["expires_at"] <= now:
-            why = f"lifetime ended {r['expires_at']:%Y-%m-%d %H:%M} UTC"
+            why = f"lifetime ended {iso_utc(r['expires_at'])}"
         elif waiting.get(r["dataset_id"], 0) == 0 and used < settings.min_accesses_per_week:
             why = f"no longer popular: {used} accesses in 7 days, no waiting job"
         else:

@@ -207,8 +207,13 @@ def _store(engine: Engine, settings: Settings, view: GridView, ids_of: dict[str,
             summary = "; ".join(f"{a} -> {b} ({n})" for (a, b), n in counts.items())
             candidates = queue_candidates(view, qs.codes, qs.in_scope, qs.eligible, qs.data,
                                           qs.free, qs.seconds, qs.score)
+            arriving: dict[int, int] = {}
+            for m in moves:
+                arriving[m.to_queue] = arriving.get(m.to_queue, 0) + 1
             for row in candidates:
-                row.pop("_index")
+                k = row.pop("_index")
+                if qs.eligible[k]:
+                    row["jobs"] = arriving.get(k, 0)  # the jobs this pass moves there
             (decision_id,) = db.add_decisions([{
                 "kind": "rebrokerage", "task_id": task["id"], "at": now, "seed": 0,
                 "chosen": summary, "summary": f"moved {len(moves)} jobs: {summary}"[:512],

@@ -17,6 +17,7 @@ and which recent tasks' brokerage would choose another cloud.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -28,10 +29,10 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from netbroker import clouds
-from netbroker.brokerage import broker_task
+from netbroker.brokerage import GridView, broker_task
 from netbroker.config import Settings
 from netbroker.db import begin_immediate, database_key
-from netbroker.db.schema import config_audit, config_overrides, utcnow
+from netbroker.db.schema import TaskStatus, config_audit, config_overrides, utcnow
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import ConfigError
 from netbroker.gridview import load_grid_view
@@ -148,34 +149,52 @@ def preview(engine: Engine, base: Settings, changes: Mapping[str, Any],
     """What ``changes`` would do now, without storing anything.
 
     ``clouds``: the joins and leaves of a recomputation under the new
-    settings. ``brokerage``: for the ``tasks`` most recent running tasks, the
-    cloud (or nucleus) task brokerage picks now under the current and under
-    the new settings, where they differ.
+    settings. ``brokerage``: the ``tasks`` most recent tasks (any state but
+    cancelled) brokered again now, under the current settings and under the
+    new ones (with the membership the new ones would give), and those whose
+    cloud (or nucleus) differs; ``tasks_checked`` is how many were brokered
+    again, ``by_status`` how many of each state.
     """
     current = effective_settings(engine, base)
     proposed = _apply(current, changes)
     membership = clouds.preview(engine, proposed.clouds, proposed.metrics)
     with engine.connect() as conn:
         db = TaskDB(conn)
-        recent = db.tasks(statuses=["running"], limit=tasks)
+        statuses = [s for s in TaskStatus if s != TaskStatus.CANCELLED]
+        recent = db.tasks(statuses=statuses, limit=tasks)
         files = db.dataset_files({t["dataset_id"] for t in recent}) if recent else {}
     moved = []
     if recent:
         from netbroker.tasks import task_needs
 
         view, _ = load_grid_view(engine, current, {t["dataset_id"] for t in recent})
+        views = (view, _with_membership(view, membership))
         index = view.site_index()
         for task in recent:
             needs = task_needs(task, files[task["dataset_id"]], index)
             picks = []
-            for settings in (current, proposed):
+            for settings, seen in zip((current, proposed), views, strict=True):
                 rng = np.random.default_rng([settings.brokerage.seed, task["id"]])
-                choice = broker_task(view, needs, settings.brokerage,
+                choice = broker_task(seen, needs, settings.brokerage,
                                      settings.clouds.min_mbytes_per_s_from_tier1, rng)
                 picks.append(choice.chosen_name)
             if picks[0] != picks[1]:
                 moved.append({"task_id": task["id"], "name": task["name"], "now": picks[0],
                               "after": picks[1]})
+    by_status: dict[str, int] = {}
+    for task in recent:
+        by_status[str(task["status"])] = by_status.get(str(task["status"]), 0) + 1
     return {"changes": dict(changes),
             "clouds": [vars(c) for c in membership],
-            "brokerage": {"tasks_checked": len(recent), "would_change": moved}}
+            "brokerage": {"tasks_checked": len(recent), "by_status": by_status,
+                          "would_change": moved}}
+
+
+def _with_membership(view: GridView, changes: list[clouds.MembershipChange]) -> GridView:
+    """``view`` with the foreign members ``changes`` would give (a copy)."""
+    foreign = view.foreign.copy()
+    c_index, s_index = {c: k for k, c in enumerate(view.clouds)}, view.site_index()
+    for change in changes:
+        if change.cloud in c_index and change.site in s_index:
+            foreign[c_index[change.cloud], s_index[change.site]] = change.change == "joined"
+    return dataclasses.replace(view, foreign=foreign)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -51,6 +53,7 @@ from netbroker.db.schema import (
 from netbroker.db.schema import tasks as tasks_table
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import (
+    InvalidFilter,
     InvalidTask,
     InvalidTransition,
     TaskExists,
@@ -64,11 +67,13 @@ from netbroker.jobs import FINAL
 from netbroker.priority import priorities_for_new_jobs, priority_context
 
 __all__ = [
+    "DECISION_COLUMNS",
     "TaskSpec",
     "broker_tasks",
     "error_summary",
     "explain_job",
     "explain_task",
+    "failures",
     "finish_tasks",
     "get_task",
     "job_user",
@@ -78,6 +83,7 @@ __all__ = [
     "list_tasks",
     "load_task_file",
     "parse_task",
+    "state_counts",
     "submit",
     "task_needs",
 ]
@@ -407,7 +413,11 @@ def get_task(engine: Engine, task_id: int) -> dict[str, Any]:
 
 def list_tasks(engine: Engine, status: str | None = None, user: str | None = None,
                limit: int = 100) -> list[dict[str, Any]]:
-    """Tasks, newest first, with their jobs per state."""
+    """Tasks, newest first, with their jobs per state.
+
+    Raises ``InvalidFilter`` when ``status`` is no task status.
+    """
+    _known_state("status", status, TaskStatus)
     with engine.connect() as conn:
         db = TaskDB(conn)
         rows = db.tasks(statuses=[status] if status else None, user=user, limit=limit)
@@ -430,7 +440,11 @@ def _task_out(task: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
 def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = None,
               site: str | None = None, user: str | None = None, limit: int = 100,
               error: int | None = None) -> list[dict[str, Any]]:
-    """Jobs, newest first, with their queue and site names (``error``: a pilot error code)."""
+    """Jobs, newest first, with their queue and site names (``error``: a pilot error code).
+
+    Raises ``InvalidFilter`` when ``status`` is no job state.
+    """
+    _known_state("status", status, JobStatus)
     stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.name, jobs.c.status,
                       queues.c.name.label("queue"), sites.c.name.label("site"),
                       jobs.c.priority, jobs.c.attempt_nr, jobs.c.user_name,
@@ -453,6 +467,12 @@ def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = N
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+def _known_state(name: str, value: str | None, states: type[StrEnum]) -> None:
+    """Refuse a state filter no row can have (it would match nothing, or fail in SQL)."""
+    if value is not None and value not in states._value2member_map_:
+        raise InvalidFilter(name, value, [s.value for s in states])
+
+
 def error_summary(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     """Failed jobs grouped by pilot error code and site, most frequent first, with one
     diagnostic of each."""
@@ -466,6 +486,27 @@ def error_summary(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
             .order_by(sa.func.count().desc()).limit(limit))
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def failures(engine: Engine, since: datetime | None = None, task_id: int | None = None
+             ) -> list[dict[str, Any]]:
+    """Failed jobs by site, task and pilot error code (how many, the last, a diagnostic),
+    most frequent first: what the error page scatters."""
+    with engine.connect() as conn:
+        return JobDB(conn).failures(since, task_id)
+
+
+def state_counts(engine: Engine, by: str, since: datetime | None = None,
+                 site: str | None = None, user: str | None = None,
+                 task_id: int | None = None) -> dict[str, dict[str, int]]:
+    """Jobs per state keyed by ``by`` (``site``, ``queue`` or ``user``) of the jobs
+    changed since ``since``: ``{key: {state: jobs}}``."""
+    with engine.connect() as conn:
+        rows = JobDB(conn).state_counts(by, since, site, user, task_id)
+    out: dict[str, dict[str, int]] = {}
+    for key, state, n in rows:
+        out.setdefault(key, {})[state] = n
+    return out
 
 
 def kill_task(engine: Engine, task_id: int) -> dict[str, Any]:
@@ -511,20 +552,27 @@ def kill_job(engine: Engine, job_id: int) -> dict[str, Any]:
 
 
 def explain_task(engine: Engine, task_id: int) -> dict[str, Any]:
-    """A task's brokerage decisions, oldest first, with every candidate."""
+    """A task's brokerage decisions, oldest first, each with every candidate, best first
+    (see :func:`_decision_out`), and the datasets it writes."""
     with engine.connect() as conn:
         db = TaskDB(conn)
         task = db.task(task_id)
         if task is None:
             raise UnknownTask(str(task_id))
-        decisions = [_decision_out(d) for d in db.decisions(task_id=task_id)]
+        homes = GridDB(conn).site_clouds()
+        decisions = [_decision_out(d, d["chosen"], task["cloud"], homes)
+                     for d in db.decisions(task_id=task_id)]
         counts = db.job_counts([task_id])[task_id]
-    return {"task": _task_out(task, counts), "decisions": decisions}
+        outputs = db.output_datasets(task_id)
+    return {"task": _task_out(task, counts), "decisions": decisions,
+            "outputs": [{**o, "did": f"{o['scope']}:{o['dataset']}"} for o in outputs]}
 
 
 def explain_job(engine: Engine, job_id: int) -> dict[str, Any]:
     """Why a job runs where it does: the task's cloud decision, the job decision
-    (every queue candidate, the job's own marked), and its rebrokerages."""
+    (every queue candidate; ``highlight`` the queue this job was placed on), each
+    rebrokerage that moved it (``highlight`` the queue it moved to), and its timeline:
+    its states and its moves, oldest first."""
     with engine.connect() as conn:
         job_db, db = JobDB(conn), TaskDB(conn)
         job = job_db.get(job_id)
@@ -533,27 +581,81 @@ def explain_job(engine: Engine, job_id: int) -> dict[str, Any]:
         queue = conn.execute(sa.select(queues.c.name, sites.c.name)
                              .join(sites, queues.c.site_id == sites.c.id)
                              .where(queues.c.id == job["queue_id"])).first()
-        decisions = []
-        if job["task_id"] is not None:
-            decisions = [_decision_out(d) for d in db.decisions(task_id=job["task_id"])
-                         if d["kind"] == "task" or d["id"] == job["brokerage_id"]
-                         or d["kind"] == "rebrokerage"]
+        task = db.task(job["task_id"]) if job["task_id"] is not None else None
+        stored = db.decisions(task_id=job["task_id"]) if task is not None else []
         moves = db.rebrokerages_of(job_id)
         files = db.job_files(job_id)
-    moved_by = {m["decision_id"] for m in moves}
-    decisions = [d for d in decisions if d["kind"] != "rebrokerage" or d["id"] in moved_by]
+        states = job_db.timeline(job_id)
+        homes = GridDB(conn).site_clouds()
+    placed = moves[0]["from_queue"] if moves else (queue[0] if queue else None)
+    moved_to = {m["decision_id"]: m["to_queue"] for m in moves}
+    cloud = task["cloud"] if task is not None else None
+    decisions = []
+    for d in stored:
+        if d["kind"] == "task":
+            decisions.append(_decision_out(d, d["chosen"], cloud, homes))
+        elif d["kind"] == "job" and d["id"] == job["brokerage_id"]:
+            decisions.append(_decision_out(d, placed, cloud, homes))
+        elif d["kind"] == "rebrokerage" and d["id"] in moved_to:
+            decisions.append(_decision_out(d, moved_to[d["id"]], cloud, homes))
+    timeline = sorted([{"at": t["at"], "event": str(t["status"]), "detail": ""}
+                       for t in states] +
+                      [{"at": m["at"], "event": "moved",
+                        "detail": f"{m['from_queue']} -> {m['to_queue']}: {m['reason']}",
+                        "decision_id": m["decision_id"]} for m in moves],
+                      key=lambda e: e["at"])
     return {"job": {"id": job_id, "name": job["name"], "status": str(job["status"]),
+                    "task_id": job["task_id"], "user_name": job["user_name"],
                     "queue": queue[0] if queue else None, "site": queue[1] if queue else None,
+                    "cloud": cloud, "placed_on": placed,
                     "priority": job["priority"], "base_priority": job["base_priority"],
                     "attempt_nr": job["attempt_nr"], "rebrokerages": job["rebrokerages"],
                     "pinned": job["pinned"], "input_bytes": job["input_bytes"],
                     "brokerage_id": job["brokerage_id"]},
-            "decisions": decisions, "rebrokerages": moves,
+            "decisions": decisions, "rebrokerages": moves, "timeline": timeline,
             "files": [{k: f[k] for k in ("kind", "lfn", "scope", "dataset", "bytes")}
                       for f in files]}
 
 
-def _decision_out(d: dict[str, Any]) -> dict[str, Any]:
+# What each candidate column of a decision means, as tables and pages head them.
+DECISION_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "task": [("score", "score (higher wins)"), ("data", "input on disk (1 yes, 0 no)"),
+             ("capacity", "free slots, share of the best (higher is better)"),
+             ("transfer_s", "transfer time, s (lower is better)"),
+             ("network", "network term, 0..1 (higher is better)"),
+             ("members", "member sites"), ("share", "draw probability")],
+    "job": [("score", "score (higher wins)"), ("data", "input on disk (1 yes, 0 no)"),
+            ("capacity", "free slots / slots (higher is better)"),
+            ("transfer_s", "transfer time of a job's input, s (lower is better)"),
+            ("share", "draw probability"), ("jobs", "jobs placed")],
+    "rebrokerage": [("score", "score (higher wins)"), ("data", "input on disk (1 yes, 0 no)"),
+                    ("capacity", "free slots / slots (higher is better)"),
+                    ("transfer_s", "transfer time of a job's input, s (lower is better)"),
+                    ("jobs", "jobs moved here")],
+}
+
+
+def _decision_out(d: dict[str, Any], highlight: str | None = None, cloud: str | None = None,
+                  homes: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A stored decision for people and scripts: its candidates best first (the chosen
+    one, then the others that passed by score, then the filtered by name), each with
+    ``transfer_s`` and its terms flat (``data``, ``capacity``, ``network``), ``foreign``
+    when a queue's site is a foreign calculated member of ``cloud``; ``columns`` names
+    what each column means; ``highlight`` the candidate to mark (the chosen cloud, the
+    queue a job was placed on or moved to)."""
+    candidates = orjson.loads(d["candidates"])
+    for c in candidates:
+        terms = c.get("terms", {})
+        c.setdefault("transfer_s", terms.get("transfer_s"))
+        for key in ("data", "capacity", "network"):  # a task's own "data" (bool) stays
+            if key in terms:
+                c.setdefault(key, terms[key])
+        if homes is not None and cloud is not None and "site" in c:
+            c["foreign"] = homes.get(c["site"]) not in (None, cloud)
+    chosen = d["chosen"] if d["kind"] == "task" else None
+    candidates.sort(key=lambda c: (c["name"] != chosen, "score" not in c,
+                                   -c.get("score", 0.0), c["name"]))
     return {"id": d["id"], "kind": d["kind"], "at": d["at"], "seed": d["seed"],
-            "chosen": d["chosen"], "summary": d["summary"],
-            "weights": orjson.loads(d["weights"]), "candidates": orjson.loads(d["candidates"])}
+            "chosen": d["chosen"], "summary": d["summary"], "highlight": highlight,
+            "columns": DECISION_COLUMNS[d["kind"]],
+            "weights": orjson.loads(d["weights"]), "candidates": candidates}

@@ -1,4 +1,9 @@
-"""The pilot's side of the dispatcher's JSON API (``/api/v1/pilot/...``), over requests."""
+"""The pilot's side of the dispatcher's JSON API (``/api/v1/pilot/...``), over requests.
+
+A refusal raises :class:`ServerRefused` carrying the server's own reason (the
+``detail`` of its problem answer, PanDA's ``errorDialog``, or the text it
+sent), so the pilot can say why it stopped in one line.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,38 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter, Retry
 
-__all__ = ["DispatcherClient"]
+__all__ = ["DispatcherClient", "ServerRefused", "checked", "reason_of"]
+
+
+class ServerRefused(requests.HTTPError):
+    """The dispatcher answered an error status; ``status`` and the server's ``reason``."""
+
+    def __init__(self, status: int, reason: str, url: str,
+                 response: requests.Response | None = None) -> None:
+        self.status, self.reason, self.url = status, reason, url
+        super().__init__(f"the server refused ({status}): {reason}", response=response)
+
+
+def reason_of(answer: requests.Response) -> str:
+    """The reason an error answer gives, in one line: a problem's ``detail``, PanDA's
+    ``errorDialog``, a ``detail`` string, else the start of the text."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("detail", "errorDialog", "message"):
+            if isinstance(body.get(key), str) and body[key]:
+                return " ".join(str(body[key]).split())
+    text = " ".join(answer.text.split())[:300]
+    return text or answer.reason or "no reason given"
+
+
+def checked(answer: requests.Response) -> requests.Response:
+    """``answer`` if it is no error; raises :class:`ServerRefused` with its reason."""
+    if answer.status_code >= 400:
+        raise ServerRefused(answer.status_code, reason_of(answer), answer.url, answer)
+    return answer
 
 
 class DispatcherClient:
@@ -30,7 +66,7 @@ class DispatcherClient:
         """A job for ``queue`` given what this node offers, or None when there is none."""
         answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/acquire",
                                    json={"queue": queue, **offer}, timeout=self.timeout_s)
-        answer.raise_for_status()
+        checked(answer)
         job: dict[str, Any] | None = answer.json()["job"]
         return job
 
@@ -40,7 +76,7 @@ class DispatcherClient:
         # files: [{"lfn", "bytes", "adler32"}] of the outputs written, with a final state
         answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/update",
                                    json=body, timeout=self.timeout_s)
-        answer.raise_for_status()
+        checked(answer)
         command: str = answer.json()["command"]
         return command
 
@@ -48,7 +84,7 @@ class DispatcherClient:
         """Up to ``n`` event ranges of the job, now held by this pilot (empty: none left)."""
         answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/event-ranges",
                                    json={"n": n, "pilot_id": pilot_id}, timeout=self.timeout_s)
-        answer.raise_for_status()
+        checked(answer)
         ranges: list[dict[str, Any]] = answer.json()["ranges"]
         return ranges
 
@@ -56,7 +92,7 @@ class DispatcherClient:
         """Report ranges ``{"range_id", "status"}``: finished, failed, or ready (given back)."""
         answer = self.session.post(f"{self.server}/api/v1/pilot/event-ranges/update",
                                    json=reports, timeout=self.timeout_s)
-        answer.raise_for_status()
+        checked(answer)
         results: list[str | None] = answer.json()["results"]
         return results
 
@@ -65,12 +101,12 @@ class DispatcherClient:
         answer = self.session.post(f"{self.server}/api/v1/pilot/jobs/{job_id}/log",
                                    data=text.encode(), timeout=self.timeout_s,
                                    headers={"Content-Type": "text/plain; charset=utf-8"})
-        answer.raise_for_status()
+        checked(answer)
 
     def download(self, url: str, target: str) -> None:
         """Fetch ``url`` into the file ``target`` (a transformation script, an input)."""
         with self.session.get(url, stream=True, timeout=self.timeout_s) as answer:
-            answer.raise_for_status()
+            checked(answer)
             with open(target, "wb") as out:
                 for chunk in answer.iter_content(1 << 20):
                     out.write(chunk)

@@ -27,6 +27,8 @@ from types import FrameType
 
 import requests
 
+from pilot.client import checked
+
 __all__ = ["Factory", "run_factory"]
 
 log = logging.getLogger("netbroker-pilot-factory")
@@ -66,8 +68,7 @@ class Factory:
         answer = self.session.get(f"{self.server}/api/v1/queues/{queue}/pilot-demand",
                                   params={"pending": pending, "label": self.label},
                                   timeout=30)
-        answer.raise_for_status()
-        return int(answer.json()["demand"])
+        return int(checked(answer).json()["demand"])
 
     def submit(self, queue: str, now: float) -> None:
         """Start one pilot for ``queue`` in a fresh work directory."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -64,15 +65,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a refusal by the server or a server out of reach ends it with one
+    line saying why (the server's own reason) and exit status 1."""
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        from pilot.runner import run_pilot
+    if args.command in ("run", "factory"):
+        import requests
 
-        return run_pilot(args)
-    if args.command == "factory":
-        from pilot.factory import run_factory
+        from pilot.client import ServerRefused
 
-        return run_factory(args)
+        try:
+            if args.command == "run":
+                from pilot.runner import run_pilot
+
+                return run_pilot(args)
+            from pilot.factory import run_factory
+
+            return run_factory(args)
+        except ServerRefused as exc:
+            print(f"netbroker-pilot: {args.server} refused ({exc.status}): {exc.reason}",
+                  file=sys.stderr)
+        except requests.ConnectionError as exc:
+            print(f"netbroker-pilot: cannot reach {args.server}: {_why(exc)}", file=sys.stderr)
+        except requests.Timeout:
+            print(f"netbroker-pilot: {args.server} did not answer in time", file=sys.stderr)
+        return 1
     if not args.workdir.is_dir():
         print(f"netbroker-pilot: workdir {args.workdir} is not a directory", file=sys.stderr)
         return 2
@@ -85,6 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key:>16}: {value}")
         print("node ok" if not problems else "node NOT ok:\n  " + "\n  ".join(problems))
     return 0 if not problems else 1
+
+
+def _why(exc: Exception) -> str:
+    """The innermost reason of a connection error.
+
+    >>> _why(OSError("Max retries (Caused by NewConnectionError('x: [Errno 111] "
+    ...              "Connection refused'))"))
+    '[Errno 111] Connection refused'
+    """
+    found = re.search(r"\[Errno -?\d+\] '?([^'\")]+)", str(exc))
+    if found:
+        return found.group(0).replace("'", "").strip()
+    return " ".join(str(exc).split())[:200]
 
 
 def run() -> None:

@@ -72,7 +72,11 @@ def test_unknown_names_are_404_naming_them(client: httpx.Client, path: str, stat
                                           names: str) -> None:
     response = client.get(path)
     assert response.status_code == status
-    assert response.json()["detail"] == names
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["detail"] == names and problem["status"] == status
+    assert problem["type"].startswith("/problems/unknown-") and problem["title"].startswith(
+        "Unknown ")
 
 
 @pytest.mark.parametrize(("params", "field"), [
@@ -85,7 +89,10 @@ def test_bad_query_parameters_are_422_naming_the_field(client: httpx.Client,
                                                        field: str) -> None:
     response = client.get("/api/v1/sites", params=params)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["query", field]
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem["type"] == "/problems/invalid-request" and problem["fields"] == [field]
+    assert problem["errors"][0]["loc"] == ["query", field]
 
 
 def test_openapi_lists_the_routes(client: httpx.Client) -> None:

@@ -207,7 +207,7 @@ def test_task_api_submits_explains_and_kills(mini: Engine) -> None:
         task_id = created.json()["id"]
         assert http.post("/api/v1/tasks", json=task_spec()).status_code == 409
         bad = http.post("/api/v1/tasks", json=task_spec(name="t2", cores="many"))
-        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "cores"]
+        assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "cores"]
         assert http.post("/api/v1/tasks", json=task_spec(
             name="t3", input_dataset="data23:nope")).status_code == 404
         listed = http.get("/api/v1/jobs", params={"task": task_id, "status": "activated"})

@@ -102,6 +102,9 @@ def test_demo_runs_the_whole_mission_from_nothing(tmp_path: Path) -> None:
     assert not any(plan["lossy"] in note and "joined" in note for note in shown["notes"])
     report = Path(shown["report"])
     assert report.is_file() and report.read_text().count("data:image/png;base64,") == 3
+    page = report.read_text()  # facts for people: labels, no Python dicts or snake_case
+    assert "<td>jobs by state</td><td>finished " in page
+    assert "{'" not in page and "finished_home" not in page and "+00:00" not in page
     assert (tmp_path / "netbroker-demo.db").exists()
 
 

@@ -27,7 +27,14 @@ def test_a_nul_or_bad_utf8_in_the_url_is_400(client: httpx.Client, path: str,
                                               words: str) -> None:
     answer = client.get(path)
     assert answer.status_code == 400, answer.text
-    assert answer.json()["error"] == "InvalidText" and words in answer.json()["detail"]
+    if path.startswith("/monitor"):  # the monitor's refusals are pages
+        assert answer.headers["content-type"].startswith("text/html")
+        assert words in answer.text and "Invalid text" in answer.text
+        return
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["type"] == "/problems/invalid-text" and problem["status"] == 400
+    assert words in problem["detail"]
 
 
 @pytest.mark.parametrize(("path", "body", "words"), [
@@ -65,7 +72,7 @@ def test_a_pilot_api_422_echoing_a_lone_surrogate_is_encodable(client: httpx.Cli
     answer = client.post("/api/v1/pilot/jobs/acquire", content=b'{"queue": "DESY\\udc80"}',
                          headers={"Content-Type": "application/json"})
     assert answer.status_code == 422
-    (error,) = answer.json()["detail"]
+    (error,) = answer.json()["errors"]
     assert error["loc"] == ["body", "queue"] and error["input"] == "DESY\ufffd"
 
 
@@ -78,4 +85,5 @@ def test_a_json_body_past_the_limit_is_413(grid_engine: Engine) -> None:
         answer = httpx.post(f"{server.url}/api/v1/tasks",
                             json=task_spec(parameters="x" * 5000), timeout=10)
     assert answer.status_code == 413
+    assert answer.json()["type"] == "/problems/payload-too-large"
     assert "over the 4096 bytes" in answer.json()["detail"]

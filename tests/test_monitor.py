@@ -98,3 +98,45 @@ def test_job_filters_and_the_job_page(busy: Engine) -> None:
         png = http.get(plot.group(1).replace("&amp;", "&"))
         assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
         assert http.get("/monitor/jobs/999999").status_code == 404
+
+
+DRILL_DOWN = ("/monitor/tasks/1", "/monitor/sites/DESY", "/monitor/clouds/DE",
+              "/monitor/datasets", "/monitor/datasets/data23:data23.AOD", "/monitor/users/alice",
+              "/monitor/network/link?src=FZK&dst=DESY")
+STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)?")
+
+
+def test_times_are_iso_8601_utc_with_z_on_every_page_and_in_the_api(busy: Engine) -> None:
+    with LiveServer(busy) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        jobs = http.get("/api/v1/jobs").json()
+        for page in (*PAGES, *DRILL_DOWN, f"/monitor/jobs/{jobs[0]['id']}"):
+            html = http.get(page).text
+            assert "+00:00" not in html, page
+            for stamp in STAMP.findall(html):
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), (page, stamp)
+        for path in ("/api/v1/tasks", "/api/v1/jobs", "/api/v1/tasks/1/brokerage",
+                     "/api/v1/clouds", "/api/v1/replication/decisions",
+                     f"/api/v1/jobs/{jobs[0]['id']}/brokerage"):
+            for stamp in STAMP.findall(http.get(path).text):
+                assert stamp.endswith("Z") and "+" not in stamp, (path, stamp)
+
+
+def test_drill_down_pages_over_http(busy: Engine) -> None:
+    with LiveServer(busy) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        for page in DRILL_DOWN:
+            answer = http.get(page)
+            assert answer.status_code == 200, page
+        assert "data23:data23.AOD" in text(http.get("/monitor/tasks/1").text)
+        assert "DESY_UCORE" in text(http.get("/monitor/sites/DESY").text)
+        replication = text(http.get("/monitor/replication").text)
+        assert " GB " in replication and "GB 0.0" not in replication
+        assert http.get("/monitor/users/nobody").status_code == 404
+        assert http.get("/monitor/datasets/data23:nothing").status_code == 404
+        assert http.get("/monitor/sites/NOWHERE").status_code == 404
+        assert http.get("/monitor/network/link", params={"src": "NOWHERE", "dst": "FZK"}
+                        ).status_code == 404
+        for bad in ({"cloud": "XX"}, {"kind": "speed"}, {"window": "2d"}):
+            page = http.get("/monitor/network", params=bad)
+            assert page.status_code == 400 and next(iter(bad)) in page.text
+        assert http.get("/monitor/jobs", params={"task": "abc"}).status_code == 400
+        assert http.get("/monitor/errors", params={"hours": 0}).status_code == 400

@@ -74,7 +74,7 @@ def test_a_popular_dataset_gets_one_decision_at_the_fastest_endpoint_with_room(
     (decision,) = result["decisions"]
     assert (decision["dataset"], decision["target"]) == (ESD, "DESY_DATADISK")
     assert "30 waiting jobs >= 10" in decision["reason"]
-    assert "300.0 GB from LRZ_DATADISK in about 429 s (700 MB/s)" in decision["reason"]
+    assert "300 GB from LRZ_DATADISK in about 429 s (700 MB/s)" in decision["reason"]
     stored = pd2p.get_decision(popular, decision["id"])
     assert stored["sources"] == [{"endpoint": "LRZ_DATADISK", "rank": 1}]
     assert stored["bytes"] == 300 * GB and stored["state"] == "new"

@@ -66,6 +66,14 @@ def test_a_long_waiting_job_moves_when_its_data_appears_elsewhere(
     assert why["rebrokerages"][0]["to_queue"] == "LRZ_UCORE"
     lrz = next(c for c in why["decisions"][2]["candidates"] if c["name"] == "LRZ_UCORE")
     assert lrz["terms"]["data"] == 1.0
+    # The explanation marks where the job was placed and where the move took it, puts
+    # the move on its timeline with its decision, and counts the jobs each queue got.
+    assert why["decisions"][1]["highlight"] == why["job"]["placed_on"] == "DESY_UCORE"
+    assert why["decisions"][2]["highlight"] == "LRZ_UCORE" and lrz["jobs"] == 6 - at_lrz
+    (move,) = [e for e in why["timeline"] if e["event"] == "moved"]
+    assert move["detail"].startswith("DESY_UCORE -> LRZ_UCORE: input now on disk")
+    assert move["decision_id"] == why["decisions"][2]["id"]
+    assert why["timeline"][0]["event"] == "assigned"
 
 
 def test_rebrokerage_never_exceeds_the_limit(waiting_task: tuple[Engine, int]) -> None:

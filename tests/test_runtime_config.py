@@ -35,8 +35,9 @@ def test_a_threshold_change_is_audited_previewed_and_used_by_the_next_cycle(
         refused = http.put("/api/v1/config", headers=operator, json={"changes": {
             "clouds.min_mbytes_per_s_from_tier1": -1, "brokerage.weight_data": 2.0}})
         assert refused.status_code == 422
-        assert "clouds.min_mbytes_per_s_from_tier1" in refused.json()["message"]
-        assert refused.json()["detail"][0]["loc"] == [
+        assert "clouds.min_mbytes_per_s_from_tier1" in refused.json()["detail"]
+        assert refused.json()["fields"] == ["changes.clouds.min_mbytes_per_s_from_tier1"]
+        assert refused.json()["errors"][0]["loc"] == [
             "body", "changes", "clouds.min_mbytes_per_s_from_tier1"]
         assert http.put("/api/v1/config", headers=operator, json={"changes": {
             "database.url": "sqlite:///x.db"}}).status_code == 422

@@ -1,12 +1,14 @@
-"""The FastAPI application: the routers, error handlers, health and metrics.
+"""The FastAPI application: the routers, error handlers, health, docs and metrics.
 
 ``create_app`` builds it around an engine: the JSON API (``/api/v1``), the
 dispatcher (the PanDA wire protocol and its JSON twin), the monitor pages
-(``/monitor``), ``/metrics`` and ``/healthz``, behind a request-id
-middleware; the PanDA wire protocol's POSTs are served by
-``dispatcher.edge.WireEdge`` before FastAPI's routing. ``netbroker serve``
-runs it under uvicorn after bringing the schema to head (once, before any
-worker starts).
+(``/monitor``, and ``/`` leads there), ``/metrics``, ``/healthz`` and
+``/readyz``, the API's documentation (``/docs``, ``/redoc``, from files
+packaged with it: no CDN) and its problem types (``/problems/{slug}``),
+behind a request-id middleware; the PanDA wire protocol's POSTs are served
+by ``dispatcher.edge.WireEdge`` before FastAPI's routing. ``netbroker
+serve`` runs it under uvicorn after bringing the schema to head (once,
+before any worker starts).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
@@ -28,11 +31,13 @@ import netbroker
 from dispatcher import api as dispatcher_api
 from dispatcher import fastpath, panda
 from dispatcher.edge import WireEdge
-from netbroker.api import config, grid, monitor, network, replication, tasks
+from netbroker.api import config, grid, monitor, monitor_grid, network, replication, tasks
 from netbroker.api.deps import EngineDep
-from netbroker.api.errors import register_error_handlers
+from netbroker.api.errors import problem_types, register_error_handlers
 from netbroker.api.input_guard import InputGuard
 from netbroker.api.models import Health
+from netbroker.api.openapi import document_errors_and_security
+from netbroker.api.pages import STATIC_DIR, render
 from netbroker.config import Settings, load_settings
 from netbroker.db import create_db_engine, current_revision, head_revision
 from netbroker.observability import configure_logging, request_id, service_registry
@@ -47,6 +52,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         title="netbroker",
         version=netbroker.__version__,
         summary="Network-aware brokerage and data placement for computing grids.",
+        docs_url=None, redoc_url=None,  # served below from the packaged assets
     )
     app.state.settings = settings
     app.state.engine = engine if engine is not None else create_db_engine(settings.database)
@@ -56,13 +62,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(dispatcher_api.router)
     app.add_api_route("/healthz", _health, methods=["GET"], response_model=Health,
                       tags=["service"], responses={503: {"model": Health}})
+    app.add_api_route("/readyz", _ready, methods=["GET"], response_model=Health,
+                      tags=["service"], responses={503: {"model": Health}})
     app.include_router(grid.router)
     app.include_router(network.router)
     app.include_router(tasks.router)
     app.include_router(replication.router)
     app.include_router(config.router)
     app.include_router(monitor.router)
-    app.mount("/monitor/static", StaticFiles(directory=monitor.STATIC_DIR), name="static")
+    app.include_router(monitor_grid.router)
+    app.mount("/monitor/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_docs(app)
     registry = service_registry(app.state.engine)
 
     def metrics() -> Response:
@@ -80,6 +90,40 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     _declare_public_reads(app)
     return app
+
+
+VENDOR = "/monitor/static/vendor"
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/`` (to the monitor), ``/docs`` and ``/redoc`` from the packaged assets
+    (``static/vendor``), and ``/problems/{slug}``, what each problem type means."""
+
+    def root() -> RedirectResponse:
+        return RedirectResponse("/monitor", status_code=307)
+
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="netbroker API",
+            swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="data:,",
+            swagger_ui_parameters={"persistAuthorization": True})
+
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="netbroker API",
+                              redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
+                              redoc_favicon_url="data:,", with_google_fonts=False)
+
+    def problem(request: Request, slug: str) -> HTMLResponse:
+        known = {p.slug: p for p in problem_types()}
+        if slug not in known:
+            raise HTTPException(404, f"unknown problem type {slug!r}")
+        return render(request, "problem.html", kind=known[slug], kinds=list(known.values()))
+
+    for path, endpoint in (("/", root), ("/docs", docs), ("/redoc", redoc),
+                           ("/problems/{slug}", problem)):
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
 
 
 @contextlib.asynccontextmanager
@@ -103,12 +147,15 @@ def _declare_public_reads(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         schema = generate()
         for operations in schema.get("paths", {}).values():
             for method, operation in operations.items():
                 if method == "get":
                     operation.setdefault("x-roles", ["public"])
-        return schema
+        app.openapi_schema = document_errors_and_security(schema)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
@@ -149,7 +196,18 @@ def create_app_from_settings() -> FastAPI:
 
 
 def _health(engine: EngineDep) -> JSONResponse:
-    """Liveness and readiness: the database answers and the schema is at head."""
+    """Health: the database answers and the schema is at head (503 otherwise). The
+    same check as ``/readyz``, kept under its old name for the tools that poll it."""
+    return _probe(engine)
+
+
+def _ready(engine: EngineDep) -> JSONResponse:
+    """Ready to serve: the database is reachable and its schema is at the code's head
+    revision; 503 (with Retry-After when the database is down) otherwise."""
+    return _probe(engine)
+
+
+def _probe(engine: Engine) -> JSONResponse:
     head = head_revision()
     try:
         current = current_revision(engine)  # a read: the database answers, or this raises

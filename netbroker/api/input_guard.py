@@ -4,7 +4,7 @@ PostgreSQL refuses a NUL character in text and neither backend can encode
 a lone UTF-16 surrogate, so a request carrying one would reach the
 database and fail there with a 500 on one backend and not the other. This
 ASGI layer answers such a request with 400 before any route runs, the same
-on both backends:
+on both backends, as a problem (``netbroker.api.errors``):
 
 - a path or query string whose decoded bytes hold NUL or are not UTF-8;
 - a JSON body (POST, PUT, PATCH, DELETE) holding the escape ``\\u0000`` or a
@@ -18,12 +18,16 @@ whose records the collectors account for one by one, are not read here.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from netbroker.api.errors import Problem, is_page, problem_response
+from netbroker.api.pages import error_page
 
 __all__ = ["InputGuard", "text_problem"]
 
@@ -93,13 +97,13 @@ class InputGuard:
         if problem is None and self._reads_body(scope):
             body, too_big = await _read(receive, self.limit)
             if too_big:
-                await _answer(send, 413, f"the JSON body is over the {self.limit} bytes "
-                                         "allowed (service.max_json_body_bytes)")
+                await _answer(scope, receive, send, 413, f"the JSON body is over the "
+                              f"{self.limit} bytes allowed (service.max_json_body_bytes)")
                 return
             problem = text_problem("body", body, escaped=True)
             receive = _replay(body, receive)
         if problem is not None:
-            await _answer(send, 400, problem)
+            await _answer(scope, receive, send, 400, problem)
             return
         await self.app(scope, receive, send)
 
@@ -143,10 +147,15 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
-    kind = "PayloadTooLarge" if status == 413 else "InvalidText"
-    body = json.dumps({"error": kind, "detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _answer(scope: Scope, receive: Receive, send: Send, status: int,
+                  detail: str) -> None:
+    """The refusal as every error of the app is answered: a problem (a page under
+    ``/monitor``)."""
+    slug, title = ("payload-too-large", "Payload too large") if status == 413 else (
+        "invalid-text", "Invalid text")
+    problem = Problem(status, title, detail, slug)
+    if is_page(scope["path"]):
+        response: Response = error_page(Request(scope, receive), problem)
+    else:
+        response = problem_response(problem)
+    await response(scope, receive, send)

@@ -1,192 +1,186 @@
-"""The monitor: server-rendered pages at ``/monitor`` (Jinja2, no build step, no JS).
+"""The monitor's workload pages at ``/monitor`` (Jinja2, no build step, no JavaScript).
 
-Overview, tasks, jobs (filter by state, site, user, error) and a job's page
-(its timeline, brokerage explanation, moves and files), sites and queues,
-clouds with their membership history, the network matrix as a heatmap
-whose cells link to each link's history plot, replication decisions and an
-error summary. Everything is read through the same core functions the API
-and CLI use; the only asset is one local stylesheet.
+The overview (jobs per state and per site over a time range, recent tasks,
+clouds, decisions, cycle health), tasks and a task's page (progress by job
+state, its datasets, the task brokerage with every cloud and why, jobs,
+retries, errors), jobs (filter by state, site, user, error, task) and a
+job's page (its timeline with its moves, the brokerage explanation, files,
+log), a user's page (fair-share usage, boosts, tasks), replication
+decisions, and the error scatter (failed jobs by site x task). The grid's
+pages (sites, clouds, datasets, the network) are in ``monitor_grid``.
+
+Everything is read through the same core functions the API and CLI use.
+An unknown id is a 404 page; a filter that cannot match is a 400 page
+naming it (``InvalidFilter``, mapped in ``netbroker.api.errors``).
 """
 
 from __future__ import annotations
 
-import io
-import math
-import time
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import timedelta
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
-from matplotlib.figure import Figure
+from fastapi.responses import HTMLResponse
 
-from netbroker import clouds, metrics, pd2p, registry, tasks
-from netbroker.api.deps import EngineDep, IdPath
+from netbroker import clouds, pd2p, tasks, users
+from netbroker.api.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
+from netbroker.api.pages import render
 from netbroker.db.cycles import CycleDB, cycle_health
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import utcnow
-from netbroker.metrics import MetricKind
+from netbroker.db.schema import JobStatus, TaskStatus, utcnow
+from netbroker.errors import InvalidFilter
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = ["RANGES_H", "filter_choice", "filter_int", "router"]
 
-STATIC_DIR = Path(__file__).with_name("static")
-templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 router = APIRouter(prefix="/monitor", tags=["monitor"], include_in_schema=False)
 Page = HTMLResponse
+JOB_STATES = [s.value for s in JobStatus]
+TASK_STATES = [s.value for s in TaskStatus]
+# The time ranges the overview and the error page offer, hours.
+RANGES_H = {1: "1 hour", 6: "6 hours", 24: "24 hours", 168: "7 days", 720: "30 days"}
+Hours = Annotated[int, Query(ge=1, le=24 * 366, description="Time range, hours.")]
 
 
-def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"page": name.removesuffix(".html"),
-                                                      **context})
+def _blank(value: str) -> str | None:
+    return value.strip() or None
 
 
-def _blank(value: str | None) -> str | None:
-    return value or None
+def filter_choice(name: str, value: str, allowed: list[str]) -> str | None:
+    """A filter that is empty or one of ``allowed``. Raises ``InvalidFilter`` naming it."""
+    text = value.strip()
+    if text and text not in allowed:
+        raise InvalidFilter(name, value, allowed)
+    return text or None
+
+
+def filter_int(name: str, value: str, high: int = 2**31 - 1) -> int | None:
+    """A filter that must be a whole number from 1 (0 and negatives too for error
+    codes) to ``high``, or empty. Raises ``InvalidFilter`` naming it."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidFilter(name, value, why="is not a whole number") from None
+    if not -high <= number <= high:
+        raise InvalidFilter(name, value, why=f"is outside -{high}..{high}")
+    return number
 
 
 @router.get("", response_class=Page)
-def overview(request: Request, engine: EngineDep) -> HTMLResponse:
-    """Jobs per state, recent tasks, clouds, decisions and the cycles."""
+def overview(request: Request, engine: EngineDep, hours: Hours = 24) -> HTMLResponse:
+    """Jobs per state and per site over the last ``hours``, recent tasks, clouds,
+    decisions and the cycles' health."""
+    since = utcnow() - timedelta(hours=hours)
     with engine.connect() as conn:
-        states = JobDB(conn).count_by_status()
         cycles = CycleDB(conn).list_cycles()
     now = utcnow()
     for cycle in cycles:
         cycle["health"] = cycle_health(cycle, now)
-    membership = clouds.show_membership(engine)
-    return _page(request, "overview.html", states=dict(sorted(states.items())),
-                 tasks=tasks.list_tasks(engine, limit=10), clouds=membership,
-                 decisions=pd2p.latest(engine, 5),
-                 cycles=cycles)
+    per_site = tasks.state_counts(engine, "site", since)
+    states = {s: sum(c.get(s, 0) for c in per_site.values()) for s in JOB_STATES}
+    states = {s: n for s, n in states.items() if n}
+    busiest = sorted(per_site.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:40]
+    return render(request, "overview.html", states=states, hours=hours, ranges=RANGES_H,
+                  per_site=busiest, sites_total=len(per_site),
+                  tasks=tasks.list_tasks(engine, limit=10), clouds=clouds.show_membership(engine),
+                  decisions=pd2p.latest(engine, 5), cycles=cycles)
 
 
 @router.get("/tasks", response_class=Page)
 def task_list(request: Request, engine: EngineDep, status: str = "",
               user: str = "") -> HTMLResponse:
-    rows = tasks.list_tasks(engine, _blank(status), _blank(user), limit=500)
-    return _page(request, "tasks.html", tasks=rows, status=status, user=user)
+    rows = tasks.list_tasks(engine, filter_choice("status", status, TASK_STATES),
+                            _blank(user), limit=500)
+    return render(request, "tasks.html", tasks=rows, status=status, user=user,
+                  states=TASK_STATES)
+
+
+@router.get("/tasks/{task_id}", response_class=Page)
+def task_page(request: Request, task_id: SmallIdPath, engine: EngineDep) -> HTMLResponse:
+    """A task: state, progress by job state, datasets, the task brokerage with every
+    cloud and why, its jobs, retries and errors."""
+    explained = tasks.explain_task(engine, task_id)
+    jobs = tasks.list_jobs(engine, task_id, limit=2000)
+    total = sum(explained["task"]["jobs"].values())
+    return render(request, "task.html", task=explained["task"], total=total,
+                  decisions=explained["decisions"], outputs=explained["outputs"],
+                  jobs=jobs[:500], shown=min(len(jobs), 500),
+                  retries=[j for j in jobs if j["attempt_nr"] > 1],
+                  failures=tasks.failures(engine, task_id=task_id), states=JOB_STATES)
 
 
 @router.get("/jobs", response_class=Page)
 def job_list(request: Request, engine: EngineDep, state: str = "", site: str = "",
              user: str = "", error: str = "", task: str = "") -> HTMLResponse:
-    code = int(error) if error.strip().lstrip("-").isdigit() else None
-    task_id = int(task) if task.strip().isdigit() and int(task) < 2**31 else None
-    rows = tasks.list_jobs(engine, task_id, _blank(state), _blank(site), _blank(user),
-                           500, code)
-    return _page(request, "jobs.html", jobs=rows, state=state, site=site, user=user,
-                 error=error, task=task,
-                 states=["defined", "assigned", "activated", "sent", "starting", "running",
-                         "transferring", "holding", "finished", "failed", "cancelled"])
+    code = filter_int("error", error)
+    task_id = filter_int("task", task)
+    rows = tasks.list_jobs(engine, task_id, filter_choice("state", state, JOB_STATES),
+                           _blank(site), _blank(user), 500, code)
+    return render(request, "jobs.html", jobs=rows, state=state, site=site, user=user,
+                  error=error, task=task, states=JOB_STATES)
 
 
 @router.get("/jobs/{job_id}", response_class=Page)
 def job_page(request: Request, job_id: IdPath, engine: EngineDep) -> HTMLResponse:
+    """A job: its timeline (states and moves), why it runs where it does, its log, files."""
     explained = tasks.explain_job(engine, job_id)
     with engine.connect() as conn:
         db = JobDB(conn)
-        timeline, row, log = db.timeline(job_id), db.get(job_id), db.log(job_id)
+        row, log = db.get(job_id), db.log(job_id)
     text = None
     if log is not None and log["media_type"].startswith("text/"):
         text = log["content"][-20_000:].decode(errors="replace")
-    return _page(request, "job.html", job=explained["job"], row=row, timeline=timeline,
-                 decisions=explained["decisions"], moves=explained["rebrokerages"],
-                 files=explained["files"], log=log, log_text=text)
+    return render(request, "job.html", job=explained["job"], row=row,
+                  timeline=explained["timeline"], decisions=explained["decisions"],
+                  moves=explained["rebrokerages"], files=explained["files"], log=log,
+                  log_text=text)
 
 
-@router.get("/sites", response_class=Page)
-def site_list(request: Request, engine: EngineDep, cloud: str = "") -> HTMLResponse:
-    sites = registry.list_sites(engine, cloud=_blank(cloud))
-    queues: dict[str, list[dict[str, Any]]] = {}
-    for q in registry.list_queues(engine, cloud=_blank(cloud)):
-        queues.setdefault(q["site"], []).append(q)
-    return _page(request, "sites.html", sites=sites, queues=queues, cloud=cloud,
-                 clouds=[c["name"] for c in registry.list_clouds(engine)])
-
-
-@router.get("/clouds", response_class=Page)
-def cloud_list(request: Request, engine: EngineDep) -> HTMLResponse:
-    return _page(request, "clouds.html", clouds=clouds.show_membership(engine),
-                 history=clouds.history(engine, limit=200))
-
-
-@router.get("/network", response_class=Page)
-def network(request: Request, engine: EngineDep, cloud: str = "",
-            kind: str = "throughput", window: str = "1d") -> HTMLResponse:
-    """The consolidated matrix from one cloud's sites (rows) to every site measured."""
-    kind = kind if kind in ("throughput", "packet_loss", "owd", "rtt", "success") else \
-        "throughput"
-    window = window if window in ("1h", "1d", "1w") else "1d"
-    cloud_names = [c["name"] for c in registry.list_clouds(engine)]
-    cloud = cloud if cloud in cloud_names else (cloud_names[0] if cloud_names else "")
-    matrix = metrics.network_matrix(engine, kind, window)
-    members = {s["name"] for s in registry.list_sites(engine, cloud=cloud)} if cloud else set()
-    rows = [s for s in matrix.index if s in members]
-    sub = matrix.loc[rows] if rows else matrix.iloc[0:0]
-    sub = sub.loc[:, sub.notna().any(axis=0)] if len(sub) else sub
-    values = sub.to_numpy(dtype=float) if len(sub) else np.zeros((0, 0))
-    finite = values[np.isfinite(values)]
-    top = float(finite.max()) if finite.size else 1.0
-    cells = [[_cell(v, top, kind) for v in row] for row in values]
-    return _page(request, "network.html", rows=list(sub.index), cols=list(sub.columns),
-                 cells=cells, cloud=cloud, clouds=cloud_names, kind=kind, window=window,
-                 unit=UNITS[kind])
-
-
-UNITS = {"throughput": "MB/s", "packet_loss": "fraction", "owd": "ms", "rtt": "ms",
-         "success": "fraction"}
-
-
-def _cell(value: float, top: float, kind: str) -> dict[str, Any]:
-    if not math.isfinite(value):
-        return {"text": "", "color": "#eee"}
-    share = min(1.0, value / top) if top > 0 else 0.0
-    if kind in ("packet_loss", "owd", "rtt"):
-        share = 1.0 - share  # lower is better
-    hue = int(120 * share)  # red (bad) to green (good)
-    return {"text": f"{value:.3g}", "color": f"hsl({hue}, 70%, 75%)"}
-
-
-@router.get("/network/link", response_class=Page)
-def link(request: Request, engine: EngineDep, src: str, dst: str,
-         kind: str = "throughput", days: Annotated[float, Query(gt=0, le=30)] = 7.0
-         ) -> HTMLResponse:
-    return _page(request, "link.html", src=src, dst=dst, kind=kind, days=days)
-
-
-@router.get("/network/link.png")
-def link_plot(engine: EngineDep, src: str, dst: str, kind: str = "throughput",
-              days: Annotated[float, Query(gt=0, le=30)] = 7.0) -> Response:
-    """One link's history per source, as a PNG."""
-    kind = kind if kind in {k.value for k in MetricKind} else "throughput"
-    history = metrics.link_history(engine, src, dst, kind, time.time() - days * 86400)
-    fig = Figure(figsize=(8, 3))
-    ax = fig.subplots()
-    for source, group in history.groupby("source"):
-        ax.plot(group["bucket_start_s"].astype(float).map(_datetime), group["value"],
-                marker=".", label=str(source))
-    ax.set_title(f"{src} -> {dst}: {kind}, last {days:g} days")
-    if len(history):
-        ax.legend(fontsize=7)
-    fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return Response(buffer.getvalue(), media_type="image/png")
-
-
-def _datetime(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+@router.get("/users/{name}", response_class=Page)
+def user_page(request: Request, name: str, engine: EngineDep,
+              settings: SettingsDep) -> HTMLResponse:
+    """A user: CPU-hours over 24 h against the fair share, boosts, tasks, jobs."""
+    return render(request, "user.html", u=users.user_summary(engine, name, settings.priority),
+                  states=JOB_STATES)
 
 
 @router.get("/replication", response_class=Page)
-def replication(request: Request, engine: EngineDep) -> HTMLResponse:
-    return _page(request, "replication.html", decisions=pd2p.latest(engine, 500),
-                 cleanup=pd2p.cleanup_proposals(engine, request.app.state.settings.pd2p))
+def replication(request: Request, engine: EngineDep, settings: SettingsDep) -> HTMLResponse:
+    return render(request, "replication.html", decisions=pd2p.latest(engine, 500),
+                  cleanup=pd2p.cleanup_proposals(engine, settings.pd2p))
 
 
 @router.get("/errors", response_class=Page)
-def errors(request: Request, engine: EngineDep) -> HTMLResponse:
-    return _page(request, "errors.html", rows=tasks.error_summary(engine))
+def errors(request: Request, engine: EngineDep, hours: Hours = 24 * 7) -> HTMLResponse:
+    """BigPanDAmon's error scattering: failed jobs by site (rows) and task (columns)
+    over the last ``hours``, the commonest pilot error of each cell; then by code."""
+    rows = tasks.failures(engine, utcnow() - timedelta(hours=hours))
+    return render(request, "errors.html", hours=hours, ranges=RANGES_H, rows=rows,
+                  **scatter(rows))
+
+
+def scatter(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The site x task grid of failures: ``sites``, ``columns`` (task id, name),
+    ``cells[site][task_id]`` = {jobs, code (the commonest), codes}, ``top`` (most in a
+    cell), ``codes`` (code -> failed jobs, by count)."""
+    cells: dict[str, dict[Any, dict[str, Any]]] = {}
+    names: dict[Any, str] = {}
+    by_code: dict[Any, int] = {}
+    for r in rows:
+        site = r["site"] or "-"
+        names[r["task_id"]] = r["task"] or "(no task)"
+        cell = cells.setdefault(site, {}).setdefault(r["task_id"], {"jobs": 0, "codes": {}})
+        cell["jobs"] += r["jobs"]
+        cell["codes"][r["pilot_error_code"]] = cell["codes"].get(r["pilot_error_code"], 0) \
+            + r["jobs"]
+        by_code[r["pilot_error_code"]] = by_code.get(r["pilot_error_code"], 0) + r["jobs"]
+    for per_task in cells.values():
+        for cell in per_task.values():
+            cell["code"] = max(cell["codes"].items(), key=lambda kv: kv[1])[0]
+    top = max((c["jobs"] for t in cells.values() for c in t.values()), default=0)
+    order = sorted(cells, key=lambda s: -sum(c["jobs"] for c in cells[s].values()))
+    columns = sorted(names.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    return {"sites": order, "columns": columns, "cells": cells, "top": top,
+            "codes": sorted(by_code.items(), key=lambda kv: -kv[1])}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,6 +58,8 @@ def _root(
         "--config", envvar="NETBROKER_CONFIG", help="TOML settings file.")] = None,
     _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                     help="Print the version and exit.")] = False,
+    __: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected "
+                                     "error (also NETBROKER_DEBUG=1).")] = False,
 ) -> None:
     ctx.obj = {"config": config}
 
@@ -79,4 +82,11 @@ def engine_of(ctx: typer.Context, *, require_head: bool = True) -> Engine:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """``data`` as JSON, times as ISO 8601 with ``Z`` (as the API writes them)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_value) + "\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from netbroker import auth
 from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json
+from netbroker.units import iso_utc
 
 __all__: list[str] = []
 
@@ -51,8 +52,8 @@ def list_tokens(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for col in ("name", "role", "created (UTC)", "revoked (UTC)"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["role"], f"{r['created_at']:%Y-%m-%d %H:%M}",
-                      f"{r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "-")
+        table.add_row(r["name"], r["role"], iso_utc(r["created_at"]),
+                      iso_utc(r["revoked_at"]))
     out.print(table)
 
 

@@ -11,6 +11,7 @@ from netbroker import clouds as membership
 from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
 from netbroker.clouds import MembershipChange
 from netbroker.config import load_settings
+from netbroker.units import iso_utc
 
 __all__: list[str] = []
 
@@ -98,7 +99,7 @@ def history(
         table.add_column(col)
     for r in rows:
         rate = "-" if r["mbytes_per_s"] is None else f"{r['mbytes_per_s']:.3g}"
-        table.add_row(f"{r['at']:%Y-%m-%d %H:%M}", r["cloud"], r["site"], r["change"], rate,
+        table.add_row(iso_utc(r["at"]), r["cloud"], r["site"], r["change"], rate,
                       str(r["samples"]), r["reason"])
     out.print(table)
 

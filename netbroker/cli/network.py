@@ -29,6 +29,7 @@ from netbroker.metrics import (
     MetricKind,
     MetricSource,
 )
+from netbroker.units import iso_utc
 
 __all__: list[str] = []
 
@@ -118,7 +119,7 @@ def _why_unusable(report: IngestReport) -> str:
     if not r.read:
         return "no record in it"
     if r.too_old and report.kept_from_s is not None:
-        kept = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.kept_from_s))
+        kept = iso_utc(report.kept_from_s)
         return (f"{r.too_old} records older than {kept} (--backfill or --since keeps them), "
                 f"{r.read - r.too_old} others not stored")
     return (f"of {r.read} records, {r.unmapped} unmapped, {r.not_a_link} not a link, "
@@ -209,7 +210,7 @@ def matrix(
     values = metrics.network_matrix(engine, kind, window, source, settings_of(ctx).metrics,
                                     now_s=at_s)
     unit = MATRIX_UNITS[kind]
-    when = "" if at_s is None else time.strftime(" to %Y-%m-%dT%H:%M:%SZ", time.gmtime(at_s))
+    when = "" if at_s is None else f" to {iso_utc(at_s)}"
     if plot is not None:
         from netbroker.heatmap import plot_matrix
         from netbroker.registry import site_clouds
@@ -267,7 +268,7 @@ def link(
     for col in ("bucket (UTC)", "source", "count", "value"):
         table.add_column(col)
     for row in history.itertuples(index=False):
-        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.bucket_start_s))
+        stamp = iso_utc(row.bucket_start_s)
         table.add_row(stamp, row.source, str(row.count), f"{row.value:.3g}")
     out.print(table)
 

@@ -33,6 +33,8 @@ from netbroker.db import (
     schema_drift,
     upgrade,
 )
+from netbroker.demo.report import fact_rows
+from netbroker.units import iso_utc
 
 __all__ = ["site_table", "summary_table"]
 
@@ -250,14 +252,8 @@ def demo(
     table = Table(title="what the demo shows")
     table.add_column("fact")
     table.add_column("count", justify="right")
-    for label, value in (
-            ("jobs by state", ", ".join(f"{k} {v}" for k, v in sorted(f["jobs"].items()))),
-            ("finished at home sites of the task's cloud", f["finished_home"]),
-            ("finished at foreign calculated members", f["finished_foreign"]),
-            ("cloud joins / leaves", f"{f['joined']} / {f['left']}"),
-            ("replication decisions done", f["decisions_done"]),
-            ("jobs rebrokered", f["rebrokered_jobs"])):
-        table.add_row(label, str(value))
+    for label, value in fact_rows(f):
+        table.add_row(label, value)
     out.print(table)
     out.print(f"report: {result.report_path}")
     out.print(f"explore: NETBROKER_DATABASE_URL=sqlite:///{result.db_path} netbroker serve"
@@ -292,7 +288,7 @@ def cycles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _when(at: Any) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at is not None else "-"
+    return iso_utc(at)
 
 
 @config_app.command("set")
@@ -324,9 +320,15 @@ def config_set(ctx: typer.Context,
         for c in result["clouds"]:
             out.print(f"  {c['site']} would {c['change'].removesuffix('ed')} {c['cloud']}: "
                       f"{c['reason']}", highlight=False)
-        moved = result["brokerage"]["would_change"]
-        out.print(f"{len(result['clouds'])} membership changes; {len(moved)} of "
-                  f"{result['brokerage']['tasks_checked']} recent tasks would go elsewhere")
+        brokered = result["brokerage"]
+        for m in brokered["would_change"]:
+            out.print(f"  task {m['task_id']} {escape(m['name'])}: {m['now'] or '-'} -> "
+                      f"{m['after'] or '-'}", highlight=False)
+        states = ", ".join(f"{n} {s}" for s, n in sorted(brokered["by_status"].items()))
+        out.print(f"{len(result['clouds'])} membership changes; "
+                  f"{len(brokered['would_change'])} of {brokered['tasks_checked']} recent "
+                  f"tasks brokered again would go to another cloud"
+                  + (f" ({states})" if states else ""))
         return
     rows = runtime_config.change_settings(engine, base, parsed, who)
     if as_json:
@@ -349,7 +351,7 @@ def config_audit(ctx: typer.Context, limit: int = 50, as_json: JsonOpt = False) 
     for col in ("when (UTC)", "who", "key", "old", "new"):
         table.add_column(col)
     for r in rows:
-        table.add_row(f"{r['at']:%Y-%m-%d %H:%M:%S}", r["who"], r["key"], repr(r["old"]),
+        table.add_row(iso_utc(r["at"]), r["who"], r["key"], repr(r["old"]),
                       repr(r["new"]))
     out.print(table)
 

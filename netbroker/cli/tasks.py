@@ -12,6 +12,8 @@ from rich.table import Table
 
 from netbroker import priority, rebrokerage, tasks
 from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.db.schema import JobStatus, TaskStatus
+from netbroker.units import iso_utc
 
 __all__: list[str] = []
 
@@ -44,8 +46,8 @@ def submit(ctx: typer.Context,
 
 
 @app.command("tasks")
-def list_tasks(ctx: typer.Context, status: str | None = None, user: str | None = None,
-               limit: int = 50, as_json: JsonOpt = False) -> None:
+def list_tasks(ctx: typer.Context, status: TaskStatus | None = None,
+               user: str | None = None, limit: int = 50, as_json: JsonOpt = False) -> None:
     """Tasks, newest first, with their jobs per state."""
     rows = tasks.list_tasks(engine_of(ctx), status, user, limit)
     if as_json:
@@ -63,7 +65,7 @@ def list_tasks(ctx: typer.Context, status: str | None = None, user: str | None =
 
 
 @app.command("jobs")
-def list_jobs(ctx: typer.Context, task: int | None = None, status: str | None = None,
+def list_jobs(ctx: typer.Context, task: int | None = None, status: JobStatus | None = None,
               site: str | None = None, user: str | None = None, limit: int = 50,
               as_json: JsonOpt = False) -> None:
     """Jobs, newest first, filterable by task, state, site and user."""
@@ -114,35 +116,37 @@ def explain(ctx: typer.Context, what: What, ident: Annotated[int, typer.Argument
                   f"{job['queue'] or '-'} ({job['site'] or '-'}), priority {job['priority']} "
                   f"(base {job['base_priority']}), attempt {job['attempt_nr']}, "
                   f"moved {job['rebrokerages']} time(s)")
-        mine = job["queue"]
     else:
         task = data["task"]
         out.print(f"task {task['id']} {escape(task['name'])}: {task['status']}, "
                   f"{escape(task['reason'])}", highlight=False)
-        mine = None
     for d in data["decisions"]:
-        out.print(_decision_table(d, top, mine))
+        out.print(_decision_table(d, top))
     for m in data.get("rebrokerages", []):
-        out.print(f"moved {m['at']:%Y-%m-%d %H:%M}: {m['from_queue']} -> {m['to_queue']}: "
-                  f"{escape(m['reason'])}", highlight=False)
+        out.print(f"moved {iso_utc(m['at'])}: {m['from_queue']} -> {m['to_queue']} "
+                  f"(decision {m['decision_id']}): {escape(m['reason'])}", highlight=False)
 
 
-def _decision_table(d: dict[str, Any], top: int, mine: str | None) -> Table:
-    table = Table(title=f"{d['kind']} decision {d['id']} ({d['at']:%Y-%m-%d %H:%M}): "
+def _decision_table(d: dict[str, Any], top: int) -> Table:
+    """A decision's candidates best first (the core orders them), its marked one in
+    bold (the chosen cloud, the queue the job went to), the columns saying what
+    they mean."""
+    table = Table(title=f"{d['kind']} decision {d['id']} ({iso_utc(d['at'])}): "
                         f"{escape(d['summary'])}")
-    for col in ("candidate", "score", "data", "capacity", "network/transfer", "share", "jobs",
-                "filtered out by"):
-        table.add_column(col)
+    columns = d["columns"]
+    table.add_column("candidate")
+    for _, header in columns:
+        table.add_column(header, justify="right")
+    table.add_column("filtered out by")
     rows = d["candidates"]
-    shown = rows[:top] + [r for r in rows[top:] if r["name"] == mine]
+    mark = d["highlight"]
+    shown = rows[:top] + [r for r in rows[top:] if r["name"] == mark]
     for r in shown:
-        terms = r.get("terms", {})
-        net = terms.get("network", terms.get("transfer_s"))
-        name = f"[bold]{escape(r['name'])}[/bold]" if r["name"] in (mine, d["chosen"]) \
-            else escape(r["name"])
-        table.add_row(name, _fmt(r.get("score")), _fmt(terms.get("data")),
-                      _fmt(terms.get("capacity")), _fmt(net), _fmt(r.get("share")),
-                      _fmt(r.get("jobs")), escape(r.get("filter", "")))
+        name = escape(r["name"]) + (" (foreign member)" if r.get("foreign") else "")
+        if r["name"] == mark:
+            name = f"[bold]{name}[/bold] <"
+        table.add_row(name, *(_fmt(r.get(key)) for key, _ in columns),
+                      escape(r.get("filter", "")))
     if len(rows) > len(shown):
         table.caption = f"{len(rows) - len(shown)} more candidates (--top or --json)"
     return table
@@ -151,6 +155,8 @@ def _decision_table(d: dict[str, Any], top: int, mine: str | None) -> Table:
 def _fmt(x: Any) -> str:
     if x is None:
         return "-"
+    if isinstance(x, bool):
+        return "1" if x else "0"
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
@@ -203,8 +209,7 @@ def boost_add(ctx: typer.Context,
     if as_json:
         print_json(rule)
     else:
-        until = f"{rule['expires_at']:%Y-%m-%d %H:%M}"
-        out.print(f"boost {rule['id']} added: {value:+d} until {until} UTC")
+        out.print(f"boost {rule['id']} added: {value:+d} until {iso_utc(rule['expires_at'])}")
 
 
 @boost_app.command("list")
@@ -215,12 +220,12 @@ def boost_list(ctx: typer.Context, active: bool = False, as_json: JsonOpt = Fals
         print_json(rows)
         return
     table = Table(title=f"boosts ({len(rows)})")
-    for col in ("id", "user", "group", "site", "cloud", "value", "expires (UTC)", "comment"):
+    for col in ("id", "user", "group", "site", "cloud", "value", "expires", "comment"):
         table.add_column(col)
     for b in rows:
         table.add_row(str(b["id"]), b["user_name"] or "-", b["working_group"] or "-",
                       b["site"] or "-", b["cloud"] or "-", f"{b['value']:+d}",
-                      f"{b['expires_at']:%Y-%m-%d %H:%M}", escape(b["comment"]))
+                      iso_utc(b["expires_at"]), escape(b["comment"]))
     out.print(table)
 
 

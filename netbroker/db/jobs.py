@@ -28,6 +28,8 @@ from netbroker.db.schema import (
     job_state_changes,
     jobs,
     queues,
+    sites,
+    tasks,
 )
 
 __all__ = ["WAITING", "JobDB", "output_name"]
@@ -202,6 +204,50 @@ class JobDB:
         if label is not None:
             stmt = stmt.where(jobs.c.prod_source_label == label)
         return {str(s): n for s, n in self.conn.execute(stmt)}
+
+    def state_counts(self, by: str, since: datetime | None = None, site: str | None = None,
+                     user: str | None = None, task_id: int | None = None
+                     ) -> list[tuple[str, str, int]]:
+        """(key, state, jobs) of the jobs changed since ``since`` (all when None), keyed
+        by ``by``: ``"site"`` or ``"queue"`` (its name), ``"user"``; optionally of one
+        site, user or task."""
+        key = {"site": sites.c.name, "queue": queues.c.name, "user": jobs.c.user_name}[by]
+        stmt = (sa.select(key, jobs.c.status, sa.func.count())
+                .select_from(jobs)
+                .outerjoin(queues, jobs.c.queue_id == queues.c.id)
+                .outerjoin(sites, queues.c.site_id == sites.c.id)
+                .group_by(key, jobs.c.status))
+        if since is not None:
+            stmt = stmt.where(jobs.c.modified_at >= since)
+        if site is not None:
+            stmt = stmt.where(sites.c.name == site)
+        if user is not None:
+            stmt = stmt.where(jobs.c.user_name == user)
+        if task_id is not None:
+            stmt = stmt.where(jobs.c.task_id == task_id)
+        return [(k or "-", str(s), int(n)) for k, s, n in self.conn.execute(stmt)]
+
+    def failures(self, since: datetime | None = None, task_id: int | None = None
+                 ) -> list[dict[str, Any]]:
+        """Failed jobs grouped by site, task and pilot error code: how many, the last
+        one's time, one diagnostic; most frequent first."""
+        stmt = (sa.select(sites.c.name.label("site"), jobs.c.task_id,
+                          tasks.c.name.label("task"), jobs.c.pilot_error_code,
+                          sa.func.count().label("jobs"),
+                          sa.func.max(jobs.c.modified_at).label("last"),
+                          sa.func.max(jobs.c.error_diag).label("example"))
+                .select_from(jobs)
+                .outerjoin(queues, jobs.c.queue_id == queues.c.id)
+                .outerjoin(sites, queues.c.site_id == sites.c.id)
+                .outerjoin(tasks, jobs.c.task_id == tasks.c.id)
+                .where(jobs.c.status == JobStatus.FAILED)
+                .group_by(sites.c.name, jobs.c.task_id, tasks.c.name, jobs.c.pilot_error_code)
+                .order_by(sa.func.count().desc(), sites.c.name, jobs.c.task_id))
+        if since is not None:
+            stmt = stmt.where(jobs.c.modified_at >= since)
+        if task_id is not None:
+            stmt = stmt.where(jobs.c.task_id == task_id)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
 
 # The dispatcher's statements are built once per dialect (and shape) with bound

@@ -149,6 +149,19 @@ class TaskDB:
                 .order_by(job_files.c.id))
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
+    def output_datasets(self, task_id: int) -> list[dict[str, Any]]:
+        """The datasets a task's jobs write (outputs, logs): kind, scope, dataset, the
+        distinct files named and the bytes reported so far."""
+        jf = job_files
+        stmt = (sa.select(jf.c.kind, jf.c.scope, jf.c.dataset,
+                          sa.func.count(sa.distinct(jf.c.lfn)).label("files"),
+                          sa.cast(sa.func.coalesce(sa.func.sum(jf.c.bytes), 0),
+                                  sa.BigInteger).label("bytes"))
+                .join(jobs, jf.c.job_id == jobs.c.id)
+                .where(jobs.c.task_id == task_id, jf.c.kind != "input")
+                .group_by(jf.c.kind, jf.c.scope, jf.c.dataset).order_by(jf.c.kind))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
     def input_sources(self, job_id: int) -> list[dict[str, Any]]:
         """Every readable copy of the job's input files: one row per (file, endpoint)
         with the endpoint's name, URL, site id and kind. A copy is the file's

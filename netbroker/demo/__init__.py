@@ -141,7 +141,7 @@ def run_demo(db_path: Path, console: Console, report_dir: Path | None = None,
             finish_tasks(engine)
             progress.update(step, advance=1, description="the report")
             counted = facts(engine)
-            report = write_report(engine, report_dir, {**counted, "service": url}, utcnow())
+            report = write_report(engine, report_dir, counted, url, utcnow())
             progress.update(step, advance=1, description="done")
     finally:
         if service is not None:
@@ -360,9 +360,10 @@ def _run_pilots(engine: Engine, url: str, work: Path, max_pilots: int,
                 timeout_s: float, token: str) -> list[str]:
     """Two pilot factories (production, analysis) until the queues are drained."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(sa.distinct(queues.c.name), jobs.c.prod_source_label)
+        rows = conn.execute(sa.select(queues.c.name, jobs.c.prod_source_label)
                             .join(jobs, jobs.c.queue_id == queues.c.id)
-                            .where(jobs.c.status.in_(["activated", "assigned"]))).all()
+                            .where(jobs.c.status.in_(["activated", "assigned"]))
+                            .distinct()).all()
     factories = []
     for label in ("managed", "user"):
         names = sorted({q for q, lab in rows if lab == label})

@@ -33,8 +33,9 @@ from netbroker.db.schema import (
 )
 from netbroker.heatmap import plot_matrix
 from netbroker.metrics import MetricKind, network_matrix
+from netbroker.units import iso_utc
 
-__all__ = ["facts", "write_report"]
+__all__ = ["fact_rows", "facts", "write_report"]
 
 
 def facts(engine: Engine) -> dict[str, Any]:
@@ -61,6 +62,21 @@ def facts(engine: Engine) -> dict[str, Any]:
             "finished_foreign": len(placed) - home, "joined": history.get("joined", 0),
             "left": history.get("left", 0), "decisions": dict(decisions),
             "decisions_done": decisions.get("done", 0), "rebrokered_jobs": int(moved)}
+
+
+def fact_rows(counted: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facts of :func:`facts` as (label, value) lines for people: the terminal's
+    table and the report's."""
+    def states(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+    return [("jobs by state", states(counted["jobs"])),
+            ("finished at home sites of the task's cloud", str(counted["finished_home"])),
+            ("finished at foreign calculated members", str(counted["finished_foreign"])),
+            ("cloud joins / leaves", f"{counted['joined']} / {counted['left']}"),
+            ("replication decisions by state", states(counted["decisions"])),
+            ("replication decisions done", str(counted["decisions_done"])),
+            ("jobs rebrokered", str(counted["rebrokered_jobs"]))]
 
 
 def _png(fig: Figure) -> str:
@@ -127,9 +143,10 @@ def _heatmap(engine: Engine, directory: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_report(engine: Engine, directory: Path, summary: dict[str, Any],
+def write_report(engine: Engine, directory: Path, counted: dict[str, Any], service: str,
                  when: datetime) -> Path:
-    """Write ``index.html`` with the plots and the facts; returns its path."""
+    """Write ``index.html`` with the plots, the facts (:func:`fact_rows`) and the
+    service's address; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     with engine.connect() as conn:
         decided = conn.execute(sa.select(replication_decisions.c.id,
@@ -138,8 +155,8 @@ def write_report(engine: Engine, directory: Path, summary: dict[str, Any],
                                .order_by(replication_decisions.c.id)).all()
     plots = {"Network: consolidated throughput": _heatmap(engine, directory),
              "Dynamic clouds": _membership_plot(engine), "Jobs": _jobs_plot(engine)}
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in summary.items())
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                   for k, v in [*fact_rows(counted), ("service", service)])
     decisions = "".join(f"<tr><td>{i}</td><td>{html.escape(s)}</td><td>{html.escape(r)}</td>"
                         "</tr>" for i, s, r in decided)
     figures = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' "
@@ -148,7 +165,7 @@ def write_report(engine: Engine, directory: Path, summary: dict[str, Any],
 <title>netbroker demo report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
 td{{padding:.2em .8em;border-bottom:1px solid #ddd}}img{{max-width:100%}}</style></head>
-<body><h1>netbroker demo, {when:%Y-%m-%d %H:%M} UTC</h1>
+<body><h1>netbroker demo, {iso_utc(when)}</h1>
 <table>{rows}</table>{figures}
 <h2>Replication decisions</h2><table><tr><th>id</th><th>state</th><th>reason</th></tr>
 {decisions}</table></body></html>"""
