@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -264,7 +264,8 @@ def gather_inputs(engine: Engine, settings: CloudSettings,
         k, i = c_index.get(cloud_names[cloud_id]), s_index.get(site_names[site_id])
         if k is not None and i is not None:
             members[k, i], stale[k, i] = True, stale_cycles
-    since = utcnow() - timedelta(days=settings.job_success_window_days)
+    # The success window ends where the links' window does, at now_s (not the wall clock).
+    since = datetime.fromtimestamp(now_s, UTC) - timedelta(days=settings.job_success_window_days)
     with engine.connect() as conn:
         outcomes = JobDB(conn).final_counts_by_site(since)
     success = np.full(len(sites), np.nan)

@@ -389,10 +389,14 @@ def mark_acknowledged(engine: Engine, decision_id: int) -> dict[str, Any]:
         return _out(_decision(db, decision_id))
 
 
-def mark_done(engine: Engine, decision_id: int, settings: Settings) -> dict[str, Any]:
+def mark_done(engine: Engine, decision_id: int, settings: Settings,
+              now: datetime | None = None, now_s: float | None = None) -> dict[str, Any]:
     """The replica exists: it enters the catalogue with PD2P's lifetime, the target's
-    free space shrinks, and the jobs waiting for the dataset are rebrokered."""
-    now = utcnow()
+    free space shrinks, and the jobs waiting for the dataset are rebrokered.
+
+    ``now`` and ``now_s`` (the clock and the network window's end, as for
+    :func:`run_cycle`) default to the present."""
+    now = now or utcnow()
     with begin_immediate(engine) as conn:
         db = Pd2pDB(conn)
         row = _decision(db, decision_id)
@@ -404,8 +408,8 @@ def mark_done(engine: Engine, decision_id: int, settings: Settings) -> dict[str,
         db.use_space(row["target_endpoint_id"], row["bytes"])
         task_ids = set(conn.execute(sa.select(tasks.c.id).where(
             tasks.c.dataset_id == row["dataset_id"])).scalars())
-    moved = rebroker(engine, settings, task_ids=task_ids, min_wait_minutes=0.0) \
-        if task_ids else {"activated": 0, "moved": []}
+    moved = rebroker(engine, settings, now=now, now_s=now_s, task_ids=task_ids,
+                     min_wait_minutes=0.0) if task_ids else {"activated": 0, "moved": []}
     with engine.connect() as conn:
         out = _out(_decision(Pd2pDB(conn), decision_id))
     return {**out, "rebrokered": moved}

@@ -56,7 +56,8 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
               pilot_slots: dict[str, int] | None = None,
               extra_dataset: str | None = None, se_urls: dict[str, str] | None = None,
               contents: list[bytes] | None = None, site_status: dict[str, str] | None = None,
-              free_bytes: dict[str, int] | None = None) -> str:
+              free_bytes: dict[str, int] | None = None,
+              queues: dict[str, dict[str, object]] | None = None) -> str:
     """A three-cloud grid document in CRIC's shape, small enough to reason about.
 
     DE (Tier-1 FZK, nucleus; Tier-2s DESY and LRZ), UK (Tier-1 RAL; MAN) and
@@ -90,7 +91,7 @@ def mini_grid(replicas: dict[str, list[str]] | None = None, *, files: int = 6,
             "atlas_site": site, "panda_resource": f"{site}_UCORE", "type": "unified",
             "status": status.get(site, "online"), "corecount": 8,
             "maxrss": memory.get(site, 64000), "maxtime": 172800, "maxwdir": 200000,
-            "pilot_slots": (pilot_slots or {}).get(site, 100)}
+            "pilot_slots": (pilot_slots or {}).get(site, 100), **(queues or {}).get(site, {})}
     doc["ddmendpoint"]["FZK_TAPE"] = {
         "site": "FZK", "type": "DATATAPE", "is_tape": True, "state": "ACTIVE",
         "se": "root://tape.fzk.example:1094", "space_total_bytes": 10**16,
@@ -113,3 +114,23 @@ def task_spec(name: str = "task.001", **over: object) -> dict[str, object]:
     return {"name": name, "user": "alice", "input_dataset": "data23:data23.AOD",
             "transformation": "Reco_tf.py", "parameters": "--in $IN --out $OUT",
             "cores": 8, "memory_mb": 16000, "walltime_s": 7200, "files_per_job": 1, **over}
+
+
+def perfsonar_documents(src_site: str, dst_site: str, n: int, end_s: float, *,
+                        mbytes_per_s: float | None = None,
+                        packet_loss: float | None = None) -> str:
+    """``n`` perfSONAR measurements src -> dst a minute apart up to ``end_s``, as WLCG's
+    ps_* documents (throughput in bits/s, packet loss a fraction), between the
+    sites' perfSONAR hosts ``ps.<site>.example`` (mapped through the sites' domains)."""
+    lines = []
+    for i in range(n):
+        doc: dict[str, object] = {
+            "src_host": f"ps.{src_site.lower()}.example",
+            "dest_host": f"ps.{dst_site.lower()}.example",
+            "timestamp": int((end_s - 60 * i) * 1000)}
+        if mbytes_per_s is not None:
+            doc["throughput"] = mbytes_per_s * 8e6
+        else:
+            doc["packet_loss"] = packet_loss
+        lines.append(json.dumps(doc))
+    return "\n".join(lines)

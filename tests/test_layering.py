@@ -26,8 +26,10 @@ def imported_roots(package: str) -> dict[str, set[str]]:
 
 
 def is_edge(module: str) -> bool:
-    """The API and the CLI are edges: they may call collectors and the dispatcher."""
-    return module.startswith(("netbroker/api/", "netbroker/cli/", "netbroker/demo/")) or (
+    """The API, the CLI, the demo and the simulator are edges: they may call collectors
+    and the dispatcher."""
+    return module.startswith(("netbroker/api/", "netbroker/cli/", "netbroker/demo/",
+                              "netbroker/sim/")) or (
         module in ("netbroker/service.py", "netbroker/drill.py"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,8 @@ from rich.table import Table
 from netbroker.cli._app import JsonOpt, app, err, out, print_json
 from netbroker.sim import POLICIES, build_grid, load_scenario, reference_scenario, with_jobs
 from netbroker.sim import simulate as simulate_policy
+from netbroker.sim.scenario import busy_scenario
+from netbroker.sim.service import prepare_database
 
 __all__: list[str] = []
 
@@ -19,49 +22,64 @@ ROWS = (("jobs", "jobs finished", "{:d}"), ("makespan_h", "makespan (h)", "{:.1f
         ("wait_mean_h", "wait, mean (h)", "{:.2f}"), ("wait_p95_h", "wait, p95 (h)", "{:.2f}"),
         ("turnaround_mean_h", "turnaround, mean (h)", "{:.2f}"),
         ("turnaround_p95_h", "turnaround, p95 (h)", "{:.2f}"),
-        ("tb_across_clouds", "TB moved across clouds", "{:.1f}"),
-        ("waited_for_data", "jobs that waited for data", "{:d}"),
-        ("jobs_outside_home_cloud", "jobs outside the task's cloud", "{:d}"),
+        ("busy_percent", "slots busy (%)", "{:.1f}"),
         ("cpu_tier1_percent", "CPU used, Tier-1 (%)", "{:.1f}"),
         ("cpu_tier2_percent", "CPU used, Tier-2 (%)", "{:.1f}"),
         ("cpu_tier3_percent", "CPU used, Tier-3 (%)", "{:.1f}"),
-        ("failed_attempts", "failed attempts", "{:d}"), ("wall_s", "simulation took (s)",
-                                                        "{:.1f}"))
+        ("tb_across_clouds", "TB moved across clouds", "{:.1f}"),
+        ("waited_for_data", "jobs that waited for data", "{:d}"),
+        ("transfer_wait_mean_h", "their transfer, mean (h)", "{:.2f}"),
+        ("jobs_outside_home_cloud", "jobs outside the task's cloud", "{:d}"),
+        ("rebrokered", "jobs rebrokered", "{:d}"),
+        ("pd2p_replicas", "PD2P replicas", "{:d}"),
+        ("tb_pd2p", "TB copied by PD2P", "{:.1f}"),
+        ("failed_attempts", "failed attempts", "{:d}"),
+        ("jobs_failed", "jobs failed for good", "{:d}"),
+        ("wall_s", "simulation took (s)", "{:.1f}"))
 
 
 @app.command("simulate")
 def simulate(
-    scenario: Annotated[Path | None, typer.Option(
-        help="Scenario TOML (default: the shipped reference scenario).")] = None,
+    scenario: Annotated[list[Path] | None, typer.Option(
+        help="Scenario TOML; repeat for several (default: the shipped reference and busy "
+             "scenarios).")] = None,
     policy: Annotated[list[str] | None, typer.Option(
         help="static, dynamic or full_mesh; repeat for several (default: all three).")] = None,
-    jobs: Annotated[int | None, typer.Option(help="Override the scenario's job count.")]
+    jobs: Annotated[int | None, typer.Option(help="Override the scenarios' job count.")]
     = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Simulate a scenario's workload under each brokerage policy and compare them."""
+    """Simulate scenarios' workloads under each brokerage policy and compare them."""
     chosen = tuple(policy or POLICIES)
     unknown = [p for p in chosen if p not in POLICIES]
     if unknown:
         raise typer.BadParameter(f"unknown policy {unknown}; expected {list(POLICIES)}")
-    spec = with_jobs(load_scenario(scenario or reference_scenario()), jobs)
-    grid = build_grid(spec)
-    results = []
+    specs = [with_jobs(load_scenario(path), jobs)
+             for path in (scenario or [reference_scenario(), busy_scenario()])]
+    tables = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as progress:
-        step = progress.add_task("simulating", total=len(chosen))
-        for name in chosen:
-            progress.update(step, description=f"simulating {name}")
-            results.append(simulate_policy(grid, spec, name))
-            progress.advance(step)
+        step = progress.add_task("simulating", total=len(chosen) * len(specs))
+        for spec in specs:
+            grid = build_grid(spec)
+            with tempfile.TemporaryDirectory(prefix="netbroker-sim-") as scratch:
+                template = prepare_database(grid, Path(scratch))
+                results = []
+                for name in chosen:
+                    progress.update(step, description=f"simulating {spec.name}: {name}")
+                    results.append(simulate_policy(grid, spec, name, template=template))
+                    progress.advance(step)
+            tables.append((spec, results))
     if as_json:
-        print_json([r.row() for r in results])
+        print_json([{"scenario": spec.name, **r.row()} for spec, results in tables
+                    for r in results])
         return
-    table = Table(title=f"scenario {spec.name}: {results[0].jobs} jobs")
-    table.add_column("")
-    for r in results:
-        table.add_column(r.policy, justify="right")
-    rows = [r.row() for r in results]
-    for key, label, fmt in ROWS:
-        table.add_row(label, *(fmt.format(row[key]) if key in row else "-" for row in rows))
-    out.print(table)
+    for spec, results in tables:
+        table = Table(title=f"scenario {spec.name}: {results[0].jobs} jobs")
+        table.add_column("")
+        for r in results:
+            table.add_column(r.policy, justify="right")
+        rows = [r.row() for r in results]
+        for key, label, fmt in ROWS:
+            table.add_row(label, *(fmt.format(row[key]) if key in row else "-" for row in rows))
+        out.print(table)

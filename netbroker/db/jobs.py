@@ -72,6 +72,16 @@ class JobDB:
             for i, r in zip(ids, rows, strict=True)])
         return ids
 
+    def set_states(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Set jobs' states as something outside the dispatcher saw them change (the
+        simulator's pilots): one executemany of ``job_id, status, at, cpu_time_s``.
+        No transition is checked and no state change logged."""
+        if rows:
+            self.conn.execute(sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+                              .values(status=sa.bindparam("new_status"),
+                                      modified_at=sa.bindparam("at"),
+                                      cpu_time_s=sa.bindparam("cpu")), list(rows))
+
     def acquire(self, queue_id: int, label: str, cores: int, memory_mb: int, disk_mb: int,
                 pilot_id: str, node: str, now: datetime, owner: str | None = None
                 ) -> dict[str, Any] | None:

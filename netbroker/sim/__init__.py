@@ -7,11 +7,21 @@ side (:func:`compare`).
 
 from __future__ import annotations
 
-from netbroker.sim.run import POLICIES, SimResult, simulate
-from netbroker.sim.scenario import Scenario, build_grid, load_scenario, reference_scenario
+import tempfile
+from pathlib import Path
 
-__all__ = ["POLICIES", "Scenario", "SimResult", "build_grid", "compare", "load_scenario",
-           "reference_scenario", "simulate", "with_jobs"]
+from netbroker.sim.run import POLICIES, SimResult, simulate
+from netbroker.sim.scenario import (
+    Scenario,
+    build_grid,
+    busy_scenario,
+    load_scenario,
+    reference_scenario,
+)
+from netbroker.sim.service import prepare_database
+
+__all__ = ["POLICIES", "Scenario", "SimResult", "build_grid", "busy_scenario", "compare",
+           "load_scenario", "reference_scenario", "simulate", "with_jobs"]
 
 
 def with_jobs(scenario: Scenario, jobs: int | None) -> Scenario:
@@ -24,7 +34,10 @@ def with_jobs(scenario: Scenario, jobs: int | None) -> Scenario:
 
 def compare(scenario: Scenario, policies: tuple[str, ...] = POLICIES,
             jobs: int | None = None) -> list[SimResult]:
-    """The same workload under each policy (``jobs`` overrides the scenario's count)."""
+    """The same workload under each policy (``jobs`` overrides the scenario's count),
+    each from a copy of one database holding the grid."""
     scenario = with_jobs(scenario, jobs)
     grid = build_grid(scenario)
-    return [simulate(grid, scenario, policy) for policy in policies]
+    with tempfile.TemporaryDirectory(prefix="netbroker-sim-") as scratch:
+        template = prepare_database(grid, Path(scratch))
+        return [simulate(grid, scenario, policy, template=template) for policy in policies]

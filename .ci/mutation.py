@@ -1,0 +1,264 @@
+"""Mutation testing of the policy modules: run mutmut, read its results, judge the survivors.
+
+``make mutation`` (``python .ci/mutation.py``) mutates every function in
+:data:`SCOPE` (the decisions: brokerage, clouds, priorities, PD2P,
+rebrokerage, the job definition of tasks, the consolidation rule) and runs,
+for each mutant, the tests that call the function (mutmut's own selection,
+``[tool.mutmut]`` in pyproject.toml). A mutant no test kills is a
+*survivor*; ``docs/mutation.md`` names every survivor accepted as
+equivalent, as a ``diff`` block whose first line is ``# <file>: <function>``
+followed by the removed and added lines, under a paragraph saying why. The
+run fails (exit 1) on a survivor not named there, or on a mutant no test
+covers.
+
+``--since REF`` (CI) mutates only the functions of :data:`SCOPE` whose code
+differs between ``REF`` and the working tree, so a change is checked in
+minutes; ``--record`` writes the summary of a full run into
+``docs/mutation.md`` (the commit it was made at included, the ``REF`` CI
+uses next). ``--max-children`` bounds the workers (default 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "docs" / "mutation.md"
+
+# Per file, the functions (``name`` or ``Class.method``) mutated: all of them but
+# ``exclude``, or only ``include``. Outside: reading for people, the DDM feed's
+# plumbing, examples.
+SCOPE: dict[str, dict[str, list[str]]] = {
+    "netbroker/brokerage.py": {"exclude": ["_tiny_view"]},
+    "netbroker/clouds.py": {"exclude": ["show_membership", "history"]},
+    "netbroker/priority.py": {"exclude": ["list_boosts", "remove_boost"]},
+    "netbroker/db/priority.py": {"include": ["PriorityDB.boosts", "PriorityDB.cpu_hours_by_user",
+                                             "PriorityDB.waiting_jobs",
+                                             "PriorityDB.set_priorities"]},
+    "netbroker/pd2p.py": {"include": ["choose_target", "run_cycle", "_throughput", "_excluded",
+                                      "cleanup_proposals", "mark_done"]},
+    "netbroker/db/pd2p.py": {"include": [
+        "Pd2pDB.popularity", "Pd2pDB.waiting_jobs", "Pd2pDB.datasets", "Pd2pDB.replicas_of",
+        "Pd2pDB.endpoints", "Pd2pDB.free_slots_by_site", "Pd2pDB.decided",
+        "Pd2pDB.failed_targets", "Pd2pDB.reserved_bytes", "Pd2pDB.bytes_sent_by_site",
+        "Pd2pDB.decisions_since", "Pd2pDB.expire", "Pd2pDB.pd2p_replicas",
+        "Pd2pDB.add_replica", "Pd2pDB.use_space"]},
+    "netbroker/rebrokerage.py": {},
+    "netbroker/tasks.py": {"include": ["task_needs", "_job_rows", "_seed"]},
+    "netbroker/metrics.py": {"include": ["window_start_s", "_link_frame", "consolidate",
+                                         "_consolidate_links", "_window_mean", "tier1_links"]},
+}
+
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+def functions_of(source: str) -> dict[str, str]:
+    """Every top-level function and method of a module: qualified name -> its code
+    (``ast.dump`` without positions, so a function that only moved is unchanged)."""
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out[node.name] = ast.dump(node)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    out[f"{node.name}.{item.name}"] = ast.dump(item)
+    return out
+
+
+def in_scope(path: str, name: str) -> bool:
+    rule = SCOPE[path]
+    if "include" in rule:
+        return name in rule["include"]
+    return name not in rule.get("exclude", [])
+
+
+def mangled(path: str, name: str) -> str:
+    """mutmut's name prefix of a function's mutants: ``pkg.mod.x_f`` or ``pkg.mod.xǁCǁm``."""
+    module = path.removesuffix(".py").replace("/", ".")
+    if "." in name:
+        cls, method = name.split(".")
+        return f"{module}.xǁ{cls}ǁ{method}"
+    return f"{module}.x_{name}"
+
+
+def scoped_functions(since: str | None) -> list[tuple[str, str]]:
+    """(file, function) in scope; with ``since``, only those changed since that commit."""
+    chosen = []
+    for path in SCOPE:
+        now = functions_of((ROOT / path).read_text())
+        before: dict[str, str] = {}
+        if since is not None:
+            old = subprocess.run(["git", "show", f"{since}:{path}"], cwd=ROOT,
+                                 capture_output=True, text=True, check=False)
+            before = functions_of(old.stdout) if old.returncode == 0 else {}
+        for name, code in now.items():
+            if in_scope(path, name) and (since is None or before.get(name) != code):
+                chosen.append((path, name))
+    return chosen
+
+
+def run_mutmut(patterns: list[str], max_children: int) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+           *patterns]
+    with (ROOT / "mutants-run.log").open("w") as log:
+        return subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              check=False).returncode
+
+
+def results(patterns: list[str]) -> dict[str, tuple[str, str]]:
+    """Mutant name -> (status, file) for the mutants matching the patterns."""
+    sys.path.insert(0, str(ROOT))
+    from mutmut.stats import status_by_exit_code
+
+    out = {}
+    for path in SCOPE:
+        meta = ROOT / "mutants" / f"{path}.meta"
+        if not meta.exists():
+            continue
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                out[name] = (status_by_exit_code[code], path)
+    return out
+
+
+def mutation_key(diff: str, path: str, function: str) -> tuple[str, str, tuple[str, ...]]:
+    """A survivor as the report names it: file, function and its changed lines, stripped
+    (mutant numbers change with every edit of a function; the mutation does not)."""
+    lines = tuple(line[0] + line[1:].strip() for line in diff.splitlines()
+                  if line[:1] in "+-" and not line.startswith(("---", "+++")))
+    return path, function, lines
+
+
+def explained() -> dict[tuple[str, str, tuple[str, ...]], str]:
+    """The survivors docs/mutation.md accepts, each with the heading it is under."""
+    if not REPORT.exists():
+        return {}
+    out, heading = {}, ""
+    for block in re.split(r"^```", REPORT.read_text(), flags=re.M):
+        if block.startswith("diff\n"):
+            lines = block.removeprefix("diff\n").strip().splitlines()
+            head = lines[0].removeprefix("#").strip()
+            path, _, function = head.partition(": ")
+            out[mutation_key("\n".join(lines[1:]), path, function)] = heading
+        else:
+            titles = re.findall(r"^#+ (.+)$", block, flags=re.M)
+            heading = titles[-1] if titles else heading
+    return out
+
+
+def function_of(name: str) -> str:
+    """``netbroker.db.pd2p.xǁPd2pDBǁdecided__mutmut_3`` -> ``Pd2pDB.decided``."""
+    last = name.rpartition(".")[2].rsplit("__mutmut_", 1)[0]
+    return last.removeprefix("x_") if last.startswith("x_") else ".".join(
+        last.removeprefix("xǁ").split("ǁ"))
+
+
+def judge(found: dict[str, tuple[str, str]]) -> tuple[Counter[str], list[str], list[str]]:
+    """Counts per status, the unexplained survivors (as diff blocks) and the uncovered."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    accepted = explained()
+    counts: Counter[str] = Counter()
+    unexplained, uncovered = [], []
+    for name, (status, path) in sorted(found.items()):
+        counts[status] += 1
+        if status in KILLED:
+            continue
+        if status == "survived":
+            diff = get_diff_for_mutant(name, path=path)
+            key = mutation_key(diff, path, function_of(name))
+            if key in accepted:
+                counts["equivalent"] += 1
+                continue
+            body = "\n".join(key[2])
+            unexplained.append(f"```diff\n# {path}: {key[1]}\n{body}\n```  ({name})")
+        else:
+            uncovered.append(f"{name}: {status}")
+    return counts, unexplained, uncovered
+
+
+def record(counts: Counter[str], by_file: dict[str, Counter[str]], seconds: float) -> None:
+    """Write the full run's summary between the report's summary markers."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    rows = ["| file | mutants | killed | survived (equivalent) |", "|---|---:|---:|---:|"]
+    for path, c in by_file.items():
+        rows.append(f"| `{path}` | {sum(v for k, v in c.items() if k != 'equivalent')} | "
+                    f"{sum(c[k] for k in KILLED)} | {c['survived']} ({c['equivalent']}) |")
+    total = sum(v for k, v in counts.items() if k != "equivalent")
+    rows.append(f"| all | {total} | {sum(counts[k] for k in KILLED)} | "
+                f"{counts['survived']} ({counts['equivalent']}) |")
+    summary = "\n".join([f"Full run at commit `{commit}` ({seconds / 60:.0f} min, "
+                         "2 workers); CI checks the functions changed since it.", "", *rows])
+    text = REPORT.read_text()
+    text = re.sub(r"(<!-- summary -->\n).*?(\n<!-- /summary -->)",
+                  lambda m: m.group(1) + summary + m.group(2), text, flags=re.S)
+    REPORT.write_text(text)
+
+
+def recorded_commit() -> str | None:
+    found = re.search(r"Full run at commit `([0-9a-f]{40})`", REPORT.read_text()) \
+        if REPORT.exists() else None
+    return found.group(1) if found else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--since", help="only the functions changed since this commit "
+                        "('recorded': the commit of the report's last full run)")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--record", action="store_true",
+                        help="write the summary of this (full) run into docs/mutation.md")
+    parser.add_argument("--no-run", action="store_true", help="judge the last run's results")
+    args = parser.parse_args()
+    since = recorded_commit() if args.since == "recorded" else args.since
+    if args.since == "recorded" and since is None:
+        print("mutation: docs/mutation.md records no full run; checking every function")
+    chosen = scoped_functions(since)
+    if not chosen:
+        print(f"mutation: no policy function changed since {since}; nothing to mutate")
+        return 0
+    patterns = [f"{mangled(path, name)}__mutmut_*" for path, name in chosen]
+    print(f"mutation: {len(chosen)} functions"
+          + (f" changed since {since[:12]}" if since else "") + ": "
+          + ", ".join(name for _, name in chosen[:12]) + (" ..." if len(chosen) > 12 else ""))
+    started = time.monotonic()
+    if not args.no_run:
+        code = run_mutmut(patterns, args.max_children)
+        if code != 0:
+            print(f"mutation: mutmut exited {code}; see mutants-run.log")
+            print((ROOT / "mutants-run.log").read_text()[-3000:])
+            return 1
+    seconds = time.monotonic() - started
+    found = results(patterns)
+    counts, unexplained, uncovered = judge(found)
+    by_file: dict[str, Counter[str]] = {}
+    if args.record:
+        for path in SCOPE:
+            mine = {n: v for n, v in found.items() if v[1] == path}
+            by_file[path] = judge(mine)[0]
+        record(counts, by_file, seconds)
+    total = sum(v for k, v in counts.items() if k != "equivalent")
+    print(f"mutation: {total} mutants in {seconds:.0f} s: "
+          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for item in uncovered:
+        print(f"  not covered by any test: {item}")
+    for block in unexplained:
+        print(f"  survivor not in docs/mutation.md:\n{block}")
+    return 1 if unexplained or uncovered else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""Every documented brokerage rule, made to bite on both backends.
+
+Each test builds the three-cloud mini grid (``tests.factories.mini_grid``: DE
+with FZK, DESY and LRZ; UK with RAL and MAN; FR with CC; one unified 8-core,
+64 GB, 48 h, 200 GB-disk queue of 100 slots per site), changes the one thing
+the rule is about, submits a task and checks both the decision (where the
+jobs went, in which state) and the reason stored with it. Boundaries are
+tested on both sides, so a ``>=`` turned into ``>`` fails a test. Expected
+numbers are worked out in the comments, never read back from the code.
+
+The task (``tests.factories.task_spec``): 6 files of 10 GB, one file per
+job, 2 h per file, 8 cores, 16,000 MB. Defaults: scratch disk 2,000 MB, so a
+job needs 10,000 + 2,000 = 12,000 MB of disk; an unmeasured link counts as
+1 MB/s, so a 10 GB file takes 10,000 s over one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from collectors.ingest import ingest
+from netbroker import registry, tasks
+from netbroker.brokerage import (
+    FILTERS,
+    MB,
+    GridView,
+    TaskNeeds,
+    _tiny_view,
+    draw,
+    draw_with_room,
+    mesh_members,
+    queue_filter_codes,
+    transfer_seconds,
+)
+from netbroker.config import Settings
+from netbroker.db.grid import GridDB
+from netbroker.db.jobs import JobDB
+from netbroker.db.schema import JobStatus, jobs, queues, utcnow
+from tests.factories import GB, fts_transfers, mini_grid, task_spec
+
+ESD = "data23:data23.ESD"
+
+
+def grid(engine: Engine, **over: Any) -> Engine:
+    registry.import_grid_document(engine, mini_grid(**over))
+    return engine
+
+
+def submit(engine: Engine, settings: Settings | None = None, **over: object) -> dict[str, Any]:
+    return tasks.submit(engine, tasks.parse_task(task_spec(**over)), settings or Settings())
+
+
+def settings_with(**groups: dict[str, object]) -> Settings:
+    return Settings.model_validate(groups)
+
+
+def job_queues(engine: Engine, task_id: int) -> Counter[str]:
+    with engine.connect() as conn:
+        return Counter(conn.execute(sa.select(queues.c.name).join(
+            jobs, jobs.c.queue_id == queues.c.id).where(jobs.c.task_id == task_id)).scalars())
+
+
+def decisions(engine: Engine, task_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored task decision's and job decision's candidates, by name."""
+    task_decision, job_decision = tasks.explain_task(engine, task_id)["decisions"]
+    return ({c["name"]: c for c in task_decision["candidates"]},
+            {c["name"]: c for c in job_decision["candidates"]})
+
+
+def measure(engine: Engine, src: str, dst: str, mbytes_per_s: float) -> None:
+    """Four FTS transfers of 1 GB src -> dst at the rate, ended in the last minutes."""
+    end = time.time() - 60
+    assert ingest(engine, "fts", fts_transfers(src, dst, mbytes_per_s, 4, end),
+                  now_s=end + 60).stored == 8
+
+
+# --- the job filters ------------------------------------------------------------------
+
+# LRZ holds the data, so without the filter every job would go to LRZ_UCORE (score 2.0
+# against 0.63 elsewhere); with it, none does and its candidate says why.
+JOB_FILTERS = [
+    # (LRZ queue fields, task fields, the filter stored for LRZ_UCORE or None: it passes)
+    ({"maxtime": 7199}, {}, "walltime: queue allows 7199 s"),   # one file needs 7,200 s
+    ({"maxtime": 7200}, {}, None),
+    ({"corecount": 7}, {}, "cores: queue has 7 cores"),         # the task needs 8
+    ({"corecount": 8}, {}, None),
+    ({"maxrss": 15999}, {}, "memory: queue allows 15999 MB"),   # the task needs 16,000
+    ({"maxrss": 16000}, {}, None),
+    ({"maxwdir": 11999}, {}, "disk: queue allows 11999 MB of disk"),  # 10,000 + 2,000
+    ({"maxwdir": 12000}, {}, None),
+    ({"type": "production"}, {"processing_type": "analysis"},
+     "queue type: queue runs production"),
+    ({"type": "analysis"}, {"processing_type": "analysis"}, None),
+    ({"type": "analysis"}, {"processing_type": "production"}, "queue type: queue runs analysis"),
+    ({"type": "production"}, {"processing_type": "production"}, None),
+    ({"type": "unified"}, {"processing_type": "analysis"}, None),
+    ({"status": "offline"}, {}, "queue status: queue is offline"),
+    ({"status": "brokeroff"}, {}, "queue status: queue is brokeroff"),
+]
+
+
+@pytest.mark.parametrize(("queue", "task", "refused"), JOB_FILTERS)
+def test_a_job_filter_removes_the_queue_that_fails_it_and_says_why(
+        engine: Engine, queue: dict[str, object], task: dict[str, object],
+        refused: str | None) -> None:
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]}, queues={"LRZ": queue})
+    made = submit(engine, **task)
+    assert made["cloud"] == "DE"
+    _, job_candidates = decisions(engine, made["id"])
+    lrz = job_candidates["LRZ_UCORE"]
+    if refused is None:
+        assert "filter" not in lrz and lrz["jobs"] == 6
+        assert job_queues(engine, made["id"]) == {"LRZ_UCORE": 6}
+    else:
+        assert lrz["filter"] == refused and "score" not in lrz
+        assert "LRZ_UCORE" not in job_queues(engine, made["id"])
+        assert sum(job_queues(engine, made["id"]).values()) == 6
+
+
+def test_an_offline_site_removes_its_queues(engine: Engine) -> None:
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]}, site_status={"LRZ": "offline"})
+    made = submit(engine)
+    _, job_candidates = decisions(engine, made["id"])
+    assert job_candidates["LRZ_UCORE"]["filter"] == "site status: site is not online"
+    assert set(job_queues(engine, made["id"])) == {"DESY_UCORE", "FZK_UCORE"}
+
+
+def test_the_first_failed_filter_is_the_one_recorded(engine: Engine) -> None:
+    # Wrong type and too little memory: the type comes first in the filter order.
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]},
+         queues={"LRZ": {"type": "production", "maxrss": 100, "maxtime": 60}})
+    made = submit(engine, processing_type="analysis")
+    _, job_candidates = decisions(engine, made["id"])
+    assert job_candidates["LRZ_UCORE"]["filter"] == "queue type: queue runs production"
+
+
+@pytest.mark.parametrize(("scratch_mb", "refused"), [(2000, True), (1999, False)])
+def test_the_disk_filter_counts_the_scratch_disk(engine: Engine, scratch_mb: int,
+                                                 refused: bool) -> None:
+    # 11,999 MB of disk: a 10,000 MB file and 2,000 MB of scratch do not fit, 1,999 do.
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]}, queues={"LRZ": {"maxwdir": 11999}})
+    made = submit(engine, settings_with(brokerage={"scratch_disk_mb": scratch_mb}))
+    assert ("LRZ_UCORE" in job_queues(engine, made["id"])) is not refused
+
+
+# --- the task filters -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("fraction", "free_bytes", "refused"), [
+    # 60 GB of input * 0.5: 30 GB of output expected at the Tier-1
+    (0.5, 30 * GB - 1, "output space: 0.03 TB free at FZK, 0.03 TB expected"),
+    (0.5, 30 * GB, None),
+    (0.25, 15 * GB, None),
+    (0.25, 15 * GB - 1, "output space: 0.01 TB free at FZK, 0.01 TB expected"),
+])
+def test_a_cloud_whose_tier1_has_no_room_for_the_output_is_refused(
+        engine: Engine, fraction: float, free_bytes: int, refused: str | None) -> None:
+    grid(engine, free_bytes={"FZK": free_bytes})  # the data is at DESY, in DE
+    made = submit(engine, settings_with(brokerage={"output_to_input_fraction": fraction}))
+    task_candidates, _ = decisions(engine, made["id"])
+    if refused is None:
+        assert made["cloud"] == "DE" and "filter" not in task_candidates["DE"]
+    else:
+        # UK beats FR on free slots: 200 against 100 (0.5 * 1 + network vs 0.5 * 0.5 + ...)
+        assert made["cloud"] == "UK" and task_candidates["DE"]["filter"] == refused
+
+
+def test_a_cloud_where_no_queue_fits_is_refused_with_the_commonest_filter(
+        engine: Engine) -> None:
+    grid(engine, queues={"FZK": {"maxrss": 8000}, "DESY": {"maxrss": 8000},
+                         "LRZ": {"corecount": 1}})
+    made = submit(engine)
+    assert made["cloud"] != "DE"
+    task_candidates, _ = decisions(engine, made["id"])
+    assert task_candidates["DE"]["filter"] == "no queue fits: memory (most queues)"
+
+
+# --- the score ------------------------------------------------------------------------
+
+def test_the_score_weighs_data_free_slots_and_transfer_time(engine: Engine) -> None:
+    grid(engine)  # data at DESY; FZK and LRZ would bring each 10 GB file over 1 MB/s
+    made = submit(engine)
+    task_candidates, job_candidates = decisions(engine, made["id"])
+    # DESY: 1.0 * 1 (data) + 0.5 * 1 (100 of 100 slots free) + 0.5 / (1 + 0 / 3600)
+    assert job_candidates["DESY_UCORE"]["score"] == 2.0
+    assert job_candidates["DESY_UCORE"]["terms"] == {"data": 1.0, "capacity": 1.0,
+                                                     "transfer_s": 0.0}
+    # FZK: 0 + 0.5 * 1 + 0.5 / (1 + 10,000 / 3,600) = 0.5 + 0.1324 = 0.6324
+    for name in ("FZK_UCORE", "LRZ_UCORE"):
+        assert job_candidates[name]["score"] == 0.6324
+        assert job_candidates[name]["terms"]["transfer_s"] == 10_000.0
+    # Clouds: DE has the data, 300 free slots (the most): 1 + 0.5 + 0.5 = 2.0.
+    assert task_candidates["DE"]["score"] == 2.0
+    # UK: 200 of 300 slots; the 60 GB to RAL over 1 MB/s, 60,000 s:
+    # 0.5 * 0.6667 + 0.5 / (1 + 60,000 / 3,600) = 0.3333 + 0.0283 = 0.3616
+    assert task_candidates["UK"]["score"] == 0.3616
+    assert task_candidates["UK"]["transfer_s"] == 60_000.0
+    assert job_queues(engine, made["id"]) == {"DESY_UCORE": 6}
+
+
+@pytest.mark.parametrize(("brokerage", "score"), [
+    ({"network_scale_s": 10_000.0}, 0.75),        # 0.5 + 0.5 / (1 + 1)
+    ({"unknown_link_mbytes_per_s": 4.0}, 0.7951),  # 2,500 s: 0.5 + 0.5 / (1 + 0.6944)
+    ({"weight_capacity": 0.0}, 0.1324),            # 0.5 / (1 + 2.7778)
+    ({"weight_network": 2.0}, 1.0294),             # 0.5 + 2 / (1 + 2.7778)
+])
+def test_each_weight_and_scale_changes_the_score_as_documented(
+        engine: Engine, brokerage: dict[str, float], score: float) -> None:
+    grid(engine)
+    made = submit(engine, settings_with(brokerage=brokerage))
+    _, job_candidates = decisions(engine, made["id"])
+    assert job_candidates["FZK_UCORE"]["score"] == score
+
+
+def test_without_weights_on_data_and_network_free_slots_alone_decide(engine: Engine) -> None:
+    grid(engine)
+    made = submit(engine, settings_with(brokerage={"weight_data": 0.0, "weight_network": 0.0}))
+    _, job_candidates = decisions(engine, made["id"])
+    # Every DE queue scores 0.5 * 1: all three are drawn, a third each.
+    assert {c["share"] for c in job_candidates.values()} == {0.3333}
+
+
+def test_a_site_with_its_own_tape_copy_recalls_it_at_the_recall_rate(engine: Engine) -> None:
+    grid(engine, replicas={"data23.ESD": ["FZK_TAPE"]}, extra_dataset="data23.ESD")
+    made = submit(engine, input_dataset=ESD)
+    _, job_candidates = decisions(engine, made["id"])
+    # 10 GB from tape at 50 MB/s: 200 s; a tape copy is not on disk: no data term.
+    assert job_candidates["FZK_UCORE"]["terms"] == {"data": 0.0, "capacity": 1.0,
+                                                    "transfer_s": 200.0}
+    assert job_candidates["DESY_UCORE"]["terms"]["transfer_s"] == 10_000.0
+    assert job_queues(engine, made["id"]) == {"FZK_UCORE": 6}
+    assert made["jobs"] == {"activated": 6}  # 200 s <= 1,800 s
+
+
+@pytest.mark.parametrize(("limit_s", "state"), [(200.0, "activated"), (199.0, "assigned")])
+def test_input_arriving_within_the_limit_activates_the_job(engine: Engine, limit_s: float,
+                                                           state: str) -> None:
+    grid(engine, replicas={"data23.ESD": ["FZK_TAPE"]}, extra_dataset="data23.ESD")
+    made = submit(engine, settings_with(brokerage={"remote_input_max_transfer_s": limit_s}),
+                  input_dataset=ESD)
+    assert made["jobs"] == {state: 6}
+
+
+def test_input_comes_from_the_best_connected_replica(engine: Engine) -> None:
+    # The ESD is at CC and at MAN, whose queues are closed; RAL's is too small: only DE runs.
+    grid(engine, replicas={"data23.ESD": ["CC_DATADISK", "MAN_DATADISK"]},
+         extra_dataset="data23.ESD", queue_status={"CC": "offline", "MAN": "offline"},
+         queue_memory_mb={"RAL": 8000})
+    measure(engine, "CC_DATADISK", "LRZ_DATADISK", 100.0)
+    measure(engine, "MAN_DATADISK", "LRZ_DATADISK", 10.0)
+    made = submit(engine, input_dataset=ESD)
+    _, job_candidates = decisions(engine, made["id"])
+    assert job_candidates["LRZ_UCORE"]["terms"]["transfer_s"] == 100.0  # 10 GB at 100 MB/s
+    assert job_candidates["DESY_UCORE"]["terms"]["transfer_s"] == 10_000.0  # unmeasured
+    assert job_queues(engine, made["id"]) == {"LRZ_UCORE": 6}
+
+
+def running_jobs(engine: Engine, queue: str, n: int) -> None:
+    with engine.begin() as conn:
+        queue_id = GridDB(conn).ids(queues)[queue]
+        JobDB(conn).add_jobs([{
+            "name": f"busy-{i}", "status": JobStatus.RUNNING, "queue_id": queue_id,
+            "prod_source_label": "managed", "priority": 1, "cores": 1, "min_ram_mb": 0,
+            "max_disk_mb": 0, "max_walltime_s": 60, "transformation": "x"}
+            for i in range(n)], utcnow())
+
+
+@pytest.mark.parametrize(("fraction", "shared"), [(0.03, True), (0.02, False)])
+def test_queues_within_the_near_equal_fraction_share_the_jobs(
+        engine: Engine, fraction: float, shared: bool) -> None:
+    # Both hold the data; 10 of DESY's 100 slots run jobs: DESY scores
+    # 1 + 0.5 * 0.9 + 0.5 = 1.95, LRZ 2.0; 1.95 >= 2.0 * (1 - 0.03) = 1.94 shares,
+    # 1.95 < 2.0 * (1 - 0.02) = 1.96 does not (the exact boundary: test_draw_*).
+    grid(engine, replicas={"data23.AOD": ["DESY_DATADISK", "LRZ_DATADISK"]}, files=40)
+    running_jobs(engine, "DESY_UCORE", 10)
+    made = submit(engine, settings_with(brokerage={"near_equal_fraction": fraction}))
+    _, job_candidates = decisions(engine, made["id"])
+    assert job_candidates["DESY_UCORE"]["score"] == 1.95
+    if shared:  # in proportion to the score: 1.95 / 3.95 and 2 / 3.95
+        assert job_candidates["DESY_UCORE"]["share"] == 0.4937
+        assert job_candidates["LRZ_UCORE"]["share"] == 0.5063
+        assert set(job_queues(engine, made["id"])) == {"DESY_UCORE", "LRZ_UCORE"}
+    else:
+        assert job_candidates["DESY_UCORE"]["share"] == 0.0
+        assert job_queues(engine, made["id"]) == {"LRZ_UCORE": 40}
+
+
+@pytest.mark.parametrize(("per_slot", "at_lrz"), [(2.0, 4), (2.5, 5)])
+def test_a_queue_takes_jobs_up_to_the_waiting_per_slot_limit(
+        engine: Engine, per_slot: float, at_lrz: int) -> None:
+    # LRZ holds the data but has 2 slots: it takes floor(2 * per_slot) jobs, the
+    # others go to the next best (DESY and FZK, equal).
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]}, pilot_slots={"LRZ": 2})
+    made = submit(engine, settings_with(brokerage={"max_waiting_per_slot": per_slot}))
+    placed = job_queues(engine, made["id"])
+    assert placed["LRZ_UCORE"] == at_lrz and sum(placed.values()) == 6
+    _, job_candidates = decisions(engine, made["id"])
+    assert job_candidates["LRZ_UCORE"]["jobs"] == at_lrz
+
+
+@pytest.mark.parametrize(("disk_mb", "jobs_made", "files_each"), [(22000, 3, 2),
+                                                                  (21999, 6, 1)])
+def test_jobs_are_sized_to_the_queue_disk(engine: Engine, disk_mb: int, jobs_made: int,
+                                          files_each: int) -> None:
+    # Four 10 GB files per job asked; 22,000 MB of disk hold 2 files and the scratch.
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]}, queues={"LRZ": {"maxwdir": disk_mb}})
+    made = submit(engine, files_per_job=4, walltime_s=4 * 7200)
+    assert job_queues(engine, made["id"]) == {"LRZ_UCORE": jobs_made}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(jobs.c.max_disk_mb, jobs.c.max_walltime_s,
+                                      jobs.c.input_bytes)).all()
+    assert set(rows) == {(files_each * 10_000 + 2000, files_each * 7200, files_each * 10 * GB)}
+
+
+@pytest.mark.parametrize(("mbytes_per_s", "members", "queue"), [(5.0, 2, "MAN_UCORE"),
+                                                                (4.9, 1, "FZK_UCORE")])
+def test_full_mesh_members_are_the_sites_the_nucleus_reaches_at_the_threshold(
+        engine: Engine, mbytes_per_s: float, members: int, queue: str) -> None:
+    grid(engine, replicas={"data23.AOD": ["MAN_DATADISK"]})
+    measure(engine, "FZK_DATADISK", "MAN_DATADISK", mbytes_per_s)
+    made = submit(engine, settings_with(brokerage={"mode": "full_mesh"}))
+    assert made["nucleus"] == "FZK"
+    task_candidates, _ = decisions(engine, made["id"])
+    assert task_candidates["FZK"]["members"] == members
+    assert set(job_queues(engine, made["id"])) == {queue}
+
+
+def test_each_decision_stores_a_seed_mixed_from_the_setting_and_the_task(
+        engine: Engine) -> None:
+    grid(engine, replicas={"data23.AOD": ["DESY_DATADISK", "LRZ_DATADISK"]}, files=40)
+    first = submit(engine)
+    again = submit(engine, name="task.002")
+    other = submit(engine, settings_with(brokerage={"seed": 1}), name="task.003")
+    stored = [tasks.explain_task(engine, t["id"])["decisions"] for t in (first, again, other)]
+    assert all(task["seed"] == job["seed"] for task, job in stored)  # one draw per task
+    assert len({task["seed"] for task, _ in stored}) == 3
+
+
+# --- the pure pieces, at their exact boundaries -----------------------------------------
+
+def test_draw_keeps_a_candidate_exactly_at_the_near_equal_bound() -> None:
+    # 0.5 >= 1.0 * (1 - 0.5): shared in proportion 1 : 0.5; 0.25 is out.
+    _, p = draw(np.array([1.0, 0.5, 0.25]), np.ones(3, bool), 0.5, np.random.default_rng(0), 1)
+    assert p.tolist() == [2 / 3, 1 / 3, 0.0]
+
+
+def test_draw_never_picks_an_ineligible_candidate() -> None:
+    idx, p = draw(np.array([9.0, 1.0]), np.array([False, True]), 0.1,
+                  np.random.default_rng(0), 20)
+    assert set(idx.tolist()) == {1} and p.tolist() == [0.0, 1.0]
+
+
+def test_draw_with_room_places_every_job_even_without_room() -> None:
+    idx, _ = draw_with_room(np.array([2.0, 1.0]), np.ones(2, bool), np.array([0, 0]), 7, 0.1,
+                            np.random.default_rng(0))
+    assert sorted(idx.tolist()) == [0] * 7  # on score alone: the best
+
+
+def test_draw_with_room_fills_the_best_then_the_next() -> None:
+    idx, _ = draw_with_room(np.array([2.0, 1.0, 0.5]), np.ones(3, bool), np.array([2, 3, 50]),
+                            6, 0.1, np.random.default_rng(0))
+    assert Counter(idx.tolist()) == {0: 2, 1: 3, 2: 1}
+
+
+def tiny(throughput: list[list[float]], present: list[bool], sources: list[bool]) -> GridView:
+    view = _tiny_view()
+    view.throughput = np.array(throughput)
+    view.present = {7: np.array(present)}
+    view.sources = {7: np.array(sources)}
+    return view
+
+
+def test_mesh_members_are_the_sites_reached_at_or_above_the_threshold() -> None:
+    nan = np.nan
+    view = tiny([[nan, 5.0, 4.999], [nan, nan, nan], [nan, nan, nan]], [True] * 3, [True] * 3)
+    assert mesh_members(view, 0, 5.0).tolist() == [True, True, False]
+    assert mesh_members(view, 1, 5.0).tolist() == [False, True, False]  # itself, unmeasured out
+
+
+def test_transfer_time_rules() -> None:
+    nan = np.nan
+    # A holds the dataset on disk; B is reached at 10 MB/s; C is not measured.
+    view = tiny([[nan, 10.0, nan], [nan, nan, nan], [nan, nan, nan]],
+                [True, False, False], [True, False, False])
+    assert transfer_seconds(view, 7, 100 * MB, np.arange(3), 2.0).tolist() == [0.0, 10.0, 50.0]
+    # C holds a tape copy (a source, not present): it recalls at the local rate.
+    view.sources = {7: np.array([True, False, True])}
+    assert transfer_seconds(view, 7, 100 * MB, np.arange(3), 2.0, 25.0).tolist() == [
+        0.0, 10.0, 4.0]
+    assert transfer_seconds(view, 99, 100 * MB, np.arange(3), 2.0).tolist() == [np.inf] * 3
+
+
+def test_a_file_bigger_than_the_queue_disk_or_longer_than_its_walltime_is_filtered() -> None:
+    view = _tiny_view()
+    view.queue_cores = np.array([8, 8, 8])
+    view.site_online = np.array([True, True, True])
+    needs = TaskNeeds(1, "production", 7, np.array([98_000 * MB, 10 * MB]), 8, 16000, 7200, 1)
+    codes = queue_filter_codes(view, needs, 2000)  # 98,000 + 2,000 = 100,000 MB: fits
+    assert codes.tolist() == [0, 0, 0]
+    codes = queue_filter_codes(view, needs, 2001, np.array([True, True, False]))
+    assert [FILTERS[c - 1] if c else "ok" for c in codes] == ["disk", "disk", "ok"]
+    view.queue_walltime_s = np.array([7199.0, 7200.0, np.inf])
+    assert queue_filter_codes(view, needs, 0).tolist() == [FILTERS.index("walltime") + 1, 0, 0]

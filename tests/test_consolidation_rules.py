@@ -1,0 +1,123 @@
+"""The consolidation rule as the decisions read it (``tier1_links``), on both backends.
+
+Clouds, brokerage's grid view, PD2P and the mesh ranking read the links
+leaving some sites through :func:`netbroker.metrics.tier1_links`; the
+matrix (:func:`network_matrix`) and :func:`consolidate` have their own tests
+(``tests/test_network_matrix.py``). The rule: per link, the first source of
+the kind's precedence (throughput: FTS, XRootD, perfSONAR, NWS) that has at
+least ``metrics.min_samples`` samples in the window; throughput is the mean
+weighted by bytes, other kinds the plain mean; a link with no usable source
+has no value (unknown), never zero.
+
+The mini grid: FZK (DE's Tier-1) to MAN (a UK Tier-2).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from collectors.ingest import ingest
+from netbroker import clouds, metrics, registry
+from netbroker.config import CloudSettings, MetricsSettings
+from netbroker.db.grid import GridDB
+from netbroker.db.schema import sites
+from netbroker.metrics import MetricKind
+from tests.factories import fts_transfers, mini_grid, perfsonar_documents
+
+T0 = 1795514400.0  # 2026-11-24T10:00:00Z
+
+
+@pytest.fixture
+def mini(engine: Engine) -> Engine:
+    registry.import_grid_document(engine, mini_grid())
+    return engine
+
+
+def fts(engine: Engine, mbytes_per_s: float, n: int, tag: str = "t") -> None:
+    assert ingest(engine, "fts", fts_transfers("FZK_DATADISK", "MAN_DATADISK", mbytes_per_s, n,
+                                               T0 - 120, tag), now_s=T0).stored == 2 * n
+
+
+def perfsonar(engine: Engine, n: int, **value: float) -> None:
+    assert ingest(engine, "perfsonar", perfsonar_documents("FZK", "MAN", n, T0 - 120, **value),
+                  now_s=T0).stored == n
+
+
+def links(engine: Engine, kind: MetricKind = MetricKind.THROUGHPUT,
+          settings: MetricsSettings | None = None, window: str = "1h",
+          now_s: float = T0) -> dict[tuple[str, str], tuple[int, float]]:
+    with engine.connect() as conn:
+        ids = GridDB(conn).ids(sites)
+    names = {i: n for n, i in ids.items()}
+    return {(names[s], names[d]): (n, v) for s, d, n, v in
+            metrics.tier1_links(engine, kind, window, [ids["FZK"]], settings, now_s)}
+
+
+def test_fts_wins_over_perfsonar_when_both_have_enough_samples(mini: Engine) -> None:
+    fts(mini, 2.0, 2)
+    perfsonar(mini, 4, mbytes_per_s=50.0)
+    assert links(mini) == {("FZK", "MAN"): (2, 2.0)}
+
+
+def test_a_source_under_min_samples_gives_way_to_the_next(mini: Engine) -> None:
+    fts(mini, 2.0, 1)  # one FTS sample: fewer than the 2 a source needs
+    perfsonar(mini, 4, mbytes_per_s=50.0)
+    assert links(mini) == {("FZK", "MAN"): (4, 50.0)}
+
+
+def test_the_configured_precedence_is_the_order_used(mini: Engine) -> None:
+    fts(mini, 2.0, 2)
+    perfsonar(mini, 4, mbytes_per_s=50.0)
+    reverse = MetricsSettings(precedence={"throughput": ["perfsonar", "fts"]})
+    assert links(mini, settings=reverse) == {("FZK", "MAN"): (4, 50.0)}
+    only_fts = MetricsSettings(precedence={"throughput": ["fts"]})
+    assert links(mini, settings=only_fts) == {("FZK", "MAN"): (2, 2.0)}
+
+
+@pytest.mark.parametrize(("least", "known"), [(2, True), (3, False)])
+def test_a_link_whose_only_source_lacks_samples_is_unknown(mini: Engine, least: int,
+                                                           known: bool) -> None:
+    fts(mini, 2.0, 2)
+    assert bool(links(mini, settings=MetricsSettings(min_samples=least))) is known
+
+
+def test_a_link_without_recent_data_is_unknown_not_zero(mini: Engine) -> None:
+    fts(mini, 2.0, 4)
+    assert links(mini, now_s=T0 + 2 * 3600) == {}
+    assert links(mini, window="1d", now_s=T0 + 2 * 3600) == {("FZK", "MAN"): (4, 2.0)}
+
+
+def test_throughput_is_weighted_by_bytes_and_loss_is_a_plain_mean(mini: Engine) -> None:
+    # 1 GB at 10 MB/s and 3 GB at 50 MB/s: (10 * 1 + 50 * 3) / 4 = 40 (plain mean: 30).
+    lines = []
+    for i, (size, seconds) in enumerate(((10**9, 100.0), (3 * 10**9, 60.0))):
+        end_ms = int((T0 - 120 - 60 * i) * 1000)
+        lines.append(json.dumps({
+            "tr_id": f"w{i}", "vo": "atlas", "endpnt": "fts3.example",
+            "src_se": "davs://a.example", "dst_se": "davs://b.example",
+            "t_final_transfer_state": "Ok",
+            "file_metadata": {"src_rse": "FZK_DATADISK", "dst_rse": "MAN_DATADISK"},
+            "timestamp_tr_st": end_ms - int(seconds * 1000), "timestamp_tr_comp": end_ms,
+            "file_size": size, "tr_bt_transfered": size, "throughput": -1}))
+    assert ingest(mini, "fts", "\n".join(lines), now_s=T0).stored == 4
+    assert links(mini) == {("FZK", "MAN"): (2, 40.0)}
+    for i, fraction in enumerate((0.01, 0.03)):
+        assert ingest(mini, "perfsonar", perfsonar_documents(
+            "FZK", "MAN", 2, T0 - 300 - 120 * i, packet_loss=fraction), now_s=T0).stored == 2
+    ((count, value),) = links(mini, MetricKind.PACKET_LOSS).values()
+    assert count == 4 and value == pytest.approx(0.02)
+
+
+def test_the_membership_reads_the_link_by_the_same_rule(mini: Engine) -> None:
+    # FTS says 2 MB/s, perfSONAR 50: FTS comes first, so MAN does not join DE;
+    # without FTS's second sample perfSONAR's 50 MB/s counts and it joins.
+    fts(mini, 2.0, 2)
+    perfsonar(mini, 4, mbytes_per_s=50.0)
+    hour = CloudSettings(window="1h")
+    assert clouds.preview(mini, hour, now_s=T0) == []
+    mini_reordered = MetricsSettings(precedence={"throughput": ["perfsonar", "fts"]})
+    (joined,) = clouds.preview(mini, hour, mini_reordered, now_s=T0)
+    assert (joined.site, joined.mbytes_per_s, joined.samples) == ("MAN", 50.0, 4)

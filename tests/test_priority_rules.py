@@ -1,0 +1,148 @@
+"""Every documented priority rule in the periodic pass (``priority.recompute``), both backends.
+
+``priority = base + boosts + aging - failures - fair share``: the fair-share
+penalty is ``fairshare_penalty * (usage / user_cpu_hours_per_day - 1)`` when
+the user's CPU-hours reported by jobs that changed in the last 24 h exceed
+the share, at most ``fairshare_max_penalty``. Defaults: share 1,000
+CPU-hours, 100 per 100% above, at most 500. Aging is off here unless a test
+is about it, so each number below is worked out by hand from one rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from netbroker import priority, registry
+from netbroker.config import PrioritySettings
+from netbroker.db.grid import GridDB
+from netbroker.db.jobs import JobDB
+from netbroker.db.schema import JobStatus, jobs, priority_boosts, queues, utcnow
+from tests.factories import mini_grid
+
+NO_AGING = PrioritySettings(aging_per_hour=0)
+NOW = utcnow().replace(microsecond=0)
+
+
+@pytest.fixture
+def mini(engine: Engine) -> Engine:
+    registry.import_grid_document(engine, mini_grid())
+    return engine
+
+
+def add(engine: Engine, user: str = "alice", status: JobStatus = JobStatus.ACTIVATED,
+        at: datetime = NOW, queue: str = "DESY_UCORE", base: int = 1000,
+        **over: object) -> int:
+    with engine.begin() as conn:
+        queue_id = GridDB(conn).ids(queues)[queue]
+        (job_id,) = JobDB(conn).add_jobs([{
+            "name": f"{user}-{at.timestamp()}-{status}-{over}", "status": status,
+            "queue_id": queue_id, "prod_source_label": "managed", "priority": base,
+            "cores": 1, "min_ram_mb": 1000, "max_disk_mb": 1000, "max_walltime_s": 3600,
+            "transformation": "run.sh", "user_name": user, **over}], at)
+    return job_id
+
+
+def used(engine: Engine, user: str, cpu_hours: float, at: datetime = NOW) -> None:
+    """A job of ``user`` that reported ``cpu_hours`` and last changed at ``at``."""
+    add(engine, user, JobStatus.FINISHED, at, cpu_time_s=int(cpu_hours * 3600))
+
+
+def priority_of(engine: Engine, job_id: int) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(jobs.c.priority).where(jobs.c.id == job_id))
+                   .scalar_one())
+
+
+@pytest.mark.parametrize(("cpu_hours", "expected"), [
+    (1000.0, 1000),   # at the share: no penalty
+    (1100.0, 990),    # 10% above: 100 * 0.1
+    (2000.0, 900),    # 100% above
+    (4000.0, 700),
+    (100_000.0, 500),  # capped at 500
+])
+def test_the_periodic_pass_applies_the_fair_share_penalty(mini: Engine, cpu_hours: float,
+                                                          expected: int) -> None:
+    waiting = add(mini, "heavy")
+    used(mini, "heavy", cpu_hours)
+    priority.recompute(mini, NO_AGING, now=NOW)
+    assert priority_of(mini, waiting) == expected
+
+
+def test_only_the_users_own_usage_counts(mini: Engine) -> None:
+    light, heavy = add(mini, "light"), add(mini, "heavy")
+    used(mini, "heavy", 3000.0)
+    used(mini, "light", 500.0)
+    priority.recompute(mini, NO_AGING, now=NOW)
+    assert (priority_of(mini, light), priority_of(mini, heavy)) == (1000, 800)
+
+
+@pytest.mark.parametrize(("ago", "expected"), [
+    (timedelta(hours=24), 900),                 # the window's first instant counts
+    (timedelta(hours=24, seconds=1), 1000),     # a second before it does not
+    (timedelta(hours=1), 900),
+])
+def test_usage_counts_over_the_last_24_hours_only(mini: Engine, ago: timedelta,
+                                                  expected: int) -> None:
+    waiting = add(mini, "heavy")
+    used(mini, "heavy", 2000.0, at=NOW - ago)
+    priority.recompute(mini, NO_AGING, now=NOW)
+    assert priority_of(mini, waiting) == expected
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"user_cpu_hours_per_day": 500.0}, 700),        # 2,000 is 300% above 500: 300
+    ({"fairshare_penalty": 300}, 700),               # 100% above: 300
+    ({"fairshare_max_penalty": 50}, 950),
+])
+def test_the_fair_share_settings_move_the_penalty(mini: Engine, settings: dict[str, float],
+                                                  expected: int) -> None:
+    waiting = add(mini, "heavy")
+    used(mini, "heavy", 2000.0)
+    priority.recompute(mini, PrioritySettings(aging_per_hour=0, **settings), now=NOW)
+    assert priority_of(mini, waiting) == expected
+
+
+def test_a_boost_with_no_place_applies_everywhere(mini: Engine) -> None:
+    desy, man = add(mini, queue="DESY_UCORE"), add(mini, queue="MAN_UCORE")
+    bob = add(mini, "bob", queue="MAN_UCORE")
+    priority.add_boost(mini, 200, hours=1, user="alice")
+    priority.recompute(mini, NO_AGING)
+    assert [priority_of(mini, j) for j in (desy, man, bob)] == [1200, 1200, 1000]
+
+
+def test_boosts_add_up_and_a_group_boost_needs_the_group(mini: Engine) -> None:
+    top = add(mini, working_group="AP_TOP")
+    other = add(mini, working_group="AP_SUSY")
+    priority.add_boost(mini, 200, hours=1, user="alice")
+    priority.add_boost(mini, 30, hours=1, group="AP_TOP", cloud="DE")
+    priority.recompute(mini, NO_AGING)
+    assert (priority_of(mini, top), priority_of(mini, other)) == (1230, 1200)
+
+
+def test_a_boost_ends_at_its_expiry(mini: Engine) -> None:
+    job = add(mini)
+    priority.add_boost(mini, 200, hours=1, user="alice")
+    with mini.connect() as conn:
+        expires = conn.execute(sa.select(priority_boosts.c.expires_at)).scalar_one()
+    priority.recompute(mini, NO_AGING, now=expires - timedelta(seconds=1))
+    assert priority_of(mini, job) == 1200
+    priority.recompute(mini, NO_AGING, now=expires)
+    assert priority_of(mini, job) == 1000
+
+
+@pytest.mark.parametrize(("hours", "expected"), [(2.5, 1025), (29.0, 1290), (31.0, 1300)])
+def test_aging_adds_per_hour_waited_up_to_the_cap(mini: Engine, hours: float,
+                                                  expected: int) -> None:
+    job = add(mini, waiting_since=NOW - timedelta(hours=hours))
+    priority.recompute(mini, PrioritySettings(), now=NOW)
+    assert priority_of(mini, job) == expected
+
+
+def test_each_failed_attempt_costs_the_failure_penalty(mini: Engine) -> None:
+    first, fourth = add(mini, attempt_nr=1), add(mini, attempt_nr=4)
+    priority.recompute(mini, PrioritySettings(aging_per_hour=0, failure_penalty=70), now=NOW)
+    assert (priority_of(mini, first), priority_of(mini, fourth)) == (1000, 1000 - 3 * 70)
