@@ -516,9 +516,13 @@ jobs = sa.Table(
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.
     sa.Index("ix_jobs_acquire", "queue_id", "status", "priority", "id"),
-    # The priority and rebrokerage cycles read the waiting jobs; tasks list theirs.
+    # The priority and rebrokerage cycles read the waiting jobs.
     sa.Index("ix_jobs_status", "status"),
-    sa.Index("ix_jobs_task_id", "task_id"),
+    # Tasks list their jobs, and a task ends when none is in a state that is not
+    # final: a look-up per task and state, not a scan of its jobs.
+    sa.Index("ix_jobs_task_id", "task_id", "status"),
+    # A job is its task's last attempt when no job retries it.
+    sa.Index("ix_jobs_retry_of", "retry_of"),
 )
 
 job_files = sa.Table(
