@@ -153,6 +153,11 @@ class MetricsSettings(_Group):
         14.0, gt=0, description="Raw samples older than this are pruned (and refused), days."
     )
 
+    aggregate_minutes: float | None = Field(
+        None, gt=0,
+        description="Period of the aggregate cycle (blocking closed bucket starts), minutes; "
+                    "default: one bucket (bucket_minutes).",
+    )
     block_after_minutes: int = Field(
         60, ge=0, le=7 * 1440,
         description="A bucket start is copied into its block (the aggregate cycle) this "

@@ -80,7 +80,8 @@ def service_cycles(settings: Settings) -> list[Cycle]:
 
     cycles = [Cycle("prune_samples", 6 * 3600,
                     lambda engine: prune_samples(engine, settings.metrics)),
-              Cycle("aggregate", settings.metrics.bucket_minutes * 60,
+              Cycle("aggregate", (settings.metrics.aggregate_minutes
+                                  or settings.metrics.bucket_minutes) * 60,
                     lambda engine: block_closed_buckets(engine, settings.metrics)),
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
                     lambda engine: recompute(engine, now(engine).clouds, settings.metrics)),
