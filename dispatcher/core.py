@@ -86,6 +86,9 @@ class UpdateRequest(BaseModel):
         None, description="The pilot's log extracts (with a final state); the tail is kept.")
 
 
+# What a report sets on its job besides the state (its files go to job_files).
+_REPORTED = tuple(name for name in UpdateRequest.model_fields if name not in ("state", "files"))
+
 _QUEUE_CACHE_S = 30.0  # queue ids and limits change rarely; getJob is the hot path
 _queue_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
@@ -144,8 +147,7 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     ``Forbidden`` (another pilot's job), or ``InvalidTransition`` naming the
     current state when the move is not allowed.
     """
-    fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
-              if v is not None}
+    fields = {k: v for k in _REPORTED if (v := getattr(report, k)) is not None}
     now, sources = utcnow(), pilot_sources(report.state)
     # Refused: the job is read to say why, on the writer's connection, which
     # inside a write batch (SQLite) sees the batch's earlier writes.
