@@ -99,6 +99,10 @@ class ServiceSettings(_Group):
         "required", description="required: every write needs a bearer token of a role allowed "
         "there (netbroker token create); off: no checks (a trusted, single-user setup)."
     )
+    access_log: bool = Field(
+        False, description="Also log one line per HTTP request (uvicorn's access log, at "
+        "info). Off by default: pilots make thousands of calls a second, each line costs "
+        "one, and the app's own lines carry the request ids.")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per record, with the HTTP request id; text."
     )

@@ -54,13 +54,13 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
     try:
         if svc.workers == 1:
             uvicorn.run(create_app(settings, engine), host=svc.host, port=svc.port,
-                        log_level=svc.log_level, log_config=None)
+                        log_level=svc.log_level, log_config=None, access_log=svc.access_log)
             return
         if config_path is not None:
             os.environ["NETBROKER_CONFIG"] = str(config_path)
         uvicorn.run("netbroker.api.app:create_app_from_settings", factory=True, host=svc.host,
                     port=svc.port, workers=svc.workers, log_level=svc.log_level,
-                    log_config=None)
+                    log_config=None, access_log=svc.access_log)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
