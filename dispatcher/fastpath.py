@@ -113,6 +113,10 @@ class WriteBatcher:
     async def _drain(self) -> None:
         try:
             while self._queued:
+                # One turn of the loop first: the requests it has ready (the
+                # answers of the last batch bring the pilots' next calls all at
+                # once) join this batch instead of waiting out a batch of one.
+                await asyncio.sleep(0)
                 batch = self._queued[:self.MAX_BATCH]
                 del self._queued[:self.MAX_BATCH]
                 try:

@@ -168,6 +168,7 @@ class WriteBatch:
 
     def __init__(self, engine: Engine, conn: Connection) -> None:
         self.engine, self.conn = engine, conn
+        self._raw = conn.connection.dbapi_connection  # the batch's, for its whole life
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(engine, *args)`` under a savepoint; its value, or its exception
@@ -192,7 +193,7 @@ class WriteBatch:
 
     def _check(self, cause: BaseException | None = None) -> None:
         # Without its transaction the next statements would each commit alone.
-        if not self.conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        if not self._raw.in_transaction:  # type: ignore[union-attr]
             raise WriteBatchLost("the write batch's transaction was rolled back") from cause
 
 

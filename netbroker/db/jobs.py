@@ -106,9 +106,13 @@ class JobDB:
         dialect = self.conn.dialect
         rows = prepared(stmt, dialect).rows(self.conn, params)  # see netbroker.db.prepared
         if rows and dialect.name != "postgresql":
-            prepared(_LOG_INSERT, dialect).run_many(self.conn, [
-                {"p_job_id": r["id"], "p_status": params["p_log_status"], "p_at": params["p_now"]}
-                for r in rows])
+            log = [{"p_job_id": r["id"], "p_status": params["p_log_status"],
+                    "p_at": params["p_now"]} for r in rows]
+            insert = prepared(_LOG_INSERT, dialect)
+            if len(log) == 1:  # the dispatcher's one job: no executemany for one row
+                insert.rows(self.conn, log[0])
+            else:
+                insert.run_many(self.conn, log)
         return rows
 
     def retry(self, job_id: int, now: datetime) -> int | None:
