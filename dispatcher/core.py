@@ -95,6 +95,9 @@ class UpdateRequest(BaseModel):
         None, description="The pilot's log extracts (with a final state); the tail is kept.")
 
 
+# What a report sets on its job besides the state (its files go to job_files).
+_REPORTED = tuple(name for name in UpdateRequest.model_fields if name not in ("state", "files"))
+
 _QUEUE_CACHE_S = 30.0  # queue ids and limits change rarely; getJob is the hot path
 _queue_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
@@ -161,8 +164,7 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     ``Forbidden`` (another pilot's job), or ``InvalidTransition`` naming the
     current state when the move is not allowed.
     """
-    fields = {k: v for k, v in report.model_dump(exclude={"state", "files"}).items()
-              if v is not None}
+    fields = {k: v for k in _REPORTED if (v := getattr(report, k)) is not None}
     now, sources = utcnow(), pilot_sources(report.state)
     # Refused: the job is read to say why, on the writer's connection, which
     # inside a write batch (SQLite) sees the batch's earlier writes.
@@ -319,29 +321,44 @@ def pilot_demand(engine: Engine, queue: str, pending: int = 0, label: str | None
             "pilot_slots": slots, "pending": pending, "demand": demand}
 
 
+# Silent jobs one watchdog write transaction recovers: a short hold of the write lock.
+WATCHDOG_BATCH = 500
+
+
 def watchdog(engine: Engine, settings: DispatcherSettings) -> dict[str, list[int]]:
     """Recover silent jobs: sent but never started go back to activated; running but
     silent fail with a lost-heartbeat error (and are retried while attempts are
     left). Returns the ids of each.
 
+    The silent jobs are found by a read (no lock held), then moved
+    :data:`WATCHDOG_BATCH` at a time, each batch a short write transaction,
+    so that a site going dark (thousands of jobs silent at once) does not
+    hold the dispatcher's acquisitions for the whole recovery. Each move is
+    conditional: a job that reported meanwhile is left alone.
+
     (The event ranges of vanished pilots are given back by
     ``dispatcher.events.release_silent_ranges``, in the same cycle.)"""
     now = utcnow()
-    out: dict[str, list[int]] = {"requeued": [], "lost": []}
-    with begin_immediate(engine) as conn:
+    running = LIVE - {JobStatus.SENT}
+    with engine.connect() as conn:
         db = JobDB(conn)
-        for job_id in db.silent({JobStatus.SENT},
-                                now - timedelta(minutes=settings.start_timeout_minutes)):
-            if db.set_status(job_id, JobStatus.ACTIVATED, {JobStatus.SENT}, now,
-                             pilot_id=None, node=None):
-                out["requeued"].append(job_id)
-        running = LIVE - {JobStatus.SENT}
-        for job_id in db.silent(running,
-                                now - timedelta(minutes=settings.lost_heartbeat_minutes)):
-            if db.set_status(job_id, JobStatus.FAILED, running, now,
-                             pilot_error_code=LOST_HEARTBEAT_CODE,
-                             error_diag="lost heartbeat: no report for "
-                                        f"{settings.lost_heartbeat_minutes:g} minutes"):
-                out["lost"].append(job_id)
-                db.retry(job_id, now)
+        unstarted = db.silent({JobStatus.SENT},
+                              now - timedelta(minutes=settings.start_timeout_minutes))
+        lost = db.silent(running, now - timedelta(minutes=settings.lost_heartbeat_minutes))
+    out: dict[str, list[int]] = {"requeued": [], "lost": []}
+    diag = f"lost heartbeat: no report for {settings.lost_heartbeat_minutes:g} minutes"
+    for start in range(0, len(unstarted), WATCHDOG_BATCH):
+        with begin_immediate(engine) as conn:
+            db = JobDB(conn)
+            out["requeued"] += [job_id for job_id in unstarted[start:start + WATCHDOG_BATCH]
+                                if db.set_status(job_id, JobStatus.ACTIVATED, {JobStatus.SENT},
+                                                 now, pilot_id=None, node=None)]
+    for start in range(0, len(lost), WATCHDOG_BATCH):
+        with begin_immediate(engine) as conn:
+            db = JobDB(conn)
+            for job_id in lost[start:start + WATCHDOG_BATCH]:
+                if db.set_status(job_id, JobStatus.FAILED, running, now,
+                                 pilot_error_code=LOST_HEARTBEAT_CODE, error_diag=diag):
+                    out["lost"].append(job_id)
+                    db.retry(job_id, now)
     return out

@@ -37,10 +37,15 @@ from fastapi import Request
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from netbroker.db.engine import WriteBatchLost, create_autocommit_engine, write_batch
+from netbroker.db.engine import (
+    WriteBatchLost,
+    create_autocommit_engine,
+    release_held,
+    write_batch,
+)
 
 __all__ = ["LOCK_TIMEOUT_MS", "STATEMENT_TIMEOUT_MS", "WriteBatcher", "call",
-           "create_dispatch_engine", "create_write_batcher"]
+           "close_dispatch_engine", "create_dispatch_engine", "create_write_batcher"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +70,10 @@ def create_dispatch_engine(engine: Engine) -> Engine | None:
         return None
     return create_autocommit_engine(
         # Autocommit for good: only single statements run here (see ``call``), and
-        # switching a connection in and out of it costs each call.
-        engine.url, pool_size=1, max_overflow=1, pool_timeout=_CONNECT_TIMEOUT_S,
+        # switching a connection in and out of it costs each call. The loop holds
+        # its connection from call to call (``hold``); no reset on return either.
+        engine.url, hold=True, pool_size=1, max_overflow=1, pool_timeout=_CONNECT_TIMEOUT_S,
+        pool_reset_on_return=None,
         connect_args={"connect_timeout": _CONNECT_TIMEOUT_S,
                       "options": f"-c lock_timeout={LOCK_TIMEOUT_MS}ms "
                                  f"-c statement_timeout={STATEMENT_TIMEOUT_MS}ms"})
@@ -106,6 +113,10 @@ class WriteBatcher:
     async def _drain(self) -> None:
         try:
             while self._queued:
+                # One turn of the loop first: the requests it has ready (the
+                # answers of the last batch bring the pilots' next calls all at
+                # once) join this batch instead of waiting out a batch of one.
+                await asyncio.sleep(0)
                 batch = self._queued[:self.MAX_BATCH]
                 del self._queued[:self.MAX_BATCH]
                 try:
@@ -141,6 +152,14 @@ class WriteBatcher:
                 except Exception as exc:
                     outcomes.append((False, exc))
         return outcomes
+
+
+def close_dispatch_engine(engine: Engine | None) -> None:
+    """Give back the connection the loop holds and dispose of ``engine``; called on
+    the loop that used it (the app's shutdown)."""
+    if engine is not None:
+        release_held(engine)
+        engine.dispose()
 
 
 def create_write_batcher(engine: Engine) -> WriteBatcher | None:

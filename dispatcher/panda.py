@@ -68,6 +68,7 @@ router = APIRouter(tags=["panda wire protocol"])
 # PanDA's StatusCodes (pandaserver/jobdispatcher/Protocol.py): success, no job,
 # failed, no valid token, a role that may not, another's job.
 OK, NO_JOB, FAILED, INVALID_TOKEN, WRONG_ROLE, NOT_YOURS = 0, 20, 30, 50, 60, 70
+_PANDA_DISPATCH_SECONDS = DISPATCH_SECONDS.labels("panda")
 
 
 class GetJobForm(BaseModel):
@@ -213,11 +214,13 @@ async def get_job(request: Request, owner: str | None) -> Response:
         form = GetJobForm.model_validate(await _fields(request))
         label = settings.dispatcher.pilot_labels.get(form.prodSourceLabel, form.prodSourceLabel)
         started = time.perf_counter()
-        job = await fastpath.call(request, acquire_job, AcquireRequest(
+        # The form checked every field against the same bounds (and cleaned the free
+        # text): no second validation on the hot path.
+        job = await fastpath.call(request, acquire_job, AcquireRequest.model_construct(
             queue=form.computingElement, prod_source_label=label,
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
             disk_mb=int(form.diskSpace), node=form.node, pilot_id=form.pilotID), owner)
-        DISPATCH_SECONDS.labels("panda").observe(time.perf_counter() - started)
+        _PANDA_DISPATCH_SECONDS.observe(time.perf_counter() - started)
     except (ValidationError, ValueError) as exc:
         return _refusal(request, exc, 400)
     except NotFound as exc:
@@ -227,7 +230,7 @@ async def get_job(request: Request, owner: str | None) -> Response:
     answer = panda_job(job)
     answer["transformation"] = transformation_url(
         job["transformation"], settings.dispatcher.transformation_base_url
-        or f"{str(request.base_url).rstrip('/')}/trf/user")
+        or _own_trf_url(request))
     if job["task_id"] is not None:
         try:
             files = await run_in_threadpool(job_files, request.app.state.engine, job)
@@ -326,12 +329,16 @@ async def update_event_ranges_route(request: Request, owner: str | None) -> Resp
     return _answer(request, {"StatusCode": OK, "Returns": [r is not None for r in results]})
 
 
+# The getJob fields a job without files leaves empty (the file fields replace them).
+_EMPTY_FIELDS = dict.fromkeys(
+    ("inFiles", "GUID", "fsize", "checksum", "scopeIn", "realDatasetsIn", "prodDBlocks",
+     "prodDBlockToken", "ddmEndPointIn", "outFiles", "scopeOut", "realDatasets",
+     "destinationDblock", "ddmEndPointOut", "destinationSE", "logFile", "logGUID", "scopeLog",
+     "cmtConfig", "transferType"), "")
+
+
 def panda_job(job: dict[str, Any]) -> dict[str, Any]:
     """A job row in the shape getJob answers (field names as PanDA's)."""
-    empty = ("inFiles", "GUID", "fsize", "checksum", "scopeIn", "realDatasetsIn",
-             "prodDBlocks", "prodDBlockToken", "ddmEndPointIn", "outFiles", "scopeOut",
-             "realDatasets", "destinationDblock", "ddmEndPointOut", "destinationSE",
-             "logFile", "logGUID", "scopeLog", "cmtConfig", "transferType")
     return {
         "PandaID": job["id"], "jobsetID": 0, "taskID": job["task_id"] or 0,
         "jobDefinitionID": 0, "jobName": job["name"],
@@ -341,8 +348,24 @@ def panda_job(job: dict[str, Any]) -> dict[str, Any]:
         "maxDiskCount": job["max_disk_mb"], "currentPriority": job["priority"],
         "processingType": "netbroker", "swRelease": "NULL",
         "transformation": job["transformation"], "jobPars": job["job_pars"],
-        **dict.fromkeys(empty, ""),
+        **_EMPTY_FIELDS,
     }
+
+
+_TRF_URLS: dict[tuple[str, str, str], str] = {}
+
+
+def _own_trf_url(request: Request) -> str:
+    """This server's ``/trf/user`` as the pilot reached it (scheme, host, root path),
+    remembered per way in: building the request's base URL costs every getJob."""
+    scope = request.scope
+    key = (scope["scheme"], request.headers.get("host", ""), scope.get("root_path", ""))
+    url = _TRF_URLS.get(key)
+    if url is None:
+        if len(_TRF_URLS) > 1000:  # Host headers are the client's to choose
+            _TRF_URLS.clear()
+        url = _TRF_URLS[key] = f"{str(request.base_url).rstrip('/')}/trf/user"
+    return url
 
 
 def transformation_url(transformation: str, base_url: str) -> str:

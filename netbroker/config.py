@@ -99,6 +99,10 @@ class ServiceSettings(_Group):
         "required", description="required: every write needs a bearer token of a role allowed "
         "there (netbroker token create); off: no checks (a trusted, single-user setup)."
     )
+    access_log: bool = Field(
+        False, description="Also log one line per HTTP request (uvicorn's access log, at "
+        "info). Off by default: pilots make thousands of calls a second, each line costs "
+        "one, and the app's own lines carry the request ids.")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per record, with the HTTP request id; text."
     )
@@ -153,6 +157,11 @@ class MetricsSettings(_Group):
         14.0, gt=0, description="Raw samples older than this are pruned (and refused), days."
     )
 
+    aggregate_minutes: float | None = Field(
+        None, gt=0,
+        description="Period of the aggregate cycle (blocking closed bucket starts), minutes; "
+                    "default: one bucket (bucket_minutes).",
+    )
     block_after_minutes: int = Field(
         60, ge=0, le=7 * 1440,
         description="A bucket start is copied into its block (the aggregate cycle) this "

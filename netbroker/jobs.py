@@ -19,6 +19,8 @@ reports (:data:`PILOT_TARGETS`, :func:`pilot_sources`): the server's moves
 
 from __future__ import annotations
 
+import functools
+
 from netbroker.db.schema import JobStatus
 
 __all__ = ["FINAL", "LIVE", "PILOT_TARGETS", "TRANSITIONS", "JobStatus", "allowed_sources",
@@ -50,6 +52,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+@functools.cache  # asked on every report: the table does not change
 def allowed_sources(target: JobStatus) -> frozenset[JobStatus]:
     """The states a job may be in to move to ``target``.
 
@@ -65,6 +68,7 @@ PILOT_TARGETS = frozenset({S.STARTING, S.RUNNING, S.TRANSFERRING, S.HOLDING, S.F
                            S.FAILED})
 
 
+@functools.cache
 def pilot_sources(target: JobStatus) -> frozenset[JobStatus]:
     """The states a job may be in for its pilot to move it to ``target``: the live
     ones :func:`allowed_sources` allows, and none for a state a pilot may not report.

@@ -188,12 +188,7 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
         info = db.datasets(hot)
         reps = db.replicas_of(hot)
         decided = db.decided(hot, now - timedelta(hours=p.cooldown_hours))
-        room_used = db.bytes_sent_by_site(now - timedelta(days=1))
         budget = p.max_decisions_per_hour - db.decisions_since(now - timedelta(hours=1))
-        eps = db.endpoints()
-        reserved = db.reserved_bytes()
-        failed_at = db.failed_targets(hot)
-        free_slots = db.free_slots_by_site()
     by_dataset: dict[int, list[dict[str, Any]]] = {}
     for r in reps:
         by_dataset.setdefault(r["dataset_id"], []).append(r)
@@ -207,6 +202,15 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
     todo = todo[:max(0, budget)]
     if not todo:
         return {"decisions": [], "expired": expired}
+    # Only with something to place: where it could go (the free slots count every
+    # waiting and running job of every queue).
+    with engine.connect() as conn:
+        db = Pd2pDB(conn)
+        room_used = db.bytes_sent_by_site(now - timedelta(days=1))
+        eps = db.endpoints()
+        reserved = db.reserved_bytes()
+        failed_at = db.failed_targets(set(todo))
+        free_slots = db.free_slots_by_site()
     site_ids = sorted(set(eps["site_id"].tolist()))
     s_index = {s: i for i, s in enumerate(site_ids)}
     ep_site = np.array([s_index[s] for s in eps["site_id"]], dtype=np.int64)

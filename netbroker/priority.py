@@ -15,8 +15,8 @@ The dispatcher hands out the highest priority first, so aging guarantees
 that an old low-priority job eventually overtakes new ones (no starvation),
 and a heavy user's new jobs rank below a light user's. The arithmetic is
 pure numpy over all waiting jobs (:func:`compute_priorities`);
-:func:`recompute` reads them once and writes the changed ones in one
-executemany, never a per-job query.
+:func:`recompute` reads them once and writes only the changed ones, in
+batches of :data:`WRITE_BATCH`, never a per-job query.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
 from netbroker.config import PrioritySettings
@@ -49,6 +48,11 @@ __all__ = [
     "recompute",
     "remove_boost",
 ]
+
+
+# Jobs whose priority one write transaction sets: small enough that it holds
+# SQLite's write lock (or a batch of PostgreSQL row locks) for milliseconds.
+WRITE_BATCH = 1000
 
 
 def fairshare_penalty(usage_hours: np.ndarray, settings: PrioritySettings) -> np.ndarray:
@@ -119,38 +123,86 @@ def compute_priorities(base: np.ndarray, boost: np.ndarray, waited_hours: np.nda
             - fairshare_penalty(usage_hours, settings)).astype(np.int64)
 
 
-def _priorities(frame: pd.DataFrame, boosts: Sequence[Mapping[str, Any]],
-                usage: Mapping[str, float], now: datetime,
+def _priorities(base: np.ndarray, users: np.ndarray, groups: np.ndarray,
+                site_ids: np.ndarray, cloud_ids: np.ndarray, waited_hours: np.ndarray,
+                attempt_nr: np.ndarray, context: PriorityContext,
                 settings: PrioritySettings) -> np.ndarray:
-    since = pd.to_datetime(frame["waiting_since"], utc=True)
-    waited = ((pd.Timestamp(now) - since).dt.total_seconds() / 3600).fillna(0.0).to_numpy()
-    users = frame["user_name"].to_numpy(dtype=object)
+    """Every job's priority from its columns and the pass's boosts and usage. O(b * J)."""
+    names, index = np.unique(users.astype(str), return_inverse=True)
+    usage = np.array([context.usage_hours.get(u, 0.0) for u in names.tolist()], dtype=float)
     return compute_priorities(
-        frame["base_priority"].to_numpy(np.int64),
-        boost_values(users, frame["working_group"].to_numpy(dtype=object),
-                     frame["site_id"].fillna(-1).to_numpy(np.int64),
-                     frame["cloud_id"].fillna(-1).to_numpy(np.int64), boosts),
-        waited, frame["attempt_nr"].to_numpy(np.int64),
-        np.array([usage.get(u, 0.0) for u in users], dtype=float), settings)
+        base, boost_values(users, groups, site_ids, cloud_ids, context.boosts),
+        np.nan_to_num(waited_hours, nan=0.0), attempt_nr, usage[index], settings)
 
 
 def recompute(engine: Engine, settings: PrioritySettings, now: datetime | None = None) -> int:
     """Recompute the priority of every waiting job; returns how many changed.
 
-    One read of the waiting jobs, the boosts and the users' CPU-hours, numpy
-    in between, one executemany of the changed rows.
+    Most jobs' priority is their own: base, aging and failures, no boost
+    matching them and their user within the fair share. Those are compared
+    in the database (``PriorityDB.own_priority_changes``, the sum of
+    :func:`compute_priorities` with no boost and no usage), so only the
+    rows that change come back. The jobs of the users and working groups a
+    boost names, and of the users over their share, are read and computed
+    here in numpy. Reads take no lock; the changed priorities are written
+    :data:`WRITE_BATCH` at a time, each batch a short write transaction:
+    the dispatcher's acquisitions take turns with them (SQLite) or meet a
+    few locked rows at most (PostgreSQL, where the batch skips a row a
+    pilot holds), instead of waiting out one transaction over every
+    waiting job. A job a pilot takes meanwhile keeps its priority. O(j) in
+    the database, O(b * k) here for the k jobs with boosts or fair share.
     """
     now = now or utcnow()
-    with begin_immediate(engine) as conn:
+    with engine.connect() as conn:
         db = PriorityDB(conn)
-        frame = db.waiting_jobs()
-        if frame.empty:
-            return 0
-        new = _priorities(frame, db.boosts(active_at=now),
-                          db.cpu_hours_by_user(now - timedelta(hours=24)), now, settings)
-        changed = new != frame["priority"].to_numpy(np.int64)
-        ids = frame["id"].to_numpy(np.int64)[changed]
-        return db.set_priorities(list(zip(ids.tolist(), new[changed].tolist(), strict=True)))
+        context = priority_context(conn, now)
+        users, groups = _context_keys(context, settings)
+        ids, values = db.own_priority_changes(now, settings, users, groups)
+        if users or groups:
+            more_ids, more_values = _in_context(db, users, groups, context, settings, now)
+            ids, values = ids + more_ids, values + more_values
+    done = 0
+    for start in range(0, len(ids), WRITE_BATCH):
+        with begin_immediate(engine) as conn:
+            done += PriorityDB(conn).set_priorities(ids[start:start + WRITE_BATCH],
+                                                    values[start:start + WRITE_BATCH])
+    return done
+
+
+def _context_keys(context: PriorityContext, settings: PrioritySettings
+                  ) -> tuple[list[str], list[str]]:
+    """The users and working groups whose jobs' priorities have more than their own:
+    users over the fair share, users and groups a boost names."""
+    names = sorted(context.usage_hours)
+    penalty = fairshare_penalty(np.array([context.usage_hours[u] for u in names], dtype=float),
+                                settings)
+    users = {u for u, p in zip(names, penalty.tolist(), strict=True) if p > 0}
+    users |= {b["user_name"] for b in context.boosts if b.get("user_name")}
+    groups = {b["working_group"] for b in context.boosts if b.get("working_group")}
+    return sorted(users), sorted(groups)
+
+
+def _in_context(db: PriorityDB, users: list[str], groups: list[str],
+                context: PriorityContext, settings: PrioritySettings, now: datetime
+                ) -> tuple[list[int], list[int]]:
+    """The waiting jobs of ``users`` and ``groups`` whose priority, with their boosts
+    and fair share, changed: their ids and new priorities."""
+    waiting = db.waiting_jobs(users, groups, now)
+    site_ids, cloud_ids = _places(waiting.queue_id, db.queue_places())
+    new = _priorities(waiting.base_priority, waiting.user_name, waiting.working_group,
+                      site_ids, cloud_ids, waiting.waited_s / 3600,
+                      waiting.attempt_nr, context, settings)
+    changed = np.flatnonzero(new != waiting.priority)
+    return waiting.id[changed].tolist(), new[changed].tolist()
+
+
+def _places(queue_ids: np.ndarray, places: Mapping[int, tuple[int, int]]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Each job's (site id, cloud id) arrays from its queue id, -1 where unknown."""
+    known, index = np.unique(queue_ids, return_inverse=True)
+    table = np.array([places.get(q, (-1, -1)) for q in known.tolist()], dtype=np.int64
+                     ).reshape(-1, 2)
+    return table[index, 0], table[index, 1]
 
 
 class PriorityContext(NamedTuple):
@@ -175,15 +227,14 @@ def priorities_for_new_jobs(context: PriorityContext, rows: Sequence[Mapping[str
     ``rows`` carry ``base_priority, user_name, working_group, attempt_nr,
     queue_id``; ``site_of_queue`` maps a queue id to (site id, cloud id).
     """
-    place = [site_of_queue.get(r["queue_id"], (-1, -1)) for r in rows]
-    frame = pd.DataFrame({
-        "base_priority": [r["base_priority"] for r in rows],
-        "user_name": [r["user_name"] for r in rows],
-        "working_group": [r["working_group"] for r in rows],
-        "attempt_nr": [r.get("attempt_nr", 1) for r in rows],
-        "site_id": [p[0] for p in place], "cloud_id": [p[1] for p in place],
-        "waiting_since": [now] * len(rows)})
-    return _priorities(frame, context.boosts, context.usage_hours, now, settings)
+    place = np.array([site_of_queue.get(r["queue_id"], (-1, -1)) for r in rows],
+                     dtype=np.int64).reshape(-1, 2)
+    return _priorities(
+        np.array([r["base_priority"] for r in rows], dtype=np.int64),
+        np.array([r["user_name"] for r in rows], dtype=object),
+        np.array([r["working_group"] for r in rows], dtype=object), place[:, 0], place[:, 1],
+        np.zeros(len(rows)), np.array([r.get("attempt_nr", 1) for r in rows], dtype=np.int64),
+        context, settings)
 
 
 def add_boost(engine: Engine, value: int, hours: float, user: str | None = None,

@@ -132,7 +132,11 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
             .where(jobs.c.status.in_(WAITING), jobs.c.task_id.is_not(None),
                    *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None else []))
             .order_by(jobs.c.id)).mappings().all()
-        if not waiting:
+        limit = now - timedelta(minutes=wait)
+        if not any(w["status"] == JobStatus.ASSIGNED or _may_move(w, r, limit)
+                   for w in waiting):
+            # Nothing waits for data nor could move: no grid view to read (it counts
+            # every waiting job of every queue).
             return {"activated": 0, "moved": []}
         db = TaskDB(conn)
         task_rows = {t["id"]: t for t in db.tasks(ids={w["task_id"] for w in waiting})}
@@ -147,12 +151,9 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
                 and w["queue_id"] in q_index
                 and _present(view, task_rows[w["task_id"]]["dataset_id"],
                              view.queue_site[q_index[w["queue_id"]]])]
-    limit = now - timedelta(minutes=wait)
     movable: dict[int, list[dict[str, Any]]] = {}
     for w in waiting:
-        if (not w["pinned"] and w["rebrokerages"] < r.max_rebrokerages
-                and w["waiting_since"] is not None and w["waiting_since"] <= limit
-                and w["queue_id"] in q_index and w["id"] not in activate):
+        if _may_move(w, r, limit) and w["queue_id"] in q_index and w["id"] not in activate:
             movable.setdefault(w["task_id"], []).append(w)
     free = np.maximum(view.queue_slots - view.queue_waiting - view.queue_running, 0)
     planned = []
@@ -175,6 +176,13 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
         if moves:
             planned.append((task, rows, qs, moves))
     return _store(engine, settings, view, ids_of, activate, planned, now)
+
+
+def _may_move(job: Any, settings: RebrokerageSettings, waited_since: datetime) -> bool:
+    """Whether a waiting job may be moved at all: not pinned, moved fewer times than
+    allowed, waiting since ``waited_since`` or before."""
+    return (not job["pinned"] and job["rebrokerages"] < settings.max_rebrokerages
+            and job["waiting_since"] is not None and job["waiting_since"] <= waited_since)
 
 
 def _present(view: GridView, dataset_id: int, site: int) -> bool:

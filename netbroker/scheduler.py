@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
@@ -109,11 +111,32 @@ def _one_line(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc)).strip()
 
 
+# Cycles that run at once, at most: all of them due together (at the start, and
+# whenever their periods meet) would take both cores of a small host from the
+# pilots' calls for as long as they run; two in turn spread the same work.
+CONCURRENT_CYCLES = 2
+# The cycles' threads run at this nice value (Linux sets it per thread): their
+# work can wait a moment, a pilot's call should not.
+CYCLE_NICENESS = 10
+
+
 def build_scheduler(engine: Engine, cycles: list[Cycle], holder: str) -> BackgroundScheduler:
-    """A background scheduler running each cycle every ``period_s`` (first run at once)."""
-    scheduler = BackgroundScheduler(timezone="UTC")
+    """A background scheduler running each cycle every ``period_s`` (first run at once),
+    :data:`CONCURRENT_CYCLES` at a time, on threads niced to :data:`CYCLE_NICENESS`."""
+    scheduler = BackgroundScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(
+        CONCURRENT_CYCLES, pool_kwargs={"initializer": _lower_priority})})
     for cycle in cycles:
         scheduler.add_job(run_cycle, "interval", seconds=cycle.period_s, args=(engine, cycle,
                           holder), id=cycle.name, name=cycle.name, next_run_time=utcnow(),
                           max_instances=1, coalesce=True, misfire_grace_time=None)
     return scheduler
+
+
+def _lower_priority() -> None:
+    """Nice the calling thread (a cycle thread) by :data:`CYCLE_NICENESS`, where the
+    platform has per-thread priorities; elsewhere leave it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, 0) + CYCLE_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        log.debug("cycle threads keep their priority")

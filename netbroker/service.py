@@ -54,13 +54,13 @@ def run_service(settings: Settings, config_path: Path | None = None) -> None:
     try:
         if svc.workers == 1:
             uvicorn.run(create_app(settings, engine), host=svc.host, port=svc.port,
-                        log_level=svc.log_level, log_config=None)
+                        log_level=svc.log_level, log_config=None, access_log=svc.access_log)
             return
         if config_path is not None:
             os.environ["NETBROKER_CONFIG"] = str(config_path)
         uvicorn.run("netbroker.api.app:create_app_from_settings", factory=True, host=svc.host,
                     port=svc.port, workers=svc.workers, log_level=svc.log_level,
-                    log_config=None)
+                    log_config=None, access_log=svc.access_log)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
@@ -80,7 +80,8 @@ def service_cycles(settings: Settings) -> list[Cycle]:
 
     cycles = [Cycle("prune_samples", 6 * 3600,
                     lambda engine: prune_samples(engine, settings.metrics)),
-              Cycle("aggregate", settings.metrics.bucket_minutes * 60,
+              Cycle("aggregate", (settings.metrics.aggregate_minutes
+                                  or settings.metrics.bucket_minutes) * 60,
                     lambda engine: block_closed_buckets(engine, settings.metrics)),
               Cycle("clouds", settings.clouds.recompute_minutes * 60,
                     lambda engine: recompute(engine, now(engine).clouds, settings.metrics)),

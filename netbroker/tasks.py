@@ -50,7 +50,6 @@ from netbroker.db.schema import (
     sites,
     utcnow,
 )
-from netbroker.db.schema import tasks as tasks_table
 from netbroker.db.tasks import TaskDB
 from netbroker.errors import (
     InvalidFilter,
@@ -375,25 +374,23 @@ def finish_tasks(engine: Engine) -> dict[int, str]:
     """Close the running tasks whose jobs are all final; returns their new states.
 
     A task is ``done`` when the last attempt of every job finished, ``failed``
-    when some job's last attempt failed (its attempts are exhausted).
+    when some job's last attempt failed (its attempts are exhausted). The
+    tasks are found by a read (an index look-up per running task, no lock
+    held); each is closed by a write that checks again that it is running
+    and has no job left to end.
     """
-    retried = jobs.alias("retry")
-    last_attempt = ~sa.exists().where(retried.c.retry_of == jobs.c.id)
-    final = [JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.CLOSED]
+    with engine.connect() as conn:
+        ended = TaskDB(conn).ended_tasks()
+    if not ended:
+        return {}
     out: dict[int, str] = {}
+    now = utcnow()
     with begin_immediate(engine) as conn:
-        stmt = (sa.select(jobs.c.task_id,
-                          sa.func.sum(sa.case((jobs.c.status.not_in(final), 1), else_=0)),
-                          sa.func.sum(sa.case((jobs.c.status == JobStatus.FAILED, 1), else_=0)))
-                .join(tasks_table, jobs.c.task_id == tasks_table.c.id)
-                .where(tasks_table.c.status == TaskStatus.RUNNING, last_attempt)
-                .group_by(jobs.c.task_id))
         db = TaskDB(conn)
-        for task_id, live, failed in conn.execute(stmt).all():
-            if live == 0:
-                state = TaskStatus.FAILED if failed else TaskStatus.DONE
-                db.set_task(task_id, status=state, modified_at=utcnow(),
-                            reason=f"{failed} jobs failed for good" if failed else "all done")
+        for task_id, failed in ended.items():
+            state = TaskStatus.FAILED if failed else TaskStatus.DONE
+            reason = f"{failed} jobs failed for good" if failed else "all done"
+            if db.close_task(task_id, state, reason, now):
                 out[task_id] = state.value
     return out
 

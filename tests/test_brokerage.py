@@ -249,3 +249,22 @@ def test_a_task_is_done_when_the_last_attempt_of_every_job_finished(mini: Engine
     assert tasks.get_task(mini, task["id"])["jobs"] == {"failed": 1, "finished": 6}
     assert tasks.finish_tasks(mini) == {task["id"]: "done"}
     assert tasks.get_task(mini, task["id"])["status"] == "done"
+
+
+def test_a_task_whose_job_failed_its_last_attempt_fails_and_says_how_many(mini: Engine
+                                                                          ) -> None:
+    """Jobs failed with attempts left are retried (the task runs on); once every job
+    ended, the task is ``failed``, counting the jobs whose last attempt failed."""
+    task = submit(mini, max_attempts=2)
+    to_fail = 3  # first attempts to fail; their retries (the last attempts) fail too
+    while (job := acquire_job(mini, AcquireRequest(queue="DESY_UCORE", memory_mb=64000,
+                                                   disk_mb=50_000))) is not None:
+        assert tasks.finish_tasks(mini) == {}  # a job is still out
+        fail = job["attempt_nr"] == 2 or to_fail > 0
+        to_fail -= job["attempt_nr"] == 1 and to_fail > 0
+        update_job(mini, job["id"], UpdateRequest(
+            state=JobStatus.FAILED if fail else JobStatus.FINISHED, exit_code=int(fail)))
+    assert tasks.get_task(mini, task["id"])["jobs"] == {"failed": 6, "finished": 3}
+    assert tasks.finish_tasks(mini) == {task["id"]: "failed"}
+    assert tasks.get_task(mini, task["id"])["reason"] == "3 jobs failed for good"
+    assert tasks.finish_tasks(mini) == {}

@@ -325,3 +325,34 @@ def test_a_pscheduler_pull_reads_each_run_with_its_task_and_resumes_at_the_open_
     PScheduler.asked = []
     pull_all(grid_engine, settings, now_s=NOW_S + 1200)
     assert PScheduler.asked[0][1] == {"start": "2025-11-20T22:00:06+00:00"}  # after r3
+
+
+def test_cycles_run_two_at_a_time_on_niced_threads(engine: Engine) -> None:
+    """Three cycles due at once: never more than two run together, and each runs on
+    a thread niced below the service's (Linux: nice is per thread)."""
+    import os
+
+    from netbroker.scheduler import CONCURRENT_CYCLES, CYCLE_NICENESS
+
+    lock, running, most, nice = threading.Lock(), [0], [0], []
+    finished = threading.Semaphore(0)
+
+    def job(_: Engine) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        threading.Event().wait(0.3)
+        with lock:
+            running[0] -= 1
+        finished.release()
+
+    scheduler = build_scheduler(engine, [Cycle(f"c{k}", 3600, job) for k in range(3)], "me")
+    scheduler.start()
+    try:
+        for _ in range(3):
+            assert finished.acquire(timeout=30)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert most[0] == CONCURRENT_CYCLES == 2
+    assert set(nice) == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + CYCLE_NICENESS)}

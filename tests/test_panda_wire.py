@@ -160,6 +160,32 @@ def test_report_on_a_locked_job_waits_in_the_thread_pool_not_on_the_loop(
                             ).scalar_one() == "finished"
 
 
+def test_the_loops_held_connection_cut_by_the_database_is_replaced(
+        grid_engine: Engine, panda: httpx.Client, backend: str) -> None:
+    """On PostgreSQL the event loop keeps its connection from call to call. The
+    database ending it (a restart, an operator's pg_terminate_backend) costs the
+    next call at most (503, the pilot asks again); the one after is served on a
+    new connection, and no job went to two pilots."""
+    if backend != "postgresql":
+        pytest.skip("the held connection is the PostgreSQL fast path's")
+    add_jobs(grid_engine, 4)
+    form = {"computingElement": "DESY-HH", "diskSpace": "50000", "mem": "4000"}
+    first = panda.post("/server/panda/getJob", headers=JSON, data=form)
+    assert first.json()["StatusCode"] == 0
+    with grid_engine.connect() as conn:
+        cut = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+            "AND backend_type = 'client backend'")).scalar_one()
+    assert cut >= 1
+    answers = [panda.post("/server/panda/getJob", headers=JSON, data=form) for _ in range(3)]
+    assert all(a.status_code in (200, 503) for a in answers), [a.text for a in answers]
+    served = [a.json()["PandaID"] for a in answers if a.status_code == 200]
+    assert answers[1].status_code == answers[2].status_code == 200
+    ids = [first.json()["PandaID"], *served]
+    assert len(ids) == len(set(ids))
+
+
 def test_a_bare_transformation_is_served_from_the_folder_a_url_is_kept(
         grid_engine: Engine, tmp_path: Path) -> None:
     """A job's bare script name is answered as a URL under this server's /trf/user,

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker.db.jobs import _acquire_statement, _set_status_statement
+from netbroker.db.jobs import DISPATCH_COLUMNS, _acquire_statement, _set_status_statement
 from netbroker.db.prepared import PreparedStatement, prepared, run_driver_sql
 from netbroker.db.schema import JobStatus, job_state_changes, jobs, queues
 from tests.test_dispatcher import add_jobs
@@ -45,9 +45,18 @@ def test_rows_and_stored_values_are_those_of_connection_execute(grid_engine: Eng
     differ = {"id", "name", "job_pars", "pilot_id"}
     assert {k: v for k, v in by_prepared.items() if k not in differ} == {
         k: v for k, v in by_core.items() if k not in differ}
+    assert tuple(by_prepared) == DISPATCH_COLUMNS  # what a pilot is sent, not every column
     assert by_prepared["status"] is JobStatus.SENT and by_prepared["pilot_id"] == "p2"
-    assert by_prepared["modified_at"] == NOW and by_prepared["modified_at"].tzinfo is not None
-    assert type(by_prepared["pinned"]) is bool and type(by_prepared["cpu_time_s"]) is float
+    assert type(by_prepared["event_service"]) is bool
+    # Every column type, read back through both.
+    read = sa.select(jobs).where(jobs.c.id == sa.bindparam("p_job"))
+    with grid_engine.connect() as conn:
+        whole = dict(conn.execute(read, {"p_job": second}).mappings().one())
+        (whole_prepared,) = prepared(read, conn.dialect).rows(conn, {"p_job": second})
+    assert whole_prepared == whole
+    assert whole_prepared["modified_at"] == NOW and whole_prepared["modified_at"].tzinfo
+    assert type(whole_prepared["pinned"]) is bool
+    assert type(whole_prepared["cpu_time_s"]) is float
     # As stored: read without SQLAlchemy's type processing, so a value bound in
     # another form (a datetime with its zone on SQLite, say) shows.
     with grid_engine.connect() as conn:

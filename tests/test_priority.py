@@ -145,3 +145,66 @@ def test_priority_parts_are_bounded(base: int, waited: float, attempt: int,
                                     np.array([attempt]), np.array([usage]), s)[0]
     assert base - s.fairshare_max_penalty - s.failure_penalty * (attempt - 1) <= p
     assert p <= base + s.aging_cap
+
+
+def test_recompute_matches_compute_priorities_for_every_kind_of_job(mini: Engine) -> None:
+    """Jobs with no waiting time, some waited past the cap, some not at all yet (a
+    clock skew), retried ones, a user over the fair share, a boosted user and a
+    boosted group: after one recompute every waiting job's priority is what
+    ``compute_priorities`` gives for it, whether the database computed it (its own
+    priority) or numpy did (boosts and fair share)."""
+    rng = np.random.default_rng(3)
+    now = utcnow()
+    add(mini, "DESY_UCORE", user="heavy", status=JobStatus.FINISHED, cpu_time_s=3000 * 3600)
+    queue_site = {"DESY_UCORE": 0, "LRZ_UCORE": 1, "MAN_UCORE": 2}
+    users = ["alice", "bob", "heavy", "carol"]
+    made = []
+    for i in range(240):
+        queue = list(queue_site)[i % 3]
+        waited_h = [None, 0.0, 0.05, 1.234, 29.99, 31.0, 400.0, -2.0][i % 8]
+        made.append((add(mini, queue, user=users[i % 4], base=int(rng.integers(-500, 3000)),
+                         attempt_nr=1 + i % 3, working_group="AP_TOP" if i % 5 == 0 else "",
+                         waiting_since=None if waited_h is None
+                         else now - timedelta(hours=waited_h)), queue, users[i % 4],
+                     i % 5 == 0, waited_h, 1 + i % 3))
+    priority.add_boost(mini, 70, hours=1, user="bob", site="LRZ")
+    priority.add_boost(mini, 30, hours=1, group="AP_TOP")
+    with mini.connect() as conn:
+        base = dict(conn.execute(sa.select(jobs.c.id, jobs.c.base_priority)).all())
+    s = PrioritySettings(user_cpu_hours_per_day=1000)
+    assert priority.recompute(mini, s, now=now) > 0
+    got = priorities(mini)
+    for job_id, queue, user, in_group, waited_h, attempt in made:
+        boost = (70 if user == "bob" and queue == "LRZ_UCORE" else 0) + (30 if in_group else 0)
+        usage = 3000.0 if user == "heavy" else 0.0
+        want = priority.compute_priorities(
+            np.array([base[job_id]]), np.array([boost]), np.array([waited_h or 0.0]),
+            np.array([attempt]), np.array([usage]), s)[0]
+        assert got[job_id] == want, (job_id, queue, user, in_group, waited_h, attempt)
+    assert priority.recompute(mini, s, now=now) == 0  # nothing changed since
+
+
+def test_recompute_writes_its_changes_in_short_batches(mini: Engine) -> None:
+    """2,500 changed priorities are written in three write transactions of at most
+    ``WRITE_BATCH`` jobs, not one transaction over all of them."""
+    now = utcnow()
+    with mini.begin() as conn:
+        queue_id = GridDB(conn).ids(queues)["DESY_UCORE"]
+        JobDB(conn).add_jobs([{
+            "name": f"old-{i}", "status": JobStatus.ACTIVATED, "queue_id": queue_id,
+            "prod_source_label": "managed", "priority": 10, "cores": 1, "min_ram_mb": 1000,
+            "max_disk_mb": 1000, "max_walltime_s": 3600, "transformation": "run.sh",
+            "waiting_since": now - timedelta(hours=2)} for i in range(2500)], now)
+    writes: list[int] = []
+
+    def count_writes(conn: sa.Connection) -> None:
+        writes.append(1)
+
+    sa.event.listen(mini, "begin", count_writes)
+    try:
+        assert priority.recompute(mini, PrioritySettings(), now=now) == 2500
+    finally:
+        sa.event.remove(mini, "begin", count_writes)
+    assert priority.WRITE_BATCH == 1000
+    assert len(writes) == 1 + 3  # the read, then three batches
+    assert set(priorities(mini).values()) == {10 + 20}

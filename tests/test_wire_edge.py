@@ -98,8 +98,8 @@ def test_paths_are_matched_below_the_root_path() -> None:
 def test_the_service_answers_pilots_through_the_edge_with_request_ids(
         grid_engine: Engine) -> None:
     app = create_app(Settings(), grid_engine)
-    edges = [m for m in app.user_middleware if m.cls is WireEdge]
-    assert [m.kwargs["routes"] for m in edges] == [panda.WIRE_POSTS]
+    assert app.wire_edge.routes == panda.WIRE_POSTS
+    assert not [m for m in app.user_middleware if m.cls is WireEdge]  # in front, not inside
     assert set(panda.WIRE_POSTS) == {f"/server/panda/{name}" for name in (
         "getJob", "updateJob", "getEventRanges", "updateEventRanges")}
     (job_id,) = add_jobs(grid_engine, 1)

@@ -32,11 +32,12 @@ except ImportError:  # not POSIX: writers meet the busy timeout instead
     fcntl = None  # type: ignore[assignment]
 
 from netbroker.config import DatabaseSettings
-from netbroker.db.prepared import run_driver_sql
+from netbroker.db.prepared import NO_BEGIN, run_driver_sql
 
 __all__ = ["WriteBatch", "WriteBatchLost", "atomic_write", "begin_immediate",
            "create_autocommit_engine", "create_db_engine", "database_key", "describe_url",
-           "insert_for", "is_busy", "is_sqlite", "retry_when_busy", "write_batch"]
+           "insert_for", "is_busy", "is_sqlite", "release_held", "retry_when_busy",
+           "write_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ class WriteBatch:
 
     def __init__(self, engine: Engine, conn: Connection) -> None:
         self.engine, self.conn = engine, conn
+        self._raw = conn.connection.dbapi_connection  # the batch's, for its whole life
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(engine, *args)`` under a savepoint; its value, or its exception
@@ -200,7 +202,7 @@ class WriteBatch:
 
     def _check(self, cause: BaseException | None = None) -> None:
         # Without its transaction the next statements would each commit alone.
-        if not self.conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        if not self._raw.in_transaction:  # type: ignore[union-attr]
             raise WriteBatchLost("the write batch's transaction was rolled back") from cause
 
 
@@ -248,6 +250,13 @@ def atomic_write(engine: Engine) -> Iterator[Connection]:
         with begin_immediate(engine) as conn:
             yield conn
         return
+    if engine in _HOLDING_ENGINES:
+        conn = _held_connection(engine)
+        try:
+            yield conn
+        finally:
+            conn.rollback()  # ends SQLAlchemy's bookkeeping; autocommit left nothing open
+        return
     with engine.connect() as conn:
         if _autocommit(engine):
             yield conn
@@ -255,13 +264,40 @@ def atomic_write(engine: Engine) -> Iterator[Connection]:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def create_autocommit_engine(url: str | sa.URL, **options: Any) -> Engine:
+def create_autocommit_engine(url: str | sa.URL, hold: bool = False, **options: Any) -> Engine:
     """A PostgreSQL engine whose connections are in autocommit mode for good: for
     single statements only (:func:`atomic_write` uses them as they are;
-    :func:`begin_immediate` refuses it). ``options`` go to ``create_engine``."""
+    :func:`begin_immediate` refuses it). ``options`` go to ``create_engine``.
+
+    With ``hold``, the connection a thread's :func:`atomic_write` takes stays
+    checked out for that thread's next one, until :func:`release_held`: for
+    the dispatcher's calls on the event loop, one thread making one short
+    call after another, where checking a connection out of the pool and in
+    again cost as much as the rest of the call's Python. A connection the
+    database dropped is replaced at the next call, as the pool would.
+    """
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", **options)
     _AUTOCOMMIT_ENGINES.add(engine)
+    if hold:
+        _HOLDING_ENGINES.add(engine)
     return engine
+
+
+def release_held(engine: Engine) -> None:
+    """Close the connection this thread holds on ``engine`` (``hold``), if any."""
+    held = _HELD.__dict__.get("connections", {})
+    entry = held.pop(id(engine), None)
+    if entry is not None:
+        entry[1].close()
+
+
+def _held_connection(engine: Engine) -> Connection:
+    held: dict[int, tuple[Engine, Connection]] = _HELD.__dict__.setdefault("connections", {})
+    entry = held.get(id(engine))
+    if entry is None or entry[0] is not engine or entry[1].closed:
+        entry = held[id(engine)] = (engine, engine.connect().execution_options(
+            **{NO_BEGIN: True}))
+    return entry[1]
 
 
 def _autocommit(engine: Engine) -> bool:
@@ -271,6 +307,9 @@ def _autocommit(engine: Engine) -> bool:
 _WRITER_LOCKS: dict[int, threading.Lock] = {}
 _DATABASE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+_HOLDING_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+# Per thread: id(engine) -> (engine, the connection held on it).
+_HELD = threading.local()
 _BUSY_TIMEOUTS_MS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 

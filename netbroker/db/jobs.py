@@ -32,7 +32,7 @@ from netbroker.db.schema import (
     tasks,
 )
 
-__all__ = ["WAITING", "JobDB", "output_name"]
+__all__ = ["DISPATCH_COLUMNS", "WAITING", "JobDB", "output_name"]
 
 # A job waiting for a pilot: what aging, rebrokerage and the pilot demand count.
 WAITING = frozenset({JobStatus.DEFINED, JobStatus.ASSIGNED, JobStatus.ACTIVATED})
@@ -85,7 +85,8 @@ class JobDB:
     def acquire(self, queue_id: int, label: str, cores: int, memory_mb: int, disk_mb: int,
                 pilot_id: str, node: str, now: datetime, owner: str | None = None
                 ) -> dict[str, Any] | None:
-        """Send the best activated job of a queue that fits to this pilot, or None.
+        """Send the best activated job of a queue that fits to this pilot, or None;
+        the job as :data:`DISPATCH_COLUMNS`.
 
         Best: highest priority, then the newest id (the index's order, read
         backwards; waiting jobs climb by aging, so the old are not starved).
@@ -102,7 +103,7 @@ class JobDB:
                    now: datetime, owner: str | None = None, **fields: Any) -> bool:
         """Move a job to ``status`` if it is in one of ``sources`` (and, with ``owner``,
         belongs to it); False if it is not."""
-        stmt = _set_status_statement(self.conn.dialect.name, tuple(sorted(sources)),
+        stmt = _set_status_statement(self.conn.dialect.name, _in_order(frozenset(sources)),
                                      owner is not None, tuple(sorted(fields)))
         return bool(self._change_and_log(stmt, {
             "p_job": job_id, "p_status": status, "p_now": now, "p_owner": owner,
@@ -117,9 +118,13 @@ class JobDB:
         dialect = self.conn.dialect
         rows = prepared(stmt, dialect).rows(self.conn, params)  # see netbroker.db.prepared
         if rows and dialect.name != "postgresql":
-            prepared(_LOG_INSERT, dialect).run_many(self.conn, [
-                {"p_job_id": r["id"], "p_status": params["p_log_status"], "p_at": params["p_now"]}
-                for r in rows])
+            log = [{"p_job_id": r["id"], "p_status": params["p_log_status"],
+                    "p_at": params["p_now"]} for r in rows]
+            insert = prepared(_LOG_INSERT, dialect)
+            if len(log) == 1:  # the dispatcher's one job: no executemany for one row
+                insert.rows(self.conn, log[0])
+            else:
+                insert.run_many(self.conn, log)
         return rows
 
     def retry(self, job_id: int, now: datetime) -> int | None:
@@ -292,6 +297,15 @@ _LOG_INSERT = sa.insert(job_state_changes).values(
     at=sa.bindparam("p_at", type_=job_state_changes.c.at.type))
 
 
+# What a pilot is sent of its job (both wires' answers, its files' look-up): the
+# acquisition returns these, not every column; each column returned costs the
+# database and the driver's conversion on every getJob.
+DISPATCH_COLUMNS = ("id", "task_id", "name", "status", "queue_id", "prod_source_label",
+                    "priority", "attempt_nr", "max_attempts", "retry_of", "cores", "min_ram_mb",
+                    "max_disk_mb", "max_walltime_s", "transformation", "job_pars", "pilot_id",
+                    "node", "owner", "user_name", "working_group", "event_service")
+
+
 @functools.cache
 def _acquire_statement(dialect: str) -> sa.Executable:
     """Send the best fitting activated job of a queue; parameters as ``JobDB.acquire``'s."""
@@ -311,8 +325,13 @@ def _acquire_statement(dialect: str) -> sa.Executable:
               .values(status=JobStatus.SENT, pilot_id=sa.bindparam("p_pilot"),
                       node=sa.bindparam("p_node"), modified_at=now, heartbeat_at=now,
                       owner=sa.bindparam("p_owner"))
-              .returning(*jobs.c))
+              .returning(*(jobs.c[name] for name in DISPATCH_COLUMNS)))
     return _logged(change, dialect)
+
+
+@functools.lru_cache(maxsize=64)
+def _in_order(states: frozenset[JobStatus]) -> tuple[JobStatus, ...]:
+    return tuple(sorted(states))
 
 
 @functools.lru_cache(maxsize=256)

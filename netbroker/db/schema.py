@@ -628,9 +628,23 @@ jobs = sa.Table(
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.
     sa.Index("ix_jobs_acquire", "queue_id", "status", "priority", "id"),
-    # The priority and rebrokerage cycles read the waiting jobs; tasks list theirs.
+    # The priority and rebrokerage cycles read the waiting jobs.
     sa.Index("ix_jobs_status", "status"),
-    sa.Index("ix_jobs_task_id", "task_id"),
+    # Tasks list their jobs, and a task ends when none is in a state that is not
+    # final: a look-up per task and state, not a scan of its jobs. Partial, as
+    # the next: every change of a job's state writes a new entry to each index
+    # that holds it, so the jobs of no task, and first attempts, are in neither.
+    sa.Index("ix_jobs_task_id", "task_id", "status",
+             postgresql_where=sa.text("task_id IS NOT NULL"),
+             sqlite_where=sa.text("task_id IS NOT NULL")),
+    # A job is its task's last attempt when no job retries it.
+    sa.Index("ix_jobs_retry_of", "retry_of", postgresql_where=sa.text("retry_of IS NOT NULL"),
+             sqlite_where=sa.text("retry_of IS NOT NULL")),
+    # Fair share sums the CPU time of the jobs that reported some, by when they
+    # last changed: those only, not every waiting job.
+    sa.Index("ix_jobs_cpu_reported", "modified_at",
+             postgresql_where=sa.text("cpu_time_s IS NOT NULL"),
+             sqlite_where=sa.text("cpu_time_s IS NOT NULL")),
 )
 
 job_files = sa.Table(

@@ -10,7 +10,9 @@ from sqlalchemy.engine import Connection
 
 from netbroker.db.engine import insert_for
 from netbroker.db.schema import (
+    JobStatus,
     ReplicaState,
+    TaskStatus,
     brokerage_decisions,
     clouds,
     datasets,
@@ -48,6 +50,33 @@ class TaskDB:
         brokerage pass, of several processes, own it."""
         result = self.conn.execute(sa.update(tasks).where(
             tasks.c.id == task_id, tasks.c.status.in_(list(statuses))).values(modified_at=now))
+        return result.rowcount == 1
+
+    def ended_tasks(self) -> dict[int, int]:
+        """The running tasks that have jobs, none of them in a state that is not
+        final: task id -> how many of its jobs failed with no attempt after them.
+
+        An index look-up per running task (``ix_jobs_task_id``), then, for the
+        ended ones only, one per failed job (``ix_jobs_retry_of``).
+        """
+        retry = jobs.alias("retry")
+        failed = (sa.select(sa.func.count()).select_from(jobs)
+                  .where(jobs.c.task_id == tasks.c.id, jobs.c.status == JobStatus.FAILED,
+                         ~sa.exists().where(retry.c.retry_of == jobs.c.id))
+                  .scalar_subquery())
+        stmt = (sa.select(tasks.c.id, failed)
+                .where(tasks.c.status == TaskStatus.RUNNING,
+                       sa.exists().where(jobs.c.task_id == tasks.c.id),
+                       ~_has_job_to_end())
+                .order_by(tasks.c.id))
+        return {task_id: int(n) for task_id, n in self.conn.execute(stmt)}
+
+    def close_task(self, task_id: int, status: TaskStatus, reason: str, now: Any) -> bool:
+        """End a running task that has no job left to end; False if it is not such."""
+        result = self.conn.execute(
+            sa.update(tasks).where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING,
+                                   ~_has_job_to_end())
+            .values(status=status, reason=reason, modified_at=now))
         return result.rowcount == 1
 
     def set_task(self, task_id: int, **values: Any) -> None:
@@ -304,3 +333,11 @@ class TaskDB:
                 .join(src, r.c.from_queue_id == src.c.id).join(dst, r.c.to_queue_id == dst.c.id)
                 .where(r.c.job_id == job_id).order_by(r.c.id))
         return [dict(row) for row in self.conn.execute(stmt).mappings()]
+
+
+def _has_job_to_end() -> sa.Exists:
+    """Whether the task (``tasks`` in the enclosing statement) has a job whose state is
+    not final: one of a few states, each a look-up in ``ix_jobs_task_id``."""
+    ending = sorted(set(JobStatus) - {JobStatus.FINISHED, JobStatus.FAILED,
+                                      JobStatus.CANCELLED, JobStatus.CLOSED})
+    return sa.exists().where(jobs.c.task_id == tasks.c.id, jobs.c.status.in_(ending))
