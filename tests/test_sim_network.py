@@ -72,7 +72,7 @@ def test_congestion_takes_its_share_and_gives_it_back() -> None:
     net = links()
     net.start(0.0, 1, LINK, 100 * MB)
     net.congest(0.0, LINK, 0.5)  # 5 MB/s for the grid
-    t, link, version = net.congest(10.0, LINK, 0.0)  # 50 MB done, 50 left at 10 MB/s
+    t, _link, _version = net.congest(10.0, LINK, 0.0)  # 50 MB done, 50 left at 10 MB/s
     assert t == pytest.approx(15.0)
     assert net.rate(LINK, extra=1) == pytest.approx(5 * MB)  # a probe now would share it
 
