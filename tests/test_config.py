@@ -96,7 +96,7 @@ UNITLESS = {"database.pool_size", "service.port", "service.workers", "clouds.min
             "pd2p.weight_network", "pd2p.weight_capacity", "pd2p.weight_tier"}
 UNIT_SUFFIXES = ("_ms", "_s", "_minutes", "_days", "_mb", "_bytes", "_fraction",
                  "_mbytes_per_s_from_tier1", "_mbytes_per_s", "_per_hour", "_per_day",
-                 "_per_slot", "_per_week", "_hours")
+                 "_per_slot", "_per_week", "_hours", "_messages")
 
 
 def test_every_setting_is_documented_and_numbers_carry_units() -> None:

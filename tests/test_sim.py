@@ -47,11 +47,13 @@ def small(tmp_path: Path) -> Scenario:
     return load_scenario(path)
 
 
-def test_every_policy_finishes_every_job_and_static_stays_home(small: Scenario) -> None:
+def test_every_policy_ends_every_job_and_static_stays_home(small: Scenario) -> None:
     results = {r.policy: r for r in compare(small)}
     assert set(results) == set(POLICIES)
     for r in results.values():
-        assert r.jobs == 3000
+        # every job ends: finished, or failed after its last attempt (sites fail jobs)
+        assert r.jobs + r.jobs_failed == 3000
+        assert r.jobs_failed <= r.failed_attempts and r.jobs_failed < 30
         assert 0 <= r.wait_mean_h <= r.turnaround_mean_h
         assert r.wait_p95_h <= r.turnaround_p95_h + 1e-9
         assert all(0 <= u <= 100 for u in r.utilisation.values())

@@ -91,3 +91,20 @@ def test_the_records_are_in_the_sources_formats() -> None:
     loss = json.loads(perfsonar_document("T1-X", "T2-Y", 60.0, packet_loss=0.02))
     assert loss == {"src_host": "ps.t1-x.sim", "dest_host": "ps.t2-y.sim", "timestamp": 60000,
                     "packet_loss": 0.02}
+
+
+def test_a_rest_shorter_than_the_clocks_resolution_still_ends() -> None:
+    """At t = 1e8 s a double resolves 15 ns; a byte at 1,000 MB/s takes 1 ns. The end
+    must still come (it once came back at the same instant forever)."""
+    net = links(mbytes_per_s=1000.0, per_transfer=1000.0)
+    ev = net.start(1e8, 1, LINK, 1.0)
+    assert ev is not None and ev[0] > 1e8  # the clock moves on
+    steps = 0
+    while True:
+        steps += 1
+        assert steps <= 2, "the transfer never ended"
+        done, ev = net.due(ev[0], ev[1], ev[2])
+        if done:
+            break
+        assert ev is not None
+    assert done == [1] and ev is None

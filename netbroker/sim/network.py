@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,8 +102,13 @@ class Links:
         if version != state.version:
             return [], None
         self._advance(now, link)
+        # Ended: within rounding of the bytes served, or of what the link serves in the
+        # clock's resolution at ``now`` (a smaller rest could never be reached: its end
+        # time would equal ``now`` again and again).
+        limit = state.served + max(state.served * 1e-12 + 1e-6,
+                                   4 * math.ulp(now) * self.rate(link))
         done = []
-        while state.heap and state.heap[0][0] <= state.served * (1 + 1e-12) + 1e-6:
+        while state.heap and state.heap[0][0] <= limit:
             _, tid = heapq.heappop(state.heap)
             if tid in self.cancelled:
                 self.cancelled.discard(tid)
@@ -133,7 +139,9 @@ class Links:
         if not state.heap or not state.active:
             return None
         left = max(state.heap[0][0] - state.served, 0.0)
-        return state.at + left / self.rate(link), link, state.version
+        # Never at the same instant again: the clock moves on by at least its resolution.
+        end = max(state.at + left / self.rate(link), math.nextafter(state.at, math.inf))
+        return end, link, state.version
 
 
 def fts_message(tid: int, src_rse: str, dst_rse: str, start_s: float, end_s: float,
