@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from netbroker.brokerage import MB, JobPlan, TaskNeeds, broker_jobs, broker_task
 from netbroker.config import Settings
@@ -234,66 +234,80 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
         if choice.chosen is not None:
             plan = broker_jobs(view, needs, choice.members, settings.brokerage, rng)
         planned.append((task, task_files, needs, seed, choice, plan))
-    weights = orjson.dumps(settings.brokerage.model_dump()).decode()
-    out = []
     with begin_immediate(engine) as conn:
-        db, job_db = TaskDB(conn), JobDB(conn)
-        new_jobs: list[dict[str, Any]] = []
-        new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
-        accesses: list[dict[str, Any]] = []
-        for task, task_files, needs, seed, choice, plan in planned:
-            if not db.claim_task(task["id"], OPEN, now):
-                continue  # brokered meanwhile by another process
-            decision = {"kind": "task", "task_id": task["id"], "at": now, "seed": seed,
-                        "chosen": choice.chosen_name or "", "summary": choice.summary,
-                        "weights": weights,
-                        "candidates": orjson.dumps(choice.candidates).decode()}
-            if plan is None or len(plan) == 0:
-                reason = choice.summary if plan is None else plan.summary
-                rows = [decision]
-                if plan is not None:
-                    rows.append({**decision, "kind": "job", "chosen": "",
-                                 "summary": plan.summary,
-                                 "candidates": orjson.dumps(plan.candidates).decode()})
-                db.add_decisions(rows)
-                db.set_task(task["id"], status=TaskStatus.PENDING, reason=reason[:512])
-                out.append({"task_id": task["id"], "status": "pending", "jobs": 0,
-                            "where": None, "reason": reason})
-                continue
-            _, job_decision = db.add_decisions([decision, {
-                **decision, "kind": "job", "chosen": plan.summary[:4000],
-                "summary": plan.summary[:512],
-                "candidates": orjson.dumps(plan.candidates).decode()}])
-            rows, files_of = _job_rows(task, task_files, needs, plan, job_decision, ids_of,
-                                       settings)
-            if task["processing_type"] == ProcessingType.ANALYSIS:  # popularity, for PD2P
-                accesses.append({"dataset_id": task["dataset_id"], "task_id": task["id"],
-                                 "user_name": task["user_name"], "jobs": len(rows), "at": now})
-            new_jobs.extend(rows)
-            new_files.extend(files_of)
-            n = len(rows)
-            where = {"cloud_id": None, "nucleus_site_id": None}
-            if settings.brokerage.mode == "clouds":
-                where["cloud_id"] = ids_of["clouds"][choice.chosen]  # type: ignore[index]
-            else:
-                where["nucleus_site_id"] = ids_of["sites"][choice.chosen]  # type: ignore[index]
-            db.set_task(task["id"], status=TaskStatus.RUNNING, reason=choice.summary[:512],
-                        **where)
-            out.append({"task_id": task["id"], "status": "running", "jobs": n,
-                        "where": choice.chosen_name, "reason": choice.summary})
-        if new_jobs:  # one priority computation and two bulk inserts for the whole pass
-            priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
-                                                 site_of_queue, settings.priority, now)
-            for row, p in zip(new_jobs, priorities.tolist(), strict=True):
-                row["priority"] = p
-            ranges = [row.pop("_ranges", []) for row in new_jobs]
-            ids = job_db.add_jobs(new_jobs, now)
-            db.add_job_files([{**f, "job_id": job_id}
-                              for job_id, job_files in zip(ids, new_files, strict=True)
-                              for f in job_files])
-            EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
-                                         zip(ids, ranges, strict=True) for a, b in bounds], now)
-            Pd2pDB(conn).record_accesses(accesses)
+        return _store_pass(conn, planned, ids_of, site_of_queue, settings, now)
+
+
+def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int]],
+                site_of_queue: dict[int, tuple[int, int]], settings: Settings, now: Any
+                ) -> list[dict[str, Any]]:
+    """Write a brokerage pass: claim its tasks, store its decisions, set the tasks'
+    states, insert the jobs with their files and ranges. Each kind in one statement
+    (or one bulk insert) for the whole pass, not a round of statements per task."""
+    db, job_db = TaskDB(conn), JobDB(conn)
+    claimed = db.claim_tasks([p[0]["id"] for p in planned], OPEN, now)
+    weights = orjson.dumps(settings.brokerage.model_dump()).decode()
+    out: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    placed = []  # (task, its files, its needs, its plan, index of its job decision)
+    for task, task_files, needs, seed, choice, plan in planned:
+        if task["id"] not in claimed:
+            continue  # brokered meanwhile by another process
+        decision = {"kind": "task", "task_id": task["id"], "at": now, "seed": seed,
+                    "chosen": choice.chosen_name or "", "summary": choice.summary,
+                    "weights": weights, "candidates": orjson.dumps(choice.candidates).decode()}
+        decisions.append(decision)
+        if plan is None or len(plan) == 0:
+            reason = choice.summary if plan is None else plan.summary
+            if plan is not None:
+                decisions.append({**decision, "kind": "job", "chosen": "",
+                                  "summary": plan.summary,
+                                  "candidates": orjson.dumps(plan.candidates).decode()})
+            updates.append({"id": task["id"], "status": TaskStatus.PENDING,
+                            "reason": reason[:512]})
+            out.append({"task_id": task["id"], "status": "pending", "jobs": 0,
+                        "where": None, "reason": reason})
+            continue
+        decisions.append({**decision, "kind": "job", "chosen": plan.summary[:4000],
+                          "summary": plan.summary[:512],
+                          "candidates": orjson.dumps(plan.candidates).decode()})
+        placed.append((task, task_files, needs, plan, len(decisions) - 1))
+        where = {"cloud_id": None, "nucleus_site_id": None}
+        if settings.brokerage.mode == "clouds":
+            where["cloud_id"] = ids_of["clouds"][choice.chosen]  # type: ignore[index]
+        else:
+            where["nucleus_site_id"] = ids_of["sites"][choice.chosen]  # type: ignore[index]
+        updates.append({"id": task["id"], "status": TaskStatus.RUNNING,
+                        "reason": choice.summary[:512], **where})
+        out.append({"task_id": task["id"], "status": "running", "jobs": len(plan),
+                    "where": choice.chosen_name, "reason": choice.summary})
+    decision_ids = db.add_decisions(decisions)
+    db.set_tasks(updates)
+    new_jobs: list[dict[str, Any]] = []
+    new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
+    accesses: list[dict[str, Any]] = []
+    for task, task_files, needs, plan, k in placed:
+        rows, files_of = _job_rows(task, task_files, needs, plan, decision_ids[k], ids_of,
+                                   settings)
+        if task["processing_type"] == ProcessingType.ANALYSIS:  # popularity, for PD2P
+            accesses.append({"dataset_id": task["dataset_id"], "task_id": task["id"],
+                             "user_name": task["user_name"], "jobs": len(rows), "at": now})
+        new_jobs.extend(rows)
+        new_files.extend(files_of)
+    if new_jobs:  # one priority computation and two bulk inserts for the whole pass
+        priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
+                                             site_of_queue, settings.priority, now)
+        for row, p in zip(new_jobs, priorities.tolist(), strict=True):
+            row["priority"] = p
+        ranges = [row.pop("_ranges", []) for row in new_jobs]
+        ids = job_db.add_jobs(new_jobs, now)
+        db.add_job_files([{**f, "job_id": job_id}
+                          for job_id, job_files in zip(ids, new_files, strict=True)
+                          for f in job_files])
+        EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
+                                     zip(ids, ranges, strict=True) for a, b in bounds], now)
+        Pd2pDB(conn).record_accesses(accesses)
     return out
 
 

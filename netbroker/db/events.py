@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.db.bulk import insert_rows
 from netbroker.db.schema import EventRangeStatus, event_ranges, jobs
 
 __all__ = ["EventDB"]
@@ -37,10 +38,9 @@ class EventDB:
 
     def add_ranges_of(self, rows: Sequence[tuple[int, int, int]], now: datetime) -> int:
         """Create ready ranges ``(job id, first, last event)`` for many jobs at once."""
-        if rows:
-            self.conn.execute(sa.insert(event_ranges), [
-                {"job_id": j, "first_event": a, "last_event": b, "status": R.READY,
-                 "updated_at": now} for j, a, b in rows])
+        insert_rows(self.conn, event_ranges, [  # in bulk: netbroker.db.bulk
+            {"job_id": j, "first_event": a, "last_event": b, "status": R.READY,
+             "updated_at": now} for j, a, b in rows])
         return len(rows)
 
     def take(self, job_id: int, n: int, pilot_id: str, now: datetime) -> list[dict[str, Any]]:

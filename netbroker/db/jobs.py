@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.db.bulk import allocate_ids, insert_rows
 from netbroker.db.prepared import prepared
 from netbroker.db.schema import (
     EventRangeStatus,
@@ -60,14 +61,17 @@ class JobDB:
         """Insert jobs (their status included) and log their first state; returns the ids.
 
         ``base_priority`` defaults to ``priority``; a waiting job's
-        ``waiting_since`` defaults to ``now``.
+        ``waiting_since`` defaults to ``now``. In bulk (``netbroker.db.bulk``): the
+        ids taken first, then one statement per chunk of jobs and of log rows; on
+        SQLite inside the caller's write transaction.
         """
-        ids = [r[0] for r in self.conn.execute(
-            sa.insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True),
-            [{"base_priority": r["priority"],
-              "waiting_since": now if r["status"] in WAITING else None,
-              **r, "created_at": now, "modified_at": now} for r in rows])]
-        self.conn.execute(sa.insert(job_state_changes), [
+        ids = allocate_ids(self.conn, jobs, len(rows))  # see netbroker.db.bulk
+        insert_rows(self.conn, jobs, [
+            {"base_priority": r["priority"],
+             "waiting_since": now if r["status"] in WAITING else None,
+             **r, "id": i, "created_at": now, "modified_at": now}
+            for i, r in zip(ids, rows, strict=True)])
+        insert_rows(self.conn, job_state_changes, [
             {"job_id": i, "status": r["status"], "at": now}
             for i, r in zip(ids, rows, strict=True)])
         return ids

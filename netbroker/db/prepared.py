@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-__all__ = ["NO_BEGIN", "PreparedStatement", "prepared", "run_driver_sql"]
+__all__ = ["NO_BEGIN", "PreparedStatement", "prepared", "run_driver_sql", "run_many_raw"]
 
 Processor = Callable[[Any], Any] | None
 
@@ -101,6 +101,14 @@ class PreparedStatement:
         args = [self._arguments(p) for p in params]
         with _driver_cursor(conn, self.sql, args) as cursor:
             cursor.executemany(self.sql, args)
+
+
+def run_many_raw(conn: Connection, sql: str, args: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` once per tuple of ``args``, values as the driver takes them (the
+    driver's ``executemany``; ``netbroker.db.bulk`` processes them first)."""
+    if args:
+        with _driver_cursor(conn, sql, args) as cursor:
+            cursor.executemany(sql, args)
 
 
 @lru_cache(maxsize=512)

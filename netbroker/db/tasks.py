@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.db.bulk import allocate_ids, insert_rows
 from netbroker.db.engine import insert_for
 from netbroker.db.schema import (
     JobStatus,
@@ -78,6 +79,28 @@ class TaskDB:
                                    ~_has_job_to_end())
             .values(status=status, reason=reason, modified_at=now))
         return result.rowcount == 1
+
+    def claim_tasks(self, task_ids: Collection[int], statuses: Collection[str], now: Any
+                    ) -> set[int]:
+        """:meth:`claim_task` for many tasks in one statement; the ids claimed."""
+        if not task_ids:
+            return set()
+        stmt = (sa.update(tasks).where(tasks.c.id.in_(sorted(task_ids)),
+                                       tasks.c.status.in_(list(statuses)))
+                .values(modified_at=now).returning(tasks.c.id))
+        return set(self.conn.execute(stmt).scalars())
+
+    def set_tasks(self, rows: Sequence[dict[str, Any]]) -> None:
+        """:meth:`set_task` for many tasks: rows of ``id`` and the columns to set, one
+        executemany per set of columns."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(k for k in row if k != "id"), []).append(row)
+        for columns, group in groups.items():
+            stmt = (sa.update(tasks).where(tasks.c.id == sa.bindparam("p_task"))
+                    .values({c: sa.bindparam(f"p_{c}") for c in columns}))
+            self.conn.execute(stmt, [{"p_task": r["id"], **{f"p_{c}": r[c] for c in columns}}
+                                     for r in group])
 
     def set_task(self, task_id: int, **values: Any) -> None:
         self.conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
@@ -156,11 +179,11 @@ class TaskDB:
 
     # --- decisions ---------------------------------------------------------------------
     def add_decisions(self, rows: Sequence[dict[str, Any]]) -> list[int]:
-        if not rows:
-            return []
-        t = brokerage_decisions
-        return [r[0] for r in self.conn.execute(
-            sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), list(rows))]
+        """Store decisions; their ids, in order. In bulk (``netbroker.db.bulk``)."""
+        ids = allocate_ids(self.conn, brokerage_decisions, len(rows))
+        insert_rows(self.conn, brokerage_decisions,
+                    [{**r, "id": i} for i, r in zip(ids, rows, strict=True)])
+        return ids
 
     def decisions(self, task_id: int) -> list[dict[str, Any]]:
         """A task's decisions, oldest first."""
@@ -170,8 +193,8 @@ class TaskDB:
 
     # --- job files and moves -----------------------------------------------------------
     def add_job_files(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(sa.insert(job_files), list(rows))
+        """Insert job file rows, in bulk (``netbroker.db.bulk``)."""
+        insert_rows(self.conn, job_files, rows)
 
     def job_files(self, job_id: int) -> list[dict[str, Any]]:
         stmt = (sa.select(job_files).where(job_files.c.job_id == job_id)

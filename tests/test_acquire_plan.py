@@ -1,0 +1,72 @@
+"""getJob's acquisition reads its index, on both backends: its cost does not grow with the table.
+
+The plan of the very statement the dispatcher runs (``JobDB.acquire``'s)
+is inspected over a table big enough that a planner would choose a scan
+if the index did not serve: 20,000 jobs over 40 queues, most of them not
+activated, statistics gathered. Expected: the acquisition index read
+backwards in (priority, id) order from the queue's activated jobs, so no
+sort and no scan of the jobs table.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from netbroker.db.engine import begin_immediate
+from netbroker.db.jobs import _acquire_statement
+from netbroker.db.schema import jobs, queues, utcnow
+
+
+def _fill(engine: Engine) -> int:
+    """20,000 jobs over 40 of the sample grid's queues (a fifth activated); the
+    first queue's id."""
+    now = utcnow()
+    with begin_immediate(engine) as conn:
+        queue_ids = [row[0] for row in conn.execute(sa.select(queues.c.id)).all()]
+        assert len(queue_ids) >= 40, "the sample grid has the queues"
+        states = ["activated", "finished", "failed", "running", "finished"]
+        conn.execute(sa.insert(jobs), [
+            {"name": f"plan.{k}", "status": states[k % 5], "queue_id": queue_ids[k % 40],
+             "prod_source_label": "managed", "priority": k % 997, "base_priority": k % 997,
+             "cores": 1, "min_ram_mb": 1000, "max_disk_mb": 0, "max_walltime_s": 3600,
+             "transformation": "run.sh", "user_name": "alice", "working_group": "",
+             "created_at": now, "modified_at": now} for k in range(20_000)])
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+    return queue_ids[0]
+
+
+def _plan(engine: Engine, queue_id: int) -> str:
+    stmt = _acquire_statement(engine.dialect.name)
+    compiled = stmt.compile(dialect=engine.dialect)
+    explain = "EXPLAIN " if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+    params = {"p_queue": queue_id, "p_label": "managed", "p_cores": 8, "p_memory": 16000,
+              "p_disk": 100000, "p_pilot": "p", "p_node": "n", "p_now": utcnow(),
+              "p_owner": None, "p_log_status": "sent"}
+    processed = compiled.construct_params(params)
+    binds = compiled.binds
+    for name, value in list(processed.items()):
+        processor = binds[name].type.dialect_impl(engine.dialect).bind_processor(
+            engine.dialect)
+        if processor is not None:
+            processed[name] = processor(value)
+    with engine.connect() as conn:
+        if compiled.positiontup:  # positional parameters (SQLite's qmark)
+            args = tuple(processed[n] for n in compiled.positiontup)
+            rows = conn.exec_driver_sql(explain + str(compiled), args).all()
+        else:
+            rows = conn.exec_driver_sql(explain + str(compiled), processed).all()
+        conn.rollback()
+    return "\n".join(" ".join(str(c) for c in row) for row in rows)
+
+
+def test_the_acquisition_reads_its_index_backwards_without_a_sort(grid_engine: Engine) -> None:
+    plan = _plan(grid_engine, _fill(grid_engine))
+    if grid_engine.dialect.name == "postgresql":
+        assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
+        assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan
+    else:
+        assert "SEARCH jobs USING INDEX ix_jobs_acquire (queue_id=? AND status=?)" in plan, plan
+        assert "TEMP B-TREE" not in plan and "SCAN jobs" not in plan, plan
