@@ -43,10 +43,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from _common import emit, scratch_path
 from dispatch import cycle_env, duplicates, load, prepare
 
 from netbroker.cluster import LocalCluster, free_port
+from netbroker.db import create_db_engine
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
 from netbroker.drill import start_service
 
@@ -139,6 +141,18 @@ def run_cluster(url: str, pg: PostgresCluster, n: int, token: str, names: list[s
     return report, db / max(1e-9, db + ours)
 
 
+def print_sizes(url: str, n_jobs: int) -> None:
+    """The jobs' bytes on disk per job (table and indexes), for docs/scaling.md."""
+    engine = create_db_engine(url)
+    with engine.connect() as conn:
+        for table in ("jobs", "job_state_changes", "job_files"):
+            total, heap = conn.execute(sa.text(
+                "SELECT pg_total_relation_size(:t), pg_relation_size(:t)"), {"t": table}).one()
+            print(f"  {table}: {total / n_jobs:.0f} bytes per activated job "
+                  f"({heap / n_jobs:.0f} of them the table's own)", file=sys.stderr)
+    engine.dispose()
+
+
 def run_direct(url: str, token: str, names: list[str], args: argparse.Namespace, ids: Path,
                seed: int) -> dict[str, Any]:
     """One measured run against a single server, no balancer."""
@@ -170,6 +184,7 @@ def main() -> None:
     with PostgresCluster(bin_dir) as pg:
         url = pg.url()
         token, names = prepare(url, args.jobs, args.queues)
+        print_sizes(url, args.jobs)
         ids = scratch_path("handed-out.ids")
         best: dict[int, float] = {}
         share: dict[int, float] = {}

@@ -2,7 +2,8 @@
 
 A :class:`Cycle` names a job and its period; :func:`run_cycle` runs it only
 while this process holds the cycle's lease in the database
-(``netbroker.db.cycles``), and records each run's outcome there. Every
+(``netbroker.db.cycles``), renewing the lease while the run lasts, and
+records each run's outcome there. Every
 service process schedules every cycle; the lease makes all but one skip.
 The jobs themselves are plain callables taking the engine: the edge that
 starts the service (``netbroker.service``) decides which cycles exist.
@@ -74,11 +75,15 @@ def run_cycle(engine: Engine, cycle: Cycle, holder: str) -> bool:
         log.debug("cycle %s is held by another process", cycle.name)
         return False
     error = None
+    renewing = _LeaseRenewal(engine, cycle, holder)
+    renewing.start()
     try:
         cycle.job(engine)
     except Exception as exc:  # a cycle must not kill the scheduler
         error = _one_line(exc)
         log.exception("cycle %s failed", cycle.name, extra={"cycle": cycle.name})
+    finally:
+        renewing.stop()
     finished = utcnow()
     _record(engine, cycle, started, error)
     # One line a run, with its holder and times: who ran what when, across servers.
@@ -86,6 +91,39 @@ def run_cycle(engine: Engine, cycle: Cycle, holder: str) -> bool:
         "cycle": cycle.name, "holder": holder, "started": started.isoformat(),
         "finished": finished.isoformat(), "failed": error is not None})
     return True
+
+
+class _LeaseRenewal(threading.Thread):
+    """Renews a running cycle's lease every third of it until :meth:`stop`.
+
+    A run may outlast its lease (two periods: a slow database, a big
+    backlog); without renewal another server would then take the lease and
+    run the same cycle beside it. The holder renews while it runs, so the
+    lease runs out only when the holder is gone (its process killed), and
+    another server takes over within one lease time of that.
+    """
+
+    def __init__(self, engine: Engine, cycle: Cycle, holder: str) -> None:
+        super().__init__(name=f"lease-{cycle.name}", daemon=True)
+        self.engine, self.cycle, self.holder = engine, cycle, holder
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.cycle.lease_s / 3):
+            try:
+                held = retry_when_busy(self.engine, lambda: _lease(
+                    self.engine, self.cycle, self.holder, utcnow()))
+            except Exception:
+                log.exception("cycle %s: its lease could not be renewed", self.cycle.name,
+                              extra={"cycle": self.cycle.name})
+                continue
+            if not held:  # only after a renewal failed for a whole lease time
+                log.error("cycle %s: its lease was taken by another process during the run",
+                          self.cycle.name, extra={"cycle": self.cycle.name})
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
 
 
 def _lease(engine: Engine, cycle: Cycle, holder: str, now: datetime) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from netbroker.brokers import find_activemq
+from netbroker.db.pgcluster import find_postgres_bin
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -26,8 +28,12 @@ CASES = {
     "pd2p.py": (["--datasets", "300", "--sites", "30"], ["pd2p.cycle"]),
     "brokerage.py": (["--sites", "30", "--tasks", "10", "--jobs-per-task", "5"],
                      ["brokerage.jobs", "brokerage.jobs_stored"]),
-    "dispatch.py": (["--only", "sqlite", "--jobs", "400", "--seconds", "0.5"],
-                    ["dispatch.sqlite"]),
+    "dispatch.py": (["--only", "sqlite", "--jobs", "3000", "--queues", "5", "--seconds", "2",
+                     "--rounds", "1", "--min-cycle-runs", "0"],
+                    ["dispatch.sqlite", "dispatch.sqlite.p99_ms"]),
+    "cluster.py": (["--jobs", "3000", "--queues", "5", "--seconds", "2", "--rounds", "1",
+                    "--servers", "1,2"], ["cluster.dispatch.1", "cluster.dispatch.1.db_cpu",
+                                          "cluster.dispatch.2", "cluster.dispatch.2.db_cpu"]),
     "broker.py": (["--messages", "300"], ["ingest.stomp"]),
 }
 
@@ -39,6 +45,13 @@ def test_bench_script_prints_its_measures(script: str) -> None:
         if os.environ.get("NETBROKER_REQUIRE_BROKER") == "1":
             pytest.fail("NETBROKER_REQUIRE_BROKER=1 but ActiveMQ (or Java) is missing")
         pytest.skip("ActiveMQ not installed (Debian: activemq)")
+    if script == "cluster.py":  # as tests/test_cluster.py: a real balancer, or a failure
+        if shutil.which("haproxy") is None:
+            pytest.fail("haproxy is needed (Debian: apt-get install haproxy)")
+        if find_postgres_bin() is None:
+            if os.environ.get("NETBROKER_REQUIRE_POSTGRES") == "1":
+                pytest.fail("NETBROKER_REQUIRE_POSTGRES=1 but no PostgreSQL binaries")
+            pytest.skip("no PostgreSQL binaries")
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
                           text=True, timeout=300, cwd=BENCH)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -75,6 +75,31 @@ def test_a_cycle_whose_lease_another_holds_does_not_run(engine: Engine) -> None:
     assert ran == [] and rows(engine)["priority"]["runs"] == 0
 
 
+def test_a_run_longer_than_its_lease_keeps_it_from_another_process(engine: Engine) -> None:
+    """A 0.2 s period leases for 0.4 s; the run takes 1.5 s. Another holder trying
+    all along never runs it: the running holder renewed its lease."""
+    import threading
+    import time
+
+    started, others = threading.Event(), []
+
+    def slow(_: Engine) -> None:
+        started.set()
+        time.sleep(1.5)
+
+    runner = threading.Thread(target=run_cycle, args=(engine, Cycle("clouds", 0.2, slow), "me"))
+    runner.start()
+    assert started.wait(10)
+    while runner.is_alive():
+        others.append(run_cycle(engine, Cycle("clouds", 0.2, lambda _: None), "other"))
+        time.sleep(0.05)
+    runner.join()
+    assert len(others) >= 10 and not any(others)
+    assert rows(engine)["clouds"]["runs"] == 1
+    time.sleep(0.5)  # the holder is done: its lease runs out and the other may run
+    assert run_cycle(engine, Cycle("clouds", 0.2, lambda _: None), "other")
+
+
 def _race(url: str, holder: str, names: list[str], barrier: multiprocessing.synchronize.Barrier,
           out: multiprocessing.Queue) -> None:
     engine = create_db_engine(url)
