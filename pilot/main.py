@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     line saying why (the server's own reason) and exit status 1."""
     args = _parser().parse_args(argv)
     if args.command in ("run", "factory"):
+        try:  # where jobs run: made if missing, as a batch system's scratch would be
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"netbroker-pilot: cannot use workdir {args.workdir}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
         import requests
 
         from pilot.client import ServerRefused

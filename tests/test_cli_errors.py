@@ -105,3 +105,18 @@ def test_pilot_says_it_cannot_reach_a_closed_port(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (f"netbroker-pilot: cannot reach http://127.0.0.1:{port}: [Errno 111] Connection "
             "refused") in result.stderr
+
+
+def test_pilot_makes_its_missing_workdir_or_says_why_it_cannot(tmp_path: Path) -> None:
+    missing = tmp_path / "scratch" / "pilot-1"
+    result = pilot("run", "--server", "http://127.0.0.1:1", "--queue", "Q",
+                   "--workdir", str(missing))
+    assert missing.is_dir()  # made, then the server was out of reach
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    result = pilot("run", "--server", "http://127.0.0.1:1", "--queue", "Q",
+                   "--workdir", str(blocked / "pilot-1"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"netbroker-pilot: cannot use workdir {blocked / 'pilot-1'}: Not a directory" \
+        in result.stderr
