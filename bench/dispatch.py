@@ -11,9 +11,10 @@ plus silent jobs for the watchdog. A table of the jobs table's shape,
 
 Then, alternated, best of ``--rounds``:
 
-- netbroker exactly as ``netbroker serve`` runs it (its default workers,
-  or ``--workers``), auth required, every cycle scheduled (brokerage,
-  rebrokerage, priority, watchdog, clouds, pd2p, aggregate) with a period
+- netbroker exactly as ``netbroker serve --workers 2`` runs it (as many
+  worker processes as the reference has; ``--workers``), auth required,
+  every cycle scheduled (brokerage, rebrokerage, priority, watchdog,
+  clouds, pd2p, aggregate) with a period
   of a quarter of the measure, so each runs at least twice in it; new
   tasks registered before each run for the brokerage cycle;
 - the lean reference dispatcher (``bench/_reference_dispatcher.py``: plain
@@ -428,8 +429,9 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="netbroker serve --workers (default: its own default)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="netbroker serve --workers (default 2: the reference's, and "
+                        "the issue's deployed shape on two cores)")
     parser.add_argument("--ref-workers", type=int, default=2)
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     parser.add_argument("--min-cycle-runs", type=int, default=2,
