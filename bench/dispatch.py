@@ -404,7 +404,8 @@ def measure(backend: str, url: str, n_jobs: int, n_queues: int, args: argparse.N
                                     folder / "reference.ids", 200 + r)
                 theirs.append(run)
             print(f"  {side:9s} {run.line()}", file=sys.stderr)
-    twice = {name: n for name, n in ours[-1].cycle_runs.items() if n < args.min_cycle_runs}
+    twice = [{name: n for name, n in r.cycle_runs.items() if n < args.min_cycle_runs}
+             for r in ours]  # per run, the cycles that ran too few times
     lost = {side: duplicates(folder / f"{side}.ids") for side in ("netbroker", "reference")}
     if any(lost.values()):
         sys.exit(f"dispatch.{backend}: jobs handed out twice: {lost}")
