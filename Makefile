@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench examples
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests netbroker collectors dispatcher pilot
 
 serve: $(STAMP)
@@ -67,6 +68,7 @@ $(INTEROP)/src/pilot.py:
 
 lint: $(STAMP)
 	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench examples
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) $(INTEROP) build dist *.egg-info netbroker-demo.db* netbroker-demo-work netbroker-demo-report

@@ -244,7 +244,9 @@ def _keys_of(meta: dict[str, Any]) -> list[str]:
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
-        summaries = entry.get("summaries") if isinstance(entry.get("summaries"), list) else []
+        summaries = entry.get("summaries")
+        if not isinstance(summaries, list):
+            summaries = []
         uris = [entry.get("base-uri"), *(s.get("uri") for s in summaries if isinstance(s, dict))]
         for uri in uris:
             found = series_uri(uri) if isinstance(uri, str) else None
@@ -379,7 +381,9 @@ def _ratio(lost: Any, sent: Any, lost_field: str, sent_field: str,
 
 def read_message(position: int, message: dict[str, Any]) -> Iterator[Outcome]:
     """The message-bus form: one outcome per datapoint, as base points of its event type."""
-    meta = message.get("meta") if isinstance(message.get("meta"), dict) else {}
+    meta = message.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     event, key = meta.get("event_type"), meta.get("org_metadata_key") or meta.get("metadata_key")
     points = message.get("datapoints")
     try:

@@ -255,17 +255,17 @@ def _usual_samples(msg: dict[str, Any],
     dst = rses.get((dst_rse, dst_se))
     if dst is None:
         dst = rses[(dst_rse, dst_se)] = rse_ref(dst_rse, dst_se)
-    start, end = float(start), float(end)
+    start, end = float(start), float(end)  # type: ignore[arg-type]  # numbers, checked above
     state = msg.get("t_final_transfer_state")
     if state == "Ok":
         size = msg.get("file_size")
         moved = msg.get("tr_bt_transfered")
         reported = msg.get("throughput")
-        if (type(size) not in _NUMBER or size < 0 or end <= start
+        if (type(size) not in _NUMBER or size < 0 or end <= start  # type: ignore[operator]
                 or not (moved is None or (type(moved) in _NUMBER and moved >= 0))
                 or not (reported is None or type(reported) in _NUMBER)):
             return None
-        moved = float(moved) if moved else float(size)
+        moved = float(moved) if moved else float(size)  # type: ignore[arg-type]  # checked
         if reported and reported > 0:
             rate, unit = float(reported), "bytes/s"
         else:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import mmap
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
 import orjson
@@ -154,7 +154,7 @@ in double quotes at line 6 column 2')]
         self._count(JSON_LINE, lines)
 
     def _slow(self, pos: int, eol: int, line: int, opening: bool
-              ) -> Iterator[tuple[int, Any]]:
+              ) -> Generator[tuple[int, Any], None, tuple[int, int]]:
         """The documents of a line that is not one whole document; returns where to
         go on (the offset and number of a line start).
 

@@ -237,8 +237,8 @@ def prepared_chunks(job: ChunkJob, counts: ParseCounts) -> Iterator[ChunkOut]:
                         counts.unmapped[f"{ref.by}:{ref.value}"] += 1
             if ts_s > newest:
                 newest = ts_s
-            source = plain[source]
-            rows.append((key_of(source, origin_id), source, origin_id, src, dst, plain[kind],
+            name = plain[source]
+            rows.append((key_of(name, origin_id), name, origin_id, src, dst, plain[kind],
                          value, ts_s, weight, unit))  # SAMPLE_COLUMNS order
         if not mapped:
             del rows[start:]

@@ -130,7 +130,9 @@ def read_run(position: int, run: dict[str, Any]) -> Outcome:
 
 def read_archived(position: int, archived: dict[str, Any]) -> Outcome:
     """A result as pScheduler hands it to archivers: test, schedule, participants, result."""
-    run = archived.get("run") if isinstance(archived.get("run"), dict) else {}
+    run = archived.get("run")
+    if not isinstance(run, dict):
+        run = {}
     uuid = archived.get("id") if isinstance(archived.get("id"), str) else None
     try:
         test = archived.get("test")

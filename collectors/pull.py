@@ -208,7 +208,9 @@ def _series_of(metadata: list[Any]) -> list[tuple[str, SeriesUri]]:
             uris += [s.get("uri") for s in summaries if isinstance(s, dict)
                      ] if isinstance(summaries, list) else []
             for uri in uris:
-                found = series_uri(uri) if isinstance(uri, str) else None
+                if not isinstance(uri, str):
+                    continue
+                found = series_uri(uri)
                 if found is not None and readable(found):
                     out.append((uri, found))
     return out

@@ -337,12 +337,12 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
     if settings.mode == "full_mesh":
         heads = np.flatnonzero(view.site_nucleus)
         names = [view.sites[i] for i in heads]
-        member_sets = [mesh_members(view, h, mesh_min_mbytes_per_s) for h in heads]
+        member_sets = [mesh_members(view, int(h), mesh_min_mbytes_per_s) for h in heads]
         targets = heads
     else:
         heads = np.arange(len(view.clouds))
         names = list(view.clouds)
-        member_sets = [members_of(view, k) for k in heads]
+        member_sets = [members_of(view, int(k)) for k in heads]
         targets = view.cloud_tier1
     output_bytes = needs.input_bytes * settings.output_to_input_fraction
     present = view.present.get(needs.dataset_id, np.zeros(len(view.sites), bool))
@@ -455,13 +455,15 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
                        candidates, "no queue passes the filters: "
                        + _commonest_filter(codes, site, members))
     units = len(needs.file_bytes)
+    first_event: np.ndarray | None
+    n_events: np.ndarray | None
     if needs.events_per_job:
         queue, first_file, n_files, first_event, n_events, p = _event_jobs(
             needs, per_job, score, eligible, _room(view, settings), settings, rng)
     else:
         queue, first_file, n_files, p = _file_jobs(units, per_job, score, eligible,
                                                    _room(view, settings), settings, rng)
-        first_event = n_events = None
+        first_event = n_events = None  # file jobs: no events
     view.queue_waiting += np.bincount(queue, minlength=len(view.queues))
     counts = np.bincount(queue, minlength=len(view.queues))
     for row in candidates:

@@ -220,7 +220,7 @@ def refused_candidates(inputs: MembershipInputs, settings: CloudSettings,
                     if 0 <= home < len(inputs.clouds) else None, "mbytes_per_s": _num(rate[i]),
                     "samples": int(count[i]), "packet_loss_fraction": _num(loss[i]),
                     "reason": why})
-    out.sort(key=lambda r: (-(r["mbytes_per_s"] or -1.0), r["site"]))
+    out.sort(key=lambda r: (-float(r["mbytes_per_s"] or -1.0), str(r["site"])))
     return out
 
 

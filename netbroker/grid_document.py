@@ -57,8 +57,9 @@ __all__ = [
     "site_host_pairs",
 ]
 
-_KEYED = {"cloud": CloudRecord, "site": SiteRecord, "ddmendpoint": EndpointRecord,
-          "pandaqueue": QueueRecord}
+_KEYED: dict[str, type[BaseModel]] = {
+    "cloud": CloudRecord, "site": SiteRecord, "ddmendpoint": EndpointRecord,
+    "pandaqueue": QueueRecord}
 # The field holding a record's own name, under the name the document uses.
 _NAME_FIELD = {"cloud": "name", "site": "name", "ddmendpoint": "name", "pandaqueue": "nickname"}
 SECTIONS = (*_KEYED, "netsite", "dataset")
@@ -176,7 +177,7 @@ def parse_grid_document(raw: str | bytes, source: str | None = None) -> GridDocu
                                  + ", ".join(SECTIONS) + ", or a bare CRIC dump")
                      for k in data if k not in SECTIONS]
         problems += [GridProblem("document", k, "section given twice")
-                     for k in data.duplicates]
+                     for k in getattr(data, "duplicates", [])]
     else:
         sections, shape = {kind: data}, _dump_shape(kind, data)
     parsed = {section: _parse_section(section, sections.get(section), problems, kind)
@@ -218,7 +219,7 @@ def _parse_section(section: str, body: Any, problems: list[GridProblem],
     model, name_field = _KEYED[section], _NAME_FIELD[section]
     problems += [GridProblem(f"{section}[{json.dumps(k)}]", "", f"duplicate {section} name")
                  for k in getattr(body, "duplicates", [])]
-    records = []
+    records: list[Any] = []
     for key, raw in body.items():
         where = f"{section}[{json.dumps(key)}]"
         if not isinstance(raw, dict):

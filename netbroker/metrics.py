@@ -255,8 +255,8 @@ def network_matrix(engine: Engine, kind: MetricKind | str, window: str,
     values = np.full(side * side, np.nan)
     usable = np.zeros(side * side, dtype=bool)
     _consolidate_links(per_source, least, values, usable)
-    usable = usable.reshape(side, side)
-    kept = (usable.any(axis=1) | usable.any(axis=0))[at]
+    grid = usable.reshape(side, side)
+    kept = np.asarray(grid.any(axis=1) | grid.any(axis=0))[at]
     names = [name for (_, name), k in zip(order, kept.tolist(), strict=True) if k]
     rows = at[kept]
     return pd.DataFrame(values.reshape(side, side)[np.ix_(rows, rows)],

@@ -229,7 +229,8 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
     throughput = _throughput(engine, settings, site_ids, {
         r["site_id"] for d in todo for r in by_dataset.get(d, [])}, now_s)
     names = eps["name"].tolist()
-    rows, planned = [], []
+    rows: list[dict[str, Any]] = []
+    planned: list[dict[str, Any]] = []
     for d in todo:
         mine = by_dataset.get(d, [])
         replica_eps = np.array([ep_index[r["endpoint_id"]] for r in mine], dtype=np.int64)
@@ -246,13 +247,13 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
         k = placement.target
         ep_free[k] -= nbytes
         site_room[ep_site[k]] -= nbytes
-        disk = sum(1 for r in mine if r["kind"] == "disk")
+        copies = sum(1 for r in mine if r["kind"] == "disk")
         why = [f"{waiting.get(d, 0)} waiting jobs" + (
             f" >= {p.min_waiting_jobs}" if waiting.get(d, 0) >= p.min_waiting_jobs else ""),
             f"{accesses.get(d, 0)} accesses in 7 days" + (
             f" >= {p.min_accesses_per_week}" if accesses.get(d, 0) >= p.min_accesses_per_week
             else ""),
-            f"{disk} disk replicas < {p.max_replicas}",
+            f"{copies} disk replicas < {p.max_replicas}",
             f"to {names[k]}: {human_bytes(nbytes)} from {names[placement.sources[0]]} in "
             f"about {placement.transfer_s:.3g} s ({placement.candidates[0]['mbytes_per_s']:.3g}"
             f" MB/s)"]

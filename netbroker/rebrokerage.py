@@ -151,7 +151,7 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
                 and w["queue_id"] in q_index
                 and _present(view, task_rows[w["task_id"]]["dataset_id"],
                              view.queue_site[q_index[w["queue_id"]]])]
-    movable: dict[int, list[dict[str, Any]]] = {}
+    movable: dict[int, list[Any]] = {}  # task id -> its movable jobs' rows
     for w in waiting:
         if _may_move(w, r, limit) and w["queue_id"] in q_index and w["id"] not in activate:
             movable.setdefault(w["task_id"], []).append(w)

@@ -65,8 +65,9 @@ class Factory:
     def demand(self, queue: str, now: float) -> int:
         """Pilots the dispatcher wants for ``queue`` now, given the ones still starting."""
         pending = sum(1 for _, t in self.live.get(queue, []) if now - t < self.startup_grace_s)
+        params: dict[str, str | int] = {"pending": pending, "label": self.label}
         answer = self.session.get(f"{self.server}/api/v1/queues/{queue}/pilot-demand",
-                                  params={"pending": pending, "label": self.label},
+                                  params=params,
                                   timeout=30)
         return int(checked(answer).json()["demand"])
 

@@ -118,7 +118,8 @@ class InputGuard:
 
 async def _read(receive: Receive, limit: int) -> tuple[bytes, bool]:
     """The whole body, or what was read when it passed ``limit`` (and True)."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":

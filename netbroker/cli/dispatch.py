@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -47,7 +49,7 @@ def run_watchdog(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Recover silent jobs and event ranges once (the service does it every cycle)."""
     settings = settings_of(ctx)
     engine = engine_of(ctx)
-    result = watchdog(engine, settings.dispatcher)
+    result: dict[str, Any] = dict(watchdog(engine, settings.dispatcher))
     result["ranges_released"] = release_silent_ranges(engine, settings.dispatcher)
     if as_json:
         print_json(result)

@@ -374,7 +374,7 @@ def endpoint_protocols(name: str, kind: str, domain: str, door_url: str) -> Reco
                  (door, {"read_lan": 2, "write_lan": 2, "delete_lan": 2, "read_wan": 1,
                          "write_wan": 1, "delete_wan": 1}),
                  (other, {"read_lan": 3, "read_wan": 2})]
-    arprotocols: dict[str, list[Record]] = {}
+    arprotocols: dict[str, list[tuple[int, Record]]] = {}
     aprotocols: dict[str, list[list[Any]]] = {}
     for url, ranks in doors:
         entry = {"endpoint": url, "path": path, "flavour": flavour(url),

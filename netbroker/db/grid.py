@@ -109,7 +109,7 @@ class GridDB:
     def _existing(self, table: sa.Table, keys: Sequence[str],
                   wanted: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Mapping[str, Any]]:
         cols = [table.c[k] for k in keys]
-        found: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        found: dict[tuple[Any, ...], Any] = {}  # row mappings
         for i in range(0, len(wanted), _CHUNK):
             chunk = wanted[i:i + _CHUNK]
             cond = (cols[0].in_([w[0] for w in chunk]) if len(cols) == 1
@@ -149,9 +149,9 @@ class GridDB:
         owners = list(rows_by_owner)
         for i in range(0, len(owners), _CHUNK):
             stmt = sa.select(table).where(table.c[owner].in_(owners[i:i + _CHUNK]))
-            for row in self.conn.execute(stmt).mappings():
-                old[tuple(row[k] for k in key_cols)] = dict(row)
-        new = {}
+            for found in self.conn.execute(stmt).mappings():
+                old[tuple(found[k] for k in key_cols)] = dict(found)
+        new: dict[tuple[Any, ...], dict[str, Any]] = {}
         for o, rows in rows_by_owner.items():
             for r in rows:
                 row = {**r, owner: o}
@@ -160,9 +160,9 @@ class GridDB:
         changed = [k for k in new if k in old and any(old[k][c] != v for c, v in new[k].items())]
         gone = [k for k in old if k not in new]
         if gone or changed:
-            stmt = sa.delete(table).where(*[table.c[k] == sa.bindparam(f"k_{k}")
+            drop = sa.delete(table).where(*[table.c[k] == sa.bindparam(f"k_{k}")
                                             for k in key_cols])
-            self.conn.execute(stmt, [{f"k_{c}": v for c, v in zip(key_cols, k, strict=True)}
+            self.conn.execute(drop, [{f"k_{c}": v for c, v in zip(key_cols, k, strict=True)}
                                      for k in (*gone, *changed)])
         if added or changed:
             self.conn.execute(sa.insert(table), [new[k] for k in (*changed, *added)])

@@ -150,7 +150,7 @@ class MetricsDB:
                     # Read in this transaction, the staged database is locked
                     # until it ends; loading an empty image releases it (and
                     # the last chunk's memory), and then it can be detached.
-                    self.conn.connection.driver_connection.deserialize(
+                    self._sqlite().deserialize(
                         stage_chunk([], 1).image, name=_STAGING)
                     self.conn.exec_driver_sql(f"DETACH DATABASE {_STAGING}")
 
@@ -217,7 +217,7 @@ class MetricsDB:
         if not self._staging_attached():
             # The name is ours, a constant; an in-memory database, no file.
             self.conn.exec_driver_sql(f"ATTACH DATABASE ':memory:' AS {_STAGING}")
-        self.conn.connection.driver_connection.deserialize(chunk.image, name=_STAGING)
+        self._sqlite().deserialize(chunk.image, name=_STAGING)
         layout = tuple(tuple(r) for r in self.conn.exec_driver_sql(
             f"SELECT name, rootpage FROM {_STAGING}.sqlite_schema ORDER BY rootpage"))
         if layout != STAGING_LAYOUT:
@@ -578,11 +578,16 @@ class MetricsDB:
         starts = starts.union_all(sa.select(after).where(starts.c.start_s.is_not(None)))
         return sa.select(starts.c.start_s).where(starts.c.start_s.is_not(None))
 
+    def _sqlite(self) -> Any:
+        """The driver's own connection (sqlite3's: ``deserialize`` into a schema)."""
+        return self.conn.connection.driver_connection
+
     def _driver_rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
         """``stmt``'s rows as the driver's cursor gives them: plain tuples, no Row objects."""
         result = self.conn.execute(stmt)
         try:
-            return result.cursor.fetchall() if result.cursor is not None else []
+            rows = result.cursor.fetchall() if result.cursor is not None else []
+            return rows  # type: ignore[return-value]  # the drivers' fetchall is a list
         finally:
             result.close()
 

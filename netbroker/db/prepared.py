@@ -44,7 +44,7 @@ class PreparedStatement:
     """
 
     def __init__(self, stmt: sa.Executable, dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
+        compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]  # a ClauseElement
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("a statement with expanding or literal-execute parameters "
                              "has no fixed SQL to prepare")
@@ -137,7 +137,7 @@ def _driver_cursor(conn: Connection, sql: str, args: Any) -> Iterator[Any]:
     and ``args`` in it."""
     if not conn.in_transaction() and not conn.get_execution_options().get(NO_BEGIN):
         conn.begin()
-    raw = conn.connection.dbapi_connection
+    raw: Any = conn.connection.dbapi_connection  # a live connection: not None here
     reused = conn.dialect.name == "postgresql"
     cursor = _cursor_of(raw) if reused else raw.cursor()
     try:
@@ -164,8 +164,8 @@ def _cursor_of(raw: Any) -> Any:
     return cursor
 
 
-def _translated(conn: Connection, raw: Any, cursor: Any, exc: Exception, sql: str,
-                args: Any) -> sa.exc.DBAPIError:
+def _translated(conn: Connection, raw: Any, cursor: Any, exc: Any, sql: str,
+                args: Any) -> sa.exc.StatementError:
     """The driver's error as SQLAlchemy raises it; a lost connection is invalidated."""
     gone = conn.dialect.is_disconnect(exc, raw, cursor)
     if gone:

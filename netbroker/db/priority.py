@@ -64,7 +64,8 @@ class PriorityDB:
                                           jobs.c.working_group.in_(sorted(groups)))))
         rows = self.conn.execute(stmt).all()
         columns = list(zip(*rows, strict=True)) if rows else [()] * 8
-        return WaitingJobs(*(np.array(c, dtype=np.int64) for c in columns[:4]),
+        ids, priority, base, attempts = (np.array(c, dtype=np.int64) for c in columns[:4])
+        return WaitingJobs(ids, priority, base, attempts,
                            np.array(columns[4], dtype=float),  # None -> NaN
                            np.array(columns[5], dtype=np.int64),
                            np.array(columns[6], dtype=object), np.array(columns[7], dtype=object))

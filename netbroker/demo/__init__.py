@@ -162,7 +162,7 @@ def _plan(engine: Engine) -> dict[str, Any]:
         summary = {c["name"]: c for c in grid.cloud_summary() if c["tier1"]}
         site_rows = {s["name"]: s for s in grid.list_sites()}
         queues = grid.list_queues(status="online")
-        disks = {}
+        disks: dict[str, Any] = {}
         for e in grid.list_endpoints():
             if e["kind"] == "disk" and e["active"]:
                 disks.setdefault(e["site"], e["name"])

@@ -40,6 +40,7 @@ import itertools
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,8 @@ class _Run:
             self.push(s.pd2p_every_minutes * 60, "pd2p")
         if s.rebrokerage:
             self.push(s.rebrokerage_every_minutes * 60, "rebroker")
-        handlers = {"task": self.on_task, "link": self.on_link, "setup": self.on_setup,
+        handlers: dict[str, Callable[[Any], None]] = {
+                    "task": self.on_task, "link": self.on_link, "setup": self.on_setup,
                     "end": self.on_end, "change": self.on_change, "congest": self.on_congest,
                     "down": self.on_down, "up": self.on_up, "measure": self.on_measure,
                     "probe_throughput": self.on_probe_throughput,
@@ -270,6 +272,7 @@ class _Run:
                 self.tasks_left -= 1
             return
         self.tasks_left -= 1
+        assert choice.chosen is not None  # a plan exists only for a chosen candidate
         mesh = self.policy == "full_mesh"
         home = int(self.grid.cloud[choice.chosen]) if mesh else int(choice.chosen)
         self.task_home[k] = home

@@ -278,7 +278,7 @@ def build_grid(s: Scenario) -> Grid:
     popularity = rng.zipf(1.6, w.datasets * 4) % w.datasets  # a few datasets read a lot
     tasks, jobs = [], 0
     while jobs < w.jobs:
-        files = int(min(rng.integers(*w.files_per_task), w.jobs - jobs))
+        files = min(int(rng.integers(*w.files_per_task)), w.jobs - jobs)
         analysis = bool(rng.random() < w.analysis_fraction)
         tasks.append(Task(float(rng.uniform(0, w.hours * 3600)), int(rng.choice(popularity)),
                           files, float(rng.uniform(*w.file_gbytes) * 1e9),
