@@ -32,7 +32,7 @@ CASES = {
     "dispatch.py": (["--only", "sqlite", "--jobs", "3000", "--queues", "5", "--seconds", "2",
                      "--rounds", "1", "--min-cycle-runs", "0"],
                     ["dispatch.sqlite", "dispatch.sqlite.p99_ms"]),
-    "cluster.py": (["--jobs", "3000", "--queues", "5", "--seconds", "2", "--rounds", "1",
+    "cluster.py": (["--jobs", "20000", "--queues", "5", "--seconds", "2", "--rounds", "1",
                     "--servers", "1,2"], ["cluster.dispatch.1", "cluster.dispatch.1.db_cpu",
                                           "cluster.dispatch.2", "cluster.dispatch.2.db_cpu"]),
     "broker.py": (["--messages", "300"], ["ingest.stomp"]),
