@@ -45,7 +45,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from _common import emit, scratch_path
-from dispatch import cycle_env, duplicates, load, prepare
+from dispatch import cycle_env, duplicates, load, prepare, stop
 
 from netbroker.cluster import LocalCluster, free_port
 from netbroker.db import create_db_engine
@@ -164,8 +164,7 @@ def run_direct(url: str, token: str, names: list[str], args: argparse.Namespace,
     try:
         return load(port, token, names, args.seconds, ids, seed)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop(process)
 
 
 def dry(report: dict[str, Any], what: str) -> None:

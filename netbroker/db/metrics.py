@@ -67,8 +67,8 @@ _INGEST_LOCK = 0x6E62_6D65  # "nbme": the advisory lock key of metric ingestion
 # -KiB): a million FTS records update ~0.5 GB of B-tree pages, in no order a
 # 64 MiB cache can follow, and each miss is a read. Memory only, given back
 # when the batch is written; durability settings are not touched. 1 GiB
-# rather than 256 MiB: measurably faster on a million records
-# (docs/performance.md).
+# rather than 256 MiB: a million records need it (bench/ingest.py measures
+# the batch).
 _BATCH_CACHE_KIB = 1024 * 1024
 _STAGING = "nb_staging"  # the schema a staged chunk is attached as, on SQLite
 
