@@ -417,6 +417,9 @@ def measure(backend: str, url: str, n_jobs: int, n_queues: int, args: argparse.N
 
 
 def emit_pair(name: str, ours: list[Run], theirs: list[Run], p99: bool = True) -> None:
+    if min(max(r.jobs_per_s for r in ours), max(r.jobs_per_s for r in theirs)) <= 0:
+        sys.exit(f"{name}: a side handed out no job after its warm-up (the queues ran dry): "
+                 "raise --jobs")
     emit(name, max(r.jobs_per_s for r in ours), "jobs/s",
          max(r.jobs_per_s for r in theirs), ">= 0.7 of the lean reference")
     if p99:

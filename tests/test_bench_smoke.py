@@ -29,7 +29,7 @@ CASES = {
     "brokerage.py": (["--sites", "30", "--tasks", "10", "--jobs-per-task", "5"],
                      ["brokerage.jobs", "brokerage.jobs_stored",
                       "brokerage.jobs_stored.postgresql"]),
-    "dispatch.py": (["--only", "sqlite", "--jobs", "3000", "--queues", "5", "--seconds", "2",
+    "dispatch.py": (["--only", "sqlite", "--jobs", "30000", "--queues", "5", "--seconds", "2",
                      "--rounds", "1", "--min-cycle-runs", "0"],
                     ["dispatch.sqlite", "dispatch.sqlite.p99_ms"]),
     "cluster.py": (["--jobs", "20000", "--queues", "5", "--seconds", "2", "--rounds", "1",
