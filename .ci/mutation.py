@@ -39,24 +39,25 @@ REPORT = ROOT / "docs" / "mutation.md"
 # ``exclude``, or only ``include``. Outside: reading for people, the DDM feed's
 # plumbing, examples.
 SCOPE: dict[str, dict[str, list[str]]] = {
-    "netbroker/brokerage.py": {"exclude": ["_tiny_view"]},
-    "netbroker/clouds.py": {"exclude": ["show_membership", "history"]},
-    "netbroker/priority.py": {"exclude": ["list_boosts", "remove_boost"]},
+    "netbroker/workload/brokerage.py": {"exclude": ["_tiny_view"]},
+    "netbroker/clouds/membership.py": {"exclude": ["show_membership", "history"]},
+    "netbroker/workload/priority.py": {"exclude": ["list_boosts", "remove_boost"]},
     "netbroker/db/priority.py": {"include": ["PriorityDB.boosts", "PriorityDB.cpu_hours_by_user",
                                              "PriorityDB.waiting_jobs",
                                              "PriorityDB.set_priorities"]},
-    "netbroker/pd2p.py": {"include": ["choose_target", "run_cycle", "_throughput", "_excluded",
-                                      "cleanup_proposals", "mark_done"]},
+    "netbroker/placement/pd2p.py": {"include": ["choose_target", "run_cycle", "_throughput",
+                                                "_excluded", "cleanup_proposals", "mark_done"]},
     "netbroker/db/pd2p.py": {"include": [
         "Pd2pDB.popularity", "Pd2pDB.waiting_jobs", "Pd2pDB.datasets", "Pd2pDB.replicas_of",
         "Pd2pDB.endpoints", "Pd2pDB.free_slots_by_site", "Pd2pDB.decided",
         "Pd2pDB.failed_targets", "Pd2pDB.reserved_bytes", "Pd2pDB.bytes_sent_by_site",
         "Pd2pDB.decisions_since", "Pd2pDB.expire", "Pd2pDB.pd2p_replicas",
         "Pd2pDB.add_replica", "Pd2pDB.use_space"]},
-    "netbroker/rebrokerage.py": {},
-    "netbroker/tasks.py": {"include": ["task_needs", "_job_rows", "_seed"]},
-    "netbroker/metrics.py": {"include": ["window_start_s", "_link_frame", "consolidate",
-                                         "_consolidate_links", "_window_mean", "tier1_links"]},
+    "netbroker/workload/rebrokerage.py": {},
+    "netbroker/workload/tasks.py": {"include": ["task_needs", "_job_rows", "_seed"]},
+    "netbroker/network/metrics.py": {"include": ["window_start_s", "_link_frame", "consolidate",
+                                                 "_consolidate_links", "_window_mean",
+                                                 "tier1_links"]},
 }
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}

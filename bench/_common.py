@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netbroker import registry  # noqa: E402
 from netbroker.db import create_db_engine, upgrade  # noqa: E402
+from netbroker.registry import registry  # noqa: E402
 
 
 def scratch_path(name: str) -> Path:

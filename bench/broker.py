@@ -1,6 +1,6 @@
 """ingest.stomp: FTS messages taken from a real ActiveMQ, against the same messages from a file.
 
-Starts a throwaway ActiveMQ (Debian's ``activemq``, ``netbroker.brokers``),
+Starts a throwaway ActiveMQ (Debian's ``activemq``, ``netbroker.ops.brokers``),
 publishes N FTS transfer-completion messages (persistent, to the topic FTS
 publishes to, for a durable subscription made first), then times, in the same
 run, (a) ``collectors.stomp.collect_stomp`` taking, ingesting and
@@ -24,8 +24,8 @@ from _common import emit, sqlite_grid
 
 from collectors.ingest import ingest
 from collectors.stomp import FTS_TOPIC, collect_stomp
-from netbroker.brokers import ActiveMQ, find_activemq
-from netbroker.config import CollectorSettings
+from netbroker.common.config import CollectorSettings
+from netbroker.ops.brokers import ActiveMQ, find_activemq
 
 
 def messages(n: int) -> list[bytes]:

@@ -31,14 +31,14 @@ import time
 import numpy as np
 from _common import emit, scratch_path
 
-from netbroker import registry
-from netbroker.brokerage import GridView, TaskNeeds, broker_jobs, broker_task
-from netbroker.config import BrokerageSettings, Settings
+from netbroker.common.config import BrokerageSettings, Settings
+from netbroker.common.enums import ProcessingType, TaskStatus, utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
-from netbroker.db.schema import ProcessingType, TaskStatus, utcnow
 from netbroker.db.tasks import TaskDB
-from netbroker.tasks import broker_tasks
+from netbroker.registry import registry
+from netbroker.workload.brokerage import GridView, TaskNeeds, broker_jobs, broker_task
+from netbroker.workload.tasks import broker_tasks
 
 GB = 1_000_000_000
 

@@ -3,7 +3,7 @@
 Registers 2,000 sites in 10 clouds (each with a Tier-1 and an online queue),
 fills the last day's buckets with FTS throughput for every Tier-1 -> site
 link plus 200 random links per site (the rest of a realistic, partial
-mesh: 420,000 links), then times ``netbroker.clouds.recompute`` (read the
+mesh: 420,000 links), then times ``netbroker.clouds.membership.recompute`` (read the
 registry and the Tier-1 links, decide, store members and history). The
 in-run baseline is the pure decision (``decide_membership``) on the same
 inputs, so the ratio says how much of the cycle is I/O. The goal is on the
@@ -20,10 +20,11 @@ import json
 import numpy as np
 from _common import best_of, emit, scratch_path
 
-from netbroker import clouds, registry
-from netbroker.config import CloudSettings
+from netbroker.clouds import membership as clouds
+from netbroker.common.config import CloudSettings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.metrics import MetricsDB
+from netbroker.registry import registry
 
 NOW_S = 1_795_514_400.0
 

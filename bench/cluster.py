@@ -1,6 +1,6 @@
 """cluster.dispatch.N: pilots' job cycles per second through HAProxy, 1, 2 and 3 servers.
 
-The deployed shape (``netbroker.cluster.LocalCluster``, ``deploy/``): N
+The deployed shape (``netbroker.ops.cluster.LocalCluster``, ``deploy/``): N
 ``netbroker serve`` processes over one PostgreSQL, every cycle scheduled
 on each (the leases make one server run each), behind Debian's HAProxy
 with ``deploy/haproxy.cfg``. The database is ``bench/dispatch.py``'s
@@ -47,10 +47,10 @@ import sqlalchemy as sa
 from _common import emit, scratch_path
 from dispatch import cycle_env, duplicates, load, prepare, stop
 
-from netbroker.cluster import LocalCluster, free_port
 from netbroker.db import create_db_engine
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
-from netbroker.drill import start_service
+from netbroker.ops.cluster import LocalCluster, free_port
+from netbroker.ops.drill import start_service
 
 CLOCK = os.sysconf("SC_CLK_TCK")
 

@@ -60,26 +60,18 @@ from _common import ROOT, emit, scratch_path
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import registry
-from netbroker.auth import create_token
-from netbroker.config import Settings
+from netbroker.accounts.auth import create_token
+from netbroker.common.config import Settings
+from netbroker.common.enums import JobStatus, ProcessingType, TaskStatus, utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
-from netbroker.db.schema import (
-    JobStatus,
-    ProcessingType,
-    TaskStatus,
-    cycles,
-    job_state_changes,
-    jobs,
-    queues,
-    utcnow,
-)
+from netbroker.db.schema import cycles, job_state_changes, jobs, queues
 from netbroker.db.tasks import TaskDB
 from netbroker.demo.stream import fts_lines
-from netbroker.priority import recompute
-from netbroker.tasks import broker_tasks
+from netbroker.registry import registry
+from netbroker.workload.priority import recompute
+from netbroker.workload.tasks import broker_tasks
 
 BENCH = Path(__file__).resolve().parent
 PILOTS = 64

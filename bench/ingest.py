@@ -30,7 +30,7 @@ from collections.abc import Callable
 from _common import emit, sqlite_grid
 
 from collectors.ingest import ingest
-from netbroker import registry
+from netbroker.registry import registry
 
 T0_MS = 1_795_514_400_000
 _GRID = json.loads(registry.sample_grid_path().read_text())

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from _common import best_of_pair, emit, scratch_path
 
-from netbroker import metrics, registry
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.metrics import MetricsDB
+from netbroker.network import metrics
+from netbroker.registry import registry
 
 NOW_S = 1_795_514_400.0
 

@@ -23,8 +23,8 @@ import numpy as np
 import sqlalchemy as sa
 from _common import emit, scratch_path
 
-from netbroker import pd2p
-from netbroker.config import Settings
+from netbroker.common.config import Settings
+from netbroker.common.enums import utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.pd2p import Pd2pDB
@@ -39,8 +39,8 @@ from netbroker.db.schema import (
     replicas,
     sites,
     tasks,
-    utcnow,
 )
+from netbroker.placement import pd2p
 
 GB = 1_000_000_000
 

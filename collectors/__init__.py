@@ -1,7 +1,8 @@
 """Collectors: FTS, perfSONAR, federated-XRootD and NWS records -> metric samples.
 
-Each source gets its own module here (the network-matrix issue); they
-import the core, the core never imports them.
+Each source's shapes have their own module here; ``ingest`` turns records into
+samples through ``netbroker.network``. An edge: may import the core and below;
+the core never imports it.
 """
 
 __all__: list[str] = []

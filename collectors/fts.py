@@ -92,8 +92,8 @@ def _pieces(raw: bytes | mmap.mmap, separator: bytes) -> Iterator[bytes]:
     """``raw.split(separator)`` one piece at a time, without a trailing empty piece.
 
     Lazily: a batch of a million messages would otherwise be copied into a
-    list of a million pieces before the first is parsed (for a parsing
-    process, ~2 s of page faults on these hosts before its first chunk).
+    list of a million pieces before the first is parsed (page faults, not
+    parsing, before its first chunk).
 
     >>> list(_pieces(b"a\\nb\\n\\nc\\n", b"\\n"))
     [b'a', b'b', b'', b'c']

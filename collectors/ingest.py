@@ -40,12 +40,12 @@ from collectors.parsing import (
     work_bytes,
 )
 from collectors.records import Rejected, Source
-from netbroker.config import MetricsSettings
+from netbroker.common.config import MetricsSettings
+from netbroker.common.observability import COLLECTOR_RECORDS
+from netbroker.common.sample_rows import SampleChunk, StagedChunk
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
-from netbroker.observability import COLLECTOR_RECORDS
-from netbroker.sample_rows import SampleChunk, StagedChunk
 
 __all__ = ["CHUNK", "PARALLEL_MIN_BYTES", "PARSERS", "IngestReport", "RecordCounts", "ingest",
            "parser_for"]

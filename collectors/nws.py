@@ -40,8 +40,8 @@ from collectors.records import (
     Source,
     flatten,
 )
-from netbroker.config import MetricsSettings
-from netbroker.metrics import WINDOWS_S, network_matrix
+from netbroker.common.config import MetricsSettings
+from netbroker.network.metrics import WINDOWS_S, network_matrix
 
 __all__ = ["export_document", "nws_document", "parse", "read"]
 
@@ -177,7 +177,7 @@ def export_document(windows: Mapping[str, pd.DataFrame], loss: pd.DataFrame | No
     windows : mapping
         ``{"1h": matrix, "1d": matrix, "1w": matrix}`` of throughput in MB/s,
         rows src site, columns dst site, NaN for unknown (as
-        ``netbroker.metrics.network_matrix`` gives).
+        ``netbroker.network.metrics.network_matrix`` gives).
     loss, latency : DataFrame, optional
         Packet-loss (fraction) and one-way-delay (ms) matrices of one window.
     now_s : float, optional

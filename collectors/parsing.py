@@ -2,7 +2,7 @@
 
 All of an ingestion that needs no database (read the records, map hosts
 to sites, build the rows, sort and fold them with
-``netbroker.sample_rows.prepare_chunk``, or stage them for a SQLite writer
+``netbroker.common.sample_rows.prepare_chunk``, or stage them for a SQLite writer
 with ``stage_chunk``) is one generator,
 :func:`prepared_chunks`. It accounts for every record read
 (``collectors.records``): a record whose samples go into a chunk is
@@ -53,7 +53,13 @@ from collectors.records import (
     Rejected,
     Source,
 )
-from netbroker.sample_rows import SampleChunk, StagedChunk, origin_key, prepare_chunk, stage_chunk
+from netbroker.common.sample_rows import (
+    SampleChunk,
+    StagedChunk,
+    origin_key,
+    prepare_chunk,
+    stage_chunk,
+)
 
 __all__ = ["CHUNK", "PARSERS", "SPLIT_MIN_BYTES", "ChunkJob", "ParseCounts", "Parsed",
            "parsed_elsewhere", "parsed_here", "parser_for", "prepared_chunks", "reader_for",
@@ -482,9 +488,8 @@ def _shared_file() -> int:
 
     How the batch reaches the child: one copy into memory the kernel
     shares, which the child reads back, rather than pickling hundreds of MB
-    through a pipe (on a 340 MB batch the pipe took the child ~2.8 s, the
-    writer idle until the first chunk came; this, ~0.7 s, mostly page faults
-    on these hosts). ``memfd_create`` on Linux, an unlinked temporary file
+    through a pipe, which keeps the writer idle until the first chunk comes
+    (``bench/ingest.py`` measures both). ``memfd_create`` on Linux, an unlinked temporary file
     elsewhere.
     """
     if hasattr(os, "memfd_create"):
@@ -505,8 +510,8 @@ def _read_shared(fd: int, source: Source) -> bytes | mmap.mmap:
     """The data in :func:`_shared_file`'s file ``fd``, which is closed.
 
     For FTS, whose parser reads a buffer piece by piece, the file mapped:
-    copying a GB batch first took the child ~3.5 s of page faults on these
-    hosts before its first chunk. For the others, the bytes, read.
+    copying a GB batch first would cost the child its page faults before its
+    first chunk. For the others, the bytes, read.
     """
     try:
         size = os.fstat(fd).st_size

@@ -45,7 +45,7 @@ from urllib3.util.retry import Retry
 from collectors.esmond import EVENT_KINDS, SeriesUri, readable, series_uri
 from collectors.ingest import IngestReport, ingest
 from collectors.records import Source
-from netbroker.config import CollectorSettings, MetricsSettings
+from netbroker.common.config import CollectorSettings, MetricsSettings
 from netbroker.db.pull_cursors import PullCursorDB
 
 __all__ = ["ESMOND_EVENT_TYPES", "FetchLog", "PullResult", "fetch_esmond_bundle",

@@ -21,7 +21,7 @@ network domain) and ``collectors.ingest`` maps them to sites.
 
 Units are normalised here, once (see ``KIND_UNITS``); the unit the source
 used is kept in ``source_unit`` for provenance. ``Source``, ``MetricKind``
-and ``KIND_UNITS`` are the core's (``netbroker.metrics``), re-exported.
+and ``KIND_UNITS`` are the core's (``netbroker.network.metrics``), re-exported.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from netbroker.metric_kinds import KIND_UNITS, MetricKind
-from netbroker.metric_kinds import MetricSource as Source
+from netbroker.common.metric_kinds import KIND_UNITS, MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 
 __all__ = ["KIND_UNITS", "Framing", "HostRef", "MetricKind", "NotALink", "Outcome", "ParsedSample",
            "Record", "Rejected", "Source", "flatten"]

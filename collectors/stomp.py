@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import IngestReport, RecordCounts, ingest
-from netbroker.config import MetricsSettings
+from netbroker.common.config import MetricsSettings
 
 __all__ = ["FTS_TOPIC", "StompReport", "collect_stomp", "fts_records"]
 

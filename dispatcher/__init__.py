@@ -1,7 +1,8 @@
 """The pilot-facing job dispatcher: acquire, update, heartbeat, event ranges.
 
-Built by the job-cycle issue and mounted in ``netbroker serve``; it imports
-the core, the core never imports it.
+Mounted by ``netbroker.api`` in ``netbroker serve``. An edge: may import the core,
+``netbroker.web`` and below; never ``netbroker.api`` (which imports it), and the
+core never imports it.
 """
 
 __all__: list[str] = []

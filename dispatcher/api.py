@@ -22,12 +22,12 @@ from dispatcher.core import (
 )
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files
-from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, IdPath, SettingsDep
-from netbroker.auth import Principal
+from netbroker.accounts.auth import Principal
+from netbroker.common.errors import UnknownJob
+from netbroker.common.observability import DISPATCH_SECONDS
 from netbroker.db.jobs import JobDB
-from netbroker.errors import UnknownJob
-from netbroker.observability import DISPATCH_SECONDS
+from netbroker.web.auth import require, roles_doc
+from netbroker.web.deps import EngineDep, IdPath, SettingsDep
 
 __all__ = ["router"]
 

@@ -2,7 +2,7 @@
 
 Each call is one short transaction (``BEGIN IMMEDIATE`` on SQLite, row
 locks on PostgreSQL) around ``netbroker.db.jobs.JobDB``; the lifecycle rules
-are the core's (``netbroker.jobs``).
+are the core's (``netbroker.common.lifecycle``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection, Engine
 
-from netbroker.config import DispatcherSettings
-from netbroker.datasets import endpoint_of_url, pfn
+from netbroker.common.config import DispatcherSettings
+from netbroker.common.enums import JobStatus, utcnow
+from netbroker.common.errors import Forbidden, InvalidTransition, UnknownJob, UnknownQueue
+from netbroker.common.lifecycle import FINAL, LIVE, pilot_sources
+from netbroker.common.text import Diagnostic, LogTail, Name, ShortText
 from netbroker.db import atomic_write, begin_immediate, database_key
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, queues, utcnow
+from netbroker.db.schema import queues
 from netbroker.db.tasks import TaskDB
-from netbroker.errors import Forbidden, InvalidTransition, UnknownJob, UnknownQueue
-from netbroker.jobs import FINAL, LIVE, pilot_sources
-from netbroker.text import Diagnostic, LogTail, Name, ShortText
+from netbroker.registry.datasets import endpoint_of_url, pfn
 
 __all__ = [
     "AcquireRequest",
@@ -59,7 +60,7 @@ class AcquireRequest(BaseModel):
     memory_mb: int | None = Field(None, ge=0, le=2**31 - 1,
                                   description="Default: the queue's max memory.")
     disk_mb: int = Field(10_000, ge=0, le=2**31 - 1)
-    # Free text, cleaned and cut to the column (netbroker.text), not refused.
+    # Free text, cleaned and cut to the column (netbroker.common.text), not refused.
     node: ShortText = ""
     pilot_id: ShortText = ""
 
@@ -156,7 +157,7 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     (``attempt_nr + 1``, ``retry_of`` the failed one), as PanDA does.
 
     A pilot moves its job only along its own transitions
-    (``netbroker.jobs.pilot_sources``). A live report on a cancelled job is
+    (``netbroker.common.lifecycle.pilot_sources``). A live report on a cancelled job is
     answered with ``tobekilled``, its final report acknowledged, and neither
     changes anything; a final report repeated (a pilot retrying a lost
     answer) is acknowledged and changes nothing. With ``owner`` (a pilot's token name)

@@ -3,9 +3,8 @@
 Every job costs one getJob and one final updateJob. Through FastAPI each
 request also pays for route matching, the endpoint wrapper and dependency
 resolution (even with none to resolve) and the exception middleware's
-wrapper: ~90 us of CPU a request on the 2-core hosts against ~9 us for
-calling the same handler from a plain ASGI layer (a tenth of a job's CPU
-on PostgreSQL). :class:`WireEdge` is that layer: for ``POST`` to the paths
+wrapper: ten times the CPU of calling the same handler from a plain ASGI
+layer, a tenth of a job's CPU on PostgreSQL (``docs/performance.md``). :class:`WireEdge` is that layer: for ``POST`` to the paths
 it is given, it builds the request, awaits the very handler FastAPI has
 registered for the path, turns an exception into the answer the app's own
 exception handlers give (looked up by class, as Starlette does) and sends

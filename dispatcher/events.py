@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
-from netbroker.config import DispatcherSettings
+from netbroker.common.config import DispatcherSettings
+from netbroker.common.enums import EventRangeStatus, utcnow
+from netbroker.common.errors import Forbidden, UnknownJob
 from netbroker.db import begin_immediate
 from netbroker.db.events import EventDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import EventRangeStatus, utcnow
-from netbroker.errors import Forbidden, UnknownJob
 
 __all__ = [
     "RangeReport",

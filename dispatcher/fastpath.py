@@ -2,9 +2,9 @@
 
 A pilot's getJob or updateJob is a little HTTP around one database
 statement. Sending that statement to the thread pool costs about as much
-CPU as the statement itself: on this 2-core machine kind a hop measured
-~200 us of a ~1 ms request, mostly the GIL changing hands between the
-loop and the pool's threads. So on PostgreSQL the two calls every job
+CPU as the statement itself, mostly the GIL changing hands between the
+loop and the pool's threads (``bench/dispatch.py`` measures it;
+``docs/performance.md`` has the figures). So on PostgreSQL the two calls every job
 makes, its acquisition and a report that is one statement (see
 ``dispatcher.core.report_is_one_statement``), run on the loop itself,
 through an engine of their own (:func:`create_dispatch_engine`): a small
@@ -18,9 +18,8 @@ queue for one thread (:class:`WriteBatcher`), which runs all the calls
 waiting in one write transaction (``netbroker.db.engine.write_batch``),
 each under a savepoint of its own, and answers them after its commit: a
 transaction costs its locks, ``BEGIN IMMEDIATE`` and the commit, about as
-much as the short write in it. (Before, one call per transaction on one
-thread: ~670 job cycles/s against ~460 with the pool's 40 threads fighting
-over the GIL, on that day's host.)
+much as the short write in it, and one thread does not fight the pool's
+threads over the GIL.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker.datasets import pfn
 from netbroker.db.schema import queues
 from netbroker.db.tasks import TaskDB
+from netbroker.registry.datasets import pfn
 
 __all__ = ["job_files", "panda_file_fields"]
 

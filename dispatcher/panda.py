@@ -45,11 +45,8 @@ from dispatcher.core import (
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files, panda_file_fields
 from dispatcher.wire_input import WireInputError, read_fields
-from netbroker.api.auth import authorize
-from netbroker.api.deps import EngineDep
-from netbroker.config import Settings
-from netbroker.db.grid import GridDB
-from netbroker.errors import (
+from netbroker.common.config import Settings
+from netbroker.common.errors import (
     Forbidden,
     InvalidTransition,
     NotFound,
@@ -57,8 +54,11 @@ from netbroker.errors import (
     UnknownQueue,
     UnknownTransformation,
 )
-from netbroker.observability import DISPATCH_SECONDS
-from netbroker.text import Diagnostic, LogTail, Name, ShortText
+from netbroker.common.observability import DISPATCH_SECONDS
+from netbroker.common.text import Diagnostic, LogTail, Name, ShortText
+from netbroker.db.grid import GridDB
+from netbroker.web.auth import authorize
+from netbroker.web.deps import EngineDep
 
 __all__ = ["WIRE_POSTS", "router"]
 

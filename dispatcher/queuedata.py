@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from netbroker.db.schema import PROTOCOL_ACTIVITIES
+from netbroker.common.enums import PROTOCOL_ACTIVITIES
 
 __all__ = [
     "acopytools",

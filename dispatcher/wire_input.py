@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from netbroker.config import DispatcherSettings
+from netbroker.common.config import DispatcherSettings
 
 __all__ = ["WireInputError", "read_fields"]
 

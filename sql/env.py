@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from netbroker.config import load_settings
+from netbroker.common.config import load_settings
 from netbroker.db.engine import create_db_engine
 from netbroker.db.schema import metadata
 

@@ -24,11 +24,11 @@ import sqlalchemy as sa
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from netbroker import registry
 from netbroker.api import create_app
-from netbroker.config import Settings
+from netbroker.common.config import Settings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
+from netbroker.registry import registry
 
 REQUIRE_POSTGRES = os.environ.get("NETBROKER_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]

@@ -13,9 +13,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from netbroker.common.enums import utcnow
 from netbroker.db.engine import begin_immediate
 from netbroker.db.jobs import _acquire_statement
-from netbroker.db.schema import jobs, queues, utcnow
+from netbroker.db.schema import jobs, queues
 
 
 def _fill(engine: Engine) -> int:

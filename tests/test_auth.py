@@ -8,9 +8,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from netbroker import auth, registry
-from netbroker.auth import ROLES, create_token
-from netbroker.errors import NetbrokerError
+from netbroker.accounts import auth
+from netbroker.accounts.auth import ROLES, create_token
+from netbroker.common.errors import NetbrokerError
+from netbroker.registry import registry
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 from tests.test_dispatcher import add_jobs

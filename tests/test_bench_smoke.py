@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from netbroker.brokers import find_activemq
 from netbroker.db.pgcluster import find_postgres_bin
+from netbroker.ops.brokers import find_activemq
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

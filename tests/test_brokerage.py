@@ -12,11 +12,13 @@ from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
 from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job
-from netbroker import registry, tasks
-from netbroker.config import Settings
-from netbroker.db.schema import JobStatus, jobs, queues
+from netbroker.common.config import Settings
+from netbroker.common.enums import JobStatus
+from netbroker.common.errors import InvalidTask, InvalidTransition, TaskExists, UnknownDataset
+from netbroker.db.schema import jobs, queues
 from netbroker.db.tasks import TaskDB
-from netbroker.errors import InvalidTask, InvalidTransition, TaskExists, UnknownDataset
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.conftest import LiveServer
 from tests.factories import fts_transfers, mini_grid, task_spec
 

@@ -26,8 +26,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import registry, tasks
-from netbroker.brokerage import (
+from netbroker.common.config import Settings
+from netbroker.common.enums import JobStatus, utcnow
+from netbroker.db.grid import GridDB
+from netbroker.db.jobs import JobDB
+from netbroker.db.schema import jobs, queues
+from netbroker.registry import registry
+from netbroker.workload import tasks
+from netbroker.workload.brokerage import (
     FILTERS,
     MB,
     GridView,
@@ -39,10 +45,6 @@ from netbroker.brokerage import (
     queue_filter_codes,
     transfer_seconds,
 )
-from netbroker.config import Settings
-from netbroker.db.grid import GridDB
-from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, jobs, queues, utcnow
 from tests.factories import GB, fts_transfers, mini_grid, task_spec
 
 ESD = "data23:data23.ESD"

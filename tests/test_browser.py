@@ -26,11 +26,13 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import clouds, priority, registry, tasks
-from netbroker.config import CloudSettings, Settings
+from netbroker.clouds import membership as clouds
+from netbroker.common.config import CloudSettings, Settings
+from netbroker.common.enums import utcnow
 from netbroker.db.cycles import CycleDB
-from netbroker.db.schema import utcnow
-from netbroker.rebrokerage import rebroker
+from netbroker.registry import registry
+from netbroker.workload import priority, tasks
+from netbroker.workload.rebrokerage import rebroker
 from tests.conftest import LiveServer
 from tests.factories import fts_transfers, mini_grid, task_spec
 from tests.test_monitor import busy  # noqa: F401  (the fixture)

@@ -16,11 +16,11 @@ from sqlalchemy.engine import Engine
 
 import collectors.ingest as collectors_ingest
 from collectors.ingest import ingest
-from netbroker import metrics
-from netbroker.config import MetricsSettings, Settings
+from netbroker.common.config import MetricsSettings, Settings
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import BLOCK_ARRAYS, metric_bucket_blocks, metric_buckets
-from netbroker.service import service_cycles
+from netbroker.network import metrics
+from netbroker.service.serve import service_cycles
 from tests.factories import fts_transfers, recent_fts_lines
 from tests.test_network_matrix import (
     BUCKET_S,

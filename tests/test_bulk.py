@@ -14,11 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from netbroker.common.enums import utcnow
 from netbroker.db.bulk import allocate_ids, insert_rows
 from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import job_state_changes, jobs, queues, utcnow
+from netbroker.db.schema import job_state_changes, jobs, queues
 
 AWKWARD = ["plain", "tab\there", "new\nline", "back\\slash \\N", "quote ' and \"",
            "ünïcødé ✓", ""]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from netbroker import auth, registry
+from netbroker.accounts import auth
 from netbroker.db import create_db_engine, head_revision
+from netbroker.registry import registry
 from tests.factories import mini_grid, recent_fts_lines
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from netbroker import auth, registry, tasks
-from netbroker.config import Settings
+from netbroker.accounts import auth
+from netbroker.common.config import Settings
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 from tests.test_cli import netbroker

@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import clouds, registry
-from netbroker.clouds import MembershipInputs, decide_membership
-from netbroker.config import CloudSettings
+from netbroker.clouds import membership as clouds
+from netbroker.clouds.membership import MembershipInputs, decide_membership
+from netbroker.common.config import CloudSettings
+from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, metadata, queues, utcnow
+from netbroker.db.schema import metadata, queues
+from netbroker.registry import registry
 from tests.factories import fts_transfers
 
 T0 = 1795514400.0  # 2026-11-24T10:00:00Z

@@ -20,12 +20,14 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import clouds, registry
-from netbroker.clouds import MembershipInputs, decide_membership
-from netbroker.config import CloudSettings
+from netbroker.clouds import membership as clouds
+from netbroker.clouds.membership import MembershipInputs, decide_membership
+from netbroker.common.config import CloudSettings
+from netbroker.common.enums import JobStatus
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, queues
+from netbroker.db.schema import queues
+from netbroker.registry import registry
 from tests.factories import fts_transfers, mini_grid, perfsonar_documents
 
 T0 = 1795514400.0  # 2026-11-24T10:00:00Z

@@ -28,12 +28,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from netbroker import auth, registry
-from netbroker.cluster import LocalCluster
+from netbroker.accounts import auth
+from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, job_state_changes, queues, utcnow
+from netbroker.db.schema import job_state_changes, queues
+from netbroker.ops.cluster import LocalCluster
+from netbroker.registry import registry
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow, pytest.mark.reliability,
               pytest.mark.timeout(600)]
@@ -219,7 +221,7 @@ def test_each_cycle_ran_on_one_server_at_a_time_and_the_dead_ones_were_taken_ove
 
 def test_the_cluster_configuration_is_the_deployed_one() -> None:
     """The balancer the tests run is deploy/haproxy.cfg, ports filled in."""
-    from netbroker.cluster import haproxy_config
+    from netbroker.ops.cluster import haproxy_config
 
     text = haproxy_config(8080, {"a": 9001, "b": 9002}, Path("/run/haproxy.sock"))
     assert "bind 127.0.0.1:8080" in text and "retry-on conn-failure" in text

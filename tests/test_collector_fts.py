@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 from collectors import fts
 from collectors.ingest import ingest
 from collectors.records import Framing, HostRef, MetricKind, NotALink, ParsedSample, Rejected
-from netbroker import metrics
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import metric_buckets
+from netbroker.network import metrics
 
 KINDS = ("throughput", "success")
 

@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 
 from collectors.mapping import SiteResolver, rse_ref
 from collectors.records import HostRef
-from netbroker import registry
 from netbroker.db.grid import GridDB
+from netbroker.registry import registry
 
 
 def resolver(engine: Engine) -> tuple[SiteResolver, dict[str, int]]:

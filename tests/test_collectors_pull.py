@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.pull import pull_all
-from netbroker.config import CollectorSettings
+from netbroker.common.config import CollectorSettings
+from netbroker.common.enums import utcnow
 from netbroker.db.cycles import CycleDB
-from netbroker.db.schema import metric_samples, utcnow
-from netbroker.scheduler import Cycle, build_scheduler, run_cycle
+from netbroker.db.schema import metric_samples
+from netbroker.service.scheduler import Cycle, build_scheduler, run_cycle
 from tests.factories import recent_fts_lines
 
 DATA = Path(__file__).parent / "data"
@@ -332,7 +333,7 @@ def test_cycles_run_two_at_a_time_on_niced_threads(engine: Engine) -> None:
     a thread niced below the service's (Linux: nice is per thread)."""
     import os
 
-    from netbroker.scheduler import CONCURRENT_CYCLES, CYCLE_NICENESS
+    from netbroker.service.scheduler import CONCURRENT_CYCLES, CYCLE_NICENESS
 
     lock, running, most, nice = threading.Lock(), [0], [0], []
     finished = threading.Semaphore(0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from netbroker.config import Settings, describe_settings, load_settings
-from netbroker.errors import ConfigError
+from netbroker.common.config import Settings, describe_settings, load_settings
+from netbroker.common.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,7 +1,7 @@
 """The consolidation rule as the decisions read it (``tier1_links``), on both backends.
 
 Clouds, brokerage's grid view, PD2P and the mesh ranking read the links
-leaving some sites through :func:`netbroker.metrics.tier1_links`; the
+leaving some sites through :func:`netbroker.network.metrics.tier1_links`; the
 matrix (:func:`network_matrix`) and :func:`consolidate` have their own tests
 (``tests/test_network_matrix.py``). The rule: per link, the first source of
 the kind's precedence (throughput: FTS, XRootD, perfSONAR, NWS) that has at
@@ -20,11 +20,13 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import clouds, metrics, registry
-from netbroker.config import CloudSettings, MetricsSettings
+from netbroker.clouds import membership as clouds
+from netbroker.common.config import CloudSettings, MetricsSettings
 from netbroker.db.grid import GridDB
 from netbroker.db.schema import sites
-from netbroker.metrics import MetricKind
+from netbroker.network import metrics
+from netbroker.network.metrics import MetricKind
+from netbroker.registry import registry
 from tests.factories import fts_transfers, mini_grid, perfsonar_documents
 
 T0 = 1795514400.0  # 2026-11-24T10:00:00Z

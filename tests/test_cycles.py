@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from netbroker.db import begin_immediate, create_db_engine
 from netbroker.db.cycles import CycleDB, cycle_health, is_overdue
-from netbroker.scheduler import Cycle, run_cycle
+from netbroker.service.scheduler import Cycle, run_cycle
 from tests.conftest import LiveServer
 from tests.test_cli import netbroker
 
@@ -181,7 +181,7 @@ def test_a_lease_waits_out_a_write_lock_held_past_the_busy_timeout(tmp_path: Pat
     import threading
     import time
 
-    from netbroker.config import DatabaseSettings
+    from netbroker.common.config import DatabaseSettings
     from netbroker.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'netbroker.db'}"

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from dispatcher.core import watchdog
-from netbroker.config import DispatcherSettings
+from netbroker.common.config import DispatcherSettings
 from netbroker.db.jobs import JobDB
-from netbroker.drill import start_service
+from netbroker.ops.drill import start_service
 from tests.test_dispatcher import add_jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]

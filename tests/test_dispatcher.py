@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dispatcher.core import AcquireRequest, UpdateRequest, acquire_job, update_job, watchdog
-from netbroker.config import DispatcherSettings
+from netbroker.common.config import DispatcherSettings
+from netbroker.common.enums import JobStatus, utcnow
+from netbroker.common.errors import InvalidTransition, UnknownJob, UnknownQueue
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, jobs, queues, utcnow
-from netbroker.errors import InvalidTransition, UnknownJob, UnknownQueue
-from netbroker.tasks import kill_job
+from netbroker.db.schema import jobs, queues
+from netbroker.workload.tasks import kill_job
 from tests.conftest import LiveServer
 
 QUEUES = ("DESY-HH", "MWT2")
@@ -209,7 +210,7 @@ def test_pilot_demand_counts_waiting_jobs_within_free_slots(grid_engine: Engine)
         assert httpx.get(f"{server.url}/api/v1/queues/NOPE/pilot-demand",
                          timeout=10).status_code == 404
     # a small queue: its free slots, not its waiting jobs, bound the demand
-    from netbroker import registry
+    from netbroker.registry import registry
 
     registry.import_grid_document(grid_engine, json.dumps({"pandaqueue": {"DESY-HH_SMALL": {
         "atlas_site": "DESY-HH", "status": "online", "maxrss": 4000, "maxtime": 3600,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netbroker import registry
 from netbroker.cli import app
 from netbroker.db import create_db_engine, upgrade
+from netbroker.registry import registry
 from tests.factories import recent_fts_lines, task_spec
 from tests.test_cli import netbroker
 

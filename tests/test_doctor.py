@@ -8,11 +8,12 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import auth
-from netbroker.config import Settings
-from netbroker.db.schema import cycles, utcnow
-from netbroker.doctor import checkup
-from netbroker.scheduler import Cycle, run_cycle
+from netbroker.accounts import auth
+from netbroker.common.config import Settings
+from netbroker.common.enums import utcnow
+from netbroker.db.schema import cycles
+from netbroker.ops.doctor import checkup
+from netbroker.service.scheduler import Cycle, run_cycle
 from tests.test_cli import netbroker
 from tests.test_dispatcher import add_jobs
 

@@ -7,8 +7,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from netbroker import auth, registry
+from netbroker.accounts import auth
 from netbroker.api.errors import problem_types
+from netbroker.registry import registry
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 

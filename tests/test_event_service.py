@@ -18,9 +18,10 @@ from dispatcher.events import (
     release_silent_ranges,
     report_event_ranges,
 )
-from netbroker.config import DispatcherSettings
+from netbroker.common.config import DispatcherSettings
+from netbroker.common.enums import utcnow
 from netbroker.db.events import EventDB
-from netbroker.db.schema import event_ranges, utcnow
+from netbroker.db.schema import event_ranges
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs
 

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy.engine import Engine
 
 from netbroker.api import create_app
-from netbroker.config import Settings
+from netbroker.common.config import Settings
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 EXAMPLES = 8

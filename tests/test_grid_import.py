@@ -11,10 +11,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry
+from netbroker.common.enums import PROTOCOL_ACTIVITIES
+from netbroker.common.errors import InvalidGridDocument
 from netbroker.db.grid import GridDB
-from netbroker.db.schema import PROTOCOL_ACTIVITIES, site_subnets, sites
-from netbroker.errors import InvalidGridDocument
+from netbroker.db.schema import site_subnets, sites
+from netbroker.registry import registry
 
 SAMPLE = json.loads(registry.sample_grid_path().read_text())
 CRIC = Path(__file__).parent / "data" / "cric"
@@ -444,8 +445,8 @@ def test_protocols_given_replace_those_stored(grid_engine: Engine) -> None:
 
 def test_a_queue_given_no_maxtime_or_maxtime_zero_has_no_walltime_limit(
         grid_engine: Engine) -> None:
-    from netbroker.config import Settings
-    from netbroker.gridview import load_grid_view
+    from netbroker.common.config import Settings
+    from netbroker.workload.gridview import load_grid_view
 
     registry.import_grid_document(grid_engine, json.dumps({"pandaqueue": {
         "DESY-HH_LONG": {"atlas_site": "DESY-HH", "status": "online", "maxrss": 2000,
@@ -460,8 +461,8 @@ def test_a_queue_given_no_maxtime_or_maxtime_zero_has_no_walltime_limit(
 
 
 def test_unknown_space_counts_as_room_not_as_full(grid_engine: Engine) -> None:
-    from netbroker.config import Settings
-    from netbroker.gridview import load_grid_view
+    from netbroker.common.config import Settings
+    from netbroker.workload.gridview import load_grid_view
 
     registry.import_grid_document(grid_engine, json.dumps({"ddmendpoint": {
         "DESY-HH_DATADISK": {"site": "DESY-HH", "type": "DATADISK", "space_total_bytes": None,
@@ -570,7 +571,7 @@ def test_readers_of_space_treat_unknown_as_unknown(grid_engine: Engine) -> None:
 
 
 def test_public_names_are_pinned() -> None:
-    from netbroker import cric, grid_document
+    from netbroker.registry import cric, grid_document
 
     assert cric.__all__ == ["PROTOCOL_FIELDS", "Network", "Protocol",
                             "classify_record", "parse_networks", "parse_protocols", "url_parts",

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import metrics
 from netbroker.db.schema import metric_samples
+from netbroker.network import metrics
 
 DATA = (Path(__file__).parent / "data" / "fts" / "pretty_printed.json").read_bytes()
 ENDED_S = 1763632840.0  # the finished transfer's timestamp_tr_comp, s

@@ -102,7 +102,7 @@ def test_the_child_sends_the_chunks_and_counts_parsing_here_makes(grid_engine: E
 
 def test_the_parsing_process_starts_without_the_database_layer() -> None:
     """What the child imports (collectors.parsing, the parser of a stream source,
-    netbroker.sample_rows) needs no SQLAlchemy or numpy: it starts in ~0.05 s rather
+    netbroker.common.sample_rows) needs no SQLAlchemy or numpy: it starts in ~0.05 s rather
     than ~0.5 s, while the writer waits for its first chunk. (collectors.nws also
     exports matrices, with pandas; its documents are one matrix, seldom large.)"""
     import subprocess

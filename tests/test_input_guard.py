@@ -77,7 +77,7 @@ def test_a_pilot_api_422_echoing_a_lone_surrogate_is_encodable(client: httpx.Cli
 
 
 def test_a_json_body_past_the_limit_is_413(grid_engine: Engine) -> None:
-    from netbroker.config import ServiceSettings, Settings
+    from netbroker.common.config import ServiceSettings, Settings
     from tests.conftest import LiveServer
 
     settings = Settings(service=ServiceSettings(max_json_body_bytes=4096))

@@ -41,11 +41,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from netbroker import auth, registry
-from netbroker.config import DispatcherSettings, ServiceSettings, Settings
+from netbroker.accounts import auth
+from netbroker.common.config import DispatcherSettings, ServiceSettings, Settings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import datasets, endpoints, file_replicas, files, jobs, queues
+from netbroker.registry import registry
 from tests.conftest import BACKENDS, LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent

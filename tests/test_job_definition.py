@@ -18,10 +18,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry, tasks
-from netbroker.config import Settings
+from netbroker.common.config import Settings
 from netbroker.db.schema import dataset_accesses, event_ranges, jobs
 from netbroker.db.tasks import TaskDB
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.factories import GB, mini_grid, task_spec
 
 

@@ -14,10 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry, tasks
-from netbroker.config import Settings
-from netbroker.datasets import pfn
+from netbroker.common.config import Settings
 from netbroker.db.schema import datasets, endpoints, file_replicas, files, replicas
+from netbroker.registry import registry
+from netbroker.registry.datasets import pfn
+from netbroker.workload import tasks
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 

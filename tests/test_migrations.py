@@ -79,7 +79,7 @@ def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(tmp_path) -> 
 
 def test_sqlite_immediate_transaction_holds_the_write_lock(tmp_path) -> None:
     """begin_immediate takes the lock at BEGIN: a second writer waits, readers do not."""
-    from netbroker.config import DatabaseSettings
+    from netbroker.common.config import DatabaseSettings
     from netbroker.db import begin_immediate
 
     url = f"sqlite:///{tmp_path / 'lock.db'}"

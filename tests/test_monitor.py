@@ -17,9 +17,11 @@ from dispatcher.core import (
     update_job,
     upload_log,
 )
-from netbroker import pd2p, registry, tasks
-from netbroker.config import Settings
-from netbroker.db.schema import JobStatus
+from netbroker.common.config import Settings
+from netbroker.common.enums import JobStatus
+from netbroker.placement import pd2p
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.conftest import LiveServer
 from tests.factories import fts_transfers, mini_grid, task_spec
 

@@ -22,13 +22,14 @@ from sqlalchemy.engine import Engine
 
 from collectors import nws
 from collectors.ingest import ingest
-from netbroker import metrics, registry
-from netbroker.config import MetricsSettings
+from netbroker.common.config import MetricsSettings
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import metric_buckets, sites
-from netbroker.graph import site_graph
+from netbroker.network import metrics
+from netbroker.network.graph import site_graph
+from netbroker.registry import registry
 from tests.conftest import LiveServer
 
 BUCKET_S = 600
@@ -202,8 +203,8 @@ def test_push_a_batch_over_http_reports_rejections(grid_engine: Engine) -> None:
 
 
 def test_heatmap_png_is_written(grid_engine: Engine, week: pd.DataFrame, tmp_path: Path) -> None:
-    from netbroker.heatmap import plot_matrix
-    from netbroker.registry import site_clouds
+    from netbroker.plots.heatmap import plot_matrix
+    from netbroker.registry.registry import site_clouds
 
     tp = metrics.network_matrix(grid_engine, "throughput", "1w", now_s=NOW_S)
     path = plot_matrix(tp, site_clouds(grid_engine), "MB/s", "throughput 1w", tmp_path / "m.png")

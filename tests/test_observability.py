@@ -8,7 +8,7 @@ import logging
 import httpx
 from sqlalchemy.engine import Engine
 
-from netbroker.observability import JsonFormatter, request_id
+from netbroker.common.observability import JsonFormatter, request_id
 from tests.conftest import LiveServer
 from tests.factories import recent_fts_lines
 from tests.test_dispatcher import add_jobs

@@ -191,7 +191,7 @@ def test_a_bare_transformation_is_served_from_the_folder_a_url_is_kept(
     """A job's bare script name is answered as a URL under this server's /trf/user,
     which serves it from ``dispatcher.transformations_dir`` (Pilot 3.11 downloads
     it there); a full URL stays as the user gave it; a missing one is a 404."""
-    from netbroker.config import DispatcherSettings, Settings
+    from netbroker.common.config import DispatcherSettings, Settings
 
     (tmp_path / "runtest.sh").write_text("#!/bin/bash\necho hi\n")
     (tmp_path / ".hidden").write_text("no")
@@ -222,7 +222,7 @@ def test_a_bare_transformation_is_served_from_the_folder_a_url_is_kept(
 
 def test_the_transformation_base_url_setting_names_where_pilots_download(
         grid_engine: Engine) -> None:
-    from netbroker.config import DispatcherSettings, Settings
+    from netbroker.common.config import DispatcherSettings, Settings
 
     (job_id,) = add_jobs(grid_engine, 1, transformation="runtest.sh")
     base = "http://pandaserver-doma.cern.ch:25080/trf/user"  # the prefix Pilot 3.7 trusts
@@ -280,7 +280,7 @@ def test_the_wire_refuses_a_missing_token_and_a_wrong_role_as_panda_does(
     """No token or a bad one: 401 with StatusCode 50; a token of another role: 403
     with 60; another pilot's job: 403 with 70; each with an errorDialog the pilot
     logs. A pilot token sent as Pilot 3 sends it (with an Origin) works."""
-    from netbroker.auth import create_token
+    from netbroker.accounts.auth import create_token
 
     (job_id,) = add_jobs(grid_engine, 1)
     pilot = create_token(grid_engine, "factory-desy", "pilot")

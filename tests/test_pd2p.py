@@ -17,13 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import pd2p, registry, tasks
-from netbroker.config import Settings
+from netbroker.common.config import Settings
+from netbroker.common.enums import utcnow
+from netbroker.common.errors import DecisionConflict, InvalidDecision, UnknownDecision
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.pd2p import Pd2pDB
-from netbroker.db.schema import datasets, endpoints, jobs, queues, replicas, utcnow
-from netbroker.errors import DecisionConflict, InvalidDecision, UnknownDecision
+from netbroker.db.schema import datasets, endpoints, jobs, queues, replicas
+from netbroker.placement import pd2p
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.conftest import LiveServer
 from tests.factories import GB, fts_transfers, mini_grid, task_spec
 

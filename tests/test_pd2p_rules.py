@@ -21,12 +21,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker import pd2p, registry, tasks
-from netbroker.config import Settings
+from netbroker.common.config import Settings
+from netbroker.common.enums import utcnow
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.pd2p import Pd2pDB
-from netbroker.db.schema import datasets, endpoints, jobs, utcnow
+from netbroker.db.schema import datasets, endpoints, jobs
+from netbroker.placement import pd2p
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.factories import GB, fts_transfers, mini_grid, task_spec
 
 ESD = "data23:data23.ESD"

@@ -12,10 +12,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry
+from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, job_state_changes, jobs, queues, utcnow
+from netbroker.db.schema import job_state_changes, jobs, queues
+from netbroker.registry import registry
 from tests.conftest import LiveServer
 from tests.factories import mini_grid
 

@@ -26,11 +26,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry, tasks
-from netbroker.config import Settings
+from netbroker.common.config import Settings
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import event_ranges, job_files, jobs
 from netbroker.demo.storage import Storage
+from netbroker.registry import registry
+from netbroker.workload import tasks
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 

@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from netbroker.common.enums import JobStatus
 from netbroker.db.jobs import DISPATCH_COLUMNS, _acquire_statement, _set_status_statement
 from netbroker.db.prepared import PreparedStatement, prepared, run_driver_sql
-from netbroker.db.schema import JobStatus, job_state_changes, jobs, queues
+from netbroker.db.schema import job_state_changes, jobs, queues
 from tests.test_dispatcher import add_jobs
 
 NOW = datetime(2026, 12, 2, 8, 30, 15, 123456, tzinfo=UTC)

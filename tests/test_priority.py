@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from dispatcher.core import AcquireRequest, acquire_job
-from netbroker import priority, registry, tasks
-from netbroker.config import PrioritySettings, Settings
+from netbroker.common.config import PrioritySettings, Settings
+from netbroker.common.enums import JobStatus, utcnow
+from netbroker.common.errors import InvalidBoost, UnknownBoost, UnknownSite
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, jobs, queues, utcnow
-from netbroker.errors import InvalidBoost, UnknownBoost, UnknownSite
+from netbroker.db.schema import jobs, queues
+from netbroker.registry import registry
+from netbroker.workload import priority, tasks
 from tests.conftest import LiveServer
 from tests.factories import mini_grid, task_spec
 

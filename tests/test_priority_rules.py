@@ -16,11 +16,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import priority, registry
-from netbroker.config import PrioritySettings
+from netbroker.common.config import PrioritySettings
+from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, jobs, priority_boosts, queues, utcnow
+from netbroker.db.schema import jobs, priority_boosts, queues
+from netbroker.registry import registry
+from netbroker.workload import priority
 from tests.factories import mini_grid
 
 NO_AGING = PrioritySettings(aging_per_hour=0)

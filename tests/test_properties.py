@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from netbroker import registry
+from netbroker.common.errors import InvalidGridDocument
 from netbroker.db.grid import GridDB
-from netbroker.errors import InvalidGridDocument
-from netbroker.grid_document import parse_grid_document
+from netbroker.registry import registry
+from netbroker.registry.grid_document import parse_grid_document
 from tests.strategies import grid_documents, json_values, section_like
 
 

@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from dispatcher import queuedata
-from netbroker import registry
 from netbroker.db.grid import GridDB
 from netbroker.db.schema import endpoints
+from netbroker.registry import registry
 
 CRIC = Path(__file__).parent / "data" / "cric"
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry, tasks
-from netbroker.config import Settings
-from netbroker.db.schema import jobs, queues, rebrokerages, utcnow
-from netbroker.rebrokerage import rebroker
+from netbroker.common.config import Settings
+from netbroker.common.enums import utcnow
+from netbroker.db.schema import jobs, queues, rebrokerages
+from netbroker.registry import registry
+from netbroker.workload import tasks
+from netbroker.workload.rebrokerage import rebroker
 from tests.factories import mini_grid, task_spec
 
 ESD = "data23:data23.ESD"

@@ -20,11 +20,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker import registry, tasks
-from netbroker.brokerage import GridView, QueueScores
-from netbroker.config import RebrokerageSettings, Settings
+from netbroker.common.config import RebrokerageSettings, Settings
 from netbroker.db.schema import jobs, queues
-from netbroker.rebrokerage import plan_moves, rebroker
+from netbroker.registry import registry
+from netbroker.workload import tasks
+from netbroker.workload.brokerage import GridView, QueueScores
+from netbroker.workload.rebrokerage import plan_moves, rebroker
 from tests.factories import mini_grid, task_spec
 
 ESD = "data23:data23.ESD"

@@ -23,12 +23,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from netbroker import registry
+from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, queues, utcnow
-from netbroker.drill import start_service
+from netbroker.db.schema import queues
+from netbroker.ops.drill import start_service
+from netbroker.registry import registry
 from tests.factories import fts_transfers, mini_grid, task_spec
 from tests.test_cli import netbroker
 

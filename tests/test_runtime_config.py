@@ -9,9 +9,9 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker.auth import create_token
-from netbroker.config import Settings
-from netbroker.service import service_cycles
+from netbroker.accounts.auth import create_token
+from netbroker.common.config import Settings
+from netbroker.service.serve import service_cycles
 from tests.conftest import LiveServer
 from tests.factories import fts_transfers
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from netbroker import registry
-from netbroker.grid_document import check_references, parse_grid_document
+from netbroker.registry import registry
+from netbroker.registry.grid_document import check_references, parse_grid_document
 
 RAW = registry.sample_grid_path().read_text()
 DOC = json.loads(RAW)

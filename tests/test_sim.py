@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from netbroker.errors import ConfigError
+from netbroker.common.errors import ConfigError
 from netbroker.sim import POLICIES, Scenario, build_grid, compare, load_scenario, simulate
 
 SMALL = """

@@ -1,4 +1,4 @@
-"""Staged chunks (``netbroker.sample_rows.stage_chunk``): what a SQLite writer copies
+"""Staged chunks (``netbroker.common.sample_rows.stage_chunk``): what a SQLite writer copies
 with INSERT ... SELECT holds exactly what the tuple chunks of PostgreSQL hold."""
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker.db import begin_immediate
-from netbroker.db.metrics import MetricsDB
-from netbroker.db.schema import metric_buckets, metric_samples
-from netbroker.sample_rows import (
+from netbroker.common.sample_rows import (
     SAMPLE_COLUMNS,
     StagedChunk,
     fold_into_buckets,
@@ -22,6 +19,9 @@ from netbroker.sample_rows import (
     prepare_chunk,
     stage_chunk,
 )
+from netbroker.db import begin_immediate
+from netbroker.db.metrics import MetricsDB
+from netbroker.db.schema import metric_buckets, metric_samples
 
 
 def _rows(n: int, seed: int, bucket_s: int = 600) -> list[tuple]:

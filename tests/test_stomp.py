@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.stomp import FTS_TOPIC
-from netbroker.brokers import ActiveMQ, find_activemq
 from netbroker.db.schema import metric_samples
+from netbroker.ops.brokers import ActiveMQ, find_activemq
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(600)]
 

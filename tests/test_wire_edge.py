@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from dispatcher import panda
 from dispatcher.edge import WireEdge
 from netbroker.api.app import create_app
-from netbroker.config import Settings
+from netbroker.common.config import Settings
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs
 

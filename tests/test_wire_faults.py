@@ -197,7 +197,7 @@ def test_free_text_keeps_its_characters_less_nul_and_lone_surrogates(
 def test_a_body_past_the_limit_is_413_before_it_is_read(grid_engine: Engine) -> None:
     """A declared length past ``dispatcher.max_request_bytes`` is refused from its
     header; a body streamed without one is refused as it passes the limit."""
-    from netbroker.config import DispatcherSettings, Settings
+    from netbroker.common.config import DispatcherSettings, Settings
 
     settings = Settings(dispatcher=DispatcherSettings(max_request_bytes=64 * 1024))
     add_jobs(grid_engine, 1)
@@ -229,8 +229,9 @@ def test_a_job_whose_answer_cannot_be_made_goes_back_to_the_queue(engine: Engine
     read needs is gone, as on a database whose schema fell behind): the pilot is
     answered 503 and the job is activated again at once, not left sent to nobody
     until the watchdog's start timeout."""
-    from netbroker import registry, tasks
-    from netbroker.config import Settings
+    from netbroker.common.config import Settings
+    from netbroker.registry import registry
+    from netbroker.workload import tasks
     from tests.factories import mini_grid, task_spec
 
     registry.import_grid_document(engine, mini_grid(files=1, file_bytes=1000))

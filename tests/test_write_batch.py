@@ -22,11 +22,12 @@ from sqlalchemy.engine import Engine
 import dispatcher.fastpath
 from dispatcher.core import acquire_job
 from dispatcher.fastpath import WriteBatcher
+from netbroker.common.enums import JobStatus
+from netbroker.common.errors import UnknownQueue
 from netbroker.db import begin_immediate
 from netbroker.db.engine import WriteBatchLost, write_batch
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, job_state_changes, jobs
-from netbroker.errors import UnknownQueue
+from netbroker.db.schema import job_state_changes, jobs
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs, ask
 

@@ -1,4 +1,8 @@
-"""The HTTP service: FastAPI app, routers, error mapping."""
+"""The HTTP service: the FastAPI app, its routers, the monitor's pages, error mapping.
+
+An edge: may import the core, ``netbroker.web``, ``dispatcher`` (whose routers it
+mounts) and ``collectors`` (ingestion over HTTP).
+"""
 
 from netbroker.api.app import create_app, create_app_from_settings
 

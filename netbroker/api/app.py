@@ -33,15 +33,16 @@ from dispatcher import api as dispatcher_api
 from dispatcher import fastpath, panda
 from dispatcher.edge import WireEdge
 from netbroker.api import config, grid, monitor, monitor_grid, network, replication, tasks
-from netbroker.api.deps import EngineDep
 from netbroker.api.errors import problem_types, register_error_handlers
 from netbroker.api.input_guard import InputGuard
 from netbroker.api.models import Health
 from netbroker.api.openapi import document_errors_and_security
 from netbroker.api.pages import STATIC_DIR, render
-from netbroker.config import Settings, load_settings
+from netbroker.api.prometheus import service_registry
+from netbroker.common.config import Settings, load_settings
+from netbroker.common.observability import configure_logging, request_id
 from netbroker.db import create_db_engine, current_revision, head_revision
-from netbroker.observability import configure_logging, request_id, service_registry
+from netbroker.web.deps import EngineDep
 
 __all__ = ["NetbrokerAPI", "create_app", "create_app_from_settings"]
 
@@ -159,8 +160,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.dispatch_writers = fastpath.create_write_batcher(app.state.engine)
     # What is alive now (the modules, the app, their caches) stays for good: out of
     # the collector's way, so that a full collection walks what requests made since,
-    # not every object of numpy, pandas and SQLAlchemy (a pause of ~100 ms on the
-    # hosts here, for every request in flight).
+    # not every object of numpy, pandas and SQLAlchemy (a pause for every request
+    # in flight).
     gc.collect()
     gc.freeze()
     try:
@@ -172,7 +173,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _declare_public_reads(app: FastAPI) -> None:
     """Every route declares who may call it: writes name their roles where they are
-    defined (``netbroker.api.auth``); reads are open to anyone, said here once, in
+    defined (``netbroker.web.auth``); reads are open to anyone, said here once, in
     the spec the app serves."""
     generate = app.openapi
 

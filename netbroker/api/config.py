@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from netbroker import runtime_config
-from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, base_settings
-from netbroker.auth import Principal
-from netbroker.config import Settings
+from netbroker.accounts.auth import Principal
+from netbroker.common.config import Settings
+from netbroker.web.auth import require, roles_doc
+from netbroker.web.deps import EngineDep, base_settings
+from netbroker.workload import runtime_config
 
 __all__ = ["router"]
 

@@ -33,8 +33,8 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
-from netbroker import errors
-from netbroker.errors import (
+from netbroker.common import errors
+from netbroker.common.errors import (
     ConfigError,
     InvalidGridDocument,
     InvalidTask,
@@ -44,7 +44,7 @@ from netbroker.errors import (
     StorageUnavailable,
     TaskExists,
 )
-from netbroker.text import without_surrogates
+from netbroker.common.text import without_surrogates
 
 __all__ = ["PROBLEM_JSON", "Problem", "ProblemType", "is_page", "problem_response",
            "problem_types", "register_error_handlers", "validation_problem"]

@@ -6,8 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from netbroker import clouds, registry
-from netbroker.api.deps import EngineDep
 from netbroker.api.models import (
     CloudMembersOut,
     CloudOut,
@@ -16,8 +14,11 @@ from netbroker.api.models import (
     SiteDetail,
     SiteOut,
 )
-from netbroker.db.schema import SiteStatus
-from netbroker.errors import UnknownCloud
+from netbroker.clouds import membership as clouds
+from netbroker.common.enums import SiteStatus
+from netbroker.common.errors import UnknownCloud
+from netbroker.registry import registry
+from netbroker.web.deps import EngineDep
 
 __all__ = ["router"]
 

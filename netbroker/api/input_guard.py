@@ -11,7 +11,7 @@ on both backends, as a problem (``netbroker.api.errors``):
   lone surrogate escape (``\\ud800`` without its low half, or the reverse),
   read up to ``service.max_json_body_bytes`` (413 beyond).
 
-The pilot routes clean their free text instead (``netbroker.text``): a
+The pilot routes clean their free text instead (``netbroker.common.text``): a
 pilot's error message must get through. They, and the metric ingestion
 whose records the collectors account for one by one, are not read here.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from netbroker.db.schema import QueueType, SiteStatus
+from netbroker.common.enums import QueueType, SiteStatus
 
 __all__ = [
     "CloudMembersOut",

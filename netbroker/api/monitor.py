@@ -22,13 +22,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from netbroker import clouds, pd2p, tasks, users
-from netbroker.api.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
 from netbroker.api.pages import render
+from netbroker.clouds import membership as clouds
+from netbroker.common.enums import JobStatus, TaskStatus, utcnow
+from netbroker.common.errors import InvalidFilter
 from netbroker.db.cycles import CycleDB, cycle_health
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import JobStatus, TaskStatus, utcnow
-from netbroker.errors import InvalidFilter
+from netbroker.placement import pd2p
+from netbroker.web.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
+from netbroker.workload import tasks, users
 
 __all__ = ["RANGES_H", "filter_choice", "filter_int", "router"]
 

@@ -24,13 +24,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from matplotlib.figure import Figure
 
-from netbroker import catalog, clouds, metrics, registry, site_activity
-from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.api.monitor import filter_choice
 from netbroker.api.pages import render
-from netbroker.errors import InvalidFilter
-from netbroker.metrics import KIND_UNITS, MetricKind
-from netbroker.units import iso_utc
+from netbroker.clouds import membership as clouds
+from netbroker.common.errors import InvalidFilter
+from netbroker.common.units import iso_utc
+from netbroker.network import metrics
+from netbroker.network.metrics import KIND_UNITS, MetricKind
+from netbroker.placement import catalog
+from netbroker.registry import activity as site_activity
+from netbroker.registry import registry
+from netbroker.web.deps import EngineDep, SettingsDep
 
 __all__ = ["router"]
 

@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from collectors import nws
 from collectors.ingest import ingest
-from netbroker import metrics
-from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, SettingsDep
 from netbroker.api.models import IngestOut, LinkPoint, MatrixOut
-from netbroker.errors import InvalidMetric
-from netbroker.metrics import MATRIX_UNITS, MetricKind, MetricSource
+from netbroker.common.errors import InvalidMetric
+from netbroker.network import metrics
+from netbroker.network.metrics import MATRIX_UNITS, MetricKind, MetricSource
+from netbroker.web.auth import require, roles_doc
+from netbroker.web.deps import EngineDep, SettingsDep
 
 __all__ = ["router"]
 

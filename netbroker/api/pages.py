@@ -2,7 +2,7 @@
 
 Every page prints times with ``utc`` (ISO 8601, ``Z``, whole seconds), sizes
 with ``bytes`` (kB, MB, GB) and durations with ``seconds``
-(``netbroker.units``), so a time looks the same on every page. An error
+(``netbroker.common.units``), so a time looks the same on every page. An error
 met while serving a page (an unknown id, a bad filter) is a page too, with
 the status, title and detail the JSON API would give (``error_page``).
 """
@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from netbroker.units import human_bytes, human_seconds, iso_utc
+from netbroker.common.units import human_bytes, human_seconds, iso_utc
 
 if TYPE_CHECKING:
     from netbroker.api.errors import Problem

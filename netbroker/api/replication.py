@@ -1,6 +1,6 @@
 """Routes of PD2P: the DDM teams' replication feed, dataset popularity, clean-up proposals.
 
-Thin: ``netbroker.pd2p`` does the work. The feed is read by id cursor
+Thin: ``netbroker.placement.pd2p`` does the work. The feed is read by id cursor
 (``after``) in id order: a page never repeats or skips a decision, even while
 new ones are being added.
 """
@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from netbroker import pd2p
-from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, IdPath, SettingsDep
+from netbroker.placement import pd2p
+from netbroker.web.auth import require, roles_doc
+from netbroker.web.deps import EngineDep, IdPath, SettingsDep
 
 __all__ = ["router"]
 

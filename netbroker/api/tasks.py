@@ -1,6 +1,6 @@
 """Routes of tasks, jobs, brokerage explanations and priority boosts.
 
-Thin: each route validates, calls ``netbroker.tasks`` / ``netbroker.priority``
+Thin: each route validates, calls ``netbroker.workload.tasks`` / ``netbroker.workload.priority``
 and returns plain data; domain errors become HTTP in ``netbroker.api.errors``.
 """
 
@@ -11,13 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from netbroker import priority, tasks
-from netbroker.api.auth import require, roles_doc
-from netbroker.api.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
-from netbroker.auth import Principal
-from netbroker.db.schema import JobStatus, TaskStatus
-from netbroker.errors import Forbidden
-from netbroker.tasks import TaskSpec
+from netbroker.accounts.auth import Principal
+from netbroker.common.enums import JobStatus, TaskStatus
+from netbroker.common.errors import Forbidden
+from netbroker.web.auth import require, roles_doc
+from netbroker.web.deps import EngineDep, IdPath, SettingsDep, SmallIdPath
+from netbroker.workload import priority, tasks
+from netbroker.workload.tasks import TaskSpec
 
 __all__ = ["router"]
 

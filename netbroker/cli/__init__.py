@@ -7,6 +7,8 @@ half-done. Commands live by topic: ``registry`` (db, grid,
 config, serve, demo), ``network`` (ingest, collect, matrix, links, NWS),
 ``clouds`` (membership) and ``tasks`` (submit, tasks, jobs, kill, explain,
 broker, rebroker, priority).
+
+An edge: may import anything of ours except ``pilot``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from netbroker.cli import (  # noqa: F401  (each registers its commands)
     tasks,
 )
 from netbroker.cli._app import app, err, out
-from netbroker.errors import ConfigError, NetbrokerError
+from netbroker.common.errors import ConfigError, NetbrokerError
 
 __all__ = ["app", "main"]
 

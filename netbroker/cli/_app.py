@@ -13,9 +13,9 @@ from rich.console import Console
 from sqlalchemy.engine import Engine
 
 import netbroker
-from netbroker.config import Settings, load_settings
+from netbroker.common.config import Settings, load_settings
+from netbroker.common.errors import NetbrokerError
 from netbroker.db import create_db_engine, current_revision, describe_url, head_revision
-from netbroker.errors import NetbrokerError
 
 __all__ = [
     "JsonOpt",

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netbroker import auth
+from netbroker.accounts import auth
 from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json
-from netbroker.units import iso_utc
+from netbroker.common.units import iso_utc
 
 __all__: list[str] = []
 

@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netbroker import clouds as membership
 from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
-from netbroker.clouds import MembershipChange
-from netbroker.config import load_settings
-from netbroker.units import iso_utc
+from netbroker.clouds import membership
+from netbroker.clouds.membership import MembershipChange
+from netbroker.common.config import load_settings
+from netbroker.common.units import iso_utc
 
 __all__: list[str] = []
 

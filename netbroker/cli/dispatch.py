@@ -67,7 +67,7 @@ def drill(jobs: int = typer.Option(1500, help="Jobs dispatched under load."),
           as_json: JsonOpt = False) -> None:
     """The reliability drill: kill and restart the service, restart PostgreSQL, send
     malformed metrics, all under load; then account for every job and record."""
-    from netbroker.drill import run_drill
+    from netbroker.ops.drill import run_drill
 
     with err.status("drilling: pilots and collectors under load, the service killed and "
                     "restarted, PostgreSQL restarted, a malformed burst..."):

@@ -18,10 +18,11 @@ from collectors import esmond, nws
 from collectors.ingest import IngestReport
 from collectors.ingest import ingest as ingest_batch
 from collectors.pull import pull_all
-from netbroker import metrics
 from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json, settings_of
-from netbroker.errors import NetbrokerError
-from netbroker.metrics import (
+from netbroker.common.errors import NetbrokerError
+from netbroker.common.units import iso_utc
+from netbroker.network import metrics
+from netbroker.network.metrics import (
     KIND_UNITS,
     MATRIX_KINDS,
     MATRIX_UNITS,
@@ -29,7 +30,6 @@ from netbroker.metrics import (
     MetricKind,
     MetricSource,
 )
-from netbroker.units import iso_utc
 
 __all__: list[str] = []
 
@@ -212,8 +212,8 @@ def matrix(
     unit = MATRIX_UNITS[kind]
     when = "" if at_s is None else f" to {iso_utc(at_s)}"
     if plot is not None:
-        from netbroker.heatmap import plot_matrix
-        from netbroker.registry import site_clouds
+        from netbroker.plots.heatmap import plot_matrix
+        from netbroker.registry.registry import site_clouds
 
         plot_matrix(values, site_clouds(engine), unit,
                     f"{kind} ({source}, {window}{when})", plot)

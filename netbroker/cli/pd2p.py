@@ -8,8 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from netbroker import pd2p
 from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.placement import pd2p
 
 __all__: list[str] = []
 

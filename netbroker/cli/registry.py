@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from netbroker import registry
 from netbroker.cli._app import (
     JsonOpt,
     app,
@@ -24,7 +23,8 @@ from netbroker.cli._app import (
     print_json,
     settings_of,
 )
-from netbroker.config import describe_settings, load_settings
+from netbroker.common.config import describe_settings, load_settings
+from netbroker.common.units import iso_utc
 from netbroker.db import (
     create_db_engine,
     current_revision,
@@ -34,7 +34,7 @@ from netbroker.db import (
     upgrade,
 )
 from netbroker.demo.report import fact_rows
-from netbroker.units import iso_utc
+from netbroker.registry import registry
 
 __all__ = ["site_table", "summary_table"]
 
@@ -220,7 +220,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="uvicorn worker processes.")] = None,
 ) -> None:
     """Run the HTTP service (JSON API, health) under uvicorn."""
-    from netbroker.service import run_service
+    from netbroker.service.serve import run_service
 
     run_service(settings_of(ctx, **{"service.host": host, "service.port": port,
                                   "service.workers": workers}),
@@ -263,8 +263,8 @@ def demo(
 @app.command()
 def cycles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """The periodic cycles: who holds each, their last success and last failure, health."""
+    from netbroker.common.enums import utcnow
     from netbroker.db.cycles import CycleDB, cycle_health
-    from netbroker.db.schema import utcnow
 
     with engine_of(ctx).connect() as conn:
         rows = CycleDB(conn).list_cycles()
@@ -300,7 +300,7 @@ def config_set(ctx: typer.Context,
                    "--preview", help="Show the effect, change nothing.")] = False,
                as_json: JsonOpt = False) -> None:
     """Change tunable settings at runtime (validated, audited), or preview the change."""
-    from netbroker import runtime_config
+    from netbroker.workload import runtime_config
 
     parsed: dict[str, Any] = {}
     for item in changes:
@@ -341,7 +341,7 @@ def config_set(ctx: typer.Context,
 @config_app.command("audit")
 def config_audit(ctx: typer.Context, limit: int = 50, as_json: JsonOpt = False) -> None:
     """Runtime setting changes, newest first: when, who, old -> new."""
-    from netbroker import runtime_config
+    from netbroker.workload import runtime_config
 
     rows = runtime_config.audit_log(engine_of(ctx), limit)
     if as_json:
@@ -367,7 +367,7 @@ def doctor(ctx: typer.Context,
 
     Exits 1 when a check fails (warnings do not).
     """
-    from netbroker.doctor import checkup
+    from netbroker.ops.doctor import checkup
 
     checks = checkup(engine_of(ctx), settings_of(ctx), stale_hours, pilot_hours)
     if as_json:

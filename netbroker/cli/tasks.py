@@ -10,10 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from netbroker import priority, rebrokerage, tasks
 from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
-from netbroker.db.schema import JobStatus, TaskStatus
-from netbroker.units import iso_utc
+from netbroker.common.enums import JobStatus, TaskStatus
+from netbroker.common.units import iso_utc
+from netbroker.workload import priority, rebrokerage, tasks
 
 __all__: list[str] = []
 

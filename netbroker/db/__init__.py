@@ -1,4 +1,10 @@
-"""Storage: the schema, engines, migrations and one small DB class per table group."""
+"""Storage: the schema, engines, migrations and one small DB class per table group.
+
+Each DB class owns its statements and takes the connection its caller opened
+(the caller owns the transaction).
+
+May import: ``netbroker.common`` only.
+"""
 
 from netbroker.db.engine import (
     atomic_write,

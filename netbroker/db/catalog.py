@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.common.enums import ReplicaState
 from netbroker.db.schema import (
-    ReplicaState,
     clouds,
     datasets,
     endpoints,

@@ -31,7 +31,7 @@ try:
 except ImportError:  # not POSIX: writers meet the busy timeout instead
     fcntl = None  # type: ignore[assignment]
 
-from netbroker.config import DatabaseSettings
+from netbroker.common.config import DatabaseSettings
 from netbroker.db.prepared import NO_BEGIN, run_driver_sql
 
 __all__ = ["WriteBatch", "WriteBatchLost", "atomic_write", "begin_immediate",
@@ -184,9 +184,8 @@ class WriteBatch:
         after its writes are undone. Raises :class:`WriteBatchLost` when the
         batch's transaction is gone (SQLite rolls it all back on some errors:
         a full disk, an I/O error), which must end the batch."""
-        # Plain SQL, not begin_nested(): SQLAlchemy's savepoint objects cost
-        # ~180 us a write here, as much as the write.
-        # And on the driver's cursor (netbroker.db.prepared), ~20 us less each.
+        # Plain SQL on the driver's cursor (netbroker.db.prepared), not
+        # begin_nested(): SQLAlchemy's savepoint objects cost as much as the write.
         self._check()
         run_driver_sql(self.conn, "SAVEPOINT netbroker_write")
         try:

@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.common.enums import EventRangeStatus
 from netbroker.db.bulk import insert_rows
-from netbroker.db.schema import EventRangeStatus, event_ranges, jobs
+from netbroker.db.schema import event_ranges, jobs
 
 __all__ = ["EventDB"]
 

@@ -18,11 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.common.enums import EventRangeStatus, JobStatus
 from netbroker.db.bulk import allocate_ids, insert_rows
 from netbroker.db.prepared import prepared
 from netbroker.db.schema import (
-    EventRangeStatus,
-    JobStatus,
     event_ranges,
     job_files,
     job_logs,
@@ -223,6 +222,14 @@ class JobDB:
         if label is not None:
             stmt = stmt.where(jobs.c.prod_source_label == label)
         return {str(s): n for s, n in self.conn.execute(stmt)}
+
+    def count_by_status_and_queue(self) -> list[tuple[str, str | None, int]]:
+        """(state, queue name, jobs) for every state and queue with jobs; queue None for a
+        job whose queue is gone."""
+        rows = self.conn.execute(sa.select(jobs.c.status, queues.c.name, sa.func.count())
+                                 .outerjoin(queues, jobs.c.queue_id == queues.c.id)
+                                 .group_by(jobs.c.status, queues.c.name))
+        return [(str(status), name, n) for status, name, n in rows]
 
     def state_counts(self, by: str, since: datetime | None = None, site: str | None = None,
                      user: str | None = None, task_id: int | None = None

@@ -4,7 +4,7 @@ Ingestion is the hot path (a million FTS records is an ordinary day), so
 it runs as few statements as it can: per chunk of samples, one insert that
 skips rows already stored (``ON CONFLICT DO NOTHING``) and one additive
 upsert (``ON CONFLICT DO UPDATE``) of the buckets the new rows touch. On
-SQLite a chunk comes staged (``netbroker.sample_rows.StagedChunk``: an
+SQLite a chunk comes staged (``netbroker.common.sample_rows.StagedChunk``: an
 in-memory database the parsing process built), is attached as the schema
 ``nb_staging`` and copied with ``INSERT ... SELECT``, no value passing
 through Python. On PostgreSQL the statements are SQLAlchemy Core, compiled
@@ -34,15 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
-from netbroker.db.engine import insert_for
-from netbroker.db.schema import (
-    BLOCK_ARRAYS,
-    metric_block_marks,
-    metric_bucket_blocks,
-    metric_buckets,
-    metric_samples,
-)
-from netbroker.sample_rows import (
+from netbroker.common.sample_rows import (
     BUCKET_COLUMNS,
     BUCKET_KEY,
     SAMPLE_COLUMNS,
@@ -55,8 +47,16 @@ from netbroker.sample_rows import (
     prepare_chunk,
     stage_chunk,
 )
+from netbroker.db.engine import insert_for
+from netbroker.db.schema import (
+    BLOCK_ARRAYS,
+    metric_block_marks,
+    metric_bucket_blocks,
+    metric_buckets,
+    metric_samples,
+)
 
-# The pure row functions live in netbroker.sample_rows; named here too, where
+# The pure row functions live in netbroker.common.sample_rows; named here too, where
 # the writer that takes their rows is.
 __all__ = ["SAMPLE_COLUMNS", "MetricsDB", "SampleChunk", "StagedChunk", "fold_into_buckets",
            "origin_key", "prepare_chunk"]
@@ -486,6 +486,13 @@ class MetricsDB:
         if source is not None:
             stmt = stmt.where(metric_samples.c.source == source)
         return int(self.conn.execute(stmt).scalar_one())
+
+    def newest_sample_per_source(self) -> list[tuple[str, float]]:
+        """(source, timestamp of its newest stored sample, Unix s) for every source."""
+        rows = self.conn.execute(sa.select(metric_samples.c.source,
+                                           sa.func.max(metric_samples.c.ts_s))
+                                 .group_by(metric_samples.c.source))
+        return [(source, float(ts)) for source, ts in rows]
 
     # The columns of window_links and their types, in the order selected.
     _LINK_COLUMNS = (("link", np.int64), ("count", np.int64), ("value_sum", np.float64),

@@ -17,9 +17,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.common.enums import ReplicaState
 from netbroker.db.jobs import WAITING
 from netbroker.db.schema import (
-    ReplicaState,
     dataset_accesses,
     datasets,
     endpoints,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from netbroker.config import PrioritySettings
+from netbroker.common.config import PrioritySettings
 from netbroker.db.functions import clamp, floor_nonnegative, seconds_since
 from netbroker.db.jobs import WAITING
 from netbroker.db.schema import UTCDateTime, clouds, jobs, priority_boosts, queues, sites
@@ -76,7 +76,7 @@ class PriorityDB:
         """The waiting jobs whose own priority differs from their priority: their ids and
         own priorities.
 
-        A job's own priority is ``netbroker.priority.compute_priorities`` with no
+        A job's own priority is ``netbroker.workload.priority.compute_priorities`` with no
         boost and no usage, computed here in SQL, at ``now``::
 
             base_priority + floor(min(aging_per_hour * max(hours waiting, 0), aging_cap))

@@ -34,17 +34,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from netbroker.common.enums import (
+    PROTOCOL_ACTIVITIES,
+    EventRangeStatus,
+    JobStatus,
+    ProcessingType,
+    QueueType,
+    ReplicaState,
+    SiteStatus,
+    TaskStatus,
+)
+
 __all__ = [
     "BLOCK_ARRAYS",
-    "ENDPOINT_KINDS",
-    "PROTOCOL_ACTIVITIES",
-    "EventRangeStatus",
-    "JobStatus",
-    "ProcessingType",
-    "QueueType",
-    "ReplicaState",
-    "SiteStatus",
-    "TaskStatus",
     "UTCDateTime",
     "api_tokens",
     "brokerage_decisions",
@@ -81,7 +83,6 @@ __all__ = [
     "site_subnets",
     "sites",
     "tasks",
-    "utcnow",
 ]
 
 # Constraint names must be stable for Alembic (and SQLite batch migrations).
@@ -96,81 +97,6 @@ metadata = sa.MetaData(
 )
 
 
-class SiteStatus(enum.StrEnum):
-    """Status of a site or a queue, as PanDA names it."""
-
-    ONLINE = "online"
-    OFFLINE = "offline"
-    TEST = "test"
-    BROKEROFF = "brokeroff"
-
-
-class QueueType(enum.StrEnum):
-    """What a compute queue runs."""
-
-    PRODUCTION = "production"
-    ANALYSIS = "analysis"
-    UNIFIED = "unified"
-
-
-class JobStatus(enum.StrEnum):
-    """A job's state, as PanDA names them (see ``netbroker.jobs`` for the moves)."""
-
-    DEFINED = "defined"
-    ASSIGNED = "assigned"
-    ACTIVATED = "activated"
-    SENT = "sent"
-    STARTING = "starting"
-    RUNNING = "running"
-    TRANSFERRING = "transferring"
-    HOLDING = "holding"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    CLOSED = "closed"
-
-
-class ProcessingType(enum.StrEnum):
-    """What a task is: managed production or a user's analysis."""
-
-    PRODUCTION = "production"
-    ANALYSIS = "analysis"
-
-
-class TaskStatus(enum.StrEnum):
-    """A task's state: brokered into jobs, or waiting for a candidate."""
-
-    REGISTERED = "registered"  # accepted, not brokered yet
-    PENDING = "pending"        # no candidate passed; the brokerage cycle retries
-    RUNNING = "running"        # its jobs are defined
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class EventRangeStatus(enum.StrEnum):
-    """An event range's state in the event service."""
-
-    READY = "ready"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class ReplicaState(enum.StrEnum):
-    """Whether a dataset replica can be read yet."""
-
-    AVAILABLE = "available"
-    PENDING = "pending"
-
-
-ENDPOINT_KINDS = ("disk", "tape")
-
-# What a storage protocol may be used for, as CRIC's arprotocols name it: one
-# priority column each in ``endpoint_protocols`` (1 first choice, 0 not used).
-PROTOCOL_ACTIVITIES = ("read_lan", "read_wan", "write_lan", "write_wan", "delete_lan",
-                       "delete_wan")
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -622,7 +548,7 @@ jobs = sa.Table(
     # The token (by name) of the pilot that took the job: only it may report on it.
     sa.Column("owner", sa.String(64), nullable=True),
     # The log extracts its pilot sent with the final report (PanDA's pilotLog), the
-    # tail of at most netbroker.text.LOG_TAIL_CHARS.
+    # tail of at most netbroker.common.text.LOG_TAIL_CHARS.
     sa.Column("pilot_log", sa.Text, nullable=True),
     sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
                        "AND max_walltime_s >= 0", name="resources_valid"),
@@ -788,7 +714,7 @@ dataset_accesses = sa.Table(
 replication_decisions = sa.Table(
     "replication_decisions",
     metadata,
-    # The DDM feed: ids only grow, and are committed in order (see netbroker.pd2p).
+    # The DDM feed: ids only grow, and are committed in order (see netbroker.placement.pd2p).
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id", ondelete="CASCADE"),
               nullable=False, index=True),
@@ -868,6 +794,3 @@ cycles = sa.Table(
 )
 
 
-def utcnow() -> datetime:
-    """The current time, aware UTC (the only kind of datetime netbroker stores)."""
-    return datetime.now(UTC)

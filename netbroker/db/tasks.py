@@ -8,12 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.common.enums import JobStatus, ReplicaState, TaskStatus
 from netbroker.db.bulk import allocate_ids, insert_rows
 from netbroker.db.engine import insert_for
 from netbroker.db.schema import (
-    JobStatus,
-    ReplicaState,
-    TaskStatus,
     brokerage_decisions,
     clouds,
     datasets,

@@ -24,6 +24,8 @@ In about a minute, with real parts only:
    payloads, staging outputs out;
 6. a degraded link: a foreign member leaves its cloud;
 7. a report: a terminal summary and an HTML page with plots.
+
+An edge: may import the core, ``netbroker.service``, ``netbroker.plots`` and below.
 """
 
 from __future__ import annotations
@@ -47,17 +49,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
 
-from netbroker import clouds, pd2p, priority, registry
-from netbroker.auth import create_token
-from netbroker.config import Settings, load_settings
+from netbroker.accounts.auth import create_token
+from netbroker.clouds import membership as clouds
+from netbroker.common.config import Settings, load_settings
+from netbroker.common.enums import utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
-from netbroker.db.schema import datasets, files, jobs, queues, utcnow
+from netbroker.db.schema import datasets, files, jobs, queues
 from netbroker.demo.report import facts, write_report
 from netbroker.demo.storage import Storage
 from netbroker.demo.stream import cost_matrix_lines, fts_lines, latency_docs
-from netbroker.rebrokerage import rebroker
-from netbroker.tasks import finish_tasks
+from netbroker.placement import pd2p
+from netbroker.registry import registry
+from netbroker.workload import priority
+from netbroker.workload.rebrokerage import rebroker
+from netbroker.workload.tasks import finish_tasks
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
+from netbroker.common.units import iso_utc
 from netbroker.db.schema import (
     cloud_membership_history,
     clouds,
@@ -31,9 +32,8 @@ from netbroker.db.schema import (
     sites,
     tasks,
 )
-from netbroker.heatmap import plot_matrix
-from netbroker.metrics import MetricKind, network_matrix
-from netbroker.units import iso_utc
+from netbroker.network.metrics import MetricKind, network_matrix
+from netbroker.plots.heatmap import plot_matrix
 
 __all__ = ["fact_rows", "facts", "write_report"]
 

@@ -13,7 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from netbroker.datasets import rucio_path
+from netbroker.registry.datasets import rucio_path
 
 __all__ = ["Storage"]
 

@@ -3,6 +3,9 @@
 ``netbroker simulate --scenario FILE`` runs a scenario's workload under the
 ``static``, ``dynamic`` and ``full_mesh`` policies and prints them side by
 side (:func:`compare`).
+
+An edge: may import the core, ``collectors`` (the simulated samples go
+through the real ingestion) and below.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Everything that decides is the service's own code. Brokerage
 (``broker_task``, ``broker_jobs``) places each task and its jobs on a
-:class:`~netbroker.brokerage.GridView` the simulation keeps up to date:
+:class:`~netbroker.workload.brokerage.GridView` the simulation keeps up to date:
 the queues (the sample grid's types, cores, memory, wall time and disk) and
 their load, the replicas, the sites online, and the consolidated throughput
 matrix as the service reads it from its database. The rest runs on the
@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from netbroker.brokerage import GridView, TaskNeeds, broker_jobs, broker_task
-from netbroker.config import Settings
+from netbroker.common.config import Settings
 from netbroker.sim.network import Links, fts_message, perfsonar_document
 from netbroker.sim.scenario import Grid, Scenario
 from netbroker.sim.service import T0_S, SimService, at, prepare_database
+from netbroker.workload.brokerage import GridView, TaskNeeds, broker_jobs, broker_task
 
 __all__ = ["POLICIES", "SimResult", "simulate"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from netbroker.errors import ConfigError
+from netbroker.common.errors import ConfigError
 
 __all__ = ["Congestion", "Grid", "LinkChange", "Outage", "Scenario", "Task", "build_grid",
            "busy_scenario", "grid_document", "load_scenario", "reference_scenario"]

@@ -27,23 +27,25 @@ import numpy as np
 import sqlalchemy as sa
 
 from collectors.ingest import ingest
-from netbroker import clouds, pd2p, registry
-from netbroker.config import Settings
+from netbroker.clouds import membership as clouds
+from netbroker.common.config import Settings
+from netbroker.common.enums import TaskStatus
+from netbroker.common.errors import DecisionConflict
 from netbroker.db import begin_immediate, create_db_engine, upgrade
 from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.pd2p import Pd2pDB
-from netbroker.db.schema import TaskStatus
 from netbroker.db.schema import clouds as clouds_table
 from netbroker.db.schema import datasets as datasets_table
 from netbroker.db.schema import queues as queues_table
 from netbroker.db.schema import sites as sites_table
 from netbroker.db.tasks import TaskDB
-from netbroker.errors import DecisionConflict
-from netbroker.metrics import MetricKind, tier1_links
-from netbroker.rebrokerage import rebroker
+from netbroker.network.metrics import MetricKind, tier1_links
+from netbroker.placement import pd2p
+from netbroker.registry import registry
 from netbroker.sim.scenario import Grid, grid_document
+from netbroker.workload.rebrokerage import rebroker
 
 __all__ = ["T0_S", "SimService", "prepare_database"]
 

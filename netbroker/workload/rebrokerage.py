@@ -1,0 +1,256 @@
+"""Rebrokerage: move waiting jobs when their data or their queue changes.
+
+A periodic pass (:func:`rebroker`) does two things:
+
+1. An ``assigned`` job (waiting for its input) whose input is now on disk
+   at its own site is ``activated`` — the replica arrived (PD2P or DDM).
+2. A job waiting (assigned or activated) for at least
+   ``rebrokerage.min_wait_minutes``, not pinned and moved fewer than
+   ``max_rebrokerages`` times, is moved when something changed for it —
+   its queue is busy (more than ``busy_queued_per_slot`` waiting jobs per
+   pilot slot), its input is now on disk at another eligible site while
+   not at its own, or its queue no longer passes the filters — *and*
+   another queue of its task's cloud that fits the job scores better by
+   ``better_by_fraction``.
+
+Each move is one conditional UPDATE (the job must still be waiting at the
+old queue: a pilot that took it meanwhile wins), recorded in
+``rebrokerages`` with the reason and in a ``rebrokerage`` decision that
+explains every candidate. :func:`plan_moves` is the pure decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from netbroker.common.config import RebrokerageSettings, Settings
+from netbroker.common.enums import JobStatus, utcnow
+from netbroker.db import begin_immediate
+from netbroker.db.schema import job_state_changes, jobs, tasks
+from netbroker.db.tasks import TaskDB
+from netbroker.workload.brokerage import (
+    GridView,
+    QueueScores,
+    members_of,
+    mesh_members,
+    queue_candidates,
+    queue_scores,
+)
+from netbroker.workload.gridview import load_grid_view
+from netbroker.workload.tasks import task_needs
+
+__all__ = ["Move", "plan_moves", "rebroker"]
+
+WAITING = (JobStatus.ASSIGNED, JobStatus.ACTIVATED)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One job to move: row ``job`` of the candidates, from queue index to queue index."""
+
+    job: int
+    from_queue: int
+    to_queue: int
+    reason: str
+
+
+def plan_moves(view: GridView, qs: QueueScores, job_queue: np.ndarray,
+               job_walltime_s: np.ndarray, job_disk_mb: np.ndarray,
+               settings: RebrokerageSettings, free: np.ndarray) -> list[Move]:
+    """Decide which of a task's waiting jobs move, and where.
+
+    Parameters
+    ----------
+    view : GridView
+        Its ``queue_waiting`` is updated as jobs move.
+    qs : QueueScores
+        The task's queues judged by :func:`netbroker.workload.brokerage.queue_scores`.
+    job_queue, job_walltime_s, job_disk_mb : (J,) arrays
+        Each waiting job's queue index and the wall time and disk it was sized to.
+    settings : RebrokerageSettings
+    free : (q,) int array
+        Free pilot slots per queue for this pass; decremented per move.
+
+    Returns
+    -------
+    list of Move. O(J * q) at worst; jobs with nothing changed cost O(1).
+    """
+    moves = []
+    slots = np.maximum(view.queue_slots, 1)
+    any_data = bool((qs.data[qs.eligible] > 0).any())
+    for j, q0 in enumerate(job_queue.tolist()):
+        why = []
+        if not qs.eligible[q0]:
+            why.append(f"{view.queues[q0]} no longer passes the filters")
+        if view.queue_waiting[q0] / slots[q0] > settings.busy_queued_per_slot:
+            why.append(f"{view.queues[q0]} busy: {int(view.queue_waiting[q0])} waiting for "
+                       f"{int(view.queue_slots[q0])} slots")
+        if any_data and not qs.data[q0]:
+            why.append("input now on disk at another site")
+        if not why:
+            continue
+        fits = (qs.eligible & (view.queue_walltime_s >= job_walltime_s[j])
+                & (view.queue_disk_mb >= job_disk_mb[j]) & (free > 0))
+        fits[q0] = False
+        if not fits.any():
+            continue
+        best = int(np.argmax(np.where(fits, qs.score, -np.inf)))
+        current = qs.score[q0] if qs.eligible[q0] else 0.0
+        if qs.score[best] <= current * (1 + settings.better_by_fraction):
+            continue
+        moves.append(Move(j, q0, best, "; ".join(why)
+                          + f"; score {current:.3f} -> {qs.score[best]:.3f}"))
+        free[best] -= 1
+        view.queue_waiting[best] += 1
+        view.queue_waiting[q0] -= 1
+    return moves
+
+
+def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
+             now_s: float | None = None, task_ids: set[int] | None = None,
+             min_wait_minutes: float | None = None) -> dict[str, Any]:
+    """One rebrokerage pass; returns ``{"activated": n, "moved": [...]}``.
+
+    ``task_ids`` limits it to the jobs of those tasks and ``min_wait_minutes``
+    overrides the setting: PD2P rebrokers the jobs waiting for a dataset as
+    soon as its new replica is done.
+    """
+    now = now or utcnow()
+    r = settings.rebrokerage
+    wait = r.min_wait_minutes if min_wait_minutes is None else min_wait_minutes
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
+                      jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.waiting_since,
+                      jobs.c.rebrokerages, jobs.c.pinned)
+            .where(jobs.c.status.in_(WAITING), jobs.c.task_id.is_not(None),
+                   *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None else []))
+            .order_by(jobs.c.id)).mappings().all()
+        limit = now - timedelta(minutes=wait)
+        if not any(w["status"] == JobStatus.ASSIGNED or _may_move(w, r, limit)
+                   for w in waiting):
+            # Nothing waits for data nor could move: no grid view to read (it counts
+            # every waiting job of every queue).
+            return {"activated": 0, "moved": []}
+        db = TaskDB(conn)
+        task_rows = {t["id"]: t for t in db.tasks(ids={w["task_id"] for w in waiting})}
+        files = db.dataset_files({t["dataset_id"] for t in task_rows.values()})
+    view, ids_of = load_grid_view(engine, settings, {t["dataset_id"] for t in
+                                                     task_rows.values()}, now_s)
+    q_index = {qid: k for k, qid in enumerate(ids_of["queues"])}
+    s_index = view.site_index()
+    cloud_index = {cid: k for k, cid in enumerate(ids_of["clouds"])}
+    site_by_id = {sid: i for i, sid in enumerate(ids_of["sites"])}
+    activate = [w["id"] for w in waiting if w["status"] == JobStatus.ASSIGNED
+                and w["queue_id"] in q_index
+                and _present(view, task_rows[w["task_id"]]["dataset_id"],
+                             view.queue_site[q_index[w["queue_id"]]])]
+    movable: dict[int, list[Any]] = {}  # task id -> its movable jobs' rows
+    for w in waiting:
+        if _may_move(w, r, limit) and w["queue_id"] in q_index and w["id"] not in activate:
+            movable.setdefault(w["task_id"], []).append(w)
+    free = np.maximum(view.queue_slots - view.queue_waiting - view.queue_running, 0)
+    planned = []
+    for task_id, rows in movable.items():
+        task = task_rows[task_id]
+        if task["site_id"] is not None:
+            continue  # pinned tasks are never rebrokered
+        if task["cloud_id"] in cloud_index:
+            members = members_of(view, cloud_index[task["cloud_id"]])
+        elif task["nucleus_site_id"] in site_by_id:
+            members = mesh_members(view, site_by_id[task["nucleus_site_id"]],
+                                   settings.clouds.min_mbytes_per_s_from_tier1)
+        else:
+            continue
+        needs = task_needs(task, files[task["dataset_id"]], s_index)
+        qs = queue_scores(view, needs, members, settings.brokerage)
+        moves = plan_moves(view, qs, np.array([q_index[w["queue_id"]] for w in rows]),
+                           np.array([w["max_walltime_s"] for w in rows]),
+                           np.array([w["max_disk_mb"] for w in rows]), r, free)
+        if moves:
+            planned.append((task, rows, qs, moves))
+    return _store(engine, settings, view, ids_of, activate, planned, now)
+
+
+def _may_move(job: Any, settings: RebrokerageSettings, waited_since: datetime) -> bool:
+    """Whether a waiting job may be moved at all: not pinned, moved fewer times than
+    allowed, waiting since ``waited_since`` or before."""
+    return (not job["pinned"] and job["rebrokerages"] < settings.max_rebrokerages
+            and job["waiting_since"] is not None and job["waiting_since"] <= waited_since)
+
+
+def _present(view: GridView, dataset_id: int, site: int) -> bool:
+    present = view.present.get(dataset_id)
+    return bool(present is not None and present[site])
+
+
+def _store(engine: Engine, settings: Settings, view: GridView, ids_of: dict[str, list[int]],
+           activate: list[int], planned: list[Any], now: datetime) -> dict[str, Any]:
+    moved: list[dict[str, Any]] = []
+    remote_s = settings.brokerage.remote_input_max_transfer_s
+    with begin_immediate(engine) as conn:
+        activated = 0
+        if activate:
+            done = list(conn.execute(
+                sa.update(jobs).where(jobs.c.id.in_(activate),
+                                      jobs.c.status == JobStatus.ASSIGNED)
+                .values(status=JobStatus.ACTIVATED, modified_at=now)
+                .returning(jobs.c.id)).scalars())
+            if done:
+                conn.execute(sa.insert(job_state_changes), [
+                    {"job_id": i, "status": JobStatus.ACTIVATED, "at": now} for i in done])
+            activated = len(done)
+        db = TaskDB(conn)
+        for task, rows, qs, moves in planned:
+            counts: dict[tuple[str, str], int] = {}
+            for m in moves:
+                key = (view.queues[m.from_queue], view.queues[m.to_queue])
+                counts[key] = counts.get(key, 0) + 1
+            summary = "; ".join(f"{a} -> {b} ({n})" for (a, b), n in counts.items())
+            candidates = queue_candidates(view, qs.codes, qs.in_scope, qs.eligible, qs.data,
+                                          qs.free, qs.seconds, qs.score)
+            arriving: dict[int, int] = {}
+            for m in moves:
+                arriving[m.to_queue] = arriving.get(m.to_queue, 0) + 1
+            for row in candidates:
+                k = row.pop("_index")
+                if qs.eligible[k]:
+                    row["jobs"] = arriving.get(k, 0)  # the jobs this pass moves there
+            (decision_id,) = db.add_decisions([{
+                "kind": "rebrokerage", "task_id": task["id"], "at": now, "seed": 0,
+                "chosen": summary, "summary": f"moved {len(moves)} jobs: {summary}"[:512],
+                "weights": orjson.dumps({"rebrokerage": settings.rebrokerage.model_dump(),
+                                         "brokerage": settings.brokerage.model_dump()}).decode(),
+                "candidates": orjson.dumps(candidates).decode()}])
+            history = []
+            for m in moves:
+                job = rows[m.job]
+                local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
+                status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
+                old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
+                result = conn.execute(
+                    sa.update(jobs).where(jobs.c.id == job["id"], jobs.c.queue_id == old_q,
+                                          jobs.c.status.in_(WAITING))
+                    .values(queue_id=new_q, status=status, modified_at=now,
+                            rebrokerages=jobs.c.rebrokerages + 1))
+                if result.rowcount != 1:
+                    continue  # a pilot took it, or it changed meanwhile
+                if status != job["status"]:
+                    conn.execute(sa.insert(job_state_changes).values(
+                        job_id=job["id"], status=status, at=now))
+                history.append({"job_id": job["id"], "from_queue_id": old_q,
+                                "to_queue_id": new_q, "decision_id": decision_id, "at": now,
+                                "reason": m.reason[:512]})
+                moved.append({"job_id": job["id"], "from": view.queues[m.from_queue],
+                              "to": view.queues[m.to_queue], "reason": m.reason})
+            db.add_rebrokerages(history)
+            conn.execute(sa.update(tasks).where(tasks.c.id == task["id"])
+                         .values(modified_at=now))
+    return {"activated": activated, "moved": moved}
