@@ -29,7 +29,7 @@ from netbroker.ops.drill import start_service
 
 __all__ = ["LocalCluster", "haproxy_config"]
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def free_port() -> int:
