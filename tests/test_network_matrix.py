@@ -432,7 +432,8 @@ def test_a_matrix_read_loads_no_second_sqlite_library(tmp_path: Path) -> None:
     script = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-from netbroker import metrics, registry
+from netbroker.network import metrics
+from netbroker.registry import registry
 from netbroker.db import create_db_engine, upgrade
 from tests.test_network_matrix import NOW_S, add_random_buckets
 engine = create_db_engine("sqlite:///{tmp_path / 'libs.db'}")
