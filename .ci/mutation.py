@@ -56,8 +56,8 @@ SCOPE: dict[str, dict[str, list[str]]] = {
     "netbroker/workload/rebrokerage.py": {},
     "netbroker/workload/tasks.py": {"include": ["task_needs", "_job_rows", "_seed"]},
     "netbroker/network/metrics.py": {"include": ["window_start_s", "_link_frame", "consolidate",
-                                                 "_consolidate_links", "_window_mean",
-                                                 "tier1_links"]},
+                                                 "_consolidate_links", "window_mean",
+                                                 "choose_sources", "tier1_links"]},
 }
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}

@@ -128,6 +128,25 @@ class LinkPoint(_Out):
     last_ts_s: float
 
 
+class PathHop(_Out):
+    src: str
+    dst: str
+    value: float
+    source: str
+    count: int
+
+
+class PathOut(_Out):
+    src: str
+    dst: str
+    window: str
+    kind: str
+    unit: str
+    bottleneck: float | None
+    hops: list[PathHop]
+    direct: PathHop | None
+
+
 class ForeignMemberOut(_Out):
     site: str
     joined_at: AwareDatetime

@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from collectors import nws
 from collectors.ingest import ingest
-from netbroker.api.models import IngestOut, LinkPoint, MatrixOut
+from netbroker.api.models import IngestOut, LinkPoint, MatrixOut, PathOut
 from netbroker.common.errors import InvalidMetric
-from netbroker.network import metrics
+from netbroker.network import graph, metrics
 from netbroker.network.metrics import MATRIX_UNITS, MetricKind, MetricSource
 from netbroker.web.auth import require, roles_doc
 from netbroker.web.deps import EngineDep, SettingsDep
@@ -93,6 +93,17 @@ def get_link_history(
     end = time.time() if at is None else at
     history = metrics.link_history(engine, src, dst, kind, end - days * 86400, end)
     return history.to_dict(orient="records")
+
+
+@router.get("/network/paths/{src}/{dst}", response_model=PathOut)
+def get_widest_path(
+    src: str, dst: str, engine: EngineDep, settings: SettingsDep, window: Window = "1d",
+    at: Annotated[float | None, Query(ge=0, le=EPOCH_MAX_S, description="End of the "
+                                      "window, epoch seconds (default: now).")] = None,
+) -> dict[str, object]:
+    """The path of consolidated throughput links from ``src`` to ``dst`` whose slowest
+    link is the fastest (through the site graph), with the direct link beside it."""
+    return graph.widest_path_report(engine, src, dst, window, settings.metrics, at)
 
 
 @router.get("/network/nws")

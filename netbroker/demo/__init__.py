@@ -89,18 +89,8 @@ def run_demo(db_path: Path, console: Console, report_dir: Path | None = None,
     db_path = db_path.resolve()
     work = db_path.parent / f"{db_path.stem}-work"
     report_dir = report_dir or db_path.parent / f"{db_path.stem}-report"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    config = work / "netbroker.toml"
-    config.write_text(
-        f'[database]\nurl = "sqlite:///{db_path}"\n\n'
-        f'[service]\nport = {port}\nrun_cycles = false\nlog_level = "warning"\n\n'
-        "[pd2p]\nmin_waiting_jobs = 15\n\n[rebrokerage]\nmin_wait_minutes = 0.0\n\n"
-        # The demo's files are kilobytes, not gigabytes: its transfer times shrink with
-        # them, and so does the time at which brokerage starts to care about one.
-        "[brokerage]\nnetwork_scale_s = 1.0\n")
+    config = _fresh_config(db_path, work, port)
     settings = load_settings(config, environ={})
     notes: list[str] = []
     rng = np.random.default_rng(2026)
@@ -155,6 +145,23 @@ def run_demo(db_path: Path, console: Console, report_dir: Path | None = None,
         storage.close()
         engine.dispose()
     return DemoResult(db_path, report, counted, plan, notes)
+
+
+def _fresh_config(db_path: Path, work: Path, port: int) -> Path:
+    """Remove the last run's database, make the work folder, write the service's
+    configuration there; its path."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "netbroker.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{db_path}"\n\n'
+        f'[service]\nport = {port}\nrun_cycles = false\nlog_level = "warning"\n\n'
+        "[pd2p]\nmin_waiting_jobs = 15\n\n[rebrokerage]\nmin_wait_minutes = 0.0\n\n"
+        # The demo's files are kilobytes, not gigabytes: its transfer times shrink with
+        # them, and so does the time at which brokerage starts to care about one.
+        "[brokerage]\nnetwork_scale_s = 1.0\n")
+    return config
 
 
 # --- the plan: which sites play which part ---------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "MetricKind",
     "MetricSource",
     "block_closed_buckets",
+    "choose_sources",
     "closeness",
     "consolidate",
     "link_history",
@@ -46,6 +47,7 @@ __all__ = [
     "network_matrix",
     "prune_samples",
     "tier1_links",
+    "window_mean",
     "window_start_s",
 ]
 
@@ -136,7 +138,7 @@ def _link_arrays(engine: Engine, kind: MetricKind | str, window: str,
     src_of, dst_of = np.divmod(links, span)
     return (src_of.astype(np.int64), dst_of.astype(np.int64),
             np.asarray(sums[0]).astype(np.int64),
-            _window_mean(*(np.array(x, dtype=float) for x in sums)), last[links])
+            window_mean(*(np.array(x, dtype=float) for x in sums)), last[links])
 
 
 def _site_names(engine: Engine) -> np.ndarray:
@@ -179,13 +181,58 @@ def consolidate(links: pd.DataFrame, precedence: list[str], min_samples: int) ->
     >>> consolidate(links, ["fts", "xrootd", "perfsonar"], 2)[["source", "value"]].values.tolist()
     [['perfsonar', 80.0]]
     """
-    rank = {s: i for i, s in enumerate(precedence)}
-    usable = links[links["source"].isin(rank) & (links["count"] >= min_samples)].copy()
-    if usable.empty:
+    if links.empty:
         return pd.DataFrame(columns=_COLUMNS)
-    usable["_rank"] = usable["source"].map(rank)
-    best = usable.sort_values(["src", "dst", "_rank"]).drop_duplicates(["src", "dst"])
-    return best[_COLUMNS].reset_index(drop=True)
+    code, _ = pd.MultiIndex.from_arrays([links["src"], links["dst"]]).factorize()
+    code = np.asarray(code, dtype=np.int64)
+    source = links["source"].to_numpy()
+    count = links["count"].to_numpy()
+    per_source = [(code[source == s], count[source == s]) for s in precedence]
+    chosen = choose_sources(per_source, int(code.max()) + 1, min_samples)
+    rank = np.array([precedence.index(x) if x in precedence else -2 for x in source])
+    best = links[rank == chosen[code]]
+    return best[_COLUMNS].sort_values(["src", "dst"], ignore_index=True)
+
+
+def choose_sources(per_source: Sequence[tuple[np.ndarray, np.ndarray]], size: int,
+                   min_samples: int) -> np.ndarray:
+    """The consolidation rule: for each link, the first source in precedence with at
+    least ``min_samples`` samples on it.
+
+    Parameters
+    ----------
+    per_source : sequence of (links, counts)
+        One pair of arrays per source, best source first: the links it has in the
+        window (ints in ``range(size)``, each at most once) and its sample count on each.
+    size : int
+        How many links there are.
+    min_samples : int
+        A source counts on a link only with at least this many samples.
+
+    Returns
+    -------
+    ndarray of int
+        Per link, the index in ``per_source`` of the source chosen, or -1 where
+        none has enough samples (the link is unknown).
+
+    Notes
+    -----
+    O(size + b) for b (link, source) pairs. The matrix, the clouds' Tier-1
+    links, brokerage, PD2P, the site graph and a link's page all choose
+    through this function.
+
+    Examples
+    --------
+    >>> fts = (np.array([0, 1]), np.array([1, 5]))        # best first
+    >>> perfsonar = (np.array([0, 2]), np.array([10, 1]))
+    >>> choose_sources([fts, perfsonar], 3, 2).tolist()  # link 0: FTS has too few
+    [1, 0, -1]
+    """
+    chosen = np.full(size, -1, dtype=np.int64)
+    for i, (links, counts) in enumerate(per_source):
+        enough = np.asarray(links)[np.asarray(counts) >= min_samples]
+        chosen[enough[chosen[enough] < 0]] = i
+    return chosen
 
 
 def closeness(mbytes_per_s: np.ndarray | pd.DataFrame, best: float, worst: float
@@ -284,28 +331,29 @@ def _consolidate_links(chunks: Sequence[dict[str, np.ndarray]], least: int,
     best first, with ``link`` in ``range(len(values))``. O(b + size) for b
     buckets.
     """
-    for i, columns in enumerate(chunks):
-        if not len(columns["link"]):
-            continue
-        links, sums = _sum_by_link(columns["link"], [columns[c] for c in _SUMMED],
-                                   len(values))
-        value = _window_mean(*sums)
-        taken = sums[0] >= least
-        if i:  # the share's links a better source took
-            taken &= ~usable[links]
-        if not taken.all():
-            links, value = links[taken], value[taken]
-        values[links] = value
-        usable[links] = True
+    summed = [_sum_by_link(columns["link"], [columns[c] for c in _SUMMED], len(values))
+              for columns in chunks]
+    chosen = choose_sources([(links, sums[0]) for links, sums in summed], len(values), least)
+    for i, (links, sums) in enumerate(summed):
+        taken = chosen[links] == i
+        if taken.any():
+            values[links[taken]] = window_mean(*(x[taken] for x in sums))
+    usable |= chosen >= 0
 
 
 _SUMMED = ("count", "value_sum", "weight_sum", "weighted_value_sum")
 
 
-def _window_mean(count: np.ndarray, value_sum: np.ndarray, weight_sum: np.ndarray,
-                 weighted_value_sum: np.ndarray) -> np.ndarray:
-    """As :func:`_link_frame` computes it: the weighted mean where the weights sum
-    above 0 (and it is a number), else the plain mean."""
+def window_mean(count: np.ndarray, value_sum: np.ndarray, weight_sum: np.ndarray,
+                weighted_value_sum: np.ndarray) -> np.ndarray:
+    """A window's value per link from its summed buckets: the weighted mean where the
+    weights sum above 0 (and it is a number), else the plain mean. The one window
+    mean: the matrix, the link tables, the Tier-1 links and a link's history use it.
+
+    >>> window_mean(np.array([2., 2.]), np.array([10., 6.]), np.array([0., 4.]),
+    ...             np.array([0., 20.])).tolist()
+    [5.0, 5.0]
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = weighted_value_sum / weight_sum
         mean[~(weight_sum > 0)] = np.nan
@@ -363,15 +411,20 @@ def tier1_links(engine: Engine, kind: MetricKind, window: str, src_ids: list[int
     k source sites and n destinations.
     """
     settings = settings or MetricsSettings()
-    best: dict[tuple[int, int], tuple[int, float]] = {}
-    for source in reversed(settings.precedence_for(kind.value)):  # the best source last
-        src, dst, count, value, _ = _link_arrays(engine, kind, window, settings, now_s,
-                                                 MetricSource(source), src_ids)
-        enough = count >= settings.min_samples
-        best.update(zip(zip(src[enough].tolist(), dst[enough].tolist(), strict=True),
-                        zip(count[enough].tolist(), value[enough].tolist(), strict=True),
-                        strict=True))
-    return [(src, dst, count, value) for (src, dst), (count, value) in best.items()]
+    arrays = [_link_arrays(engine, kind, window, settings, now_s, MetricSource(source), src_ids)
+              for source in settings.precedence_for(kind.value)]
+    span = max((int(a[1].max()) + 1 for a in arrays if len(a[1])), default=1)
+    keys = [a[0] * span + a[1] for a in arrays]
+    every = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    codes = [np.searchsorted(every, k) for k in keys]
+    chosen = choose_sources([(c, a[2]) for c, a in zip(codes, arrays, strict=True)],
+                            len(every), settings.min_samples)
+    out: list[tuple[int, int, int, float]] = []
+    for i, (code, (src, dst, count, value, _)) in enumerate(zip(codes, arrays, strict=True)):
+        taken = chosen[code] == i
+        out.extend(zip(src[taken].tolist(), dst[taken].tolist(), count[taken].tolist(),
+                       value[taken].tolist(), strict=True))
+    return out
 
 
 def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
@@ -396,8 +449,7 @@ def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
     if not rows:
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(rows)
-    weighted = df["weighted_value_sum"] / df["weight_sum"].where(df["weight_sum"] > 0)
-    df["value"] = weighted.fillna(df["value_sum"] / df["count"])
+    df["value"] = window_mean(*(df[c].to_numpy(dtype=float) for c in _SUMMED))
     return df[columns]
 
 
@@ -428,10 +480,13 @@ def link_windows(engine: Engine, src: str, dst: str, kinds: Sequence[str],
                     rows.append({"kind": kind, "window": window, "source": source.value,
                                  "count": int(r["count"]), "value": float(r["value"]),
                                  "last_ts_s": float(r["last_ts_s"])})
-            usable = [r for r in rows if r["source"] in precedence
-                      and int(r["count"]) >= settings.min_samples]  # type: ignore[call-overload]
-            best = min(usable, key=lambda r: precedence.index(str(r["source"])), default=None)
-            out.extend({**r, "chosen": r is best} for r in rows)
+            counts = {str(r["source"]): r["count"] for r in rows}
+            chosen = choose_sources(
+                [(np.zeros(1 if p in counts else 0, np.int64),
+                  np.array([counts[p]] if p in counts else [], dtype=np.int64))
+                 for p in precedence], 1, settings.min_samples)[0]
+            best = precedence[chosen] if chosen >= 0 else None
+            out.extend({**r, "chosen": r["source"] == best} for r in rows)
     return out
 
 

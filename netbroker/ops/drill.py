@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from dispatcher.core import watchdog
 from netbroker.common.config import DispatcherSettings
@@ -211,14 +212,7 @@ def run_drill(jobs: int = 1500, pilots: int = 8, backend: str = "auto",
     report = DrillReport("postgresql" if cluster else "sqlite")
     service = None
     try:
-        if cluster:
-            admin = sa.create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.exec_driver_sql("CREATE DATABASE drill")
-            admin.dispose()
-            url = cluster.url("drill")
-        else:
-            url = f"sqlite:///{log_dir / 'drill.db'}"
+        url = _drill_database(cluster, log_dir)
         engine = create_db_engine(url)
         upgrade(engine)
         registry.import_grid_file(engine, registry.sample_grid_path())
@@ -247,15 +241,7 @@ def run_drill(jobs: int = 1500, pilots: int = 8, backend: str = "auto",
         threads.append(burst)
         for t in threads:
             t.join(timeout=300)
-        # Jobs sent whose answer died with the killed service: given back, then finished.
-        requeued = watchdog(engine, DispatcherSettings(start_timeout_minutes=1e-9))
-        report.requeued_by_watchdog = len(requeued["requeued"])
-        second = [threading.Thread(target=load.pilot, args=(q,)) for q in QUEUES]
-        for t in second:
-            t.start()
-        for t in second:
-            t.join(timeout=120)
-        load.stop.set()
+        _finish_the_rest(engine, load, report)
         _account(engine, ids, load, report)
         engine.dispose()
     finally:
@@ -265,6 +251,30 @@ def run_drill(jobs: int = 1500, pilots: int = 8, backend: str = "auto",
         if cluster:
             cluster.stop()
     return report
+
+
+def _drill_database(cluster: PostgresCluster | None, log_dir: Path) -> str:
+    """The URL of a new, empty database for the drill: on the cluster, else a SQLite file."""
+    if cluster is None:
+        return f"sqlite:///{log_dir / 'drill.db'}"
+    admin = sa.create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE drill")
+    admin.dispose()
+    return cluster.url("drill")
+
+
+def _finish_the_rest(engine: Engine, load: _Load, report: DrillReport) -> None:
+    """Give back the jobs sent whose answer died with the killed service (the watchdog),
+    then let a pilot per queue finish them; stop the load."""
+    requeued = watchdog(engine, DispatcherSettings(start_timeout_minutes=1e-9))
+    report.requeued_by_watchdog = len(requeued["requeued"])
+    second = [threading.Thread(target=load.pilot, args=(q,)) for q in QUEUES]
+    for t in second:
+        t.start()
+    for t in second:
+        t.join(timeout=120)
+    load.stop.set()
 
 
 def _add_jobs(engine: sa.engine.Engine, n: int) -> list[int]:

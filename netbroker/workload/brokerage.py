@@ -327,23 +327,14 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
 
     O(c * (n + q)) for c candidates.
     """
-    scratch = settings.scratch_disk_mb
-    codes = queue_filter_codes(view, needs, scratch)
+    codes = queue_filter_codes(view, needs, settings.scratch_disk_mb)
     passing_site = np.zeros(len(view.sites), bool)
     np.logical_or.at(passing_site, view.queue_site, codes == 0)
     free_q = np.where(codes == 0, np.maximum(view.queue_slots - view.queue_waiting
                                              - view.queue_running, 0), 0)
     free_site = np.bincount(view.queue_site, weights=free_q, minlength=len(view.sites))
-    if settings.mode == "full_mesh":
-        heads = np.flatnonzero(view.site_nucleus)
-        names = [view.sites[i] for i in heads]
-        member_sets = [mesh_members(view, int(h), mesh_min_mbytes_per_s) for h in heads]
-        targets = heads
-    else:
-        heads = np.arange(len(view.clouds))
-        names = list(view.clouds)
-        member_sets = [members_of(view, int(k)) for k in heads]
-        targets = view.cloud_tier1
+    heads, names, member_sets, targets = _task_candidates(view, settings,
+                                                          mesh_min_mbytes_per_s)
     output_bytes = needs.input_bytes * settings.output_to_input_fraction
     present = view.present.get(needs.dataset_id, np.zeros(len(view.sites), bool))
     pinned_home = _pinned_head(view, needs, settings, heads, member_sets)
@@ -356,16 +347,8 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
             transfer_seconds(view, needs.dataset_id, needs.input_bytes,
                              np.array([max(target, 0)]), settings.unknown_link_mbytes_per_s,
                              settings.tape_recall_mbytes_per_s)[0])
-        reason = None
-        if pinned_home is not None and k != pinned_home:
-            reason = "pinned: the task is pinned to a site outside it"
-        elif target < 0:
-            reason = "no Tier-1: the cloud has no Tier-1 to hold the output"
-        elif not (passing_site & members).any():
-            reason = "no queue fits: " + _commonest_filter(codes, view.queue_site, members)
-        elif view.site_disk_free[target] < output_bytes:
-            reason = (f"output space: {view.site_disk_free[target] / 1e12:.2f} TB free at "
-                      f"{view.sites[target]}, {output_bytes / 1e12:.2f} TB expected")
+        reason = _task_refusal(view, codes, passing_site, members, int(target), output_bytes,
+                               pinned_home is not None and k != pinned_home)
         row.update(data=has_data, free_slots=int(free_site[members].sum()),
                    transfer_s=_finite(seconds))
         if reason is not None:
@@ -378,23 +361,59 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
     if not any(ok):
         return TaskChoice(None, None, np.zeros(len(view.sites), bool), candidates,
                           "no candidate passes the filters")
-    eligible = np.array(ok)
-    free_arr = np.array(free, dtype=float)
-    free_rel = free_arr / max(free_arr[eligible].max(), 1.0)
-    score = scores(np.array(data), free_rel, np.array(transfer), settings)
+    pick, why = _draw_task(names, candidates, np.array(ok), np.array(data),
+                           np.array(free, dtype=float), np.array(transfer), settings, rng)
+    return TaskChoice(int(pick if settings.mode == "clouds" else heads[pick]), names[pick],
+                      member_sets[pick], candidates, why)
+
+
+def _task_candidates(view: GridView, settings: BrokerageSettings,
+                     mesh_min_mbytes_per_s: float
+                     ) -> tuple[np.ndarray, list[str], list[np.ndarray], np.ndarray]:
+    """The candidates of a task: their indices (nuclei in full mesh, else clouds), names,
+    member masks over the sites and the site each brings the input to (-1: none)."""
+    if settings.mode == "full_mesh":
+        heads = np.flatnonzero(view.site_nucleus)
+        return (heads, [view.sites[i] for i in heads],
+                [mesh_members(view, int(h), mesh_min_mbytes_per_s) for h in heads], heads)
+    heads = np.arange(len(view.clouds))
+    return heads, list(view.clouds), [members_of(view, int(k)) for k in heads], view.cloud_tier1
+
+
+def _task_refusal(view: GridView, codes: np.ndarray, passing_site: np.ndarray,
+                  members: np.ndarray, target: int, output_bytes: float,
+                  pinned_elsewhere: bool) -> str | None:
+    """Why a candidate cannot take the task (the first filter that bites), or None."""
+    if pinned_elsewhere:
+        return "pinned: the task is pinned to a site outside it"
+    if target < 0:
+        return "no Tier-1: the cloud has no Tier-1 to hold the output"
+    if not (passing_site & members).any():
+        return "no queue fits: " + _commonest_filter(codes, view.queue_site, members)
+    if view.site_disk_free[target] < output_bytes:
+        return (f"output space: {view.site_disk_free[target] / 1e12:.2f} TB free at "
+                f"{view.sites[target]}, {output_bytes / 1e12:.2f} TB expected")
+    return None
+
+
+def _draw_task(names: list[str], candidates: list[dict[str, Any]], eligible: np.ndarray,
+               data: np.ndarray, free: np.ndarray, transfer: np.ndarray,
+               settings: BrokerageSettings, rng: np.random.Generator) -> tuple[int, str]:
+    """Score the eligible candidates, draw one among the near-best, write each one's
+    score, share and terms into its row; the pick and the sentence saying why."""
+    free_rel = free / max(free[eligible].max(), 1.0)
+    score = scores(data, free_rel, transfer, settings)
     (pick,), p = draw(score, eligible, settings.near_equal_fraction, rng, 1)
     for k, row in enumerate(candidates):
         if eligible[k]:
             row.update(score=round(float(score[k]), 4), share=round(float(p[k]), 4),
-                       terms={"data": data[k], "capacity": round(float(free_rel[k]), 4),
+                       terms={"data": float(data[k]), "capacity": round(float(free_rel[k]), 4),
                               "network": round(float(1 / (1 + transfer[k] /
                                                            settings.network_scale_s)), 4)})
-    chosen = names[pick]
-    why = (f"{chosen}: score {score[pick]:.3f} of {int(eligible.sum())} passing "
+    why = (f"{names[pick]}: score {score[pick]:.3f} of {int(eligible.sum())} passing "
            f"({'data present' if data[pick] else f'input {_seconds(transfer[pick])} away'}, "
            f"{int(free[pick])} free slots)")
-    return TaskChoice(int(pick if settings.mode == "clouds" else heads[pick]), chosen,
-                      member_sets[pick], candidates, why)
+    return int(pick), why
 
 
 def queue_scores(view: GridView, needs: TaskNeeds, members: np.ndarray,
