@@ -13,7 +13,6 @@ import time
 from collections.abc import Collection
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from netbroker.common.config import Settings
@@ -21,8 +20,7 @@ from netbroker.common.enums import JobStatus
 from netbroker.common.lifecycle import LIVE
 from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
-from netbroker.db.jobs import WAITING
-from netbroker.db.schema import clouds, endpoints, jobs, queues, sites
+from netbroker.db.jobs import WAITING, JobDB
 from netbroker.db.tasks import TaskDB
 from netbroker.network.metrics import MetricKind, tier1_links
 from netbroker.workload.brokerage import GridView
@@ -41,20 +39,14 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
     with engine.connect() as conn:
         grid = GridDB(conn)
         site_rows, cloud_rows = grid.list_sites(), grid.list_clouds()
-        site_ids, cloud_ids, queue_ids = grid.ids(sites), grid.ids(clouds), grid.ids(queues)
+        site_ids, cloud_ids, queue_ids = grid.site_ids(), grid.cloud_ids(), grid.queue_ids()
         queue_rows = grid.list_queues()
         foreign = CloudDB(conn).foreign_members()
         # A site with a disk of unknown space (none reported yet) is not short of
         # space: it counts as unlimited rather than as empty.
         free_disk = {sid: (np.inf if unknown else float(free or 0)) for sid, free, unknown
-                     in conn.execute(
-                         sa.select(endpoints.c.site_id, sa.func.sum(endpoints.c.free_bytes),
-                                   sa.func.count() - sa.func.count(endpoints.c.free_bytes))
-                         .where(endpoints.c.kind == "disk", endpoints.c.active)
-                         .group_by(endpoints.c.site_id))}
-        load = conn.execute(sa.select(jobs.c.queue_id, jobs.c.status, sa.func.count())
-                            .where(jobs.c.status.in_(list(WAITING | LIVE)))
-                            .group_by(jobs.c.queue_id, jobs.c.status)).all()
+                     in grid.disk_free_by_site()}
+        load = JobDB(conn).queue_load(WAITING | LIVE)
         replicas = TaskDB(conn).replica_sites(dataset_ids) if dataset_ids else []
     n = len(site_rows)
     s_index = {s["name"]: i for i, s in enumerate(site_rows)}
