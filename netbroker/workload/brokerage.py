@@ -327,28 +327,65 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
 
     O(c * (n + q)) for c candidates.
     """
-    scratch = settings.scratch_disk_mb
-    codes = queue_filter_codes(view, needs, scratch)
+    codes = queue_filter_codes(view, needs, settings.scratch_disk_mb)
+    heads, names, member_sets, targets = _task_heads(view, settings, mesh_min_mbytes_per_s)
+    candidates, ok, data, free, transfer = _weigh_heads(view, needs, settings, codes, heads,
+                                                        names, member_sets, targets)
+    if not any(ok):
+        return TaskChoice(None, None, np.zeros(len(view.sites), bool), candidates,
+                          "no candidate passes the filters")
+    eligible = np.array(ok)
+    free_arr = np.array(free, dtype=float)
+    free_rel = free_arr / max(free_arr[eligible].max(), 1.0)
+    score = scores(np.array(data), free_rel, np.array(transfer), settings)
+    (pick,), p = draw(score, eligible, settings.near_equal_fraction, rng, 1)
+    for k, row in enumerate(candidates):
+        if eligible[k]:
+            row.update(score=round(float(score[k]), 4), share=round(float(p[k]), 4),
+                       terms={"data": data[k], "capacity": round(float(free_rel[k]), 4),
+                              "network": round(float(1 / (1 + transfer[k] /
+                                                           settings.network_scale_s)), 4)})
+    chosen = names[pick]
+    why = (f"{chosen}: score {score[pick]:.3f} of {int(eligible.sum())} passing "
+           f"({'data present' if data[pick] else f'input {_seconds(transfer[pick])} away'}, "
+           f"{int(free[pick])} free slots)")
+    return TaskChoice(int(pick if settings.mode == "clouds" else heads[pick]), chosen,
+                      member_sets[pick], candidates, why)
+
+
+def _task_heads(view: GridView, settings: BrokerageSettings, mesh_min_mbytes_per_s: float
+                ) -> tuple[np.ndarray, list[str], list[np.ndarray], np.ndarray]:
+    """The candidates of a task: (head indices, names, member masks, output targets), the
+    clouds and their Tier-1s, or in full-mesh mode the nuclei and themselves."""
+    if settings.mode == "full_mesh":
+        heads = np.flatnonzero(view.site_nucleus)
+        names = [view.sites[i] for i in heads]
+        member_sets = [mesh_members(view, int(h), mesh_min_mbytes_per_s) for h in heads]
+        return heads, names, member_sets, heads
+    heads = np.arange(len(view.clouds))
+    return heads, list(view.clouds), [members_of(view, int(k)) for k in heads], view.cloud_tier1
+
+
+def _weigh_heads(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
+                 codes: np.ndarray, heads: np.ndarray, names: list[str],
+                 member_sets: list[np.ndarray], targets: np.ndarray
+                 ) -> tuple[list[dict[str, Any]], list[bool], list[float], list[Any],
+                            list[float]]:
+    """Each candidate's row (with the filter that rejects it, if one does) and its terms:
+    (rows, passes, data present, free slots, transfer seconds)."""
     passing_site = np.zeros(len(view.sites), bool)
     np.logical_or.at(passing_site, view.queue_site, codes == 0)
     free_q = np.where(codes == 0, np.maximum(view.queue_slots - view.queue_waiting
                                              - view.queue_running, 0), 0)
     free_site = np.bincount(view.queue_site, weights=free_q, minlength=len(view.sites))
-    if settings.mode == "full_mesh":
-        heads = np.flatnonzero(view.site_nucleus)
-        names = [view.sites[i] for i in heads]
-        member_sets = [mesh_members(view, int(h), mesh_min_mbytes_per_s) for h in heads]
-        targets = heads
-    else:
-        heads = np.arange(len(view.clouds))
-        names = list(view.clouds)
-        member_sets = [members_of(view, int(k)) for k in heads]
-        targets = view.cloud_tier1
     output_bytes = needs.input_bytes * settings.output_to_input_fraction
     present = view.present.get(needs.dataset_id, np.zeros(len(view.sites), bool))
     pinned_home = _pinned_head(view, needs, settings, heads, member_sets)
     candidates: list[dict[str, Any]] = []
-    ok, data, free, transfer = [], [], [], []
+    ok: list[bool] = []
+    data: list[float] = []
+    free: list[Any] = []
+    transfer: list[float] = []
     for k, (name, members, target) in enumerate(zip(names, member_sets, targets, strict=True)):
         row: dict[str, Any] = {"name": name, "members": int(members.sum())}
         has_data = bool((present & members).any())
@@ -375,26 +412,7 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
         data.append(1.0 if has_data else 0.0)
         free.append(free_site[members].sum())
         transfer.append(seconds)
-    if not any(ok):
-        return TaskChoice(None, None, np.zeros(len(view.sites), bool), candidates,
-                          "no candidate passes the filters")
-    eligible = np.array(ok)
-    free_arr = np.array(free, dtype=float)
-    free_rel = free_arr / max(free_arr[eligible].max(), 1.0)
-    score = scores(np.array(data), free_rel, np.array(transfer), settings)
-    (pick,), p = draw(score, eligible, settings.near_equal_fraction, rng, 1)
-    for k, row in enumerate(candidates):
-        if eligible[k]:
-            row.update(score=round(float(score[k]), 4), share=round(float(p[k]), 4),
-                       terms={"data": data[k], "capacity": round(float(free_rel[k]), 4),
-                              "network": round(float(1 / (1 + transfer[k] /
-                                                           settings.network_scale_s)), 4)})
-    chosen = names[pick]
-    why = (f"{chosen}: score {score[pick]:.3f} of {int(eligible.sum())} passing "
-           f"({'data present' if data[pick] else f'input {_seconds(transfer[pick])} away'}, "
-           f"{int(free[pick])} free slots)")
-    return TaskChoice(int(pick if settings.mode == "clouds" else heads[pick]), chosen,
-                      member_sets[pick], candidates, why)
+    return candidates, ok, data, free, transfer
 
 
 def queue_scores(view: GridView, needs: TaskNeeds, members: np.ndarray,

@@ -236,16 +236,28 @@ def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int
     """Write a brokerage pass: claim its tasks, store its decisions, set the tasks'
     states, insert the jobs with their files and ranges. Each kind in one statement
     (or one bulk insert) for the whole pass, not a round of statements per task."""
-    db, job_db = TaskDB(conn), JobDB(conn)
+    db = TaskDB(conn)
     claimed = db.claim_tasks([p[0]["id"] for p in planned], OPEN, now)
+    out, decisions, updates, placed = _pass_decisions(
+        [p for p in planned if p[0]["id"] in claimed], ids_of, settings, now)
+    decision_ids = db.add_decisions(decisions)
+    db.set_tasks(updates)
+    _add_pass_jobs(conn, placed, decision_ids, ids_of, site_of_queue, settings, now)
+    return out
+
+
+def _pass_decisions(planned: list[Any], ids_of: dict[str, list[int]], settings: Settings,
+                    now: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                       list[dict[str, Any]], list[Any]]:
+    """For the claimed tasks of a pass: (the rows to report, the decision rows, the task
+    updates, and per placed task (task, its files, its needs, its plan, index of its job
+    decision))."""
     weights = orjson.dumps(settings.brokerage.model_dump()).decode()
     out: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    placed = []  # (task, its files, its needs, its plan, index of its job decision)
+    placed = []
     for task, task_files, needs, seed, choice, plan in planned:
-        if task["id"] not in claimed:
-            continue  # brokered meanwhile by another process
         decision = {"kind": "task", "task_id": task["id"], "at": now, "seed": seed,
                     "chosen": choice.chosen_name or "", "summary": choice.summary,
                     "weights": weights, "candidates": orjson.dumps(choice.candidates).decode()}
@@ -274,8 +286,14 @@ def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int
                         "reason": choice.summary[:512], **where})
         out.append({"task_id": task["id"], "status": "running", "jobs": len(plan),
                     "where": choice.chosen_name, "reason": choice.summary})
-    decision_ids = db.add_decisions(decisions)
-    db.set_tasks(updates)
+    return out, decisions, updates, placed
+
+
+def _add_pass_jobs(conn: Connection, placed: list[Any], decision_ids: list[int],
+                   ids_of: dict[str, list[int]], site_of_queue: dict[int, tuple[int, int]],
+                   settings: Settings, now: Any) -> None:
+    """Insert the placed tasks' jobs (priorities computed once for the pass) with their
+    files and event ranges, and the analysis tasks' dataset accesses (PD2P's popularity)."""
     new_jobs: list[dict[str, Any]] = []
     new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
     accesses: list[dict[str, Any]] = []
@@ -287,20 +305,21 @@ def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int
                              "user_name": task["user_name"], "jobs": len(rows), "at": now})
         new_jobs.extend(rows)
         new_files.extend(files_of)
-    if new_jobs:  # one priority computation and two bulk inserts for the whole pass
-        priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
-                                             site_of_queue, settings.priority, now)
-        for row, p in zip(new_jobs, priorities.tolist(), strict=True):
-            row["priority"] = p
-        ranges = [row.pop("_ranges", []) for row in new_jobs]
-        ids = job_db.add_jobs(new_jobs, now)
-        db.add_job_files([{**f, "job_id": job_id}
-                          for job_id, job_files in zip(ids, new_files, strict=True)
-                          for f in job_files])
-        EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
-                                     zip(ids, ranges, strict=True) for a, b in bounds], now)
-        Pd2pDB(conn).record_accesses(accesses)
-    return out
+    if not new_jobs:
+        return
+    # One priority computation and two bulk inserts for the whole pass.
+    priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
+                                         site_of_queue, settings.priority, now)
+    for row, p in zip(new_jobs, priorities.tolist(), strict=True):
+        row["priority"] = p
+    ranges = [row.pop("_ranges", []) for row in new_jobs]
+    ids = JobDB(conn).add_jobs(new_jobs, now)
+    TaskDB(conn).add_job_files([{**f, "job_id": job_id}
+                                for job_id, job_files in zip(ids, new_files, strict=True)
+                                for f in job_files])
+    EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
+                                 zip(ids, ranges, strict=True) for a, b in bounds], now)
+    Pd2pDB(conn).record_accesses(accesses)
 
 
 def task_needs(task: Mapping[str, Any], task_files: list[dict[str, Any]],
