@@ -20,13 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from netbroker.common.enums import utcnow
 from netbroker.common.errors import NetbrokerError, UnknownToken
 from netbroker.db import begin_immediate, database_key
-from netbroker.db.schema import api_tokens
+from netbroker.db.auth import AuthDB
 
 __all__ = ["ROLES", "Principal", "authenticate", "cached_principal", "create_token",
            "list_tokens", "revoke_token"]
@@ -67,13 +66,10 @@ def create_token(engine: Engine, name: str, role: str) -> str:
         raise NetbrokerError(f"token name {name!r}: 1-64 letters, digits or _.@:-")
     token = "nb_" + secrets.token_urlsafe(32)
     with begin_immediate(engine) as conn:
-        taken = conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name)
-                             ).first()
-        if taken is not None:
+        db = AuthDB(conn)
+        if db.token_exists(name):
             raise NetbrokerError(f"a token named {name!r} exists: revoke it first")
-        conn.execute(sa.insert(api_tokens).values(name=name, role=role,
-                                                  token_sha256=_digest(token),
-                                                  created_at=utcnow()))
+        db.add_token(name, role, _digest(token), utcnow())
     return token
 
 
@@ -93,10 +89,8 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
         return principal
     key = (database_key(engine), token)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(api_tokens.c.name, api_tokens.c.role).where(
-            api_tokens.c.token_sha256 == _digest(token), api_tokens.c.revoked_at.is_(None))
-        ).first()
-    principal = Principal(row.name, row.role) if row is not None else None
+        row = AuthDB(conn).holder(_digest(token))
+    principal = Principal(*row) if row is not None else None
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[key] = (time.monotonic(), principal)
@@ -106,17 +100,13 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
 def list_tokens(engine: Engine) -> list[dict[str, Any]]:
     """Every token's name, role and dates (never the token)."""
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(
-            sa.select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.created_at,
-                      api_tokens.c.revoked_at).order_by(api_tokens.c.name)).mappings()]
+        return AuthDB(conn).list_tokens()
 
 
 def revoke_token(engine: Engine, name: str) -> None:
     """Revoke a token by name (its row stays, for the record). Raises ``UnknownToken``."""
     with begin_immediate(engine) as conn:
-        done = conn.execute(sa.update(api_tokens).where(
-            api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
-            .values(revoked_at=utcnow())).rowcount
+        done = AuthDB(conn).revoke_token(name, utcnow())
     if done != 1:
         raise UnknownToken(name)
     _cache.clear()

@@ -36,8 +36,6 @@ from netbroker.db.clouds import CloudDB
 from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import clouds as clouds_table
-from netbroker.db.schema import sites as sites_table
 from netbroker.network.metrics import MetricKind, closeness, tier1_links
 
 __all__ = [
@@ -234,7 +232,7 @@ def gather_inputs(engine: Engine, settings: CloudSettings,
         grid, db = GridDB(conn), CloudDB(conn)
         cloud_rows = grid.list_clouds()
         site_rows = grid.list_sites()
-        site_ids, cloud_ids = grid.ids(sites_table), grid.ids(clouds_table)
+        site_ids, cloud_ids = grid.site_ids(), grid.cloud_ids()
         online_queue_sites = {q["site"] for q in grid.list_queues(status="online")}
         current = db.foreign_members()
     clouds = [c["name"] for c in cloud_rows if c["tier1"]]
@@ -285,7 +283,7 @@ def recompute(engine: Engine, settings: CloudSettings, metrics: MetricsSettings 
     now = utcnow()
     with begin_immediate(engine) as conn:  # reads ids, then writes: the lock first
         grid = GridDB(conn)
-        cloud_ids, site_ids = grid.ids(clouds_table), grid.ids(sites_table)
+        cloud_ids, site_ids = grid.cloud_ids(), grid.site_ids()
         rows = [{"cloud_id": cloud_ids[inputs.clouds[k]], "site_id": site_ids[inputs.sites[i]],
                  "stale_cycles": int(result.stale[k, i])}
                 for k, i in zip(*np.nonzero(result.members), strict=True)]
@@ -372,7 +370,7 @@ def mesh_ranking(engine: Engine, settings: CloudSettings, metrics: MetricsSettin
     with engine.connect() as conn:
         grid = GridDB(conn)
         site_rows = grid.list_sites()
-        site_ids = grid.ids(sites_table)
+        site_ids = grid.site_ids()
     nuclei = [s["name"] for s in site_rows if s["is_nucleus"]
               and (nucleus is None or s["name"] == nucleus)]
     if nucleus is not None and not nuclei:

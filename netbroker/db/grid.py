@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netbroker.db.filters import where_given
 from netbroker.db.schema import (
     clouds,
     datasets,
@@ -177,6 +178,88 @@ class GridDB:
             return {row[1]: row[0] for row in result}
         return {tuple(row[1:]): row[0] for row in result}
 
+    def cloud_ids(self) -> dict[str, int]:
+        """Map every cloud's name to its id."""
+        return self.ids(clouds)
+
+    def site_ids(self) -> dict[str, int]:
+        """Map every site's name to its id."""
+        return self.ids(sites)
+
+    def queue_ids(self) -> dict[str, int]:
+        """Map every queue's name to its id."""
+        return self.ids(queues)
+
+    def endpoint_ids(self) -> dict[str, int]:
+        """Map every storage endpoint's (RSE's) name to its id."""
+        return self.ids(endpoints)
+
+    def dataset_ids(self) -> dict[tuple[str, str], int]:
+        """Map every dataset's (scope, name) to its id."""
+        return self.ids(datasets, ("scope", "name"))
+
+    # The registry import's writes, one per table, over :meth:`upsert` and
+    # :meth:`replace_owned`.
+
+    def stored_sites(self, names: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of the sites with these names."""
+        return self.rows_by_name(sites, names)
+
+    def stored_endpoints(self, names: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of the storage endpoints with these names."""
+        return self.rows_by_name(endpoints, names)
+
+    def stored_queues(self, names: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of the queues with these names."""
+        return self.rows_by_name(queues, names)
+
+    def upsert_clouds(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert or update cloud rows by name; returns what changed."""
+        return self.upsert(clouds, rows)
+
+    def upsert_sites(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert or update site rows by name; returns what changed."""
+        return self.upsert(sites, rows)
+
+    def upsert_endpoints(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert or update storage endpoint rows by name; returns what changed."""
+        return self.upsert(endpoints, rows)
+
+    def upsert_queues(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert or update queue rows by name; returns what changed."""
+        return self.upsert(queues, rows)
+
+    def upsert_datasets(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert datasets by (scope, name), their creation time kept; returns what changed."""
+        return self.upsert(datasets, rows, keys=("scope", "name"), volatile=(),
+                           keep=("created_at",))
+
+    def upsert_files(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert or update dataset files by (dataset, name); returns what changed."""
+        return self.upsert(files, rows, keys=("dataset_id", "name"), volatile=())
+
+    def upsert_replicas(self, rows: Sequence[Mapping[str, Any]]) -> UpsertCount:
+        """Insert or update dataset replicas by (dataset, endpoint); returns what changed."""
+        return self.upsert(replicas, rows, keys=("dataset_id", "endpoint_id"))
+
+    def replace_endpoint_protocols(self, rows_by_endpoint_id: Mapping[int, Sequence[Mapping[
+            str, Any]]]) -> UpsertCount:
+        """Make these endpoints' protocols exactly these (by protocol id); returns what changed."""
+        return self.replace_owned(endpoint_protocols, "endpoint_id", rows_by_endpoint_id,
+                                  ("protocol_id",))
+
+    def replace_queue_storages(self, rows_by_queue_id: Mapping[int, Sequence[Mapping[
+            str, Any]]]) -> UpsertCount:
+        """Make these queues' astorages exactly these (by activity, position); returns what
+        changed."""
+        return self.replace_owned(queue_storages, "queue_id", rows_by_queue_id,
+                                  ("activity", "position"))
+
+    def replace_site_subnets(self, rows_by_site_id: Mapping[int, Sequence[Mapping[
+            str, Any]]]) -> UpsertCount:
+        """Make these sites' networks exactly these (by CIDR); returns what changed."""
+        return self.replace_owned(site_subnets, "site_id", rows_by_site_id, ("cidr",))
+
     def set_tier1s(self, tier1_by_cloud_id: Mapping[int, int]) -> set[int]:
         """Point clouds at their Tier-1 sites; returns the ids of clouds that changed."""
         current = dict(self.conn.execute(sa.select(clouds.c.id, clouds.c.tier1_site_id)).all())
@@ -277,14 +360,8 @@ class GridDB:
                           sites.c.updated_at)
                 .join(clouds, sites.c.cloud_id == clouds.c.id)
                 .order_by(clouds.c.name, sites.c.name))
-        if cloud is not None:
-            stmt = stmt.where(clouds.c.name == cloud)
-        if tier is not None:
-            stmt = stmt.where(sites.c.tier == tier)
-        if status is not None:
-            stmt = stmt.where(sites.c.status == status)
-        if name is not None:
-            stmt = stmt.where(sites.c.name == name)
+        stmt = where_given(stmt, {clouds.c.name: cloud, sites.c.tier: tier,
+                                  sites.c.status: status, sites.c.name: name})
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def site_order(self) -> list[tuple[int, str]]:
@@ -307,12 +384,8 @@ class GridDB:
                 .join(sites, queues.c.site_id == sites.c.id)
                 .join(clouds, sites.c.cloud_id == clouds.c.id)
                 .order_by(queues.c.name))
-        if site is not None:
-            stmt = stmt.where(sites.c.name == site)
-        if cloud is not None:
-            stmt = stmt.where(clouds.c.name == cloud)
-        if status is not None:
-            stmt = stmt.where(queues.c.status == status)
+        stmt = where_given(stmt, {sites.c.name: site, clouds.c.name: cloud,
+                                  queues.c.status: status})
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def queue(self, name: str) -> dict[str, Any] | None:
@@ -329,8 +402,7 @@ class GridDB:
         cols = [c for c in endpoints.c if c.name not in ("id", "site_id")]
         stmt = (sa.select(*cols, sites.c.name.label("site"))
                 .join(sites, endpoints.c.site_id == sites.c.id).order_by(endpoints.c.name))
-        if site is not None:
-            stmt = stmt.where(sites.c.name == site)
+        stmt = where_given(stmt, {sites.c.name: site})
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def cloud_summary(self) -> list[dict[str, Any]]:
@@ -357,6 +429,14 @@ class GridDB:
         for cloud, total, free in self.conn.execute(d):
             out[cloud].update(disk_total_bytes=int(total or 0), disk_free_bytes=int(free or 0))
         return list(out.values())
+
+    def disk_free_by_site(self) -> list[tuple[int, int | None, int]]:
+        """(site id, free bytes summed, disks of unknown space) over active disk endpoints."""
+        stmt = (sa.select(endpoints.c.site_id, sa.func.sum(endpoints.c.free_bytes),
+                          sa.func.count() - sa.func.count(endpoints.c.free_bytes))
+                .where(endpoints.c.kind == "disk", endpoints.c.active)
+                .group_by(endpoints.c.site_id))
+        return [(sid, free, unknown) for sid, free, unknown in self.conn.execute(stmt)]
 
     def table_counts(self) -> dict[str, int]:
         """Row count of every registry table (what an import must leave unchanged)."""
@@ -397,6 +477,13 @@ class GridDB:
         for activity, name in self.conn.execute(stmt):
             out.setdefault(activity, []).append(name)
         return out
+
+    def queue_site_names(self, queue_id: int) -> tuple[str, str] | None:
+        """(queue name, site name) of the queue with this id, or None."""
+        stmt = (sa.select(queues.c.name, sites.c.name)
+                .join(sites, queues.c.site_id == sites.c.id).where(queues.c.id == queue_id))
+        row = self.conn.execute(stmt).first()
+        return None if row is None else (row[0], row[1])
 
     def queue_description(self, name: str) -> dict[str, Any] | None:
         """Everything a queue's schedconfig object is made of, or None for no such queue.

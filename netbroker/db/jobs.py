@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from netbroker.common.enums import EventRangeStatus, JobStatus
 from netbroker.db.bulk import allocate_ids, insert_rows
+from netbroker.db.filters import where_given
 from netbroker.db.prepared import prepared
 from netbroker.db.schema import (
     event_ranges,
@@ -130,6 +131,47 @@ class JobDB:
                 insert.run_many(self.conn, log)
         return rows
 
+    def waiting_task_jobs(self, statuses: Collection[JobStatus],
+                          task_ids: Collection[int] | None = None) -> list[Any]:
+        """The task jobs in these statuses (of these tasks, or all), by id: what
+        rebrokerage weighs (queue, limits, waiting since, moves so far, pinned)."""
+        stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
+                          jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.waiting_since,
+                          jobs.c.rebrokerages, jobs.c.pinned)
+                .where(jobs.c.status.in_(statuses), jobs.c.task_id.is_not(None),
+                       *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None
+                         else []))
+                .order_by(jobs.c.id))
+        return list(self.conn.execute(stmt).mappings().all())
+
+    def activate_assigned(self, job_ids: Collection[int], now: datetime) -> int:
+        """Activate those of these jobs still assigned, logging the change; returns how many."""
+        done = list(self.conn.execute(
+            sa.update(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.ASSIGNED)
+            .values(status=JobStatus.ACTIVATED, modified_at=now)
+            .returning(jobs.c.id)).scalars())
+        if done:
+            self.conn.execute(sa.insert(job_state_changes), [
+                {"job_id": i, "status": JobStatus.ACTIVATED, "at": now} for i in done])
+        return len(done)
+
+    def rebroker_job(self, job_id: int, from_queue_id: int, to_queue_id: int,
+                     old_status: JobStatus, status: JobStatus,
+                     waiting: Collection[JobStatus], now: datetime) -> bool:
+        """Move a waiting job to another queue (one more rebrokerage), logging a new state;
+        False when it is no longer waiting on ``from_queue_id``."""
+        result = self.conn.execute(
+            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.queue_id == from_queue_id,
+                                  jobs.c.status.in_(waiting))
+            .values(queue_id=to_queue_id, status=status, modified_at=now,
+                    rebrokerages=jobs.c.rebrokerages + 1))
+        if result.rowcount != 1:
+            return False
+        if status != old_status:
+            self.conn.execute(sa.insert(job_state_changes).values(
+                job_id=job_id, status=status, at=now))
+        return True
+
     def retry(self, job_id: int, now: datetime) -> int | None:
         """A new activated attempt of a failed job, if it has attempts left; its id or None."""
         job = self.get(job_id)
@@ -217,11 +259,15 @@ class JobDB:
                         ) -> dict[str, int]:
         """Jobs per state, of one queue or of all, of one prodSourceLabel or of all."""
         stmt = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
-        if queue_id is not None:
-            stmt = stmt.where(jobs.c.queue_id == queue_id)
-        if label is not None:
-            stmt = stmt.where(jobs.c.prod_source_label == label)
+        stmt = where_given(stmt, {jobs.c.queue_id: queue_id, jobs.c.prod_source_label: label})
         return {str(s): n for s, n in self.conn.execute(stmt)}
+
+    def queue_load(self, statuses: Collection[JobStatus]) -> list[tuple[int, str, int]]:
+        """(queue id, status, jobs) for the jobs in these statuses, per queue and status."""
+        stmt = (sa.select(jobs.c.queue_id, jobs.c.status, sa.func.count())
+                .where(jobs.c.status.in_(list(statuses)))
+                .group_by(jobs.c.queue_id, jobs.c.status))
+        return [(q, st, n) for q, st, n in self.conn.execute(stmt)]
 
     def count_by_status_and_queue(self) -> list[tuple[str, str | None, int]]:
         """(state, queue name, jobs) for every state and queue with jobs; queue None for a
@@ -245,12 +291,8 @@ class JobDB:
                 .group_by(key, jobs.c.status))
         if since is not None:
             stmt = stmt.where(jobs.c.modified_at >= since)
-        if site is not None:
-            stmt = stmt.where(sites.c.name == site)
-        if user is not None:
-            stmt = stmt.where(jobs.c.user_name == user)
-        if task_id is not None:
-            stmt = stmt.where(jobs.c.task_id == task_id)
+        stmt = where_given(stmt, {sites.c.name: site, jobs.c.user_name: user,
+                                  jobs.c.task_id: task_id})
         return [(k or "-", str(s), int(n)) for k, s, n in self.conn.execute(stmt)]
 
     def failures(self, since: datetime | None = None, task_id: int | None = None
@@ -271,8 +313,37 @@ class JobDB:
                 .order_by(sa.func.count().desc(), sites.c.name, jobs.c.task_id))
         if since is not None:
             stmt = stmt.where(jobs.c.modified_at >= since)
-        if task_id is not None:
-            stmt = stmt.where(jobs.c.task_id == task_id)
+        stmt = where_given(stmt, {jobs.c.task_id: task_id})
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def list_jobs(self, task_id: int | None = None, status: str | None = None,
+                  site: str | None = None, user: str | None = None, limit: int = 100,
+                  error: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, with their queue and site names, optionally filtered."""
+        stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.name, jobs.c.status,
+                          queues.c.name.label("queue"), sites.c.name.label("site"),
+                          jobs.c.priority, jobs.c.attempt_nr, jobs.c.user_name,
+                          jobs.c.rebrokerages, jobs.c.pilot_error_code, jobs.c.exit_code,
+                          jobs.c.modified_at)
+                .outerjoin(queues, jobs.c.queue_id == queues.c.id)
+                .outerjoin(sites, queues.c.site_id == sites.c.id)
+                .order_by(jobs.c.id.desc()).limit(limit))
+        stmt = where_given(stmt, {jobs.c.task_id: task_id, jobs.c.status: status,
+                                  sites.c.name: site, jobs.c.user_name: user,
+                                  jobs.c.pilot_error_code: error})
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def error_summary(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed jobs per pilot error code and site (jobs, a diagnostic, the last time),
+        most frequent first."""
+        stmt = (sa.select(jobs.c.pilot_error_code, sites.c.name.label("site"),
+                          sa.func.count().label("jobs"), sa.func.max(jobs.c.error_diag)
+                          .label("example"), sa.func.max(jobs.c.modified_at).label("last"))
+                .outerjoin(queues, jobs.c.queue_id == queues.c.id)
+                .outerjoin(sites, queues.c.site_id == sites.c.id)
+                .where(jobs.c.status == JobStatus.FAILED)
+                .group_by(jobs.c.pilot_error_code, sites.c.name)
+                .order_by(sa.func.count().desc()).limit(limit))
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
 

@@ -133,6 +133,11 @@ class TaskDB:
             stmt = stmt.limit(limit)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
+    def tasks_reading(self, dataset_id: int) -> set[int]:
+        """The ids of the tasks whose input is this dataset."""
+        return set(self.conn.execute(sa.select(tasks.c.id).where(
+            tasks.c.dataset_id == dataset_id)).scalars())
+
     def job_counts(self, task_ids: Collection[int]) -> dict[int, dict[str, int]]:
         """Jobs per state of each task."""
         out: dict[int, dict[str, int]] = {t: {} for t in task_ids}

@@ -28,7 +28,6 @@ from netbroker.common.metric_kinds import KIND_UNITS, MetricKind, MetricSource
 from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
-from netbroker.db.schema import sites
 
 __all__ = [
     "KIND_UNITS",
@@ -144,7 +143,7 @@ def _link_arrays(engine: Engine, kind: MetricKind | str, window: str,
 def _site_names(engine: Engine) -> np.ndarray:
     """Site names indexed by site id (an object array; unused ids hold None)."""
     with engine.connect() as conn:
-        ids = {sid: name for name, sid in GridDB(conn).ids(sites).items()}
+        ids = {sid: name for name, sid in GridDB(conn).site_ids().items()}
     names = np.empty(max(ids, default=0) + 1, dtype=object)
     for sid, name in ids.items():
         names[sid] = name
@@ -439,7 +438,7 @@ def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,
         ``src`` or ``dst`` is not registered.
     """
     with engine.connect() as conn:
-        ids = GridDB(conn).ids(sites)
+        ids = GridDB(conn).site_ids()
         for name in (src, dst):
             if name not in ids:
                 raise UnknownSite(name)
@@ -465,7 +464,7 @@ def link_windows(engine: Engine, src: str, dst: str, kinds: Sequence[str],
     """
     settings = settings or MetricsSettings()
     with engine.connect() as conn:
-        ids = GridDB(conn).ids(sites)
+        ids = GridDB(conn).site_ids()
     for name in (src, dst):
         if name not in ids:
             raise UnknownSite(name)

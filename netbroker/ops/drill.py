@@ -42,7 +42,7 @@ from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
-from netbroker.db.schema import job_state_changes, metric_samples, queues
+from netbroker.db.schema import job_state_changes, metric_samples
 from netbroker.registry import registry
 
 __all__ = ["DrillReport", "run_drill", "start_service"]
@@ -279,7 +279,7 @@ def _finish_the_rest(engine: Engine, load: _Load, report: DrillReport) -> None:
 
 def _add_jobs(engine: sa.engine.Engine, n: int) -> list[int]:
     with engine.begin() as conn:
-        queue_ids = GridDB(conn).ids(queues)
+        queue_ids = GridDB(conn).queue_ids()
         return JobDB(conn).add_jobs([{
             "name": f"drill-{i}", "status": JobStatus.ACTIVATED,
             "queue_id": queue_ids[QUEUES[i % 2]], "prod_source_label": "managed",

@@ -16,7 +16,6 @@ from sqlalchemy.engine import Engine
 from netbroker.common.errors import UnknownCloud, UnknownDataset
 from netbroker.db.catalog import CatalogDB
 from netbroker.db.grid import GridDB
-from netbroker.db.schema import sites
 from netbroker.placement import pd2p
 from netbroker.registry.datasets import did
 
@@ -46,7 +45,7 @@ def list_datasets(engine: Engine, contains: str | None = None, cloud: str | None
             grid = GridDB(conn)
             if cloud not in grid.cloud_names():
                 raise UnknownCloud(cloud)
-            ids = grid.ids(sites)
+            ids = grid.site_ids()
             site_ids = [ids[s["name"]] for s in grid.list_sites(cloud=cloud)]
         rows = CatalogDB(conn).datasets(contains, site_ids, limit)
     return [{**r, "did": did(r["scope"], r["name"])} for r in rows]

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from netbroker.common.config import Pd2pSettings, Settings
@@ -51,7 +50,7 @@ from netbroker.common.errors import (
 from netbroker.common.units import human_bytes, iso_utc
 from netbroker.db import begin_immediate
 from netbroker.db.pd2p import OPEN_STATES, Pd2pDB
-from netbroker.db.schema import tasks
+from netbroker.db.tasks import TaskDB
 from netbroker.network.metrics import MetricKind, tier1_links
 from netbroker.workload.rebrokerage import rebroker
 
@@ -172,10 +171,50 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
               now_s: float | None = None) -> dict[str, Any]:
     """One PD2P cycle; returns the new decisions (id, dataset, target, reason) and
     the ids of decisions that expired."""
-    p = settings.pd2p
     now = now or utcnow()
     with begin_immediate(engine) as conn:
         expired = Pd2pDB(conn).expire(now)
+    wanted = _wanted(engine, settings.pd2p, now)
+    if wanted is None:
+        return {"decisions": [], "expired": expired}
+    # Only with something to place: where it could go (the free slots count every
+    # waiting and running job of every queue).
+    targets = _targets(engine, settings, wanted, now, now_s)
+    rows, planned = _plan(wanted, targets, settings, now)
+    return _store(engine, settings.pd2p, rows, planned, now, expired)
+
+
+@dataclass
+class _Wanted:
+    """The datasets a cycle tries to place, best first, and what it knows of them."""
+
+    todo: list[int]
+    waiting: dict[int, int]                    # dataset id -> jobs waiting for it
+    accesses: dict[int, int]                   # dataset id -> accesses in 7 days
+    info: dict[int, dict[str, Any]]            # dataset id -> scope, name, bytes
+    by_dataset: dict[int, list[dict[str, Any]]]  # dataset id -> its replicas
+
+
+@dataclass
+class _Targets:
+    """Every endpoint a replica could go to, with its site's room, slots and links."""
+
+    eps: pd.DataFrame
+    names: list[str]
+    ep_site: np.ndarray
+    ep_index: dict[int, int]
+    ep_ok: np.ndarray
+    ep_free: np.ndarray
+    site_room: np.ndarray
+    slots: np.ndarray
+    tier_weight: np.ndarray
+    throughput: np.ndarray
+    failed_at: dict[int, Any]
+
+
+def _wanted(engine: Engine, p: Pd2pSettings, now: datetime) -> _Wanted | None:
+    """The hot datasets (waiting jobs, accesses) not excluded, decided lately nor
+    replicated enough, within the hourly budget; None when there is none."""
     with engine.connect() as conn:
         db = Pd2pDB(conn)
         pop = db.popularity(now - timedelta(days=1), now - timedelta(days=7))
@@ -185,7 +224,7 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
         hot = {d for d, n in waiting.items() if n >= p.min_waiting_jobs}
         hot |= {d for d, n in accesses.items() if n >= p.min_accesses_per_week}
         if not hot:
-            return {"decisions": [], "expired": expired}
+            return None
         info = db.datasets(hot)
         reps = db.replicas_of(hot)
         decided = db.decided(hot, now - timedelta(hours=p.cooldown_hours))
@@ -202,15 +241,21 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
         todo.append(d)
     todo = todo[:max(0, budget)]
     if not todo:
-        return {"decisions": [], "expired": expired}
-    # Only with something to place: where it could go (the free slots count every
-    # waiting and running job of every queue).
+        return None
+    return _Wanted(todo, waiting, accesses, info, by_dataset)
+
+
+def _targets(engine: Engine, settings: Settings, wanted: _Wanted, now: datetime,
+             now_s: float | None) -> _Targets:
+    """The endpoints as arrays: usable, free space less what is reserved, their site's
+    daily room, free slots, tier weight, and the links from the replicas' sites."""
+    p = settings.pd2p
     with engine.connect() as conn:
         db = Pd2pDB(conn)
         room_used = db.bytes_sent_by_site(now - timedelta(days=1))
         eps = db.endpoints()
         reserved = db.reserved_bytes()
-        failed_at = db.failed_targets(set(todo))
+        failed_at = db.failed_targets(set(wanted.todo))
         free_slots = db.free_slots_by_site()
     site_ids = sorted(set(eps["site_id"].tolist()))
     s_index = {s: i for i, s in enumerate(site_ids)}
@@ -228,26 +273,35 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
                          dtype=float)
     slots = np.array([free_slots.get(s, 0) for s in site_ids], dtype=float)
     throughput = _throughput(engine, settings, site_ids, {
-        r["site_id"] for d in todo for r in by_dataset.get(d, [])}, now_s)
-    names = eps["name"].tolist()
+        r["site_id"] for d in wanted.todo for r in wanted.by_dataset.get(d, [])}, now_s)
+    return _Targets(eps, eps["name"].tolist(), ep_site, ep_index, ep_ok, ep_free, site_room,
+                    slots, tier_weight, throughput, failed_at)
+
+
+def _plan(wanted: _Wanted, t: _Targets, settings: Settings, now: datetime
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each wanted dataset's target, best first, each placement using up its endpoint's
+    space and its site's room; returns the decision rows and what to report of them."""
+    p = settings.pd2p
+    waiting, accesses, info, names = wanted.waiting, wanted.accesses, wanted.info, t.names
     rows: list[dict[str, Any]] = []
     planned: list[dict[str, Any]] = []
-    for d in todo:
-        mine = by_dataset.get(d, [])
-        replica_eps = np.array([ep_index[r["endpoint_id"]] for r in mine], dtype=np.int64)
+    for d in wanted.todo:
+        mine = wanted.by_dataset.get(d, [])
+        replica_eps = np.array([t.ep_index[r["endpoint_id"]] for r in mine], dtype=np.int64)
         available = np.array([r["state"] == ReplicaState.AVAILABLE and r["active"]
                               for r in mine], dtype=bool)
         nbytes = float(info[d]["bytes"])
         placement = choose_target(
-            nbytes, replica_eps, available, ep_site, ep_ok, ep_free, site_room, slots,
-            tier_weight, throughput, settings.brokerage.unknown_link_mbytes_per_s,
+            nbytes, replica_eps, available, t.ep_site, t.ep_ok, t.ep_free, t.site_room,
+            t.slots, t.tier_weight, t.throughput, settings.brokerage.unknown_link_mbytes_per_s,
             settings.brokerage.network_scale_s, p, names,
-            np.array([ep_index[e] for e in failed_at.get(d, ())], dtype=np.int64))
+            np.array([t.ep_index[e] for e in t.failed_at.get(d, ())], dtype=np.int64))
         if placement.target is None:
             continue
         k = placement.target
-        ep_free[k] -= nbytes
-        site_room[ep_site[k]] -= nbytes
+        t.ep_free[k] -= nbytes
+        t.site_room[t.ep_site[k]] -= nbytes
         copies = sum(1 for r in mine if r["kind"] == "disk")
         why = [f"{waiting.get(d, 0)} waiting jobs" + (
             f" >= {p.min_waiting_jobs}" if waiting.get(d, 0) >= p.min_waiting_jobs else ""),
@@ -261,7 +315,7 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
         sources = [{"endpoint": names[s], "rank": i + 1} for i, s in
                    enumerate(placement.sources)]
         rows.append({"dataset_id": d, "bytes": int(nbytes),
-                     "target_endpoint_id": int(eps["id"].iloc[k]),
+                     "target_endpoint_id": int(t.eps["id"].iloc[k]),
                      "sources": orjson.dumps(sources).decode(),
                      "candidates": orjson.dumps({"ranked": placement.candidates,
                                                  "rejected": placement.rejected}).decode(),
@@ -271,9 +325,15 @@ def run_cycle(engine: Engine, settings: Settings, now: datetime | None = None,
                      "updated_at": now})
         planned.append({"dataset": f"{info[d]['scope']}:{info[d]['name']}",
                         "target": names[k], "reason": "; ".join(why)})
+    return rows, planned
+
+
+def _store(engine: Engine, p: Pd2pSettings, rows: list[dict[str, Any]],
+           planned: list[dict[str, Any]], now: datetime, expired: Any) -> dict[str, Any]:
+    """Store the decisions no other cycle made meanwhile (rechecked under the write
+    lock); returns the cycle's result."""
     with begin_immediate(engine) as conn:
         db = Pd2pDB(conn)
-        # Another cycle may have decided meanwhile: recheck under the write lock.
         again = db.decided([r["dataset_id"] for r in rows],
                            now - timedelta(hours=p.cooldown_hours))
         keep = [i for i, r in enumerate(rows) if r["dataset_id"] not in again]
@@ -412,8 +472,7 @@ def mark_done(engine: Engine, decision_id: int, settings: Settings,
         db.add_replica(row["dataset_id"], row["target_endpoint_id"],
                        now + timedelta(days=row["lifetime_days"]), now)
         db.use_space(row["target_endpoint_id"], row["bytes"])
-        task_ids = set(conn.execute(sa.select(tasks.c.id).where(
-            tasks.c.dataset_id == row["dataset_id"])).scalars())
+        task_ids = TaskDB(conn).tasks_reading(row["dataset_id"])
     moved = rebroker(engine, settings, now=now, now_s=now_s, task_ids=task_ids,
                      min_wait_minutes=0.0) if task_ids else {"activated": 0, "moved": []}
     with engine.connect() as conn:

@@ -24,7 +24,6 @@ from netbroker.common.enums import utcnow
 from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import sites
 from netbroker.network import metrics
 from netbroker.network.metrics import MetricKind
 from netbroker.registry import registry
@@ -46,7 +45,7 @@ def site_activity(engine: Engine, name: str, settings: MetricsSettings | None = 
     site = registry.get_site(engine, name)
     now = utcnow()
     with engine.connect() as conn:
-        site_id = GridDB(conn).ids(sites)[name]
+        site_id = GridDB(conn).site_ids()[name]
         jobs = JobDB(conn)
         queue_jobs: dict[str, dict[str, int]] = {}
         for queue, state, n in jobs.state_counts("queue", site=name):

@@ -14,25 +14,13 @@ from importlib.resources import files as package_files
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, IntegrityError
 
 from netbroker.common.enums import PROTOCOL_ACTIVITIES, utcnow
 from netbroker.common.errors import GridProblem, InvalidGridDocument, UnknownCloud, UnknownSite
 from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB, UpsertCount
-from netbroker.db.schema import (
-    clouds,
-    datasets,
-    endpoint_protocols,
-    endpoints,
-    files,
-    queue_storages,
-    queues,
-    replicas,
-    site_subnets,
-    sites,
-)
 from netbroker.registry.cric import url_parts, without_token
 from netbroker.registry.datasets import DatasetRecord
 from netbroker.registry.grid_document import (
@@ -162,7 +150,7 @@ def import_grid_documents(engine: Engine, raws: Sequence[tuple[str | bytes, str]
             raise InvalidGridDocument(resolved.problems, source)
         try:
             counts = _write(db, doc, known, resolved)
-        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+        except (IntegrityError, DataError) as exc:
             # Checked above; reaching this means a rule the checks do not know.
             raise InvalidGridDocument([GridProblem("document", "", "refused by the database: "
                                                    f"{exc.orig}")], source) from None
@@ -177,16 +165,16 @@ def _in(source: str, problem: GridProblem) -> GridProblem:
 def _write(db: GridDB, doc: GridDocument, known: KnownNames, res: Resolution
            ) -> dict[str, UpsertCount]:
     now = utcnow()
-    counts = {"clouds": db.upsert(clouds, [{"name": c.name, "updated_at": now}
+    counts = {"clouds": db.upsert_clouds([{"name": c.name, "updated_at": now}
                                            for c in doc.clouds])}
-    cloud_ids = db.ids(clouds)
-    stored_sites = db.rows_by_name(sites, [s.name for s in doc.sites])
-    counts["sites"] = db.upsert(sites, [
+    cloud_ids = db.cloud_ids()
+    stored_sites = db.stored_sites([s.name for s in doc.sites])
+    counts["sites"] = db.upsert_sites([
         {"name": s.name, "cloud_id": cloud_ids[s.cloud], "tier": s.tier, "country": s.country,
          "status": s.status.value, "is_nucleus": s.is_nucleus, "updated_at": now,
          "rc_site": s.rc_site or stored_sites.get(s.name, {}).get("rc_site")}
         for s in doc.sites])
-    site_ids = db.ids(sites)
+    site_ids = db.site_ids()
     retargeted = db.set_tier1s({cloud_ids[c.name]: site_ids[c.tier1] for c in doc.clouds})
     # A cloud row holds only its name; a new Tier-1 is what updates an existing cloud.
     moved = sum(1 for c in doc.clouds
@@ -196,8 +184,7 @@ def _write(db: GridDB, doc: GridDocument, known: KnownNames, res: Resolution
                            if s.gives_hosts})
     counts.update(_write_endpoints(db, doc.endpoints, site_ids, res, now))
     counts.update(_write_queues(db, doc.queues, site_ids, res, now))
-    counts["subnets"] = db.replace_owned(site_subnets, "site_id", _subnet_rows(res, site_ids),
-                                         ("cidr",))
+    counts["subnets"] = db.replace_site_subnets(_subnet_rows(res, site_ids))
     counts.update(_write_datasets(db, doc.datasets, res, now))
     return counts
 
@@ -205,7 +192,7 @@ def _write(db: GridDB, doc: GridDocument, known: KnownNames, res: Resolution
 def _write_endpoints(db: GridDB, records: list[EndpointRecord], site_ids: dict[Any, int],
                      res: Resolution, now: Any) -> dict[str, UpsertCount]:
     """Endpoints, and the protocols of those that give them; what a record leaves out stays."""
-    stored = db.rows_by_name(endpoints, [e.name for e in records])
+    stored = db.stored_endpoints([e.name for e in records])
     rows = []
     for e in records:
         old = stored.get(e.name, {})
@@ -216,11 +203,11 @@ def _write_endpoints(db: GridDB, records: list[EndpointRecord], site_ids: dict[A
             "host": _host(url), "active": e.active, "updated_at": now,
             "total_bytes": e.total_bytes if e.gives_space else old.get("total_bytes"),
             "free_bytes": e.free_bytes if e.gives_space else old.get("free_bytes")})
-    out = {"endpoints": db.upsert(endpoints, rows)}
-    ids = db.ids(endpoints)
-    out["protocols"] = db.replace_owned(endpoint_protocols, "endpoint_id", {
+    out = {"endpoints": db.upsert_endpoints(rows)}
+    ids = db.endpoint_ids()
+    out["protocols"] = db.replace_endpoint_protocols({
         ids[e.name]: [_protocol_row(i, p) for i, p in enumerate(e.protocols)]
-        for e in records if e.protocols is not None}, ("protocol_id",))
+        for e in records if e.protocols is not None})
     return out
 
 
@@ -255,8 +242,8 @@ def _write_queues(db: GridDB, records: list[QueueRecord], site_ids: dict[Any, in
                   res: Resolution, now: Any) -> dict[str, UpsertCount]:
     """Queues, and the astorages of those that give them; copy tools and catchall kept
     when not given."""
-    stored = db.rows_by_name(queues, [q.name for q in records])
-    out = {"queues": db.upsert(queues, [
+    stored = db.stored_queues([q.name for q in records])
+    out = {"queues": db.upsert_queues([
         {"name": q.name, "site_id": site_ids[res.queue_sites[q.name]],
          "panda_resource": q.panda_resource,
          "queue_type": q.queue_type.value, "status": q.status.value, "cores": q.cores,
@@ -268,13 +255,13 @@ def _write_queues(db: GridDB, records: list[QueueRecord], site_ids: dict[Any, in
          "catchall": q.catchall if q.catchall is not None
          else stored.get(q.name, {}).get("catchall")}
         for q in records])}
-    queue_ids, endpoint_ids = db.ids(queues), db.ids(endpoints)
-    out["queue_storages"] = db.replace_owned(queue_storages, "queue_id", {
+    queue_ids, endpoint_ids = db.queue_ids(), db.endpoint_ids()
+    out["queue_storages"] = db.replace_queue_storages({
         queue_ids[q.name]: [{"activity": role, "position": i,
                              "endpoint_id": endpoint_ids[res.endpoint(n)]}
                             for role, names in q.astorages.items()
                             for i, n in enumerate(dict.fromkeys(names))]
-        for q in records if q.astorages is not None}, ("activity", "position"))
+        for q in records if q.astorages is not None})
     return out
 
 
@@ -294,22 +281,20 @@ def _subnet_rows(res: Resolution, site_ids: dict[Any, int]) -> dict[int, list[di
 
 def _write_datasets(db: GridDB, records: list[DatasetRecord], res: Resolution, now: Any
                     ) -> dict[str, UpsertCount]:
-    key = ("scope", "name")
-    out = {"datasets": db.upsert(datasets, [{"scope": d.scope, "name": d.name,
-                                             "created_at": now} for d in records],
-                                 keys=key, volatile=(), keep=("created_at",))}
+    out = {"datasets": db.upsert_datasets([{"scope": d.scope, "name": d.name,
+                                            "created_at": now} for d in records])}
     if not records:
         return out
-    ids = db.ids(datasets, key)
-    endpoint_ids = db.ids(endpoints)
-    out["files"] = db.upsert(files, [
+    ids = db.dataset_ids()
+    endpoint_ids = db.endpoint_ids()
+    out["files"] = db.upsert_files([
         {"dataset_id": ids[(d.scope, d.name)], "name": f.name, "guid": f.guid,
          "bytes": f.bytes, "adler32": f.adler32.lower()}
-        for d in records for f in d.files], keys=("dataset_id", "name"), volatile=())
-    out["replicas"] = db.upsert(replicas, [
+        for d in records for f in d.files])
+    out["replicas"] = db.upsert_replicas([
         {"dataset_id": ids[(d.scope, d.name)], "endpoint_id": endpoint_ids[res.endpoint(r.rse)],
          "state": r.state.value, "updated_at": now}
-        for d in records for r in d.replicas], keys=("dataset_id", "endpoint_id"))
+        for d in records for r in d.replicas])
     return out
 
 

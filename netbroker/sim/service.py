@@ -36,10 +36,7 @@ from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.pd2p import Pd2pDB
-from netbroker.db.schema import clouds as clouds_table
 from netbroker.db.schema import datasets as datasets_table
-from netbroker.db.schema import queues as queues_table
-from netbroker.db.schema import sites as sites_table
 from netbroker.db.tasks import TaskDB
 from netbroker.network.metrics import MetricKind, tier1_links
 from netbroker.placement import pd2p
@@ -83,8 +80,8 @@ class SimService:
         self.grid = grid
         with self.engine.connect() as conn:
             db = GridDB(conn)
-            site_ids, queue_ids = db.ids(sites_table), db.ids(queues_table)
-            cloud_ids = db.ids(clouds_table)
+            site_ids, queue_ids = db.site_ids(), db.queue_ids()
+            cloud_ids = db.cloud_ids()
             dataset_ids = {name: i for i, name in conn.execute(
                 sa.select(datasets_table.c.id, datasets_table.c.name))}
         self.site_id = [site_ids[name] for name in grid.names]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from netbroker.common.config import Settings
@@ -21,8 +21,7 @@ from netbroker.common.enums import JobStatus
 from netbroker.common.lifecycle import LIVE
 from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
-from netbroker.db.jobs import WAITING
-from netbroker.db.schema import clouds, endpoints, jobs, queues, sites
+from netbroker.db.jobs import WAITING, JobDB
 from netbroker.db.tasks import TaskDB
 from netbroker.network.metrics import MetricKind, tier1_links
 from netbroker.workload.brokerage import GridView
@@ -41,20 +40,14 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
     with engine.connect() as conn:
         grid = GridDB(conn)
         site_rows, cloud_rows = grid.list_sites(), grid.list_clouds()
-        site_ids, cloud_ids, queue_ids = grid.ids(sites), grid.ids(clouds), grid.ids(queues)
+        site_ids, cloud_ids, queue_ids = grid.site_ids(), grid.cloud_ids(), grid.queue_ids()
         queue_rows = grid.list_queues()
         foreign = CloudDB(conn).foreign_members()
         # A site with a disk of unknown space (none reported yet) is not short of
         # space: it counts as unlimited rather than as empty.
         free_disk = {sid: (np.inf if unknown else float(free or 0)) for sid, free, unknown
-                     in conn.execute(
-                         sa.select(endpoints.c.site_id, sa.func.sum(endpoints.c.free_bytes),
-                                   sa.func.count() - sa.func.count(endpoints.c.free_bytes))
-                         .where(endpoints.c.kind == "disk", endpoints.c.active)
-                         .group_by(endpoints.c.site_id))}
-        load = conn.execute(sa.select(jobs.c.queue_id, jobs.c.status, sa.func.count())
-                            .where(jobs.c.status.in_(list(WAITING | LIVE)))
-                            .group_by(jobs.c.queue_id, jobs.c.status)).all()
+                     in grid.disk_free_by_site()}
+        load = JobDB(conn).queue_load(WAITING | LIVE)
         replicas = TaskDB(conn).replica_sites(dataset_ids) if dataset_ids else []
     n = len(site_rows)
     s_index = {s["name"]: i for i, s in enumerate(site_rows)}
@@ -69,38 +62,15 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
         if c in by_cid and s in by_sid:
             foreign_arr[by_cid[c], by_sid[s]] = True
     qid = [queue_ids[q["name"]] for q in queue_rows]
-    by_qid = {x: k for k, x in enumerate(qid)}
-    waiting, running = np.zeros(len(qid), np.int64), np.zeros(len(qid), np.int64)
-    for queue_id, status, count in load:
-        if queue_id in by_qid:
-            target = waiting if JobStatus(status) in WAITING or status == JobStatus.SENT \
-                else running
-            target[by_qid[queue_id]] += count
-    present: dict[int, np.ndarray] = {}
-    sources: dict[int, np.ndarray] = {}
-    for dataset_id, site_id, kind, whole in replicas:
-        i = by_sid.get(site_id)
-        if i is None:
-            continue
-        # A site holding pieces of a dataset (files jobs wrote there) is a source to
-        # bring it from, not a site where it is present.
-        sources.setdefault(dataset_id, np.zeros(n, bool))[i] = True
-        if kind == "disk" and whole:
-            present.setdefault(dataset_id, np.zeros(n, bool))[i] = True
+    waiting, running = _queue_load(load, qid)
+    present, sources = _replica_masks(replicas, by_sid, n)
     tier1 = np.array([s_index.get(c["tier1"], -1) if c["tier1"] else -1 for c in cloud_rows],
                      dtype=np.int64)
     nucleus = np.array([bool(s["is_nucleus"]) for s in site_rows], dtype=bool)
     wanted = set(np.flatnonzero(nucleus).tolist()) | {int(t) for t in tier1 if t >= 0}
     for mask in sources.values():
         wanted |= set(np.flatnonzero(mask).tolist())
-    throughput = np.full((n, n), np.nan)
-    if wanted:
-        for src, dst, _, value in tier1_links(engine, MetricKind.THROUGHPUT,
-                                              settings.clouds.window,
-                                              [sid[i] for i in sorted(wanted)],
-                                              settings.metrics, now_s):
-            if src in by_sid and dst in by_sid:
-                throughput[by_sid[src], by_sid[dst]] = value
+    throughput = _throughput(engine, settings, sid, by_sid, wanted, now_s)
 
     def col(key: str, dtype: type = np.int64) -> np.ndarray:
         return np.array([q[key] for q in queue_rows], dtype=dtype)
@@ -124,3 +94,51 @@ def load_grid_view(engine: Engine, settings: Settings, dataset_ids: Collection[i
         queue_slots=col("pilot_slots"), queue_waiting=waiting, queue_running=running,
         throughput=throughput, present=present, sources=sources)
     return view, {"sites": sid, "clouds": cid, "queues": qid}
+
+
+def _queue_load(load: list[tuple[int, str, int]], qid: list[int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per queue (in ``qid``'s order): its jobs waiting for a pilot (a sent job counts
+    as waiting) and its jobs holding one."""
+    by_qid = {x: k for k, x in enumerate(qid)}
+    waiting, running = np.zeros(len(qid), np.int64), np.zeros(len(qid), np.int64)
+    for queue_id, status, count in load:
+        if queue_id in by_qid:
+            target = waiting if JobStatus(status) in WAITING or status == JobStatus.SENT \
+                else running
+            target[by_qid[queue_id]] += count
+    return waiting, running
+
+
+def _replica_masks(replicas: list[Any], by_sid: dict[int, int], n: int
+                   ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per dataset: the sites where it is present (whole, on disk) and the sites to
+    bring it from (any replica, pieces included), as masks over the ``n`` sites."""
+    present: dict[int, np.ndarray] = {}
+    sources: dict[int, np.ndarray] = {}
+    for dataset_id, site_id, kind, whole in replicas:
+        i = by_sid.get(site_id)
+        if i is None:
+            continue
+        # A site holding pieces of a dataset (files jobs wrote there) is a source to
+        # bring it from, not a site where it is present.
+        sources.setdefault(dataset_id, np.zeros(n, bool))[i] = True
+        if kind == "disk" and whole:
+            present.setdefault(dataset_id, np.zeros(n, bool))[i] = True
+    return present, sources
+
+
+def _throughput(engine: Engine, settings: Settings, sid: list[int], by_sid: dict[int, int],
+                wanted: set[int], now_s: float) -> np.ndarray:
+    """(n, n) consolidated MB/s of the links leaving the ``wanted`` sites (indices), in
+    the clouds' window; NaN where unknown."""
+    n = len(sid)
+    throughput = np.full((n, n), np.nan)
+    if wanted:
+        for src, dst, _, value in tier1_links(engine, MetricKind.THROUGHPUT,
+                                              settings.clouds.window,
+                                              [sid[i] for i in sorted(wanted)],
+                                              settings.metrics, now_s):
+            if src in by_sid and dst in by_sid:
+                throughput[by_sid[src], by_sid[dst]] = value
+    return throughput

@@ -34,7 +34,6 @@ from netbroker.common.errors import InvalidBoost, UnknownBoost, UnknownCloud, Un
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.priority import PriorityDB
-from netbroker.db.schema import clouds, sites
 
 __all__ = [
     "PriorityContext",
@@ -256,11 +255,11 @@ def add_boost(engine: Engine, value: int, hours: float, user: str | None = None,
         grid = GridDB(conn)
         site_id = cloud_id = None
         if site:
-            site_id = grid.ids(sites).get(site)
+            site_id = grid.site_ids().get(site)
             if site_id is None:
                 raise UnknownSite(site)
         if cloud:
-            cloud_id = grid.ids(clouds).get(cloud)
+            cloud_id = grid.cloud_ids().get(cloud)
             if cloud_id is None:
                 raise UnknownCloud(cloud)
         boost_id = PriorityDB(conn).add_boost({

@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from netbroker.common.config import RebrokerageSettings, Settings
 from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db import begin_immediate
-from netbroker.db.schema import job_state_changes, jobs, tasks
+from netbroker.db.jobs import JobDB
 from netbroker.db.tasks import TaskDB
 from netbroker.workload.brokerage import (
     GridView,
@@ -125,29 +124,14 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
     now = now or utcnow()
     r = settings.rebrokerage
     wait = r.min_wait_minutes if min_wait_minutes is None else min_wait_minutes
-    with engine.connect() as conn:
-        waiting = conn.execute(
-            sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
-                      jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.waiting_since,
-                      jobs.c.rebrokerages, jobs.c.pinned)
-            .where(jobs.c.status.in_(WAITING), jobs.c.task_id.is_not(None),
-                   *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None else []))
-            .order_by(jobs.c.id)).mappings().all()
-        limit = now - timedelta(minutes=wait)
-        if not any(w["status"] == JobStatus.ASSIGNED or _may_move(w, r, limit)
-                   for w in waiting):
-            # Nothing waits for data nor could move: no grid view to read (it counts
-            # every waiting job of every queue).
-            return {"activated": 0, "moved": []}
-        db = TaskDB(conn)
-        task_rows = {t["id"]: t for t in db.tasks(ids={w["task_id"] for w in waiting})}
-        files = db.dataset_files({t["dataset_id"] for t in task_rows.values()})
+    limit = now - timedelta(minutes=wait)
+    read = _read_waiting(engine, r, limit, task_ids)
+    if read is None:
+        return {"activated": 0, "moved": []}
+    waiting, task_rows, files = read
     view, ids_of = load_grid_view(engine, settings, {t["dataset_id"] for t in
                                                      task_rows.values()}, now_s)
     q_index = {qid: k for k, qid in enumerate(ids_of["queues"])}
-    s_index = view.site_index()
-    cloud_index = {cid: k for k, cid in enumerate(ids_of["clouds"])}
-    site_by_id = {sid: i for i, sid in enumerate(ids_of["sites"])}
     activate = [w["id"] for w in waiting if w["status"] == JobStatus.ASSIGNED
                 and w["queue_id"] in q_index
                 and _present(view, task_rows[w["task_id"]]["dataset_id"],
@@ -156,6 +140,34 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
     for w in waiting:
         if _may_move(w, r, limit) and w["queue_id"] in q_index and w["id"] not in activate:
             movable.setdefault(w["task_id"], []).append(w)
+    planned = _plan_tasks(view, ids_of, q_index, movable, task_rows, files, settings)
+    return _store(engine, settings, view, ids_of, activate, planned, now)
+
+
+def _read_waiting(engine: Engine, r: RebrokerageSettings, limit: datetime,
+                  task_ids: set[int] | None
+                  ) -> tuple[list[Any], dict[int, Any], dict[int, list[dict[str, Any]]]] | None:
+    """The waiting jobs, their tasks and the tasks' files; None when no job waits for
+    data nor could move (then no grid view is read: it counts every waiting job)."""
+    with engine.connect() as conn:
+        waiting = JobDB(conn).waiting_task_jobs(WAITING, task_ids)
+        if not any(w["status"] == JobStatus.ASSIGNED or _may_move(w, r, limit)
+                   for w in waiting):
+            return None
+        db = TaskDB(conn)
+        task_rows = {t["id"]: t for t in db.tasks(ids={w["task_id"] for w in waiting})}
+        files = db.dataset_files({t["dataset_id"] for t in task_rows.values()})
+    return waiting, task_rows, files
+
+
+def _plan_tasks(view: GridView, ids_of: dict[str, list[int]], q_index: dict[int, int],
+                movable: dict[int, list[Any]], task_rows: dict[int, Any],
+                files: dict[int, list[dict[str, Any]]], settings: Settings) -> list[Any]:
+    """Per task with movable jobs: (task, its rows, its queue scores, its moves), for the
+    tasks that have a move; pinned tasks and tasks placed nowhere known are left."""
+    s_index = view.site_index()
+    cloud_index = {cid: k for k, cid in enumerate(ids_of["clouds"])}
+    site_by_id = {sid: i for i, sid in enumerate(ids_of["sites"])}
     free = np.maximum(view.queue_slots - view.queue_waiting - view.queue_running, 0)
     planned = []
     for task_id, rows in movable.items():
@@ -173,10 +185,11 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
         qs = queue_scores(view, needs, members, settings.brokerage)
         moves = plan_moves(view, qs, np.array([q_index[w["queue_id"]] for w in rows]),
                            np.array([w["max_walltime_s"] for w in rows]),
-                           np.array([w["max_disk_mb"] for w in rows]), r, free)
+                           np.array([w["max_disk_mb"] for w in rows]), settings.rebrokerage,
+                           free)
         if moves:
             planned.append((task, rows, qs, moves))
-    return _store(engine, settings, view, ids_of, activate, planned, now)
+    return planned
 
 
 def _may_move(job: Any, settings: RebrokerageSettings, waited_since: datetime) -> bool:
@@ -193,64 +206,57 @@ def _present(view: GridView, dataset_id: int, site: int) -> bool:
 
 def _store(engine: Engine, settings: Settings, view: GridView, ids_of: dict[str, list[int]],
            activate: list[int], planned: list[Any], now: datetime) -> dict[str, Any]:
+    """Write a pass in one transaction: activate the jobs whose data arrived, then each
+    task's moves with their decision and history."""
     moved: list[dict[str, Any]] = []
-    remote_s = settings.brokerage.remote_input_max_transfer_s
     with begin_immediate(engine) as conn:
-        activated = 0
-        if activate:
-            done = list(conn.execute(
-                sa.update(jobs).where(jobs.c.id.in_(activate),
-                                      jobs.c.status == JobStatus.ASSIGNED)
-                .values(status=JobStatus.ACTIVATED, modified_at=now)
-                .returning(jobs.c.id)).scalars())
-            if done:
-                conn.execute(sa.insert(job_state_changes), [
-                    {"job_id": i, "status": JobStatus.ACTIVATED, "at": now} for i in done])
-            activated = len(done)
-        db = TaskDB(conn)
+        activated = JobDB(conn).activate_assigned(activate, now) if activate else 0
         for task, rows, qs, moves in planned:
-            counts: dict[tuple[str, str], int] = {}
-            for m in moves:
-                key = (view.queues[m.from_queue], view.queues[m.to_queue])
-                counts[key] = counts.get(key, 0) + 1
-            summary = "; ".join(f"{a} -> {b} ({n})" for (a, b), n in counts.items())
-            candidates = queue_candidates(view, qs.codes, qs.in_scope, qs.eligible, qs.data,
-                                          qs.free, qs.seconds, qs.score)
-            arriving: dict[int, int] = {}
-            for m in moves:
-                arriving[m.to_queue] = arriving.get(m.to_queue, 0) + 1
-            for row in candidates:
-                k = row.pop("_index")
-                if qs.eligible[k]:
-                    row["jobs"] = arriving.get(k, 0)  # the jobs this pass moves there
-            (decision_id,) = db.add_decisions([{
-                "kind": "rebrokerage", "task_id": task["id"], "at": now, "seed": 0,
-                "chosen": summary, "summary": f"moved {len(moves)} jobs: {summary}"[:512],
-                "weights": orjson.dumps({"rebrokerage": settings.rebrokerage.model_dump(),
-                                         "brokerage": settings.brokerage.model_dump()}).decode(),
-                "candidates": orjson.dumps(candidates).decode()}])
-            history = []
-            for m in moves:
-                job = rows[m.job]
-                local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
-                status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
-                old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
-                result = conn.execute(
-                    sa.update(jobs).where(jobs.c.id == job["id"], jobs.c.queue_id == old_q,
-                                          jobs.c.status.in_(WAITING))
-                    .values(queue_id=new_q, status=status, modified_at=now,
-                            rebrokerages=jobs.c.rebrokerages + 1))
-                if result.rowcount != 1:
-                    continue  # a pilot took it, or it changed meanwhile
-                if status != job["status"]:
-                    conn.execute(sa.insert(job_state_changes).values(
-                        job_id=job["id"], status=status, at=now))
-                history.append({"job_id": job["id"], "from_queue_id": old_q,
-                                "to_queue_id": new_q, "decision_id": decision_id, "at": now,
-                                "reason": m.reason[:512]})
-                moved.append({"job_id": job["id"], "from": view.queues[m.from_queue],
-                              "to": view.queues[m.to_queue], "reason": m.reason})
-            db.add_rebrokerages(history)
-            conn.execute(sa.update(tasks).where(tasks.c.id == task["id"])
-                         .values(modified_at=now))
+            moved += _store_moves(conn, settings, view, ids_of, task, rows, qs, moves, now)
     return {"activated": activated, "moved": moved}
+
+
+def _store_moves(conn: Connection, settings: Settings, view: GridView,
+                 ids_of: dict[str, list[int]], task: Any, rows: list[Any], qs: QueueScores,
+                 moves: list[Move], now: datetime) -> list[dict[str, Any]]:
+    """One task's moves: its rebrokerage decision, each job moved that still waits where
+    it was, the history rows; returns the moves made."""
+    db, job_db = TaskDB(conn), JobDB(conn)
+    remote_s = settings.brokerage.remote_input_max_transfer_s
+    counts: dict[tuple[str, str], int] = {}
+    for m in moves:
+        key = (view.queues[m.from_queue], view.queues[m.to_queue])
+        counts[key] = counts.get(key, 0) + 1
+    summary = "; ".join(f"{a} -> {b} ({n})" for (a, b), n in counts.items())
+    candidates = queue_candidates(view, qs.codes, qs.in_scope, qs.eligible, qs.data,
+                                  qs.free, qs.seconds, qs.score)
+    arriving: dict[int, int] = {}
+    for m in moves:
+        arriving[m.to_queue] = arriving.get(m.to_queue, 0) + 1
+    for row in candidates:
+        k = row.pop("_index")
+        if qs.eligible[k]:
+            row["jobs"] = arriving.get(k, 0)  # the jobs this pass moves there
+    (decision_id,) = db.add_decisions([{
+        "kind": "rebrokerage", "task_id": task["id"], "at": now, "seed": 0,
+        "chosen": summary, "summary": f"moved {len(moves)} jobs: {summary}"[:512],
+        "weights": orjson.dumps({"rebrokerage": settings.rebrokerage.model_dump(),
+                                 "brokerage": settings.brokerage.model_dump()}).decode(),
+        "candidates": orjson.dumps(candidates).decode()}])
+    history, moved = [], []
+    for m in moves:
+        job = rows[m.job]
+        local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
+        status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
+        old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
+        if not job_db.rebroker_job(job["id"], old_q, new_q, job["status"], status, WAITING,
+                                   now):
+            continue  # a pilot took it, or it changed meanwhile
+        history.append({"job_id": job["id"], "from_queue_id": old_q,
+                        "to_queue_id": new_q, "decision_id": decision_id, "at": now,
+                        "reason": m.reason[:512]})
+        moved.append({"job_id": job["id"], "from": view.queues[m.from_queue],
+                      "to": view.queues[m.to_queue], "reason": m.reason})
+    db.add_rebrokerages(history)
+    db.set_task(task["id"], modified_at=now)
+    return moved

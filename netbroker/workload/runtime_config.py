@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
@@ -33,7 +32,7 @@ from netbroker.common.config import Settings
 from netbroker.common.enums import TaskStatus, utcnow
 from netbroker.common.errors import ConfigError
 from netbroker.db import begin_immediate, database_key
-from netbroker.db.schema import config_audit, config_overrides
+from netbroker.db.config import ConfigDB
 from netbroker.db.tasks import TaskDB
 from netbroker.workload.brokerage import GridView, broker_task
 from netbroker.workload.gridview import load_grid_view
@@ -53,8 +52,7 @@ def overrides(engine: Engine, fresh: bool = False) -> dict[str, Any]:
         if hit is not None:
             return hit
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(config_overrides.c.key, config_overrides.c.value))
-        found = {k: json.loads(v) for k, v in rows}
+        found = {k: json.loads(v) for k, v in ConfigDB(conn).overrides().items()}
     _cache[database_key(engine)] = (time.monotonic(), found)
     return found
 
@@ -123,15 +121,14 @@ def change_settings(engine: Engine, base: Settings, changes: Mapping[str, Any],
     now = utcnow()
     rows = []
     with begin_immediate(engine) as conn:
+        db = ConfigDB(conn)
         for key, value in changes.items():
             group, _, name = key.partition(".")
             old = getattr(getattr(current, group), name)
-            conn.execute(sa.delete(config_overrides).where(config_overrides.c.key == key))
-            conn.execute(sa.insert(config_overrides).values(
-                key=key, value=json.dumps(value), updated_at=now, updated_by=who))
+            db.set_override(key, json.dumps(value), now, who)
             row = {"at": now, "who": who, "key": key, "old": json.dumps(old, default=str),
                    "new": json.dumps(value)}
-            conn.execute(sa.insert(config_audit).values(**row))
+            db.add_audit(row)
             rows.append({**row, "old": old, "new": value})
     _cache.clear()
     return rows
@@ -140,8 +137,7 @@ def change_settings(engine: Engine, base: Settings, changes: Mapping[str, Any],
 def audit_log(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
     """Changes, newest first: when, who, key, old -> new."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(config_audit).order_by(config_audit.c.id.desc())
-                            .limit(limit)).mappings().all()
+        rows = ConfigDB(conn).audit_log(limit)
     return [{**r, "old": json.loads(r["old"]), "new": json.loads(r["new"])} for r in rows]
 
 

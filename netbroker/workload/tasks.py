@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from netbroker.common.config import Settings
 from netbroker.common.enums import JobStatus, ProcessingType, TaskStatus, utcnow
@@ -52,7 +52,6 @@ from netbroker.db.events import EventDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.pd2p import Pd2pDB
-from netbroker.db.schema import jobs, queues, sites
 from netbroker.db.tasks import TaskDB
 from netbroker.workload.brokerage import MB, JobPlan, TaskNeeds, broker_jobs, broker_task
 from netbroker.workload.gridview import load_grid_view
@@ -174,7 +173,7 @@ def submit(engine: Engine, spec: TaskSpec, settings: Settings) -> dict[str, Any]
                 raise InvalidTask([f"input_dataset: {spec.input_dataset} has no files"])
             site_id = None
             if spec.site is not None:
-                site_id = GridDB(conn).ids(sites).get(spec.site)
+                site_id = GridDB(conn).site_ids().get(spec.site)
                 if site_id is None:
                     raise UnknownSite(spec.site)
             task_id = db.add_task({
@@ -188,7 +187,7 @@ def submit(engine: Engine, spec: TaskSpec, settings: Settings) -> dict[str, Any]
                 "events_per_range": spec.events_per_range if spec.event_service else None,
                 "max_attempts": spec.max_attempts, "site_id": site_id,
                 "status": TaskStatus.REGISTERED, "created_at": now, "modified_at": now})
-    except sa.exc.IntegrityError:  # a concurrent submission of the same name won
+    except IntegrityError:  # a concurrent submission of the same name won
         with engine.connect() as conn:
             raise TaskExists(spec.name, TaskDB(conn).task_id(spec.name) or -1) from None
     broker_tasks(engine, settings, ids=[task_id])
@@ -237,16 +236,28 @@ def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int
     """Write a brokerage pass: claim its tasks, store its decisions, set the tasks'
     states, insert the jobs with their files and ranges. Each kind in one statement
     (or one bulk insert) for the whole pass, not a round of statements per task."""
-    db, job_db = TaskDB(conn), JobDB(conn)
+    db = TaskDB(conn)
     claimed = db.claim_tasks([p[0]["id"] for p in planned], OPEN, now)
+    out, decisions, updates, placed = _pass_decisions(
+        [p for p in planned if p[0]["id"] in claimed], ids_of, settings, now)
+    decision_ids = db.add_decisions(decisions)
+    db.set_tasks(updates)
+    _add_pass_jobs(conn, placed, decision_ids, ids_of, site_of_queue, settings, now)
+    return out
+
+
+def _pass_decisions(planned: list[Any], ids_of: dict[str, list[int]], settings: Settings,
+                    now: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                       list[dict[str, Any]], list[Any]]:
+    """For the claimed tasks of a pass: (the rows to report, the decision rows, the task
+    updates, and per placed task (task, its files, its needs, its plan, index of its job
+    decision))."""
     weights = orjson.dumps(settings.brokerage.model_dump()).decode()
     out: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    placed = []  # (task, its files, its needs, its plan, index of its job decision)
+    placed = []
     for task, task_files, needs, seed, choice, plan in planned:
-        if task["id"] not in claimed:
-            continue  # brokered meanwhile by another process
         decision = {"kind": "task", "task_id": task["id"], "at": now, "seed": seed,
                     "chosen": choice.chosen_name or "", "summary": choice.summary,
                     "weights": weights, "candidates": orjson.dumps(choice.candidates).decode()}
@@ -275,8 +286,14 @@ def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int
                         "reason": choice.summary[:512], **where})
         out.append({"task_id": task["id"], "status": "running", "jobs": len(plan),
                     "where": choice.chosen_name, "reason": choice.summary})
-    decision_ids = db.add_decisions(decisions)
-    db.set_tasks(updates)
+    return out, decisions, updates, placed
+
+
+def _add_pass_jobs(conn: Connection, placed: list[Any], decision_ids: list[int],
+                   ids_of: dict[str, list[int]], site_of_queue: dict[int, tuple[int, int]],
+                   settings: Settings, now: Any) -> None:
+    """Insert the placed tasks' jobs (priorities computed once for the pass) with their
+    files and event ranges, and the analysis tasks' dataset accesses (PD2P's popularity)."""
     new_jobs: list[dict[str, Any]] = []
     new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
     accesses: list[dict[str, Any]] = []
@@ -288,20 +305,21 @@ def _store_pass(conn: Connection, planned: list[Any], ids_of: dict[str, list[int
                              "user_name": task["user_name"], "jobs": len(rows), "at": now})
         new_jobs.extend(rows)
         new_files.extend(files_of)
-    if new_jobs:  # one priority computation and two bulk inserts for the whole pass
-        priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
-                                             site_of_queue, settings.priority, now)
-        for row, p in zip(new_jobs, priorities.tolist(), strict=True):
-            row["priority"] = p
-        ranges = [row.pop("_ranges", []) for row in new_jobs]
-        ids = job_db.add_jobs(new_jobs, now)
-        db.add_job_files([{**f, "job_id": job_id}
-                          for job_id, job_files in zip(ids, new_files, strict=True)
-                          for f in job_files])
-        EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
-                                     zip(ids, ranges, strict=True) for a, b in bounds], now)
-        Pd2pDB(conn).record_accesses(accesses)
-    return out
+    if not new_jobs:
+        return
+    # One priority computation and two bulk inserts for the whole pass.
+    priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
+                                         site_of_queue, settings.priority, now)
+    for row, p in zip(new_jobs, priorities.tolist(), strict=True):
+        row["priority"] = p
+    ranges = [row.pop("_ranges", []) for row in new_jobs]
+    ids = JobDB(conn).add_jobs(new_jobs, now)
+    TaskDB(conn).add_job_files([{**f, "job_id": job_id}
+                                for job_id, job_files in zip(ids, new_files, strict=True)
+                                for f in job_files])
+    EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
+                                 zip(ids, ranges, strict=True) for a, b in bounds], now)
+    Pd2pDB(conn).record_accesses(accesses)
 
 
 def task_needs(task: Mapping[str, Any], task_files: list[dict[str, Any]],
@@ -449,26 +467,8 @@ def list_jobs(engine: Engine, task_id: int | None = None, status: str | None = N
     Raises ``InvalidFilter`` when ``status`` is no job state.
     """
     _known_state("status", status, JobStatus)
-    stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.name, jobs.c.status,
-                      queues.c.name.label("queue"), sites.c.name.label("site"),
-                      jobs.c.priority, jobs.c.attempt_nr, jobs.c.user_name,
-                      jobs.c.rebrokerages, jobs.c.pilot_error_code, jobs.c.exit_code,
-                      jobs.c.modified_at)
-            .outerjoin(queues, jobs.c.queue_id == queues.c.id)
-            .outerjoin(sites, queues.c.site_id == sites.c.id)
-            .order_by(jobs.c.id.desc()).limit(limit))
-    if task_id is not None:
-        stmt = stmt.where(jobs.c.task_id == task_id)
-    if status is not None:
-        stmt = stmt.where(jobs.c.status == status)
-    if site is not None:
-        stmt = stmt.where(sites.c.name == site)
-    if user is not None:
-        stmt = stmt.where(jobs.c.user_name == user)
-    if error is not None:
-        stmt = stmt.where(jobs.c.pilot_error_code == error)
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(stmt).mappings()]
+        return JobDB(conn).list_jobs(task_id, status, site, user, limit, error)
 
 
 def _known_state(name: str, value: str | None, states: type[StrEnum]) -> None:
@@ -480,16 +480,8 @@ def _known_state(name: str, value: str | None, states: type[StrEnum]) -> None:
 def error_summary(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     """Failed jobs grouped by pilot error code and site, most frequent first, with one
     diagnostic of each."""
-    stmt = (sa.select(jobs.c.pilot_error_code, sites.c.name.label("site"),
-                      sa.func.count().label("jobs"), sa.func.max(jobs.c.error_diag)
-                      .label("example"), sa.func.max(jobs.c.modified_at).label("last"))
-            .outerjoin(queues, jobs.c.queue_id == queues.c.id)
-            .outerjoin(sites, queues.c.site_id == sites.c.id)
-            .where(jobs.c.status == JobStatus.FAILED)
-            .group_by(jobs.c.pilot_error_code, sites.c.name)
-            .order_by(sa.func.count().desc()).limit(limit))
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(stmt).mappings()]
+        return JobDB(conn).error_summary(limit)
 
 
 def failures(engine: Engine, since: datetime | None = None, task_id: int | None = None
@@ -582,9 +574,7 @@ def explain_job(engine: Engine, job_id: int) -> dict[str, Any]:
         job = job_db.get(job_id)
         if job is None:
             raise UnknownJob(str(job_id))
-        queue = conn.execute(sa.select(queues.c.name, sites.c.name)
-                             .join(sites, queues.c.site_id == sites.c.id)
-                             .where(queues.c.id == job["queue_id"])).first()
+        queue = GridDB(conn).queue_site_names(job["queue_id"])
         task = db.task(job["task_id"]) if job["task_id"] is not None else None
         stored = db.decisions(task_id=job["task_id"]) if task is not None else []
         moves = db.rebrokerages_of(job_id)
