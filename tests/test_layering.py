@@ -38,8 +38,9 @@ CORE_MAY_IMPORT = {
 }
 # The edges: they may import the core and below, and one another as long as no two
 # of them import each other (checked below); never the pilot.
-EDGES = {"netbroker.__main__", "netbroker.api", "netbroker.web", "netbroker.cli", "netbroker.demo", "netbroker.sim",
-         "netbroker.plots", "netbroker.service", "netbroker.ops", "collectors", "dispatcher"}
+EDGES = {"netbroker.__main__", "netbroker.api", "netbroker.web", "netbroker.cli", "netbroker.demo",
+         "netbroker.sim", "netbroker.plots", "netbroker.service", "netbroker.ops", "collectors",
+         "dispatcher"}
 # Web frameworks and the CLI toolkit belong to the edges that speak HTTP or a terminal.
 EDGE_ONLY_LIBRARIES = {"fastapi", "starlette", "uvicorn", "typer", "rich", "jinja2"}
 
