@@ -56,16 +56,9 @@ from urllib.parse import urlsplit
 
 from collectors import psfields as f
 from collectors.layout import json_type
-from collectors.records import (
-    HostRef,
-    MetricKind,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Record,
-    Rejected,
-    Source,
-)
+from collectors.records import HostRef, NotALink, Outcome, ParsedSample, Record, Rejected
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 
 __all__ = ["BUNDLE", "EVENT_KINDS", "MESSAGE", "METADATA", "POINTS_ALONE", "WLCG_DOCUMENT",
            "SeriesUri", "pair_bundle", "read_bundle", "read_message", "read_metadata",
@@ -218,8 +211,7 @@ def _metadata_series(index: int, meta: Any,
             raise f.Bad("missing metadata-key")
         if not isinstance(meta.get("event-types"), list):
             raise f.Bad(f"event-types must be a list, got {json_type(meta.get('event-types'))}")
-        src = _first_end(meta, "input-source", "source")
-        dst = _first_end(meta, "input-destination", "destination")
+        src, dst = _ends(meta, "-")
     except f.Bad as exc:
         yield Rejected(index, str(exc), shape=BUNDLE)
         return
@@ -391,8 +383,7 @@ def read_message(position: int, message: dict[str, Any]) -> Iterator[Outcome]:
             raise f.Bad("missing meta.org_metadata_key")
         if not isinstance(points, dict):
             raise f.Bad(f"datapoints must be an object of ts: value, got {json_type(points)}")
-        src = _first_end(meta, "input_source", "source")
-        dst = _first_end(meta, "input_destination", "destination")
+        src, dst = _ends(meta, "_")
     except f.Bad as exc:
         yield Rejected(position, str(exc), shape=MESSAGE)
         return
@@ -455,6 +446,14 @@ def _first_end(meta: dict[str, Any], *fields: str) -> HostRef:
         if raw not in (None, ""):
             return f.host_ref(raw, field)
     raise f.Bad(f"missing {' and '.join(fields)}")
+
+
+def _ends(meta: dict[str, Any], sep: str) -> tuple[HostRef, HostRef]:
+    """The two ends esmond metadata names: ``input<sep>source`` (else ``source``) and
+    ``input<sep>destination`` (else ``destination``); ``sep`` is ``-`` in an archive's
+    metadata, ``_`` on the message bus."""
+    return (_first_end(meta, f"input{sep}source", "source"),
+            _first_end(meta, f"input{sep}destination", "destination"))
 
 
 def read_wlcg_document(position: int, doc: dict[str, Any], doc_id: str | None) -> Outcome:

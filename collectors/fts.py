@@ -36,18 +36,9 @@ from urllib.parse import urlsplit
 
 from collectors.layout import JsonDocuments, Unreadable, envelope, json_type
 from collectors.mapping import rse_ref
-from collectors.records import (
-    Framing,
-    HostRef,
-    MetricKind,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Record,
-    Rejected,
-    Source,
-    flatten,
-)
+from collectors.records import HostRef, NotALink, Outcome, ParsedSample, Record, Rejected, flatten
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 
 __all__ = ["MESSAGE", "MONIT_MESSAGE", "OPTIMIZER", "parse", "read", "split_messages"]
 
@@ -153,7 +144,7 @@ def read(data: bytes | str | mmap.mmap, first_position: int = 1) -> Iterator[Out
             yield _new_record(Record, (position, MESSAGE, usual))
         else:
             yield from _unusual(position, msg, docs.opening)
-    yield Framing(docs.layouts)
+    yield docs.framing()
 
 
 def parse(data: bytes | str | mmap.mmap, first_position: int = 1

@@ -31,13 +31,15 @@ from __future__ import annotations
 import json
 import mmap
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
-__all__ = ["EOT_MESSAGE", "JSON_LINE", "MULTILINE", "JsonDocuments", "Unreadable", "envelope",
-           "json_type", "search_hits"]
+from collectors.records import Framing
+
+__all__ = ["EOT_MESSAGE", "JSON_LINE", "MULTILINE", "Hit", "JsonDocuments", "Unreadable",
+           "envelope", "hits_of", "json_type", "search_hits"]
 
 JSON_LINE = "JSON line"
 MULTILINE = "multi-line JSON document"
@@ -108,6 +110,11 @@ in double quotes at line 6 column 2')]
             self.raw = bytes(raw[self.start:]).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             self.start = 0
         return self._lines()
+
+    def framing(self, unwrapped: Mapping[str, int] | None = None) -> Framing:
+        """The documents found per layout, as a reader's last outcome; ``unwrapped``
+        adds what the reader counted itself (the envelopes it took off)."""
+        return Framing({**self.layouts, **(unwrapped or {})})
 
     def _count(self, layout: str, n: int = 1) -> None:
         if n:
@@ -296,6 +303,28 @@ def search_hits(doc: Any) -> Any:
     if type(doc) is dict and type(doc.get("hits")) is dict:
         return doc["hits"].get("hits")
     return None
+
+
+class Hit(NamedTuple):
+    """One hit of a search answer: where its record stands and what it holds."""
+
+    position: int  # the hit's index where the answer opens the input, else the answer's
+    prefix: str  # for the reasons of a hit within an answer: ``"hit <index>: "``, else ""
+    source: dict[str, Any] | None  # its ``_source``, None where that is not an object
+    id: Any  # its ``_id`` as found (None where it has none)
+
+
+def hits_of(position: int, hits: list[Any], opening: bool) -> Iterator[Hit]:
+    """The hits of a search answer at ``position`` (``opening``: the answer opens the input).
+
+    >>> [tuple(h) for h in hits_of(4, [{"_id": "a", "_source": {}}, 7], False)]
+    [(4, 'hit 1: ', {}, 'a'), (4, 'hit 2: ', None, None)]
+    """
+    for index, hit in enumerate(hits, start=1):
+        source = hit.get("_source") if isinstance(hit, dict) else None
+        yield Hit(index if opening else position, "" if opening else f"hit {index}: ",
+                  source if isinstance(source, dict) else None,
+                  hit.get("_id") if isinstance(hit, dict) else None)
 
 
 def json_type(value: Any) -> str:

@@ -28,19 +28,10 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from collectors.layout import JsonDocuments, Unreadable
-from collectors.records import (
-    Framing,
-    HostRef,
-    MetricKind,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Record,
-    Rejected,
-    Source,
-    flatten,
-)
+from collectors.records import HostRef, NotALink, Outcome, ParsedSample, Record, Rejected, flatten
 from netbroker.common.config import MetricsSettings
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 from netbroker.network.metrics import WINDOWS_S, network_matrix
 
 __all__ = ["export_document", "nws_document", "parse", "read"]
@@ -73,7 +64,7 @@ def read(data: bytes | str, first_position: int = 1) -> Iterator[Outcome]:
                                      f"{type(doc).__name__}", shape=DOCUMENT)
         else:
             yield from _entries(doc)
-    yield Framing(docs.layouts)
+    yield docs.framing()
 
 
 def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:

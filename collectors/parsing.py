@@ -43,16 +43,9 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 from collectors.mapping import SiteResolver
-from collectors.records import (
-    Framing,
-    MetricKind,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Record,
-    Rejected,
-    Source,
-)
+from collectors.records import Framing, NotALink, Outcome, ParsedSample, Record, Rejected
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 from netbroker.common.sample_rows import (
     SampleChunk,
     StagedChunk,

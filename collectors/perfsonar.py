@@ -42,16 +42,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from collectors import esmond, pscheduler
-from collectors.layout import JsonDocuments, Unreadable, envelope, json_type, search_hits
+from collectors.layout import JsonDocuments, Unreadable, envelope, hits_of, json_type, search_hits
 from collectors.psfields import histogram_median
-from collectors.records import (
-    Framing,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Rejected,
-    flatten,
-)
+from collectors.records import NotALink, Outcome, ParsedSample, Rejected, flatten
 
 __all__ = ["histogram_median", "parse", "parse_esmond", "parse_pscheduler", "read"]
 
@@ -102,7 +95,7 @@ def read(data: bytes | str, first_position: int = 1) -> Iterator[Outcome]:
     unwrapped: dict[str, int] = {}
     for position, doc in docs:
         yield from _document(position, doc, docs.opening, unwrapped)
-    yield Framing({**docs.layouts, **unwrapped})
+    yield docs.framing(unwrapped)
 
 
 def parse(data: bytes | str) -> Iterator[ParsedSample | Rejected]:
@@ -266,16 +259,13 @@ def _hits(position: int, hits: Any, opening: bool,
     if not isinstance(hits, list):
         yield Rejected(position, "search response without a hits.hits list", shape=_SEARCH)
         return
-    for index, hit in enumerate(hits, start=1):
-        at = index if opening else position
-        source = hit.get("_source") if isinstance(hit, dict) else None
-        hit_id = hit.get("_id") if isinstance(hit, dict) else None
-        hit_id = str(hit_id) if hit_id not in (None, "") else None
-        if isinstance(source, dict):
-            yield from _prefixed(_record(at, source, hit_id, False, unwrapped),
-                                 "" if opening else f"hit {index}: ")
+    for hit in hits_of(position, hits, opening):
+        hit_id = str(hit.id) if hit.id not in (None, "") else None
+        if hit.source is not None:
+            yield from _prefixed(_record(hit.position, hit.source, hit_id, False, unwrapped),
+                                 hit.prefix)
         else:
-            yield Rejected(at, "search hit has no _source object", hit_id, _SEARCH)
+            yield Rejected(hit.position, "search hit has no _source object", hit_id, _SEARCH)
 
 
 def _is_bundle(doc: Any) -> bool:

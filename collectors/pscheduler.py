@@ -55,16 +55,9 @@ from urllib.parse import urlsplit
 
 from collectors import psfields as f
 from collectors.layout import json_type
-from collectors.records import (
-    HostRef,
-    MetricKind,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Record,
-    Rejected,
-    Source,
-)
+from collectors.records import HostRef, NotALink, Outcome, ParsedSample, Record, Rejected
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 
 __all__ = ["ARCHIVED", "BARE", "DOCUMENT", "RUN", "TASK", "read_archived", "read_bare",
            "read_document", "read_run", "read_task"]

@@ -41,16 +41,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.records import (
-    HostRef,
-    MetricKind,
-    NotALink,
-    Outcome,
-    ParsedSample,
-    Record,
-    Rejected,
-    Source,
-)
+from collectors.records import HostRef, NotALink, Outcome, ParsedSample, Record, Rejected
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 
 __all__ = ["PACKET", "Correlator", "is_packet"]
 

@@ -50,19 +50,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from collectors import xrdmon, xrdsummary
-from collectors.layout import JsonDocuments, Unreadable, envelope, json_type, search_hits
+from collectors.layout import JsonDocuments, Unreadable, envelope, hits_of, json_type, search_hits
 from collectors.records import (
     Framing,
     HostRef,
-    MetricKind,
     NotALink,
     Outcome,
     ParsedSample,
     Record,
     Rejected,
-    Source,
     flatten,
 )
+from netbroker.common.metric_kinds import MetricKind
+from netbroker.common.metric_kinds import MetricSource as Source
 
 __all__ = ["parse", "parse_cost_matrix", "parse_file_records", "read"]
 
@@ -249,7 +249,7 @@ def _read(data: bytes | str, first_position: int, forced: Form | None) -> Iterat
     reader = _Reader(forced, xrdmon.Correlator(), {})
     for position, doc in docs:
         yield from reader.document(position, doc, docs.opening)
-    yield Framing({**docs.layouts, **reader.unwrapped})
+    yield docs.framing(reader.unwrapped)
 
 
 class _Reader:
@@ -296,15 +296,12 @@ class _Reader:
         if not isinstance(hits, list):
             yield Rejected(position, "search response hits.hits is not a list", shape=_SEARCH)
             return
-        for index, hit in enumerate(hits, start=1):
-            at = index if opening else position
-            source = hit.get("_source") if isinstance(hit, dict) else None
-            if isinstance(source, dict):
-                yield self.record(at, source, "" if opening else f"hit {index}: ")
+        for hit in hits_of(position, hits, opening):
+            if hit.source is not None:
+                yield self.record(hit.position, hit.source, hit.prefix)
             else:
-                hit_id = hit.get("_id") if isinstance(hit, dict) else None
-                yield Rejected(at, "search hit has no _source object",
-                               str(hit_id) if hit_id is not None else None, _SEARCH)
+                yield Rejected(hit.position, "search hit has no _source object",
+                               str(hit.id) if hit.id is not None else None, _SEARCH)
 
     def _unwrapped(self, what: str) -> None:
         self.unwrapped[what] = self.unwrapped.get(what, 0) + 1

@@ -163,6 +163,19 @@ def _refusal(request: Request, error: Exception, status_code: int) -> Response:
     return _answer(request, {"StatusCode": code, "errorDialog": message}, status_code)
 
 
+# What a pilot call may be refused for, and the HTTP status each takes (the first that fits).
+_REFUSALS: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
+    ((ValidationError, ValueError), 400), ((Forbidden,), 403), ((NotFound,), 404),
+    ((InvalidTransition,), 409))
+_REFUSED = (ValidationError, ValueError, Forbidden, NotFound)
+
+
+def _refused(request: Request, error: Exception) -> Response:
+    """:func:`_refusal` with the status of ``error``'s kind (see ``_REFUSALS``)."""
+    return _refusal(request, error, next(code for kinds, code in _REFUSALS
+                                         if isinstance(error, kinds)))
+
+
 PilotHandler = Callable[[Request, "str | None"], Awaitable[Response]]
 
 
@@ -221,10 +234,8 @@ async def get_job(request: Request, owner: str | None) -> Response:
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
             disk_mb=int(form.diskSpace), node=form.node, pilot_id=form.pilotID), owner)
         _PANDA_DISPATCH_SECONDS.observe(time.perf_counter() - started)
-    except (ValidationError, ValueError) as exc:
-        return _refusal(request, exc, 400)
-    except NotFound as exc:
-        return _refusal(request, exc, 404)
+    except (ValidationError, ValueError, NotFound) as exc:
+        return _refused(request, exc)
     if job is None:
         return _answer(request, {"StatusCode": NO_JOB, "errorDialog": "no jobs"})
     answer = panda_job(job)
@@ -255,14 +266,8 @@ async def update_job_route(request: Request, owner: str | None) -> Response:
                                files=form.output_reports(), pilot_log=form.pilotLog or None)
         result = await fastpath.call(request, update_job, form.jobId, report, owner,
                                      inline=report_is_one_statement(report))
-    except (ValidationError, ValueError) as exc:
-        return _refusal(request, exc, 400)
-    except Forbidden as exc:
-        return _refusal(request, exc, 403)
-    except NotFound as exc:
-        return _refusal(request, exc, 404)
-    except InvalidTransition as exc:
-        return _refusal(request, exc, 409)
+    except (*_REFUSED, InvalidTransition) as exc:
+        return _refused(request, exc)
     return _answer(request, {"StatusCode": OK, "command": result["command"]})
 
 
@@ -291,12 +296,8 @@ async def get_event_ranges_route(request: Request, owner: str | None) -> Respons
         form = GetEventRangesForm.model_validate(await _fields(request))
         rows = await run_in_threadpool(get_event_ranges, engine, form.pandaID, form.nRanges,
                                        "", owner)
-    except (ValidationError, ValueError) as exc:
-        return _refusal(request, exc, 400)
-    except Forbidden as exc:
-        return _refusal(request, exc, 403)
-    except NotFound as exc:
-        return _refusal(request, exc, 404)
+    except _REFUSED as exc:
+        return _refused(request, exc)
     ranges = [{"eventRangeID": event_range_id(form.pandaID, r), "startEvent": r["first_event"],
                "lastEvent": r["last_event"], "attemptNr": r["attempt"], "LFN": "", "GUID": "",
                "scope": ""} for r in rows]

@@ -19,15 +19,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import requests
 
 from pilot.client import checked
+from pilot.stopping import stop_on_signals
 
 __all__ = ["Factory", "run_factory"]
 
@@ -123,14 +122,7 @@ def run_factory(args: argparse.Namespace) -> int:
     factory = Factory(args.server.rstrip("/"), [q for q in args.queues.split(",") if q],
                       args.workdir, args.max_pilots, heartbeat_s=args.heartbeat_s,
                       label=args.label, token=args.token or os.environ.get("NETBROKER_TOKEN"))
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping the pilots", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, logging.INFO, "signal %d: stopping the pilots")
     deadline = time.monotonic() + args.duration_s if args.duration_s else None
     idle = 0
     try:

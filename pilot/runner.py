@@ -6,12 +6,10 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import requests
@@ -29,6 +27,7 @@ from pilot.payload import (
     run_payload,
 )
 from pilot.staging import StageError, make_log_tarball, stage_in, stage_out
+from pilot.stopping import stop_on_signals
 
 __all__ = ["run_one_job", "run_pilot"]
 
@@ -38,14 +37,8 @@ log = logging.getLogger("netbroker-pilot")
 def run_pilot(args: argparse.Namespace) -> int:
     """Run up to ``--max-jobs`` jobs; exit status 0 when all went through the cycle."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pilot %(message)s")
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.warning("signal %d: killing the payload, reporting, leaving", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, logging.WARNING,
+                           "signal %d: killing the payload, reporting, leaving")
     client = DispatcherClient(args.server, token=args.token or os.environ.get("NETBROKER_TOKEN"))
     pilot_id = args.pilot_id or f"{socket.gethostname()}:{args.workdir}"
     for _ in range(args.max_jobs):

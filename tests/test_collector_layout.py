@@ -19,8 +19,8 @@ def docs(data: bytes | str) -> list[tuple[int, Any]]:
 
 
 def test_public_names_are_pinned() -> None:
-    assert layout.__all__ == ["EOT_MESSAGE", "JSON_LINE", "MULTILINE", "JsonDocuments",
-                              "Unreadable", "envelope", "json_type", "search_hits"]
+    assert layout.__all__ == ["EOT_MESSAGE", "JSON_LINE", "MULTILINE", "Hit", "JsonDocuments",
+                              "Unreadable", "envelope", "hits_of", "json_type", "search_hits"]
 
 
 def test_json_lines_are_one_document_a_line_numbered_by_line() -> None:

@@ -33,21 +33,18 @@ class DbCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         jobs_g = GaugeMetricFamily("netbroker_jobs", "Jobs per state and queue.",
                                    labels=["state", "queue"])
-        duration = GaugeMetricFamily("netbroker_cycle_last_duration_seconds",
-                                     "Duration of each cycle's last run.", labels=["cycle"])
+        duration, succeeded, overdue = (
+            GaugeMetricFamily(name, doc, labels=["cycle"]) for name, doc in (
+                ("netbroker_cycle_last_duration_seconds", "Duration of each cycle's last run."),
+                ("netbroker_cycle_last_success_timestamp_seconds",
+                 "When each cycle last ended well, Unix time."),
+                ("netbroker_cycle_overdue", "1 where a cycle missed two of its periods.")))
         # Counters kept in the database (each run adds one), so every process's
         # /metrics gives the same counts, whichever process ran the cycle.
-        runs = CounterMetricFamily("netbroker_cycle_runs", "Runs of each cycle.",
-                                   labels=["cycle"])
-        failures = CounterMetricFamily("netbroker_cycle_failures",
-                                       "Failed runs of each cycle (the lease included).",
-                                       labels=["cycle"])
-        succeeded = GaugeMetricFamily("netbroker_cycle_last_success_timestamp_seconds",
-                                      "When each cycle last ended well, Unix time.",
-                                      labels=["cycle"])
-        overdue = GaugeMetricFamily("netbroker_cycle_overdue",
-                                    "1 where a cycle missed two of its periods.",
-                                    labels=["cycle"])
+        runs, failures = (
+            CounterMetricFamily(name, doc, labels=["cycle"]) for name, doc in (
+                ("netbroker_cycle_runs", "Runs of each cycle."),
+                ("netbroker_cycle_failures", "Failed runs of each cycle (the lease included).")))
         stale = GaugeMetricFamily("netbroker_metric_staleness_seconds",
                                   "Age of each metric source's newest stored sample.",
                                   labels=["source"])

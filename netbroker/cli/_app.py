@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from sqlalchemy.engine import Engine
 
 import netbroker
@@ -27,6 +29,8 @@ __all__ = [
     "grid_app",
     "out",
     "print_json",
+    "print_rows",
+    "print_table",
     "settings_of",
 ]
 
@@ -84,6 +88,30 @@ def engine_of(ctx: typer.Context, *, require_head: bool = True) -> Engine:
 def print_json(data: Any) -> None:
     """``data`` as JSON, times as ISO 8601 with ``Z`` (as the API writes them)."""
     sys.stdout.write(json.dumps(data, indent=2, default=_json_value) + "\n")
+
+
+_T = TypeVar("_T")
+
+
+def print_table(items: Iterable[_T], row: Callable[[_T], Sequence[str]], title: str,
+                columns: Sequence[str], *, right: Collection[str] = ()) -> None:
+    """A table titled ``title``: ``columns`` (those in ``right`` right-justified), one
+    row per item, its cells ``row(item)``."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    for item in items:
+        table.add_row(*row(item))
+    out.print(table)
+
+
+def print_rows(rows: Sequence[_T], row: Callable[[_T], Sequence[str]], title: str,
+               columns: Sequence[str], *, as_json: bool, right: Collection[str] = ()) -> None:
+    """``rows`` as JSON (``--json``), or as :func:`print_table` prints them."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, row, title, columns, right=right)
 
 
 def _json_value(value: Any) -> Any:

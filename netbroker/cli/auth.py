@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from netbroker.accounts import auth
-from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_json
+from netbroker.cli._app import JsonOpt, app, engine_of, err, out, print_rows
 from netbroker.common.units import iso_utc
 
 __all__: list[str] = []
@@ -45,16 +44,10 @@ def create(ctx: typer.Context,
 def list_tokens(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every token's name, role and dates (never the token)."""
     rows = auth.list_tokens(engine_of(ctx))
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"tokens ({len(rows)})")
-    for col in ("name", "role", "created (UTC)", "revoked (UTC)"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["role"], iso_utc(r["created_at"]),
-                      iso_utc(r["revoked_at"]))
-    out.print(table)
+    print_rows(rows, lambda r: (r["name"], r["role"], iso_utc(r["created_at"]),
+                                iso_utc(r["revoked_at"])),
+               f"tokens ({len(rows)})", ("name", "role", "created (UTC)", "revoked (UTC)"),
+               as_json=as_json)
 
 
 @token_app.command("revoke")

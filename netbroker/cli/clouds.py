@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, print_rows, settings_of
 from netbroker.clouds import membership
 from netbroker.clouds.membership import MembershipChange
 from netbroker.common.config import load_settings
@@ -42,16 +42,10 @@ def _changes_table(changes: list[MembershipChange], title: str) -> Table:
 def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every cloud: its Tier-1, registered sites and foreign calculated members."""
     rows = membership.show_membership(engine_of(ctx))
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title="clouds")
-    for col in ("cloud", "tier-1", "static", "foreign calculated members"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["cloud"], r["tier1"] or "-", str(len(r["static"])),
-                      ", ".join(m["site"] for m in r["foreign"]) or "-")
-    out.print(table)
+    print_rows(rows, lambda r: (r["cloud"], r["tier1"] or "-", str(len(r["static"])),
+                                ", ".join(m["site"] for m in r["foreign"]) or "-"),
+               "clouds", ("cloud", "tier-1", "static", "foreign calculated members"),
+               as_json=as_json)
 
 
 @clouds_app.command("recompute")
@@ -91,17 +85,11 @@ def history(
 ) -> None:
     """Joins and leaves, newest first, with the measurements that decided them."""
     rows = membership.history(engine_of(ctx), cloud, site, limit)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title="cloud membership history")
-    for col in ("when (UTC)", "cloud", "site", "change", "MB/s", "samples", "reason"):
-        table.add_column(col)
-    for r in rows:
-        rate = "-" if r["mbytes_per_s"] is None else f"{r['mbytes_per_s']:.3g}"
-        table.add_row(iso_utc(r["at"]), r["cloud"], r["site"], r["change"], rate,
-                      str(r["samples"]), r["reason"])
-    out.print(table)
+    print_rows(rows, lambda r: (
+        iso_utc(r["at"]), r["cloud"], r["site"], r["change"],
+        "-" if r["mbytes_per_s"] is None else f"{r['mbytes_per_s']:.3g}", str(r["samples"]),
+        r["reason"]), "cloud membership history",
+        ("when (UTC)", "cloud", "site", "change", "MB/s", "samples", "reason"), as_json=as_json)
 
 
 @clouds_app.command("mesh")
@@ -115,13 +103,9 @@ def mesh(
     settings = settings_of(ctx)
     rows = [r for r in membership.mesh_ranking(engine_of(ctx), settings.clouds,
                                                settings.metrics, nucleus) if r["rank"] <= top]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"closest sites per nucleus (top {top})")
-    for col in ("nucleus", "rank", "site", "cloud", "MB/s", "closeness", "samples"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["nucleus"], str(r["rank"]), r["site"], r["cloud"],
-                      f"{r['mbytes_per_s']:.3g}", str(r["closeness"]), str(r["samples"]))
-    out.print(table)
+    print_rows(rows, lambda r: (r["nucleus"], str(r["rank"]), r["site"], r["cloud"],
+                                f"{r['mbytes_per_s']:.3g}", str(r["closeness"]),
+                                str(r["samples"])),
+               f"closest sites per nucleus (top {top})",
+               ("nucleus", "rank", "site", "cloud", "MB/s", "closeness", "samples"),
+               as_json=as_json)

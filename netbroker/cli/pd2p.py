@@ -6,9 +6,17 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.cli._app import (
+    JsonOpt,
+    app,
+    engine_of,
+    out,
+    print_json,
+    print_rows,
+    print_table,
+    settings_of,
+)
 from netbroker.placement import pd2p
 
 __all__: list[str] = []
@@ -37,16 +45,11 @@ def show_popularity(ctx: typer.Context, dataset: str | None = None, top: int = 2
                     as_json: JsonOpt = False) -> None:
     """Jobs brokered per dataset over 1 and 7 days, distinct users, waiting jobs."""
     rows = pd2p.popularity(engine_of(ctx), dataset, top)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title="dataset popularity")
-    for col in ("dataset", "GB", "jobs 1d", "jobs 7d", "users 7d", "waiting"):
-        table.add_column(col, justify="left" if col == "dataset" else "right")
-    for r in rows:
-        table.add_row(escape(r["dataset"]), f"{r['bytes'] / 1e9:.1f}", str(r["accesses_1d"]),
-                      str(r["accesses_1w"]), str(r["users_1w"]), str(r["waiting_jobs"]))
-    out.print(table)
+    columns = ("dataset", "GB", "jobs 1d", "jobs 7d", "users 7d", "waiting")
+    print_rows(rows, lambda r: (escape(r["dataset"]), f"{r['bytes'] / 1e9:.1f}",
+                                str(r["accesses_1d"]), str(r["accesses_1w"]), str(r["users_1w"]),
+                                str(r["waiting_jobs"])),
+               "dataset popularity", columns, right=columns[1:], as_json=as_json)
 
 
 @pd2p_app.command("decisions")
@@ -57,13 +60,11 @@ def decisions(ctx: typer.Context, after: int = 0, limit: int = 50,
     if as_json:
         print_json(page)
         return
-    table = Table(title=f"replication decisions (next cursor {page['next']})")
-    for col in ("id", "state", "dataset", "GB", "target", "reason"):
-        table.add_column(col)
-    for d in page["decisions"]:
-        table.add_row(str(d["id"]), d["state"], escape(d["dataset"]), f"{d['bytes'] / 1e9:.1f}",
-                      d["target"], escape(d["reason"]))
-    out.print(table)
+    print_table(page["decisions"], lambda d: (str(d["id"]), d["state"], escape(d["dataset"]),
+                                              f"{d['bytes'] / 1e9:.1f}", d["target"],
+                                              escape(d["reason"])),
+                f"replication decisions (next cursor {page['next']})",
+                ("id", "state", "dataset", "GB", "target", "reason"))
 
 
 @pd2p_app.command("export")

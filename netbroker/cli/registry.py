@@ -21,6 +21,7 @@ from netbroker.cli._app import (
     grid_app,
     out,
     print_json,
+    print_rows,
     settings_of,
 )
 from netbroker.common.config import describe_settings, load_settings
@@ -185,16 +186,10 @@ def config_show(
 ) -> None:
     """Print the settings in force (or every setting's default and meaning)."""
     if defaults:
-        rows = describe_settings()
-        if as_json:
-            print_json(rows)
-            return
-        table = Table(title="netbroker settings")
-        for col in ("key", "default", "type", "description"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["key"], r["default"], r["type"], r["description"])
-        out.print(table)
+        print_rows(describe_settings(),
+                   lambda r: (r["key"], r["default"], r["type"], r["description"]),
+                   "netbroker settings", ("key", "default", "type", "description"),
+                   as_json=as_json)
         return
     data = settings_of(ctx).model_dump(mode="json")
     data["database"]["url"] = describe_url(data["database"]["url"])

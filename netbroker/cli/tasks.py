@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, settings_of
+from netbroker.cli._app import JsonOpt, app, engine_of, out, print_json, print_rows, settings_of
 from netbroker.common.enums import JobStatus, TaskStatus
 from netbroker.common.units import iso_utc
 from netbroker.workload import priority, rebrokerage, tasks
@@ -50,18 +50,12 @@ def list_tasks(ctx: typer.Context, status: TaskStatus | None = None,
                user: str | None = None, limit: int = 50, as_json: JsonOpt = False) -> None:
     """Tasks, newest first, with their jobs per state."""
     rows = tasks.list_tasks(engine_of(ctx), status, user, limit)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"tasks ({len(rows)})")
-    for col in ("id", "name", "user", "type", "status", "cloud", "jobs", "reason"):
-        table.add_column(col)
-    for t in rows:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(t["jobs"].items())) or "-"
-        table.add_row(str(t["id"]), t["name"], t["user_name"], str(t["processing_type"]),
-                      str(t["status"]), t["cloud"] or t["nucleus"] or "-", counts,
-                      escape(t["reason"][:80]))
-    out.print(table)
+    print_rows(rows, lambda t: (
+        str(t["id"]), t["name"], t["user_name"], str(t["processing_type"]), str(t["status"]),
+        t["cloud"] or t["nucleus"] or "-",
+        ", ".join(f"{k} {v}" for k, v in sorted(t["jobs"].items())) or "-",
+        escape(t["reason"][:80])), f"tasks ({len(rows)})",
+        ("id", "name", "user", "type", "status", "cloud", "jobs", "reason"), as_json=as_json)
 
 
 @app.command("jobs")
@@ -70,17 +64,12 @@ def list_jobs(ctx: typer.Context, task: int | None = None, status: JobStatus | N
               as_json: JsonOpt = False) -> None:
     """Jobs, newest first, filterable by task, state, site and user."""
     rows = tasks.list_jobs(engine_of(ctx), task, status, site, user, limit)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"jobs ({len(rows)})")
-    for col in ("id", "task", "name", "status", "queue", "priority", "attempt", "moves"):
-        table.add_column(col)
-    for j in rows:
-        table.add_row(str(j["id"]), str(j["task_id"] or "-"), j["name"], str(j["status"]),
-                      j["queue"] or "-", str(j["priority"]), str(j["attempt_nr"]),
-                      str(j["rebrokerages"]))
-    out.print(table)
+    print_rows(rows, lambda j: (str(j["id"]), str(j["task_id"] or "-"), j["name"],
+                                str(j["status"]), j["queue"] or "-", str(j["priority"]),
+                                str(j["attempt_nr"]), str(j["rebrokerages"])),
+               f"jobs ({len(rows)})",
+               ("id", "task", "name", "status", "queue", "priority", "attempt", "moves"),
+               as_json=as_json)
 
 
 @app.command("kill")
@@ -216,17 +205,12 @@ def boost_add(ctx: typer.Context,
 def boost_list(ctx: typer.Context, active: bool = False, as_json: JsonOpt = False) -> None:
     """Boost rules, newest first."""
     rows = priority.list_boosts(engine_of(ctx), active_only=active)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"boosts ({len(rows)})")
-    for col in ("id", "user", "group", "site", "cloud", "value", "expires", "comment"):
-        table.add_column(col)
-    for b in rows:
-        table.add_row(str(b["id"]), b["user_name"] or "-", b["working_group"] or "-",
-                      b["site"] or "-", b["cloud"] or "-", f"{b['value']:+d}",
-                      iso_utc(b["expires_at"]), escape(b["comment"]))
-    out.print(table)
+    print_rows(rows, lambda b: (str(b["id"]), b["user_name"] or "-", b["working_group"] or "-",
+                                b["site"] or "-", b["cloud"] or "-", f"{b['value']:+d}",
+                                iso_utc(b["expires_at"]), escape(b["comment"])),
+               f"boosts ({len(rows)})",
+               ("id", "user", "group", "site", "cloud", "value", "expires", "comment"),
+               as_json=as_json)
 
 
 @boost_app.command("remove")

@@ -480,6 +480,15 @@ def log_spec(scope: str, base: str, tid: int) -> DatasetSpec:
     return DatasetSpec(scope, name, f"log.{tid:08d}._{{n:06d}}.job.log.tgz.1", "log")
 
 
+def production_specs(scope: str, name: str, stem: str, kind: str,
+                     log_name: str | None) -> Iterator[DatasetSpec]:
+    """A production task's output dataset of ROOT files, and its log dataset where named."""
+    tid = task_id(name)
+    yield DatasetSpec(scope, name, f"{stem}.{tid:08d}._{{n:06d}}.pool.root.1", kind)
+    if log_name is not None:
+        yield log_spec(scope, log_name, tid)
+
+
 def mc_specs() -> Iterator[DatasetSpec]:
     scope = "mc23_13p6TeV"
     for dsid, physics, etag, formats in MC_SAMPLES:
@@ -487,11 +496,8 @@ def mc_specs() -> Iterator[DatasetSpec]:
             step, stem, ntags = MC_FORMATS[fmt.rstrip("*")]
             tags = "_".join([etag, *MC23_TAGS][:ntags])
             prefix = f"{scope}.{dsid}.{physics}.{step}"
-            tid = task_id(f"{prefix}.{stem}.{tags}")
-            pattern = f"{stem}.{tid:08d}._{{n:06d}}.pool.root.1"
-            yield DatasetSpec(scope, f"{prefix}.{stem}.{tags}", pattern, "mc")
-            if fmt.endswith("*"):
-                yield log_spec(scope, f"{prefix}.log.{tags}", tid)
+            yield from production_specs(scope, f"{prefix}.{stem}.{tags}", stem, "mc",
+                                        f"{prefix}.log.{tags}" if fmt.endswith("*") else None)
 
 
 def data_specs() -> Iterator[DatasetSpec]:
@@ -506,11 +512,9 @@ def data_specs() -> Iterator[DatasetSpec]:
                 continue
             step, stem = DATA_FORMATS[fmt.rstrip("*")]
             tags = fm_tags if stem == "AOD" else f"{fm_tags}_{DATA_PTAG}"
-            tid = task_id(f"{prefix}.{step}.{stem}.{tags}")
-            pattern = f"{stem}.{tid:08d}._{{n:06d}}.pool.root.1"
-            yield DatasetSpec(scope, f"{prefix}.{step}.{stem}.{tags}", pattern, "data")
-            if fmt.endswith("*"):
-                yield log_spec(scope, f"{prefix}.{step}.log.{tags}", tid)
+            yield from production_specs(scope, f"{prefix}.{step}.{stem}.{tags}", stem, "data",
+                                        f"{prefix}.{step}.log.{tags}" if fmt.endswith("*")
+                                        else None)
 
 
 def user_specs() -> Iterator[DatasetSpec]:
