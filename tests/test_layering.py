@@ -185,7 +185,7 @@ def test_pilot_needs_only_the_standard_library_and_requests() -> None:
             assert others <= allowed, (module, others - allowed)
 
 
-def test_the_rules_catch_a_loop_and_a_wrong_turn(tmp_path: Path) -> None:
+def test_the_checker_sees_lazy_relative_and_room_imports(tmp_path: Path) -> None:
     """The checker itself: a lazy upward import, a relative one and a room imported by
     ``from netbroker import`` are all seen."""
     (tmp_path / "netbroker" / "db").mkdir(parents=True)

@@ -188,7 +188,7 @@ def consolidate(links: pd.DataFrame, precedence: list[str], min_samples: int) ->
     count = links["count"].to_numpy()
     per_source = [(code[source == s], count[source == s]) for s in precedence]
     chosen = choose_sources(per_source, int(code.max()) + 1, min_samples)
-    rank = np.array([precedence.index(x) if x in precedence else -2 for x in source])
+    rank = links["source"].map({s: i for i, s in enumerate(precedence)}).fillna(-2).to_numpy()
     best = links[rank == chosen[code]]
     return best[_COLUMNS].sort_values(["src", "dst"], ignore_index=True)
 
@@ -480,11 +480,10 @@ def link_windows(engine: Engine, src: str, dst: str, kinds: Sequence[str],
                                  "count": int(r["count"]), "value": float(r["value"]),
                                  "last_ts_s": float(r["last_ts_s"])})
             counts = {str(r["source"]): r["count"] for r in rows}
-            chosen = choose_sources(
-                [(np.zeros(1 if p in counts else 0, np.int64),
-                  np.array([counts[p]] if p in counts else [], dtype=np.int64))
-                 for p in precedence], 1, settings.min_samples)[0]
-            best = precedence[chosen] if chosen >= 0 else None
+            present = [p for p in precedence if p in counts]  # the one link, as link 0
+            chosen = choose_sources([(np.zeros(1, np.int64), np.array([counts[p]]))
+                                     for p in present], 1, settings.min_samples)[0]
+            best = present[chosen] if chosen >= 0 else None
             out.extend({**r, "chosen": r["source"] == best} for r in rows)
     return out
 

@@ -46,7 +46,7 @@ from netbroker.workload.rebrokerage import rebroker
 
 __all__ = ["T0_S", "SimService", "prepare_database"]
 
-T0_S = 1767225600.0  # 2026-01-01T00:00:00Z: simulated time 0
+T0_S = datetime(2026, 1, 1, tzinfo=UTC).timestamp()  # simulated time 0, as Unix time
 
 
 def at(t: float) -> datetime:
