@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from netbroker.common.enums import utcnow
-from netbroker.db.bulk import allocate_ids, insert_rows
+from netbroker.db.bulk import allocate_ids, insert_columns, insert_rows
 from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
@@ -92,3 +93,42 @@ def test_nothing_to_insert_writes_nothing(grid_engine: Engine) -> None:
         insert_rows(conn, jobs, [])
         assert allocate_ids(conn, jobs, 0) == []
         assert conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one() == 0
+
+
+def test_rows_built_a_chunk_at_a_time_are_stored_as_rows_given_at_once(
+        grid_engine: Engine) -> None:
+    with grid_engine.connect() as conn:
+        queue_id = next(iter(GridDB(conn).ids(queues).values()))
+    rows = _rows(queue_id, "chunked")
+    built = []
+
+    def chunks():  # columns of two rows at a time, built only when asked for
+        for k in range(0, len(rows), 2):
+            built.append(k)
+            yield {name: [r[name] for r in rows[k:k + 2]] for name in rows[0]}
+
+    with begin_immediate(grid_engine) as conn:
+        assert insert_columns(conn, jobs, chunks()) == len(AWKWARD)
+    with begin_immediate(grid_engine) as conn:
+        insert_rows(conn, jobs, _rows(queue_id, "whole"))
+    assert built == [0, 2, 4, 6]
+    untimed = [[{k: v for k, v in r.items() if not k.endswith(("_since", "_at"))} for r in
+                _stored(grid_engine, prefix)] for prefix in ("chunked", "whole")]
+    assert len(untimed[0]) == len(AWKWARD) and untimed[0] == untimed[1]
+
+
+@pytest.mark.parametrize("fault", ["other columns", "short column"])
+def test_a_bad_chunk_is_refused_naming_the_table_and_stores_nothing(
+        grid_engine: Engine, fault: str) -> None:
+    with grid_engine.connect() as conn:
+        queue_id = next(iter(GridDB(conn).ids(queues).values()))
+    rows = _rows(queue_id, "bad")
+    good = {name: [r[name] for r in rows[:2]] for name in rows[0]}
+    bad = dict(good)
+    if fault == "other columns":
+        del bad["pilot_id"]
+    else:
+        bad["priority"] = bad["priority"][:1]
+    with pytest.raises(ValueError, match=r"^jobs: "), begin_immediate(grid_engine) as conn:
+        insert_columns(conn, jobs, [good, bad])
+    assert _stored(grid_engine, "bad") == []

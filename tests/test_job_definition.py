@@ -1,4 +1,4 @@
-"""Jobs as a task defines them (``tasks._job_rows``), on both backends.
+"""Jobs as a task defines them (``tasks._task_jobs``, ``tasks._task_files``), on both backends.
 
 A job gets the task's files in order, as many as its queue allows; its
 parameters are the task's template with ``$IN`` (its files, comma
@@ -12,6 +12,7 @@ as accesses for PD2P's popularity.
 
 from __future__ import annotations
 
+from string import Template
 from typing import Any
 
 import pytest
@@ -93,3 +94,31 @@ def test_event_service_jobs_hand_their_events_out_in_ranges(mini: Engine) -> Non
     assert [tuple(r) for r in first_job] == [(0, 149), (150, 299), (300, 399)]
     assert [tuple(r) for r in third_job] == [(800, 949), (950, 999)]
     assert sum(1 for r in job_rows(mini) if r["event_service"]) == 5 * 3
+
+
+def test_each_job_lists_its_inputs_in_order_then_its_output_and_log(mini: Engine) -> None:
+    # 5 files, 2 per job: the second job reads files 3 and 4.
+    submit(mini, files_per_job=2, walltime_s=4 * 3600, name="t")
+    second = job_rows(mini)[1]
+    with mini.connect() as conn:
+        rows = TaskDB(conn).job_files(second["id"])
+        file_ids = dict(conn.execute(sa.text("SELECT name, id FROM files")).all())
+    lfn = [f"data23.AOD._{i:06d}.pool.root.1" for i in (3, 4)]
+    assert [(r["kind"], r["lfn"], r["scope"], r["dataset"], r["file_id"], r["bytes"],
+             r["guid"], r["adler32"]) for r in rows] == [
+        ("input", lfn[0], "data23", "data23.AOD", file_ids[lfn[0]], 10 * GB,
+         "00000000-0000-4000-8000-000000000003", "0a0b0c0d"),
+        ("input", lfn[1], "data23", "data23.AOD", file_ids[lfn[1]], 10 * GB,
+         "00000000-0000-4000-8000-000000000004", "0a0b0c0d"),
+        ("output", "t._000002.root.1", "data23", "t.output", None, None, None, None),
+        ("log", "t._000002.log.tgz.1", "data23", "t.log", None, None, None, None)]
+
+
+@pytest.mark.parametrize("template", [
+    "--in $IN --out $OUT", "${IN}x$OUT.$JOB", "$$IN costs $$5", "$MISSING stays, $ too",
+    "$in is not $IN", "trailing $", "${OUT", "$FIRST_EVENT-$MAX_EVENTS", "", "no fields",
+])
+def test_parameters_are_filled_in_as_string_template_would(template: str) -> None:
+    values = {"IN": "a,b", "OUT": "o.root", "JOB": "7", "FIRST_EVENT": "0",
+              "MAX_EVENTS": "100"}
+    assert tasks._template_filler(template)(values) == Template(template).safe_substitute(values)

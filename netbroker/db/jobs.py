@@ -11,7 +11,7 @@ IN (the allowed sources)``), so a refused move changes nothing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netbroker.common.enums import EventRangeStatus, JobStatus
-from netbroker.db.bulk import allocate_ids, insert_rows
+from netbroker.db.bulk import allocate_ids, insert_columns, insert_rows
 from netbroker.db.filters import where_given
 from netbroker.db.prepared import prepared
 from netbroker.db.schema import (
@@ -75,6 +75,40 @@ class JobDB:
             {"job_id": i, "status": r["status"], "at": now}
             for i, r in zip(ids, rows, strict=True)])
         return ids
+
+    def new_ids(self, n: int) -> list[int]:
+        """``n`` ids for jobs about to be inserted (:meth:`add_job_columns`), increasing;
+        on SQLite the caller holds the write lock until they are inserted."""
+        return allocate_ids(self.conn, jobs, n)
+
+    def add_job_columns(self, chunks: Iterable[Mapping[str, list[Any]]], now: datetime
+                        ) -> int:
+        """Insert jobs given as chunks of columns and log their first state; returns how
+        many.
+
+        Every chunk names the same columns, ``id`` (from :meth:`new_ids`), ``status``
+        and ``base_priority`` among them; ``created_at`` and ``modified_at`` are
+        ``now``, and so is ``waiting_since`` for a waiting job. The chunks are consumed
+        as the rows are sent (``netbroker.db.bulk.insert_columns``: a generator's next
+        chunk is built while PostgreSQL stores the last), then the log rows in one
+        more statement.
+        """
+        logged: list[Any] = []
+        states: list[Any] = []
+
+        def stamped() -> Iterator[dict[str, list[Any]]]:
+            for chunk in chunks:
+                n = len(chunk["id"])
+                logged.extend(chunk["id"])
+                states.extend(chunk["status"])
+                yield {**chunk, "created_at": [now] * n, "modified_at": [now] * n,
+                       "waiting_since": [now if s in WAITING else None
+                                         for s in chunk["status"]]}
+
+        count = insert_columns(self.conn, jobs, stamped())
+        insert_columns(self.conn, job_state_changes,
+                       [{"job_id": logged, "status": states, "at": [now] * len(logged)}])
+        return count
 
     def set_states(self, rows: Sequence[dict[str, Any]]) -> None:
         """Set jobs' states as something outside the dispatcher saw them change (the

@@ -21,7 +21,7 @@ logging with ``echo``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -103,10 +103,11 @@ class PreparedStatement:
             cursor.executemany(self.sql, args)
 
 
-def run_many_raw(conn: Connection, sql: str, args: Sequence[Sequence[Any]]) -> None:
+def run_many_raw(conn: Connection, sql: str, args: Iterable[Sequence[Any]]) -> None:
     """Run ``sql`` once per tuple of ``args``, values as the driver takes them (the
-    driver's ``executemany``; ``netbroker.db.bulk`` processes them first)."""
-    if args:
+    driver's ``executemany``; ``netbroker.db.bulk`` processes them first). ``args``
+    may be an iterator, consumed as the driver runs."""
+    if not isinstance(args, Sequence) or args:
         with _driver_cursor(conn, sql, args) as cursor:
             cursor.executemany(sql, args)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netbroker.common.enums import JobStatus, ReplicaState, TaskStatus
-from netbroker.db.bulk import allocate_ids, insert_rows
+from netbroker.db.bulk import allocate_ids, insert_columns, insert_rows
 from netbroker.db.engine import insert_for
 from netbroker.db.schema import (
     brokerage_decisions,
@@ -195,9 +195,10 @@ class TaskDB:
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     # --- job files and moves -----------------------------------------------------------
-    def add_job_files(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert job file rows, in bulk (``netbroker.db.bulk``)."""
-        insert_rows(self.conn, job_files, rows)
+    def add_job_files(self, chunks: Iterable[Mapping[str, list[Any]]]) -> int:
+        """Insert job file rows given as chunks of columns, consumed as they are sent
+        (``netbroker.db.bulk.insert_columns``); returns how many."""
+        return insert_columns(self.conn, job_files, chunks)
 
     def job_files(self, job_id: int) -> list[dict[str, Any]]:
         stmt = (sa.select(job_files).where(job_files.c.job_id == job_id)

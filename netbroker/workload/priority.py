@@ -219,22 +219,22 @@ def priority_context(conn: Connection, now: datetime) -> PriorityContext:
                            db.cpu_hours_by_user(now - timedelta(hours=24)))
 
 
-def priorities_for_new_jobs(context: PriorityContext, rows: Sequence[Mapping[str, Any]],
+def priorities_for_new_jobs(context: PriorityContext, base_priority: np.ndarray,
+                            users: np.ndarray, groups: np.ndarray, queue_ids: np.ndarray,
                             site_of_queue: Mapping[int, tuple[int, int]],
-                            settings: PrioritySettings, now: datetime) -> np.ndarray:
-    """Starting priorities for jobs about to be inserted (not waited yet).
+                            settings: PrioritySettings) -> np.ndarray:
+    """Starting priorities for first attempts about to be inserted (not waited yet).
 
-    ``rows`` carry ``base_priority, user_name, working_group, attempt_nr,
-    queue_id``; ``site_of_queue`` maps a queue id to (site id, cloud id).
+    One value per job of the columns ``base_priority``, ``users``, ``groups``
+    (object arrays) and ``queue_ids``; ``site_of_queue`` maps a queue id to
+    (site id, cloud id). O(b * J) for b boosts and J jobs.
     """
-    place = np.array([site_of_queue.get(r["queue_id"], (-1, -1)) for r in rows],
-                     dtype=np.int64).reshape(-1, 2)
-    return _priorities(
-        np.array([r["base_priority"] for r in rows], dtype=np.int64),
-        np.array([r["user_name"] for r in rows], dtype=object),
-        np.array([r["working_group"] for r in rows], dtype=object), place[:, 0], place[:, 1],
-        np.zeros(len(rows)), np.array([r.get("attempt_nr", 1) for r in rows], dtype=np.int64),
-        context, settings)
+    known, index = np.unique(queue_ids, return_inverse=True)
+    place = np.array([site_of_queue.get(q, (-1, -1)) for q in known.tolist()],
+                     dtype=np.int64).reshape(-1, 2)[index]
+    return _priorities(np.asarray(base_priority, dtype=np.int64), users, groups,
+                       place[:, 0], place[:, 1], np.zeros(len(queue_ids)),
+                       np.ones(len(queue_ids), dtype=np.int64), context, settings)
 
 
 def add_boost(engine: Engine, value: int, hours: float, user: str | None = None,

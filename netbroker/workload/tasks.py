@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -80,7 +81,6 @@ __all__ = [
 ]
 
 OPEN = (TaskStatus.REGISTERED, TaskStatus.PENDING)
-UNKNOWN = {"file_id": None, "bytes": None, "guid": None, "adler32": None}  # outputs, until made
 LABELS = {ProcessingType.PRODUCTION: "managed", ProcessingType.ANALYSIS: "user"}
 
 
@@ -293,33 +293,45 @@ def _add_pass_jobs(conn: Connection, placed: list[Any], decision_ids: list[int],
                    ids_of: dict[str, list[int]], site_of_queue: dict[int, tuple[int, int]],
                    settings: Settings, now: Any) -> None:
     """Insert the placed tasks' jobs (priorities computed once for the pass) with their
-    files and event ranges, and the analysis tasks' dataset accesses (PD2P's popularity)."""
-    new_jobs: list[dict[str, Any]] = []
-    new_files: list[list[dict[str, Any]]] = []  # per job, without its id yet
-    accesses: list[dict[str, Any]] = []
-    for task, task_files, needs, plan, k in placed:
-        rows, files_of = _job_rows(task, task_files, needs, plan, decision_ids[k], ids_of,
-                                   settings)
-        if task["processing_type"] == ProcessingType.ANALYSIS:  # popularity, for PD2P
-            accesses.append({"dataset_id": task["dataset_id"], "task_id": task["id"],
-                             "user_name": task["user_name"], "jobs": len(rows), "at": now})
-        new_jobs.extend(rows)
-        new_files.extend(files_of)
-    if not new_jobs:
+    files and event ranges, and the analysis tasks' dataset accesses (PD2P's popularity).
+
+    One statement per table for the whole pass, its rows built a task at a time
+    as the statement takes them, so PostgreSQL stores a task's rows while the
+    next task's are built (``netbroker.db.bulk.insert_columns``).
+    """
+    if not placed:
         return
-    # One priority computation and two bulk inserts for the whole pass.
-    priorities = priorities_for_new_jobs(priority_context(conn, now), new_jobs,
-                                         site_of_queue, settings.priority, now)
-    for row, p in zip(new_jobs, priorities.tolist(), strict=True):
-        row["priority"] = p
-    ranges = [row.pop("_ranges", []) for row in new_jobs]
-    ids = JobDB(conn).add_jobs(new_jobs, now)
-    TaskDB(conn).add_job_files([{**f, "job_id": job_id}
-                                for job_id, job_files in zip(ids, new_files, strict=True)
-                                for f in job_files])
-    EventDB(conn).add_ranges_of([(job_id, a, b) for job_id, bounds in
-                                 zip(ids, ranges, strict=True) for a, b in bounds], now)
-    Pd2pDB(conn).record_accesses(accesses)
+    counts = [len(p[3]) for p in placed]
+    starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    queue_ids = np.array(ids_of["queues"], dtype=np.int64)
+    job_queues = np.concatenate([queue_ids[p[3].queue] for p in placed])
+    column = [p[0] for p in placed]
+    priorities = priorities_for_new_jobs(
+        priority_context(conn, now), np.repeat([t["priority"] for t in column], counts),
+        np.repeat(np.array([t["user_name"] for t in column], dtype=object), counts),
+        np.repeat(np.array([t["working_group"] for t in column], dtype=object), counts),
+        job_queues, site_of_queue, settings.priority).tolist()
+    job_db = JobDB(conn)
+    ids = job_db.new_ids(len(job_queues))
+    defined: list[_Defined] = []
+
+    def job_chunks() -> Iterator[dict[str, list[Any]]]:
+        for k, (task, task_files, needs, plan, d) in enumerate(placed):
+            a, b = starts[k], starts[k + 1]
+            made = _task_jobs(task, task_files, needs, plan, ids[a:b], priorities[a:b],
+                              job_queues[a:b].tolist(), decision_ids[d], settings)
+            defined.append(made)
+            yield made.jobs
+
+    job_db.add_job_columns(job_chunks(), now)
+    TaskDB(conn).add_job_files(_task_files(p[0], p[1], made, ids[starts[k]:starts[k + 1]])
+                               for k, (p, made) in enumerate(zip(placed, defined, strict=True)))
+    EventDB(conn).add_ranges_of([r for made in defined for r in made.ranges], now)
+    Pd2pDB(conn).record_accesses([  # popularity, for PD2P
+        {"dataset_id": task["dataset_id"], "task_id": task["id"],
+         "user_name": task["user_name"], "jobs": n, "at": now}
+        for task, n in zip(column, counts, strict=True)
+        if task["processing_type"] == ProcessingType.ANALYSIS])
 
 
 def task_needs(task: Mapping[str, Any], task_files: list[dict[str, Any]],
@@ -340,59 +352,126 @@ def _seed(base: int, task_id: int) -> int:
     return int(np.random.SeedSequence([base, task_id]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _job_rows(task: dict[str, Any], task_files: list[dict[str, Any]], needs: TaskNeeds,
-              plan: JobPlan, decision_id: int, ids_of: dict[str, list[int]],
-              settings: Settings) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
-    """The plan's job rows (priority still the base) and each job's file rows."""
+@dataclass
+class _Defined:
+    """A task's jobs as :func:`_task_jobs` defines them: their columns, their event
+    ranges ``(job id, first, last event)``, and what their file rows need."""
+
+    jobs: dict[str, list[Any]]
+    ranges: list[tuple[int, int, int]]
+    first_file: np.ndarray
+    n_files: np.ndarray
+    names: list[str]
+
+
+def _task_jobs(task: dict[str, Any], task_files: list[dict[str, Any]], needs: TaskNeeds,
+               plan: JobPlan, job_ids: list[int], priorities: list[int], queue_ids: list[int],
+               decision_id: int, settings: Settings) -> _Defined:
+    """The plan's jobs as columns (``JobDB.add_job_columns``): each job's files in the
+    task's order, its parameters filled in, its wall time and disk those of its own
+    files. O(j + f) for j jobs over f files."""
     b = settings.brokerage
+    n = len(plan)
     label = LABELS[ProcessingType(task["processing_type"])]
-    template = Template(task["job_pars"])
     sizes = np.array([f["bytes"] for f in task_files], dtype=np.int64)
     ends = np.concatenate([[0], np.cumsum(sizes)])
-    queue_ids = np.array(ids_of["queues"], dtype=np.int64)[plan.queue]
     in_bytes = ends[plan.first_file + plan.n_files] - ends[plan.first_file]
     units = plan.n_events if plan.n_events is not None else plan.n_files
     walltime = np.ceil(units * needs.seconds_per_unit).astype(np.int64)
     disk = (np.ceil(in_bytes / MB) + b.scratch_disk_mb).astype(np.int64)
-    active = plan.data_local | (plan.transfer_s <= b.remote_input_max_transfer_s)
+    active = (plan.data_local | (plan.transfer_s <= b.remote_input_max_transfer_s)).tolist()
+    first, count = plan.first_file.tolist(), plan.n_files.tolist()
+    names = [f"{task['name']}._{j:06d}" for j in range(1, n + 1)]
+    lfns = [f["name"] for f in task_files]
+    fill = _template_filler(task["job_pars"])
+    events = (plan.first_event.tolist(), plan.n_events.tolist()) \
+        if plan.first_event is not None and plan.n_events is not None else None
+    pars: list[str] = []
+    ranges: list[tuple[int, int, int]] = []
+    for j in range(n):
+        values = {"IN": ",".join(lfns[first[j]:first[j] + count[j]]),
+                  "OUT": f"{names[j]}.root.1", "JOB": str(j + 1)}
+        if events is not None:
+            values.update(FIRST_EVENT=str(events[0][j]), MAX_EVENTS=str(events[1][j]))
+            if task["event_service"]:
+                start, stop = events[0][j], events[0][j] + events[1][j]
+                step = task["events_per_range"] or events[1][j]
+                ranges.extend((job_ids[j], a, min(a + step, stop) - 1)
+                              for a in range(start, stop, step))
+        pars.append(fill(values))
+    same = [task["id"], label, task["priority"], task["max_attempts"], task["cores"],
+            task["memory_mb"], task["transformation"], task["user_name"],
+            task["working_group"], decision_id, task["site_id"] is not None,
+            bool(task["event_service"])]
+    (task_id, label_, base, attempts, cores, memory, trf, user, group, decision, pinned,
+     es) = ([v] * n for v in same)
+    jobs = {"id": job_ids, "task_id": task_id, "name": names,
+            "status": [JobStatus.ACTIVATED if a else JobStatus.ASSIGNED for a in active],
+            "queue_id": queue_ids, "prod_source_label": label_, "base_priority": base,
+            "priority": priorities, "max_attempts": attempts, "cores": cores,
+            "min_ram_mb": memory, "max_disk_mb": disk.tolist(),
+            "max_walltime_s": walltime.tolist(), "transformation": trf, "job_pars": pars,
+            "user_name": user, "working_group": group, "input_bytes": in_bytes.tolist(),
+            "brokerage_id": decision, "pinned": pinned, "event_service": es}
+    return _Defined(jobs, ranges, plan.first_file, plan.n_files, names)
+
+
+def _task_files(task: dict[str, Any], task_files: list[dict[str, Any]], made: _Defined,
+                job_ids: list[int]) -> dict[str, list[Any]]:
+    """The file rows of a task's jobs as columns (``TaskDB.add_job_files``): per job
+    its input files in order, then its output and its log (named now, size and
+    checksum filled when the pilot reports). O(r) for r rows, numpy-indexed."""
+    n, nfile = len(job_ids), len(task_files)
+    per_job = made.n_files + 2
+    job_of = np.repeat(np.arange(n), per_job)
+    pos = np.arange(int(per_job.sum())) - np.repeat(np.cumsum(per_job) - per_job, per_job)
+    inputs = made.n_files[job_of]
+    # Each row's value in the concatenation (input files, outputs, logs).
+    index = np.where(pos < inputs, made.first_file[job_of] + pos,
+                     np.where(pos == inputs, nfile + job_of, nfile + n + job_of))
+    label = LABELS[ProcessingType(task["processing_type"])]
     out_scope = task["dataset_scope"] if label == "managed" else f"user.{task['user_name']}"
-    inputs = [{"kind": "input", "lfn": f["name"], "scope": task["dataset_scope"],
-               "dataset": task["dataset_name"], "file_id": f["id"], "bytes": f["bytes"],
-               "guid": f["guid"], "adler32": f["adler32"]} for f in task_files]
-    pinned = task["site_id"] is not None
-    rows, files_of = [], []
-    for j in range(len(plan)):
-        f0, nf = int(plan.first_file[j]), int(plan.n_files[j])
-        name = f"{task['name']}._{j + 1:06d}"
-        out_lfn = f"{name}.root.1"
-        subst = {"IN": ",".join(f["name"] for f in task_files[f0:f0 + nf]), "OUT": out_lfn,
-                 "JOB": str(j + 1)}
-        if plan.first_event is not None and plan.n_events is not None:
-            subst.update(FIRST_EVENT=str(int(plan.first_event[j])),
-                         MAX_EVENTS=str(int(plan.n_events[j])))
-        rows.append({
-            "task_id": task["id"], "name": name,
-            "status": JobStatus.ACTIVATED if active[j] else JobStatus.ASSIGNED,
-            "queue_id": int(queue_ids[j]), "prod_source_label": label,
-            "base_priority": task["priority"], "priority": task["priority"],
-            "max_attempts": task["max_attempts"], "cores": task["cores"],
-            "min_ram_mb": task["memory_mb"], "max_disk_mb": int(disk[j]),
-            "max_walltime_s": int(walltime[j]), "transformation": task["transformation"],
-            "job_pars": template.safe_substitute(subst), "user_name": task["user_name"],
-            "working_group": task["working_group"], "input_bytes": int(in_bytes[j]),
-            "brokerage_id": decision_id, "pinned": pinned,
-            "event_service": bool(task["event_service"])})
-        if task["event_service"] and plan.first_event is not None and plan.n_events is not None:
-            first, count = int(plan.first_event[j]), int(plan.n_events[j])
-            step = task["events_per_range"] or count
-            rows[-1]["_ranges"] = [(a, min(a + step, first + count) - 1)
-                                   for a in range(first, first + count, step)]
-        files_of.append([*inputs[f0:f0 + nf],
-                         {"kind": "output", "lfn": out_lfn, "scope": out_scope,
-                          "dataset": f"{task['name']}.output", **UNKNOWN},
-                         {"kind": "log", "lfn": f"{name}.log.tgz.1", "scope": out_scope,
-                          "dataset": f"{task['name']}.log", **UNKNOWN}])
-    return rows, files_of
+    unknown: list[Any] = [None] * n
+
+    def column(of_inputs: list[Any], outputs: list[Any], logs: list[Any]) -> list[Any]:
+        return np.array(of_inputs + outputs + logs, dtype=object)[index].tolist()
+
+    return {
+        "job_id": np.array(job_ids, dtype=np.int64)[job_of].tolist(),
+        "kind": column(["input"] * nfile, ["output"] * n, ["log"] * n),
+        "lfn": column([f["name"] for f in task_files], [f"{m}.root.1" for m in made.names],
+                      [f"{m}.log.tgz.1" for m in made.names]),
+        "scope": column([task["dataset_scope"]] * nfile, [out_scope] * n, [out_scope] * n),
+        "dataset": column([task["dataset_name"]] * nfile, [f"{task['name']}.output"] * n,
+                          [f"{task['name']}.log"] * n),
+        **{key: column([f[of] for f in task_files], unknown, unknown)
+           for key, of in (("file_id", "id"), ("bytes", "bytes"), ("guid", "guid"),
+                           ("adler32", "adler32"))}}
+
+
+def _template_filler(text: str) -> Callable[[Mapping[str, str]], str]:
+    """``string.Template(text).safe_substitute`` parsed once: the returned function
+    fills in a mapping's values (a name it lacks, an invalid ``$`` stay as written,
+    ``$$`` is ``$``), so a task's jobs do not parse the template again. O(len(text))
+    to parse, O(pieces) a call.
+
+    >>> _template_filler("-i $IN -o ${OUT} $$5 $MISSING $")({"IN": "a,b", "OUT": "c"})
+    '-i a,b -o c $5 $MISSING $'
+    """
+    pieces: list[tuple[str, str | None]] = []  # (text as written, the name it holds)
+    last = 0
+    for match in Template.pattern.finditer(text):
+        pieces.append((text[last:match.start()], None))
+        name = match.group("named") or match.group("braced")
+        escaped = match.group("escaped") is not None
+        pieces.append((Template.delimiter if escaped else match.group(), name))
+        last = match.end()
+    pieces.append((text[last:], None))
+
+    def fill(values: Mapping[str, str]) -> str:
+        return "".join(raw if name is None else values.get(name, raw) for raw, name in pieces)
+
+    return fill
 
 
 def finish_tasks(engine: Engine) -> dict[int, str]:
