@@ -72,3 +72,19 @@ def test_a_failing_or_overdue_cycle_fails_the_checkup(grid_engine: Engine, db_ur
     cli = netbroker("doctor", "--json", url=db_url)
     assert cli.returncode == 1
     assert {c["name"]: c["status"] for c in json.loads(cli.stdout)}["cycles"] == "fail"
+
+
+def test_a_job_file_whose_job_or_catalog_file_is_missing_fails_the_checkup(
+        grid_engine: Engine) -> None:
+    from netbroker.db.schema import job_files
+
+    (job_id,) = add_jobs(grid_engine, 1)
+    row = {"kind": "output", "lfn": "x.root.1", "scope": "user.alice", "dataset": "x.output"}
+    with grid_engine.begin() as conn:
+        for values in ({"job_id": job_id, "file_id": None},  # a sound row
+                       {"job_id": job_id + 1000, "file_id": None},  # no such job
+                       {"job_id": job_id, "file_id": 10**6}):  # no such file
+            conn.execute(sa.insert(job_files).values(**row, **values))
+    (check,) = [c for c in checkup(grid_engine, Settings()) if c.name == "job files"]
+    assert check.status == "fail"
+    assert check.detail.startswith("1 rows name a job and 1 a catalog file")
