@@ -207,3 +207,32 @@ def test_a_backfill_rebuilds_each_block_it_touches_once(grid_engine: Engine,
             matrix_from_link_table(grid_engine, "throughput", window, "consolidated",
                                    SETTINGS),
             check_exact=True)
+
+
+def test_a_run_between_two_closings_only_reads_the_marks(grid_engine: Engine) -> None:
+    """The cycle runs far more often than buckets close: between two closings it
+    writes nothing and reads the marks alone; at the next closing every mark moves
+    one bucket width."""
+    add_random_buckets(grid_engine, 22)
+    metrics.block_closed_buckets(grid_engine, SETTINGS, NOW_S + 1)  # the week's start moved
+    with grid_engine.connect() as conn:
+        marks = MetricsDB(conn).block_marks()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sa.event.listen(grid_engine, "before_cursor_execute", count)
+    try:
+        assert metrics.block_closed_buckets(grid_engine, SETTINGS, NOW_S + BUCKET_S / 2) == {}
+    finally:
+        sa.event.remove(grid_engine, "before_cursor_execute", count)
+    assert not [s for s in statements if not s.lstrip().upper().startswith(
+        ("SELECT", "BEGIN", "LOCK", "PRAGMA"))], statements  # no write
+    assert sum("metric_block_marks" in s for s in statements) == 1  # the marks, once
+    with grid_engine.connect() as conn:
+        assert MetricsDB(conn).block_marks() == marks
+    metrics.block_closed_buckets(grid_engine, SETTINGS, NOW_S + BUCKET_S)
+    with grid_engine.connect() as conn:
+        moved = MetricsDB(conn).block_marks()
+    assert {k: v[1] - marks[k][1] for k, v in moved.items()} == dict.fromkeys(marks, BUCKET_S)

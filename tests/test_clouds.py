@@ -188,3 +188,36 @@ def test_a_site_whose_jobs_fail_does_not_join_until_they_succeed(grid_engine: En
     outcomes(finished=0, failed=100)  # 45 of 150: it leaves, with that reason
     (left,) = clouds.recompute(grid_engine, HOUR, now_s=T0 + 120)
     assert left.change == "left" and left.reason == "site's job success below 0.8"
+
+
+def test_members_are_stored_as_decided_keeping_when_each_joined(grid_engine: Engine) -> None:
+    from datetime import timedelta
+
+    from netbroker.db.clouds import CloudDB
+
+    with grid_engine.connect() as conn:
+        grid = GridDB(conn)
+        cloud = next(iter(grid.cloud_ids().values()))
+        a, b, c = sorted(grid.site_ids().values())[:3]
+    then, now = utcnow() - timedelta(hours=5), utcnow()
+
+    def replace(members: dict[int, int], at: object) -> None:
+        with grid_engine.begin() as conn:
+            CloudDB(conn).replace_members(
+                [{"cloud_id": cloud, "site_id": s, "stale_cycles": n}
+                 for s, n in members.items()], at, [])  # type: ignore[arg-type]
+
+    def stored() -> dict[int, tuple[int, object]]:
+        t = metadata.tables["cloud_members"]
+        with grid_engine.connect() as conn:
+            return {s: (n, j) for s, n, j in conn.execute(
+                sa.select(t.c.site_id, t.c.stale_cycles, t.c.joined_at))}
+
+    replace({a: 0, b: 0}, then)
+    replace({b: 2, c: 0}, now)  # a leaves, b turns stale, c joins
+    got = stored()
+    assert set(got) == {b, c}
+    assert got[b][0] == 2 and abs((got[b][1] - then).total_seconds()) < 1e-3  # type: ignore[operator]
+    assert got[c][0] == 0 and abs((got[c][1] - now).total_seconds()) < 1e-3  # type: ignore[operator]
+    replace({b: 2, c: 0}, utcnow())  # the same again: nothing changes
+    assert stored() == got

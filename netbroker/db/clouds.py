@@ -38,16 +38,26 @@ class CloudDB:
                         changes: Sequence[dict[str, Any]]) -> None:
         """Make the foreign members exactly ``members`` and append ``changes`` to history.
 
-        Members kept keep their ``joined_at``; new ones get ``now``.
+        Members kept keep their ``joined_at``; new ones get ``now``. Only the rows
+        that differ are written (a recompute that changes nothing writes nothing):
+        those gone deleted, the new inserted, a kept one's ``stale_cycles`` updated.
         """
         t = cloud_members
-        joined = {(c, s): at for c, s, at in self.conn.execute(
-            sa.select(t.c.cloud_id, t.c.site_id, t.c.joined_at))}
-        self.conn.execute(sa.delete(t))
-        if members:
-            self.conn.execute(sa.insert(t), [
-                {**m, "joined_at": joined.get((m["cloud_id"], m["site_id"]), now)}
-                for m in members])
+        stored = self.foreign_members()
+        wanted = {(m["cloud_id"], m["site_id"]): m["stale_cycles"] for m in members}
+        gone = [{"p_cloud": c, "p_site": s} for c, s in stored.keys() - wanted.keys()]
+        new = [{"cloud_id": c, "site_id": s, "stale_cycles": n, "joined_at": now}
+               for (c, s), n in wanted.items() if (c, s) not in stored]
+        stale = [{"p_cloud": c, "p_site": s, "p_stale": n} for (c, s), n in wanted.items()
+                 if (c, s) in stored and stored[c, s] != n]
+        key = (t.c.cloud_id == sa.bindparam("p_cloud"), t.c.site_id == sa.bindparam("p_site"))
+        if gone:
+            self.conn.execute(sa.delete(t).where(*key), gone)
+        if new:
+            self.conn.execute(sa.insert(t), new)
+        if stale:
+            self.conn.execute(sa.update(t).where(*key)
+                              .values(stale_cycles=sa.bindparam("p_stale")), stale)
         if changes:
             self.conn.execute(sa.insert(cloud_membership_history), list(changes))
 

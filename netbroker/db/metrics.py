@@ -323,7 +323,8 @@ class MetricsDB:
         return {(kind, source): (int(first), int(last)) for kind, source, first, last
                 in self.conn.execute(sa.select(m.c.kind, m.c.source, m.c.from_s, m.c.through_s))}
 
-    def block_buckets(self, kind: str, source: str, through_s: int, keep_from_s: int) -> int:
+    def block_buckets(self, kind: str, source: str, through_s: int, keep_from_s: int,
+                      marks: dict[tuple[str, str], tuple[int, int]] | None = None) -> int:
         """Block the bucket starts of ``kind`` and ``source`` up to ``through_s``.
 
         Writes the block of each start in (the mark's ``through_s``,
@@ -331,10 +332,14 @@ class MetricsDB:
         drops the blocks before ``keep_from_s``; moves the mark. Returns the
         blocks written. The caller holds :meth:`lock_for_ingest`, so no
         ingestion writes the rows between their read and their block's
-        write. O(b) in the bucket rows of the new starts, one start in
-        memory at a time.
+        write; ``marks`` is :meth:`block_marks` read under it (read here if
+        not given). A mark that would not move writes nothing: no statement at
+        all. O(b) in the bucket rows of the new starts, one start in memory
+        at a time.
         """
-        mark = self.block_marks().get((kind, source))
+        mark = (self.block_marks() if marks is None else marks).get((kind, source))
+        if mark is not None and mark == (max(mark[0], keep_from_s), max(mark[1], through_s)):
+            return 0  # nothing closed since, nothing to drop
         first = keep_from_s if mark is None else max(mark[1] + 1, keep_from_s)
         written = 0
         if first <= through_s:

@@ -514,19 +514,24 @@ def block_closed_buckets(engine: Engine, settings: MetricsSettings | None = None
     waits, and sees the new marks (it rebuilds a block it adds to). O(b)
     in the bucket rows of the starts blocked; the first run on a database
     with history blocks its last 8 days, later runs the starts closed since.
+    The marks move a bucket width at a time (``through`` is the last start of
+    today's width that closed; a start of another width just after it waits
+    for the next; the week's first start moves once a width too), so a run
+    between two such moves only reads the marks.
     """
     settings = settings or MetricsSettings()
     now_s = time.time() if now_s is None else now_s
     bucket_s = settings.bucket_minutes * 60
-    through = int(now_s - settings.block_after_minutes * 60 - bucket_s)
+    through = int(now_s - settings.block_after_minutes * 60 - bucket_s) // bucket_s * bucket_s
     keep_from = window_start_s(now_s, "1w", bucket_s) - 86400
     written = {}
     with begin_immediate(engine) as conn:
         db = MetricsDB(conn)
         db.lock_for_ingest()
+        marks = db.block_marks()
         for kind in MetricKind:
             for source in MetricSource:
-                n = db.block_buckets(kind.value, source.value, through, keep_from)
+                n = db.block_buckets(kind.value, source.value, through, keep_from, marks)
                 if n:
                     written[f"{kind.value}/{source.value}"] = n
     return written
