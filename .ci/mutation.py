@@ -11,7 +11,8 @@ followed by the removed and added lines, under a paragraph saying why. The
 run fails (exit 1) on a survivor not named there, or on a mutant no test
 covers.
 
-``--since REF`` (CI) mutates only the functions of :data:`SCOPE` whose code
+``--only FILE`` keeps the functions of one file of the scope (a full run
+split in parts). ``--since REF`` (CI) mutates only the functions of :data:`SCOPE` whose code
 differs between ``REF`` and the working tree, so a change is checked in
 minutes; ``--record`` writes the summary of a full run into
 ``docs/mutation.md`` (the commit it was made at included, the ``REF`` CI
@@ -221,6 +222,8 @@ def main() -> int:
     parser.add_argument("--since", help="only the functions changed since this commit "
                         "('recorded': the commit of the report's last full run)")
     parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--only", action="append", metavar="FILE",
+                        help="only the functions of this file of the scope (repeatable)")
     parser.add_argument("--record", action="store_true",
                         help="write the summary of this (full) run into docs/mutation.md")
     parser.add_argument("--no-run", action="store_true", help="judge the last run's results")
@@ -228,7 +231,8 @@ def main() -> int:
     since = recorded_commit() if args.since == "recorded" else args.since
     if args.since == "recorded" and since is None:
         print("mutation: docs/mutation.md records no full run; checking every function")
-    chosen = scoped_functions(since)
+    chosen = [(path, name) for path, name in scoped_functions(since)
+              if not args.only or path in args.only]
     if not chosen:
         print(f"mutation: no policy function changed since {since}; nothing to mutate")
         return 0
