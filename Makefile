@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test serve bench lint clean interop drill reliability
+.PHONY: demo test serve bench lint clean interop drill reliability mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ $(INTEROP)/src/pilot.py:
 	tar -xzf $(INTEROP)/dl/panda-pilot-$(PILOT3_VERSION).tar.gz -C $(INTEROP)
 	mv $(INTEROP)/panda-pilot-$(PILOT3_VERSION) $(INTEROP)/src
 	$(INTEROP)/venv/bin/python -m pip install --quiet --no-deps $(INTEROP)/src
+
+# Mutation testing of the policy modules (docs/mutation.md): every survivor must be
+# named there as equivalent, with why. MUTATION_ARGS: --only FILE, --since REF, --record.
+mutation: $(STAMP)
+	$(BIN)/python .ci/mutation.py $(MUTATION_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check netbroker collectors dispatcher pilot sql tests bench examples

@@ -148,3 +148,109 @@ def test_each_failed_attempt_costs_the_failure_penalty(mini: Engine) -> None:
     first, fourth = add(mini, attempt_nr=1), add(mini, attempt_nr=4)
     priority.recompute(mini, PrioritySettings(aging_per_hour=0, failure_penalty=70), now=NOW)
     assert (priority_of(mini, first), priority_of(mini, fourth)) == (1000, 1000 - 3 * 70)
+
+
+def test_a_user_just_over_the_share_loses_one_point(mini: Engine) -> None:
+    """1% above the share is a penalty of exactly 1: the boundary of the users whose
+    jobs the pass computes with their fair share (penalty > 0)."""
+    waiting = add(mini, "heavy")
+    used(mini, "heavy", 1010.0)
+    priority.recompute(mini, NO_AGING, now=NOW)
+    assert priority_of(mini, waiting) == 999
+
+
+def test_a_boost_naming_a_user_and_a_group_matches_either(mini: Engine) -> None:
+    alice, bob_top, bob = (add(mini), add(mini, "bob", working_group="AP_TOP"),
+                           add(mini, "bob"))
+    priority.add_boost(mini, 40, hours=1, user="alice", group="AP_TOP")
+    priority.recompute(mini, NO_AGING, now=NOW)
+    assert [priority_of(mini, j) for j in (alice, bob_top, bob)] == [1040, 1040, 1000]
+
+
+def test_a_boosted_users_job_still_ages_and_has_no_penalty_without_usage(
+        mini: Engine) -> None:
+    """The jobs of a boosted user are computed outside the database: an hour waited
+    is 10 points there too, and a user with no CPU reported has no fair-share
+    penalty even when the share is tiny."""
+    job = add(mini, waiting_since=NOW - timedelta(hours=1))
+    priority.add_boost(mini, 200, hours=2, user="alice")
+    priority.recompute(mini, PrioritySettings(user_cpu_hours_per_day=0.5), now=NOW)
+    assert priority_of(mini, job) == 1000 + 200 + 10
+
+
+def test_a_job_without_a_queue_gets_no_boost_bound_to_a_place(mini: Engine) -> None:
+    with mini.begin() as conn:
+        grid = GridDB(conn)
+        sites, clouds = grid.site_ids(), grid.cloud_ids()
+        queue_id = grid.ids(queues)["DESY_UCORE"]
+        (nowhere,) = JobDB(conn).add_jobs([{
+            "name": "no-queue", "status": JobStatus.DEFINED, "queue_id": None,
+            "prod_source_label": "managed", "priority": 1000, "cores": 1, "min_ram_mb": 1000,
+            "max_disk_mb": 1000, "max_walltime_s": 3600, "transformation": "run.sh",
+            "user_name": "alice"}], NOW)
+    assert queue_id and min(sites.values()) == 1 and min(clouds.values()) == 1
+    for site in sites:  # a boost at every site and in every cloud, none unbound
+        priority.add_boost(mini, 100, hours=1, user="alice", site=site)
+    for cloud in clouds:
+        priority.add_boost(mini, 1000, hours=1, user="alice", cloud=cloud)
+    priority.recompute(mini, NO_AGING, now=NOW)
+    assert priority_of(mini, nowhere) == 1000
+
+
+def test_new_jobs_start_with_the_boosts_of_their_group_site_and_cloud(mini: Engine) -> None:
+    from netbroker.common.config import Settings
+    from netbroker.workload import tasks
+    from tests.factories import task_spec
+
+    priority.add_boost(mini, 30, hours=1, group="AP_TOP")
+    priority.add_boost(mini, 200, hours=1, user="alice", site="DESY")
+    priority.add_boost(mini, 5, hours=1, user="alice", cloud="DE")
+    priority.add_boost(mini, 1000, hours=1, user="alice", site="MAN")
+    priority.add_boost(mini, 2000, hours=1, user="alice", cloud="UK")
+    tasks.submit(mini, tasks.parse_task(task_spec(priority=1000, working_group="AP_TOP")),
+                 Settings())
+    with mini.connect() as conn:
+        site_of = {q["name"]: q["site"] for q in GridDB(conn).list_queues()}
+        names = dict(conn.execute(sa.select(queues.c.id, queues.c.name)).all())
+        rows = conn.execute(sa.select(jobs.c.queue_id, jobs.c.priority)).all()
+    assert rows and any(site_of[names[q]] == "DESY" for q, _ in rows)
+    for queue_id, value in rows:  # DE's sites only: the task's data is at DESY
+        assert value == 1000 + 30 + 5 + (200 if site_of[names[queue_id]] == "DESY" else 0)
+
+
+def test_a_boost_rule_is_refused_naming_what_is_wrong(mini: Engine) -> None:
+    from netbroker.common.errors import InvalidBoost, UnknownCloud, UnknownSite
+
+    with pytest.raises(InvalidBoost, match=r"^a boost needs a user or a working group$"):
+        priority.add_boost(mini, 10, hours=1)
+    with pytest.raises(InvalidBoost, match=r"^a boost applies at a site or in a cloud, "
+                                           r"not both$"):
+        priority.add_boost(mini, 10, hours=1, user="a", site="DESY", cloud="DE")
+    with pytest.raises(InvalidBoost, match=r"^hours = 0: a boost must last a positive time$"):
+        priority.add_boost(mini, 10, hours=0, user="a")
+    with pytest.raises(UnknownSite, match="NOWHERE"):
+        priority.add_boost(mini, 10, hours=1, user="a", site="NOWHERE")
+    with pytest.raises(UnknownCloud, match="NOWHERE"):
+        priority.add_boost(mini, 10, hours=1, user="a", cloud="NOWHERE")
+    assert priority.list_boosts(mini) == []
+
+
+def test_a_boost_keeps_who_made_it_and_why(mini: Engine) -> None:
+    priority.add_boost(mini, 10, hours=1, user="a", created_by="ops", comment="release")
+    priority.add_boost(mini, 10, hours=1, user="b")
+    made = {b["user_name"]: (b["created_by"], b["comment"]) for b in priority.list_boosts(mini)}
+    assert made == {"a": ("ops", "release"), "b": ("", "")}
+
+
+def test_priorities_are_integers() -> None:
+    """The priority column is an integer: PostgreSQL's COPY refuses ``1000.0``."""
+    import numpy as np
+
+    context = priority.PriorityContext([], {})
+    computed = priority.compute_priorities(np.array([1000]), np.array([0]), np.array([1.5]),
+                                           np.array([1]), np.array([0.0]), PrioritySettings())
+    new = priority.priorities_for_new_jobs(
+        context, np.array([1000]), np.array(["alice"], dtype=object),
+        np.array([""], dtype=object), np.array([7]), {7: (1, 1)}, PrioritySettings())
+    assert computed.dtype == new.dtype == np.int64
+    assert computed.tolist() == [1015] and new.tolist() == [1000]

@@ -305,11 +305,11 @@ def _add_pass_jobs(conn: Connection, placed: list[Any], decision_ids: list[int],
     starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
     queue_ids = np.array(ids_of["queues"], dtype=np.int64)
     job_queues = np.concatenate([queue_ids[p[3].queue] for p in placed])
-    column = [p[0] for p in placed]
+    placed_tasks = [p[0] for p in placed]
     priorities = priorities_for_new_jobs(
-        priority_context(conn, now), np.repeat([t["priority"] for t in column], counts),
-        np.repeat(np.array([t["user_name"] for t in column], dtype=object), counts),
-        np.repeat(np.array([t["working_group"] for t in column], dtype=object), counts),
+        priority_context(conn, now), np.repeat([t["priority"] for t in placed_tasks], counts),
+        np.repeat(np.array([t["user_name"] for t in placed_tasks], dtype=object), counts),
+        np.repeat(np.array([t["working_group"] for t in placed_tasks], dtype=object), counts),
         job_queues, site_of_queue, settings.priority).tolist()
     job_db = JobDB(conn)
     ids = job_db.new_ids(len(job_queues))
@@ -330,7 +330,7 @@ def _add_pass_jobs(conn: Connection, placed: list[Any], decision_ids: list[int],
     Pd2pDB(conn).record_accesses([  # popularity, for PD2P
         {"dataset_id": task["dataset_id"], "task_id": task["id"],
          "user_name": task["user_name"], "jobs": n, "at": now}
-        for task, n in zip(column, counts, strict=True)
+        for task, n in zip(placed_tasks, counts, strict=True)
         if task["processing_type"] == ProcessingType.ANALYSIS])
 
 
