@@ -24,12 +24,14 @@ with the link's other transfers and the congestion the grid does not see
 FTS message; perfSONAR tests each Tier-1's link to every site that has a
 host (throughput every few hours, loss more often, with noise and gaps).
 The records are ingested every ``measure.every_minutes`` and the matrix is
-read again: links are known from the window's samples only, stale after a
-change, unknown without any. A job placed away from its input waits for
-its transfer (from the replica the measurements rank best), then for a
-slot of its queue (highest priority first), then runs (its CPU time over
-the site's speed); a failed attempt (the site's failure fraction) runs
-again, up to three attempts, and counts against the site's job success.
+read again (the service's aggregate cycle blocks the closed bucket starts
+hourly, so reads take them whole): links are known from the window's
+samples only, stale after a change, unknown without any. A job placed
+away from its input waits for its transfer (from the replica the
+measurements rank best), then for a slot of its queue (highest priority
+first), then runs (its CPU time over the site's speed); a failed attempt
+(the site's failure fraction) runs again, up to three attempts, and counts
+against the site's job success.
 Not simulated: priorities' aging and fair share, tape, output stage-out.
 """
 
@@ -58,6 +60,9 @@ __all__ = ["POLICIES", "SimResult", "simulate"]
 POLICIES = ("static", "dynamic", "full_mesh")
 MB = 1_000_000
 MAX_ATTEMPTS = 3
+# The aggregate cycle (blocks of closed bucket starts) runs hourly here, every bucket in
+# the service: reads through blocks equal reads through rows, only cheaper.
+AGGREGATE_EVERY_S = 3600.0
 PENDING_GIVE_UP_S = 2 * 86400  # a task no queue takes for two days is given up (counted)
 # Job states in the simulation, and as the service's database shows them.
 TRANSFER, QUEUED, RUNNING, FINISHED, FAILED = range(5)
@@ -233,6 +238,7 @@ class _Run:
         self.push(0.0, "probe_throughput")
         self.push(0.0, "probe_loss")
         self.push(m.every_minutes * 60, "measure")
+        self.push(AGGREGATE_EVERY_S, "aggregate")
         if self.policy == "dynamic":
             self.push(s.membership_every_hours * 3600, "members")
         if s.pd2p:
@@ -245,8 +251,10 @@ class _Run:
                     "down": self.on_down, "up": self.on_up, "measure": self.on_measure,
                     "probe_throughput": self.on_probe_throughput,
                     "probe_loss": self.on_probe_loss, "members": self.on_members,
-                    "pd2p": self.on_pd2p, "rebroker": self.on_rebroker}
-        periodic = {"measure", "probe_throughput", "probe_loss", "members", "pd2p", "rebroker"}
+                    "pd2p": self.on_pd2p, "rebroker": self.on_rebroker,
+                    "aggregate": self.on_aggregate}
+        periodic = {"measure", "probe_throughput", "probe_loss", "members", "pd2p", "rebroker",
+                    "aggregate"}
         while self.events:
             self.now, _, kind, payload = heapq.heappop(self.events)
             if kind in periodic and self.tasks_left == 0 and self.jobs_live == 0:
@@ -504,6 +512,10 @@ class _Run:
         self.fts, self.perfsonar = [], []
         self.view.throughput = self.service.throughput(self.now)
         self.push(self.now + self.s.measure.every_minutes * 60, "measure")
+
+    def on_aggregate(self, _: Any) -> None:
+        self.service.aggregate(self.now)
+        self.push(self.now + AGGREGATE_EVERY_S, "aggregate")
 
     def sync(self) -> None:
         """Tell the service's database what happened since the last cycle."""
