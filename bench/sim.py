@@ -1,8 +1,9 @@
 """sim.week: seconds for the busy scenario's week under the three policies.
 
-``netbroker simulate --scenario busy``: a week of the 150-site grid at 80-95%
-of its slots, 100,000 jobs, each policy in turn, every decision the
-service's own on measured metrics (netbroker/sim). The in-run baseline is
+``netbroker simulate --scenario busy``: a week of the 150-site grid with a
+quarter of its slots (meant to run at 80-95% of them), 100,000 jobs, each
+policy in turn, every decision the service's own on measured metrics
+(netbroker/sim). The in-run baseline is
 the plain reference scenario (the same grid with four times the slots, the
 same 100,000 jobs) simulated in the same run: the ratio says what the busy
 grid's queueing, rebrokerage and PD2P add. The goal is on the value:

@@ -170,13 +170,13 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def reference_scenario() -> Path:
-    """The shipped reference scenario: 150 sites, a week, 100,000 jobs, 12-32% busy."""
+    """The shipped reference scenario: 150 sites, a week, 100,000 jobs, slots to spare."""
     return Path(__file__).with_name("reference.toml")
 
 
 def busy_scenario() -> Path:
-    """The shipped busy scenario: the same grid with a quarter of the slots, 80-95% busy,
-    hot datasets, a congested and a degraded link, a few failing sites."""
+    """The shipped busy scenario: the same grid with a quarter of the slots (meant to be
+    80-95% busy), hot datasets, a congested and a degraded link, a few failing sites."""
     return Path(__file__).with_name("busy.toml")
 
 
