@@ -8,6 +8,8 @@ Every check of a block here compares it with the bucket rows it copies.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from sqlalchemy.engine import Engine
 import collectors.ingest as collectors_ingest
 from collectors.ingest import ingest
 from netbroker.common.config import MetricsSettings, Settings
+from netbroker.db.grid import GridDB
 from netbroker.db.metrics import MetricsDB
 from netbroker.db.schema import BLOCK_ARRAYS, metric_bucket_blocks, metric_buckets
 from netbroker.network import metrics
@@ -236,3 +239,44 @@ def test_a_run_between_two_closings_only_reads_the_marks(grid_engine: Engine) ->
     with grid_engine.connect() as conn:
         moved = MetricsDB(conn).block_marks()
     assert {k: v[1] - marks[k][1] for k, v in moved.items()} == dict.fromkeys(marks, BUCKET_S)
+
+
+def tier1_links_from_link_table(engine: Engine, kind: str, window: str,
+                                src_names: set[str]) -> dict[tuple[str, str], tuple[int, float]]:
+    """The Tier-1 links the plain way: link_table (pandas sums), consolidate, keep the
+    links leaving ``src_names``."""
+    links = metrics.link_table(engine, kind, window, SETTINGS, NOW_S)
+    chosen = metrics.consolidate(links, SETTINGS.precedence_for(kind), SETTINGS.min_samples)
+    return {(r.src, r.dst): (int(r.count), float(r.value)) for r in chosen.itertuples()
+            if r.src in src_names}
+
+
+def test_tier1_links_through_blocks_equal_the_link_table_consolidation(
+        grid_engine: Engine) -> None:
+    """The decisions' read of some sites' links (tier1_links) gives link_table's
+    consolidated values to the bit, through rows and through blocks alike, each
+    source's links in (src, dst) order, the sources in precedence."""
+    add_random_buckets(grid_engine, 23)
+    with grid_engine.connect() as conn:
+        ids = GridDB(conn).site_ids()
+    names = {sid: name for name, sid in ids.items()}
+    subsets = (tuple(sorted(ids.values())[::7]), tuple(sorted(ids.values())))
+
+    def read() -> dict[tuple[str, str, tuple[int, ...]], list[tuple[int, int, int, float]]]:
+        return {(kind, window, src): metrics.tier1_links(
+                    grid_engine, metrics.MetricKind(kind), window, list(src), SETTINGS, NOW_S)
+                for kind in ("throughput", "rtt") for window in ("1h", "1d", "1w")
+                for src in subsets}
+
+    before = read()
+    assert metrics.block_closed_buckets(grid_engine, SETTINGS, NOW_S)
+    assert read() == before
+    for (kind, window, src), links in before.items():
+        assert links, (kind, window)
+        got = {(names[s], names[d]): (n, v) for s, d, n, v in links}
+        assert len(got) == len(links)
+        assert got == tier1_links_from_link_table(grid_engine, kind, window,
+                                                  {names[s] for s in src})
+        keys = [(s, d) for s, d, _, _ in links]
+        restarts = sum(a >= b for a, b in itertools.pairwise(keys))
+        assert restarts < len(SETTINGS.precedence_for(kind))  # one run per source

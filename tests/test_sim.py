@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from netbroker.common.errors import ConfigError
@@ -89,3 +90,54 @@ def test_simulate_command_prints_the_three_policies(tmp_path: Path) -> None:
     assert table.returncode == 0, table.stderr
     assert "static" in table.stdout and "full_mesh" in table.stdout
     assert "TB moved across clouds" in table.stdout
+
+
+TWO_SITES = """
+name = "two sites"
+seed = 5
+pd2p = false
+rebrokerage = false
+[grid]
+clouds = 1
+sites = 2
+tier3_fraction = 0.0
+[links]
+well_connected_foreign = 0
+[workload]
+jobs = 6
+files_per_task = [6, 7]
+datasets = 1
+replicas = [1, 1]
+"""
+
+
+def test_the_slots_held_are_counted_hour_by_hour(tmp_path: Path) -> None:
+    """A grid built for it: 5 slots, 4 of them at the Tier-1 (which holds the data)
+    and 1 at a Tier-2 whose queue no job fits; one task of six one-hour jobs at
+    time 0, nothing failing. By hand: four jobs hold 4 of the 5 slots in the
+    first hour, the last two 2 of 5 in the second; the makespan is 2 h, so
+    6 of 10 slot-hours are held (60%) and one hour of two is at 80% or more."""
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_SITES)
+    scenario = load_scenario(path)
+    grid = build_grid(scenario)
+    grid.speed[:] = 1.0
+    grid.failure[:] = 0.0  # type: ignore[index]
+    grid.replicas = [np.array([0])]  # the dataset at the Tier-1
+    (task,) = grid.tasks
+    task.arrival_s, task.files, task.job_s, task.cores, task.memory_mb = 0.0, 6, 3600.0, 1, 2000
+    grid.queue_site = np.array([0, 1])
+    grid.queue_names = [f"{grid.names[0]}_UNIFIED0", f"{grid.names[1]}_UNIFIED0"]
+    grid.queue_type = np.array(["unified", "unified"], dtype=object)
+    grid.queue_cores = np.array([8, 8])
+    grid.queue_memory_mb = np.array([16000, 1000])  # the Tier-2's fits no job
+    grid.queue_walltime_s = np.array([np.inf, np.inf])
+    grid.queue_disk_mb = np.array([10**6, 10**6])
+    grid.queue_slots = np.array([4, 1])
+    grid.slots = np.array([4, 1])
+    result = simulate(grid, scenario, "static")
+    assert result.jobs == 6 and result.failed_attempts == 0
+    assert result.makespan_h == 2.0
+    assert result.held_percent == 60.0
+    assert result.hours_held_80_percent == 50.0
+    assert result.busy_percent == 60.0  # every attempt succeeded: CPU used = slots held

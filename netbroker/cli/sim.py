@@ -23,6 +23,8 @@ ROWS = (("jobs", "jobs finished", "{:d}"), ("makespan_h", "makespan (h)", "{:.1f
         ("turnaround_mean_h", "turnaround, mean (h)", "{:.2f}"),
         ("turnaround_p95_h", "turnaround, p95 (h)", "{:.2f}"),
         ("busy_percent", "slots busy (%)", "{:.1f}"),
+        ("held_percent", "slots held (%)", "{:.1f}"),
+        ("hours_held_80_percent", "hours with >= 80% held (%)", "{:.1f}"),
         ("cpu_tier1_percent", "CPU used, Tier-1 (%)", "{:.1f}"),
         ("cpu_tier2_percent", "CPU used, Tier-2 (%)", "{:.1f}"),
         ("cpu_tier3_percent", "CPU used, Tier-3 (%)", "{:.1f}"),

@@ -410,9 +410,11 @@ class MetricsDB:
         return out
 
     def _block_chunk(self, kind: str, source: str, since_s: float, through_s: float,
-                     site_span: int) -> dict[str, np.ndarray]:
+                     site_span: int, src_site_ids: Sequence[int] | None = None
+                     ) -> dict[str, np.ndarray]:
         """The blocks of starts in [since_s, through_s] as one :meth:`window_links`
-        chunk, the oldest start first. O(l) in the links copied."""
+        chunk, the oldest start first; ``src_site_ids`` keeps only links from those
+        sites. O(l) in the links copied."""
         b = metric_bucket_blocks
         dtypes = dict(BLOCK_ARRAYS)
         names = ("src_site_id", "dst_site_id", "count", "value_sum", "weight_sum",
@@ -428,6 +430,9 @@ class MetricsDB:
         columns = ([c[0] if len(c) == 1 else np.concatenate(c) for c in zip(*pieces,
                                                                            strict=True)]
                    if pieces else [np.empty(0, dtypes[name]) for name in names])
+        if src_site_ids is not None:
+            keep = np.isin(columns[0], np.asarray(list(src_site_ids), np.int64))
+            columns = [c[keep] for c in columns]
         src, dst, count, value_sum, weight_sum, weighted_value_sum = columns
         return {"link": src.astype(np.int64) * site_span + dst,
                 "count": count.astype(np.int64, copy=False),
@@ -504,7 +509,8 @@ class MetricsDB:
                      ("weight_sum", np.float64), ("weighted_value_sum", np.float64))
 
     def window_links(self, kind: str, sources: Sequence[str], since_s: float, until_s: float,
-                     site_span: int) -> list[dict[str, np.ndarray]]:
+                     site_span: int, src_site_ids: Sequence[int] | None = None
+                     ) -> list[dict[str, np.ndarray]]:
         """Per source, the buckets of one kind starting in [since_s, until_s], as columns.
 
         Parameters
@@ -518,6 +524,8 @@ class MetricsDB:
         site_span : int
             More than the largest site id: each bucket's link is given as
             ``src_site_id * site_span + dst_site_id``.
+        src_site_ids : sequence of int, optional
+            Keep only the links leaving these sites (default: every link).
 
         Returns
         -------
@@ -548,26 +556,32 @@ class MetricsDB:
         blocked = self._blocked_through(kind, sources, since_s, until_s)
         # Where blocks serve a source, its rows are those of the starts after them.
         selects = [self._window_select(kind, s, blocked[s] + 1 if s in blocked else since_s,
-                                       until_s, site_span) for s in sources]
+                                       until_s, site_span, src_site_ids) for s in sources]
         chunks = [dict(zip(names, columns, strict=True))
                   for columns in self._read_cursor(selects)]
         for i, source in enumerate(sources):
             if source in blocked:
-                block = self._block_chunk(kind, source, since_s, blocked[source], site_span)
+                block = self._block_chunk(kind, source, since_s, blocked[source], site_span,
+                                          src_site_ids)
                 chunks[i] = _joined(block, chunks[i], names)
         return chunks
 
     @staticmethod
     def _window_select(kind: str, source: str, since_s: float, until_s: float,
-                       site_span: int) -> sa.Select[Any]:
-        """The statement of one source's window, in :attr:`_LINK_COLUMNS`, key order."""
+                       site_span: int, src_site_ids: Sequence[int] | None = None
+                       ) -> sa.Select[Any]:
+        """The statement of one source's window, in :attr:`_LINK_COLUMNS`, key order
+        (only the links leaving ``src_site_ids`` when given)."""
         t = metric_buckets
         link = sa.literal(site_span, sa.BigInteger) * t.c.src_site_id + t.c.dst_site_id
-        return (sa.select(link, t.c.count, t.c.value_sum, t.c.weight_sum,
+        stmt = (sa.select(link, t.c.count, t.c.value_sum, t.c.weight_sum,
                           t.c.weighted_value_sum)
                 .where(t.c.kind == kind, t.c.source == source,
                        t.c.bucket_start_s >= since_s, t.c.bucket_start_s <= until_s)
                 .order_by(t.c.bucket_start_s))
+        if src_site_ids is not None:
+            stmt = stmt.where(t.c.src_site_id.in_(list(src_site_ids)))
+        return stmt
 
     @staticmethod
     def _bucket_starts(kind: str, source: str, since_s: float, until_s: float

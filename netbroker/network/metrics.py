@@ -406,24 +406,49 @@ def tier1_links(engine: Engine, kind: MetricKind, window: str, src_ids: list[int
     """Consolidated links leaving the given sites: (src id, dst id, samples, value).
 
     The consolidation rule of :func:`consolidate` (precedence, then
-    ``min_samples``), reading only the rows of those sources: O(k * n) for
-    k source sites and n destinations.
+    ``min_samples``), on the values :func:`link_table` gives, to the bit.
+    Each source's links come in (src, dst) order, the sources in precedence.
+
+    Notes
+    -----
+    Reads as the matrix does (:meth:`MetricsDB.window_links`): the closed
+    starts the aggregate cycle has blocked one row each, the open ones row
+    by row, only the links leaving ``src_ids``. O(s + l + b log b) for s
+    blocked starts holding l links and b buckets read.
     """
     settings = settings or MetricsSettings()
-    arrays = [_link_arrays(engine, kind, window, settings, now_s, MetricSource(source), src_ids)
-              for source in settings.precedence_for(kind.value)]
-    span = max((int(a[1].max()) + 1 for a in arrays if len(a[1])), default=1)
-    keys = [a[0] * span + a[1] for a in arrays]
-    every = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
-    codes = [np.searchsorted(every, k) for k in keys]
-    chosen = choose_sources([(c, a[2]) for c, a in zip(codes, arrays, strict=True)],
+    now_s = time.time() if now_s is None else now_s
+    since = window_start_s(now_s, window, settings.bucket_minutes * 60)
+    kind = MetricKind(kind)
+    sources = settings.precedence_for(kind.value)
+    with engine.connect() as conn:
+        chunks = MetricsDB(conn).window_links(kind.value, sources, since, now_s, _SPAN,
+                                              src_ids)
+    summed = []
+    for columns in chunks:
+        # Dense codes in the links' order, so the sums run in range(len(every)).
+        every, code = np.unique(columns["link"], return_inverse=True)
+        links, sums = _sum_by_link(code.astype(np.int64), [columns[c] for c in _SUMMED],
+                                   len(every))
+        order = np.argsort(links, kind="stable")  # (src, dst) order
+        summed.append((every[links[order]], [np.asarray(x, dtype=float)[order] for x in sums]))
+    every = np.unique(np.concatenate([links for links, _ in summed])) if summed \
+        else np.zeros(0, np.int64)
+    codes = [np.searchsorted(every, links) for links, _ in summed]
+    chosen = choose_sources([(c, sums[0]) for c, (_, sums) in zip(codes, summed, strict=True)],
                             len(every), settings.min_samples)
     out: list[tuple[int, int, int, float]] = []
-    for i, (code, (src, dst, count, value, _)) in enumerate(zip(codes, arrays, strict=True)):
+    for i, (code, (links, sums)) in enumerate(zip(codes, summed, strict=True)):
         taken = chosen[code] == i
-        out.extend(zip(src[taken].tolist(), dst[taken].tolist(), count[taken].tolist(),
-                       value[taken].tolist(), strict=True))
+        if not taken.any():
+            continue
+        src, dst = np.divmod(links[taken], _SPAN)
+        out.extend(zip(src.tolist(), dst.tolist(), sums[0][taken].astype(np.int64).tolist(),
+                       window_mean(*(x[taken] for x in sums)).tolist(), strict=True))
     return out
+
+
+_SPAN = 1 << 31  # more than any site id (a 32-bit column): a link is src * _SPAN + dst
 
 
 def link_history(engine: Engine, src: str, dst: str, kind: MetricKind | str,

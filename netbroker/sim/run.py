@@ -24,12 +24,14 @@ with the link's other transfers and the congestion the grid does not see
 FTS message; perfSONAR tests each Tier-1's link to every site that has a
 host (throughput every few hours, loss more often, with noise and gaps).
 The records are ingested every ``measure.every_minutes`` and the matrix is
-read again: links are known from the window's samples only, stale after a
-change, unknown without any. A job placed away from its input waits for
-its transfer (from the replica the measurements rank best), then for a
-slot of its queue (highest priority first), then runs (its CPU time over
-the site's speed); a failed attempt (the site's failure fraction) runs
-again, up to three attempts, and counts against the site's job success.
+read again (the service's aggregate cycle blocks the closed bucket starts
+hourly, so reads take them whole): links are known from the window's
+samples only, stale after a change, unknown without any. A job placed
+away from its input waits for its transfer (from the replica the
+measurements rank best), then for a slot of its queue (highest priority
+first), then runs (its CPU time over the site's speed); a failed attempt
+(the site's failure fraction) runs again, up to three attempts, and counts
+against the site's job success.
 Not simulated: priorities' aging and fair share, tape, output stage-out.
 """
 
@@ -53,11 +55,14 @@ from netbroker.sim.scenario import Grid, Scenario
 from netbroker.sim.service import T0_S, SimService, at, prepare_database
 from netbroker.workload.brokerage import GridView, TaskNeeds, broker_jobs, broker_task
 
-__all__ = ["POLICIES", "SimResult", "simulate"]
+__all__ = ["POLICIES", "SimResult", "held_fractions", "simulate"]
 
 POLICIES = ("static", "dynamic", "full_mesh")
 MB = 1_000_000
 MAX_ATTEMPTS = 3
+# The aggregate cycle (blocks of closed bucket starts) runs hourly here, every bucket in
+# the service: reads through blocks equal reads through rows, only cheaper.
+AGGREGATE_EVERY_S = 3600.0
 PENDING_GIVE_UP_S = 2 * 86400  # a task no queue takes for two days is given up (counted)
 # Job states in the simulation, and as the service's database shows them.
 TRANSFER, QUEUED, RUNNING, FINISHED, FAILED = range(5)
@@ -67,7 +72,15 @@ DB_STATE = {TRANSFER: "assigned", QUEUED: "activated", RUNNING: "running",
 
 @dataclass
 class SimResult:
-    """One policy's outcome: times in hours, data in TB, utilisation in percent."""
+    """One policy's outcome: times in hours, data in TB, utilisation in percent.
+
+    ``busy_percent`` is the CPU time of the attempts that succeeded over the
+    grid's slot-hours in the makespan; ``held_percent`` the time slots were
+    held by any attempt (failed ones too) over the same; and
+    ``hours_held_80_percent`` the share of the makespan, hour by hour from
+    the first arrival, in which at least 80% of the slots were held
+    (:func:`held_fractions`).
+    """
 
     policy: str
     jobs: int
@@ -85,6 +98,8 @@ class SimResult:
     tb_pd2p: float = 0.0
     transfer_wait_mean_h: float = 0.0
     busy_percent: float = 0.0
+    held_percent: float = 0.0
+    hours_held_80_percent: float = 0.0
     jobs_failed: int = 0
     utilisation: dict[int, float] = field(default_factory=dict)
     membership: dict[str, int] = field(default_factory=dict)
@@ -204,6 +219,9 @@ class _Run:
         self.fts: list[str] = []
         self.perfsonar: list[str] = []
         self.busy = np.zeros(len(grid.names))
+        self.run_start: list[float] = []  # per job: when its attempt took its slot
+        self.held_from: list[float] = []  # per attempt ended: when it took its slot,
+        self.held_to: list[float] = []    # and when it gave it back
         self.counters = {"bytes_cross": 0.0, "waited": 0, "outside": 0, "failed": 0,
                          "rebrokered": 0, "pd2p": 0, "pd2p_bytes": 0.0, "transfer_s": 0.0,
                          "final_failed": 0, "unbrokered": 0}
@@ -233,6 +251,7 @@ class _Run:
         self.push(0.0, "probe_throughput")
         self.push(0.0, "probe_loss")
         self.push(m.every_minutes * 60, "measure")
+        self.push(AGGREGATE_EVERY_S, "aggregate")
         if self.policy == "dynamic":
             self.push(s.membership_every_hours * 3600, "members")
         if s.pd2p:
@@ -245,8 +264,10 @@ class _Run:
                     "down": self.on_down, "up": self.on_up, "measure": self.on_measure,
                     "probe_throughput": self.on_probe_throughput,
                     "probe_loss": self.on_probe_loss, "members": self.on_members,
-                    "pd2p": self.on_pd2p, "rebroker": self.on_rebroker}
-        periodic = {"measure", "probe_throughput", "probe_loss", "members", "pd2p", "rebroker"}
+                    "pd2p": self.on_pd2p, "rebroker": self.on_rebroker,
+                    "aggregate": self.on_aggregate}
+        periodic = {"measure", "probe_throughput", "probe_loss", "members", "pd2p", "rebroker",
+                    "aggregate"}
         while self.events:
             self.now, _, kind, payload = heapq.heappop(self.events)
             if kind in periodic and self.tasks_left == 0 and self.jobs_live == 0:
@@ -305,6 +326,7 @@ class _Run:
             self.attempt.append(1)
             self.arrival.append(self.now)
             self.first_start.append(-1.0)
+            self.run_start.append(-1.0)
             self.end.append(-1.0)
             self.db_id.append(None)
             self.db_state.append("")
@@ -402,6 +424,7 @@ class _Run:
             self.dirty.add(j)
             if self.first_start[j] < 0:
                 self.first_start[j] = self.now
+            self.run_start[j] = self.now
             run = self.cpu[j] / self.grid.speed[s]
             assert self.grid.failure is not None
             if self.rng.random() < self.grid.failure[s]:
@@ -415,6 +438,8 @@ class _Run:
         s = int(self.view.queue_site[q])
         self.free[q] += 1
         self.view.queue_running[q] -= 1
+        self.held_from.append(self.run_start[j])
+        self.held_to.append(self.now)
         if ok:
             self.busy[s] += self.cpu[j] / self.grid.speed[s]
             self.state[j], self.end[j] = FINISHED, self.now
@@ -504,6 +529,10 @@ class _Run:
         self.fts, self.perfsonar = [], []
         self.view.throughput = self.service.throughput(self.now)
         self.push(self.now + self.s.measure.every_minutes * 60, "measure")
+
+    def on_aggregate(self, _: Any) -> None:
+        self.service.aggregate(self.now)
+        self.push(self.now + AGGREGATE_EVERY_S, "aggregate")
 
     def sync(self) -> None:
         """Tell the service's database what happened since the last cycle."""
@@ -624,6 +653,10 @@ class _Run:
                 util[t] = round(100 * float(self.busy[sites].sum()) / capacity, 1)
         c = self.counters
         waited = max(int(c["waited"]), 1)
+        first = float(arrival.min()) if len(arrival) else 0.0
+        held, seconds = held_fractions(np.array(self.held_from), np.array(self.held_to),
+                                       int(grid.slots.sum()), first, first + span)
+        slot_s = float(grid.slots.sum()) * float(seconds.sum())
         return SimResult(
             self.policy, int(done.sum()), round(span / 3600, 2), round(float(wait.mean()), 3),
             round(float(np.percentile(wait, 95)), 3), round(float(turn.mean()), 3),
@@ -632,4 +665,39 @@ class _Run:
             int(c["pd2p"]), round(c["pd2p_bytes"] / 1e12, 2),
             round(c["transfer_s"] / waited / 3600, 3),
             round(100 * float(self.busy.sum()) / max(float(grid.slots.sum()) * span, 1.0), 1),
+            round(100 * float((held * seconds).sum()) * float(grid.slots.sum())
+                  / max(slot_s, 1.0), 1),
+            round(100 * float(seconds[held >= 0.8].sum()) / max(float(seconds.sum()), 1.0), 1),
             int(c["final_failed"]), util, dict(self.membership), round(wall_s, 1))
+
+
+def held_fractions(held_from: np.ndarray, held_to: np.ndarray, slots: int, start_s: float,
+                   end_s: float, bin_s: float = 3600.0) -> tuple[np.ndarray, np.ndarray]:
+    """The share of ``slots`` held in each bin of ``bin_s`` from ``start_s`` to ``end_s``.
+
+    ``held_from[i]`` to ``held_to[i]`` is one attempt holding one slot. Returns
+    per bin the fraction held (slot-seconds held over ``slots`` times the bin's
+    length) and the bin's length in seconds (the last bin ends at ``end_s``).
+    O((a + b) log a) for a attempts and b bins: the slot-seconds held before a
+    time ``x`` are the sum over attempts started before ``x`` of ``x - from``,
+    less the same over those ended before it, read off sorted cumulative sums.
+
+    >>> held, seconds = held_fractions(np.array([0.0, 0.0, 3600.0]),
+    ...     np.array([3600.0, 7200.0, 5400.0]), 2, 0.0, 7200.0)
+    >>> held.tolist(), seconds.tolist()
+    ([1.0, 0.75], [3600.0, 3600.0])
+    """
+    edges = np.append(np.arange(start_s, end_s, bin_s), end_s) if end_s > start_s \
+        else np.array([start_s, start_s])
+    starts, ends = np.sort(held_from), np.sort(held_to)
+
+    def before(x: np.ndarray, times: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(times, x)
+        total = np.concatenate(([0.0], np.cumsum(times)))
+        return k * x - total[k]
+
+    held_s = np.diff(before(edges, starts) - before(edges, ends))
+    seconds = np.diff(edges)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(seconds > 0, held_s / (max(slots, 1) * seconds), 0.0)
+    return share, seconds

@@ -31,6 +31,7 @@ __all__ = ["Congestion", "Grid", "LinkChange", "Outage", "Scenario", "Task", "bu
            "busy_scenario", "grid_document", "load_scenario", "reference_scenario"]
 
 MB = 1_000_000
+BIG_FILES_MAX_JOB_SHARE = 0.01  # a dataset read by more of the jobs never has big files
 SAMPLE_GRID = Path(__file__).resolve().parent.parent / "data" / "sample_grid.json"
 
 
@@ -169,13 +170,13 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def reference_scenario() -> Path:
-    """The shipped reference scenario: 150 sites, a week, 100,000 jobs, 12-32% busy."""
+    """The shipped reference scenario: 150 sites, a week, 100,000 jobs, slots to spare."""
     return Path(__file__).with_name("reference.toml")
 
 
 def busy_scenario() -> Path:
-    """The shipped busy scenario: the same grid with a quarter of the slots, 80-95% busy,
-    hot datasets, a congested and a degraded link, a few failing sites."""
+    """The shipped busy scenario: the same grid with a quarter of the slots (meant to be
+    80-95% busy), hot datasets, a congested and a degraded link, a few failing sites."""
     return Path(__file__).with_name("busy.toml")
 
 
@@ -336,7 +337,13 @@ def _realise(grid: Grid, s: Scenario, rng: np.random.Generator) -> None:
     hot = np.zeros(d, bool)
     if w.hot_datasets:
         hot[rng.choice(d, min(w.hot_datasets, d), replace=False)] = True
-    big = rng.random(d) < w.big_file_fraction
+    # Big files are datasets few tasks read (a reprocessing's raw input), never a hot
+    # one nor one of the most read: a 30 GB file per job on the workload's favourite
+    # dataset would make the whole grid wait on the network.
+    jobs = np.bincount([t.dataset for t in grid.tasks], weights=[t.files for t in grid.tasks],
+                       minlength=d)
+    read_a_lot = jobs > BIG_FILES_MAX_JOB_SHARE * max(float(jobs.sum()), 1.0)
+    big = (rng.random(d) < w.big_file_fraction) & ~hot & ~read_a_lot
     file_bytes = np.where(big, rng.uniform(*w.big_file_gbytes, d),
                           rng.uniform(*w.file_gbytes, d)) * 1e9
     hot_ids = np.flatnonzero(hot)

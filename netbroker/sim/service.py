@@ -38,7 +38,7 @@ from netbroker.db.jobs import JobDB
 from netbroker.db.pd2p import Pd2pDB
 from netbroker.db.schema import datasets as datasets_table
 from netbroker.db.tasks import TaskDB
-from netbroker.network.metrics import MetricKind, tier1_links
+from netbroker.network.metrics import MetricKind, block_closed_buckets, tier1_links
 from netbroker.placement import pd2p
 from netbroker.registry import registry
 from netbroker.sim.scenario import Grid, grid_document
@@ -107,6 +107,15 @@ class SimService:
                 stored += ingest(self.engine, source, "\n".join(lines), self.settings.metrics,
                                  now_s=T0_S + t).stored
         return stored
+
+    def aggregate(self, t: float) -> None:
+        """The aggregate cycle (``block_closed_buckets``) at simulated time ``t``: the
+        closed bucket starts copied into blocks, which the windows' readers take whole.
+
+        A read through blocks is the read through rows, to the bit, so how
+        often this runs changes what a read costs, never what it gives.
+        """
+        block_closed_buckets(self.engine, self.settings.metrics, T0_S + t)
 
     def throughput(self, t: float) -> np.ndarray:
         """(n, n) consolidated throughput in the clouds' window, MB/s, NaN: unknown."""

@@ -79,36 +79,52 @@ def plan_moves(view: GridView, qs: QueueScores, job_queue: np.ndarray,
 
     Returns
     -------
-    list of Move. O(J * q) at worst; jobs with nothing changed cost O(1).
+    list of Move. O(J * q) at worst; jobs with nothing changed cost O(1), and so do
+    jobs like one already judged unmovable (same queue, wall time and disk) while
+    no move has happened since, as nothing their decision reads has changed.
     """
-    moves = []
+    moves: list[Move] = []
+    open_ = free > 0
+    if not open_.any():
+        return moves  # no queue has a free slot: nothing can move
     slots = np.maximum(view.queue_slots, 1)
     any_data = bool((qs.data[qs.eligible] > 0).any())
+    sized: dict[tuple[float, float], np.ndarray] = {}  # (wall time, disk) -> queues that fit
+    unmovable: set[tuple[int, float, float]] = set()  # since the last move
     for j, q0 in enumerate(job_queue.tolist()):
-        why = []
-        if not qs.eligible[q0]:
-            why.append(f"{view.queues[q0]} no longer passes the filters")
-        if view.queue_waiting[q0] / slots[q0] > settings.busy_queued_per_slot:
-            why.append(f"{view.queues[q0]} busy: {int(view.queue_waiting[q0])} waiting for "
-                       f"{int(view.queue_slots[q0])} slots")
-        if any_data and not qs.data[q0]:
-            why.append("input now on disk at another site")
-        if not why:
+        ineligible = not qs.eligible[q0]
+        busy = view.queue_waiting[q0] / slots[q0] > settings.busy_queued_per_slot
+        elsewhere = any_data and not qs.data[q0]
+        if not (ineligible or busy or elsewhere):
             continue
-        fits = (qs.eligible & (view.queue_walltime_s >= job_walltime_s[j])
-                & (view.queue_disk_mb >= job_disk_mb[j]) & (free > 0))
+        key = (float(job_walltime_s[j]), float(job_disk_mb[j]))
+        if (q0, *key) in unmovable:
+            continue
+        if key not in sized:
+            sized[key] = (qs.eligible & (view.queue_walltime_s >= key[0])
+                          & (view.queue_disk_mb >= key[1]))
+        fits = sized[key] & open_
         fits[q0] = False
-        if not fits.any():
-            continue
         best = int(np.argmax(np.where(fits, qs.score, -np.inf)))
         current = qs.score[q0] if qs.eligible[q0] else 0.0
-        if qs.score[best] <= current * (1 + settings.better_by_fraction):
+        if not fits.any() or qs.score[best] <= current * (1 + settings.better_by_fraction):
+            unmovable.add((q0, *key))
             continue
+        why = []
+        if ineligible:
+            why.append(f"{view.queues[q0]} no longer passes the filters")
+        if busy:
+            why.append(f"{view.queues[q0]} busy: {int(view.queue_waiting[q0])} waiting for "
+                       f"{int(view.queue_slots[q0])} slots")
+        if elsewhere:
+            why.append("input now on disk at another site")
         moves.append(Move(j, q0, best, "; ".join(why)
                           + f"; score {current:.3f} -> {qs.score[best]:.3f}"))
         free[best] -= 1
+        open_[best] = free[best] > 0
         view.queue_waiting[best] += 1
         view.queue_waiting[q0] -= 1
+        unmovable.clear()
     return moves
 
 
@@ -171,6 +187,8 @@ def _plan_tasks(view: GridView, ids_of: dict[str, list[int]], q_index: dict[int,
     free = np.maximum(view.queue_slots - view.queue_waiting - view.queue_running, 0)
     planned = []
     for task_id, rows in movable.items():
+        if not (free > 0).any():
+            break  # no free slot left: no task's job can move (plan_moves)
         task = task_rows[task_id]
         if task["site_id"] is not None:
             continue  # pinned tasks are never rebrokered
