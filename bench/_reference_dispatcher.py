@@ -11,10 +11,12 @@ pool, no ORM), and per call exactly one statement:
   queue that fits its label, cores (the queue's), memory and disk;
 - updateJob: one conditional UPDATE of the job the pilot owns.
 
-It reads a table of the jobs table's shape (``REF_TABLE``, a copy of the
-same jobs), checks the pilot's bearer token against the pilot tokens'
-SHA-256 in ``api_tokens`` (read once at start), and answers in PanDA's JSON
-shape. Nothing else: no state log, no files, no cycles, no metrics.
+On PostgreSQL its statements are prepared and planned once (generic plans,
+as netbroker's dispatch connection has them). It reads a table of the jobs
+table's shape (``REF_TABLE``, a copy of the same jobs), checks the pilot's
+bearer token against the pilot tokens' SHA-256 in ``api_tokens`` (read once
+at start), and answers in PanDA's JSON shape. Nothing else: no state log, no
+files, no cycles, no metrics.
 
     REF_DATABASE_URL=postgresql://... | sqlite:///PATH  REF_TABLE=ref_jobs \
         uvicorn --factory _reference_dispatcher:create_app --workers N ...
@@ -74,7 +76,11 @@ class Store:
         else:
             import psycopg
 
-            self.conn = psycopg.connect(_libpq_url(url), autocommit=True)
+            # The session settings of netbroker's own dispatch connection
+            # (dispatcher.fastpath): generic plans, so that neither side is measured
+            # re-planning its statements at every call.
+            self.conn = psycopg.connect(_libpq_url(url), autocommit=True,
+                                        options="-c plan_cache_mode=force_generic_plan")
             mark = "%s"
         self.acquire_sql, self.update_sql = acquire_sql(table, mark), update_sql(table, mark)
         self.queues = {name: (qid, cores) for qid, name, cores in self._all(

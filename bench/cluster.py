@@ -145,7 +145,7 @@ def print_sizes(url: str, n_jobs: int) -> None:
     """The jobs' bytes on disk per job (table and indexes), for docs/scaling.md."""
     engine = create_db_engine(url)
     with engine.connect() as conn:
-        for table in ("jobs", "job_state_changes", "job_files"):
+        for table in ("jobs", "job_files"):
             total, heap = conn.execute(sa.text(
                 "SELECT pg_total_relation_size(:t), pg_relation_size(:t)"), {"t": table}).one()
             print(f"  {table}: {total / n_jobs:.0f} bytes per activated job "

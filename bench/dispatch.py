@@ -65,8 +65,9 @@ from netbroker.common.config import Settings
 from netbroker.common.enums import JobStatus, ProcessingType, TaskStatus, utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
+from netbroker.db.jobs import state_entry
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
-from netbroker.db.schema import cycles, job_state_changes, jobs, queues
+from netbroker.db.schema import cycles, jobs, queues
 from netbroker.db.tasks import TaskDB
 from netbroker.demo.stream import fts_lines
 from netbroker.registry import registry
@@ -140,12 +141,12 @@ def add_tasks(engine: Engine, n: int, tag: str, rng: np.random.Generator) -> Non
 
 def add_jobs(engine: Engine, names: list[str], n: int, rng: np.random.Generator) -> None:
     """``n`` activated jobs over the queues ``names``, random base priorities, users and
-    waiting times (up to a day), one state-log row each; and silent ones for the watchdog."""
+    waiting times (up to a day), their state logged; and silent ones for the watchdog."""
     now = utcnow()
+    activated = state_entry(JobStatus.ACTIVATED, now)
     with engine.begin() as conn:
         ids = GridDB(conn).ids(queues)
         queue_ids = np.array([ids[q] for q in names])
-        first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.id), 0))).scalar()
         chunk = 50_000
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
@@ -162,7 +163,7 @@ def add_jobs(engine: Engine, names: list[str], n: int, rng: np.random.Generator)
                 "max_walltime_s": 3600, "transformation": "run.sh", "job_pars": "--events 1000",
                 "user_name": f"user{(start + i) % 50:02d}", "working_group": "",
                 "waiting_since": now - _seconds(waited[i]), "created_at": now,
-                "modified_at": now} for i in range(m)])
+                "modified_at": now, "state_log": activated} for i in range(m)])
         for status, silent_s in ((JobStatus.SENT, 2400), (JobStatus.RUNNING, 7200)):
             at = now - _seconds(silent_s)
             conn.execute(sa.insert(jobs), [{
@@ -171,10 +172,8 @@ def add_jobs(engine: Engine, names: list[str], n: int, rng: np.random.Generator)
                 "priority": 500, "base_priority": 500, "cores": 1, "min_ram_mb": 1000,
                 "max_disk_mb": 1000, "max_walltime_s": 3600, "transformation": "run.sh",
                 "user_name": "user00", "created_at": at, "modified_at": at,
-                "heartbeat_at": at, "owner": "bench-pilots"} for i in range(200)])
-        conn.execute(sa.insert(job_state_changes).from_select(
-            ["job_id", "status", "at"],
-            sa.select(jobs.c.id, jobs.c.status, jobs.c.created_at).where(jobs.c.id > first)))
+                "heartbeat_at": at, "owner": "bench-pilots",
+                "state_log": state_entry(status, at)} for i in range(200)])
 
 
 def _seconds(s: float) -> Any:

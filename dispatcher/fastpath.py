@@ -58,7 +58,7 @@ _TIMED_OUT = {"55P03", "57014"}  # lock_not_available, query_canceled
 
 def create_dispatch_engine(engine: Engine) -> Engine | None:
     """The engine for calls run on the event loop: same database as ``engine``, a
-    pool of 2, lock and statement timeouts; None on SQLite.
+    pool of 2, lock and statement timeouts, generic plans; None on SQLite.
 
     One loop runs one call at a time, so one connection per process is the
     need; the second is for a call that overlaps a disposal or a test's loop.
@@ -73,9 +73,14 @@ def create_dispatch_engine(engine: Engine) -> Engine | None:
         # its connection from call to call (``hold``); no reset on return either.
         engine.url, hold=True, pool_size=1, max_overflow=1, pool_timeout=_CONNECT_TIMEOUT_S,
         pool_reset_on_return=None,
+        # Generic plans: a prepared statement is planned once, not at every call.
+        # Left to itself (plan_cache_mode auto) PostgreSQL kept re-planning the
+        # acquisition for its parameters, as much work as running it; its
+        # generic plan is the same index read (tests/test_acquire_plan.py).
         connect_args={"connect_timeout": _CONNECT_TIMEOUT_S,
                       "options": f"-c lock_timeout={LOCK_TIMEOUT_MS}ms "
-                                 f"-c statement_timeout={STATEMENT_TIMEOUT_MS}ms"})
+                                 f"-c statement_timeout={STATEMENT_TIMEOUT_MS}ms "
+                                 "-c plan_cache_mode=force_generic_plan"})
 
 
 class WriteBatcher:

@@ -10,9 +10,14 @@ sort and no scan of the jobs table.
 
 from __future__ import annotations
 
+import re
+
+import psycopg.sql
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dispatcher.fastpath import close_dispatch_engine, create_dispatch_engine
 from netbroker.common.enums import utcnow
 from netbroker.db.engine import begin_immediate
 from netbroker.db.jobs import _acquire_statement
@@ -39,13 +44,13 @@ def _fill(engine: Engine) -> int:
     return queue_ids[0]
 
 
-def _plan(engine: Engine, queue_id: int) -> str:
-    stmt = _acquire_statement(engine.dialect.name)
-    compiled = stmt.compile(dialect=engine.dialect)
-    explain = "EXPLAIN " if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+def _processed(engine: Engine, queue_id: int) -> tuple[sa.engine.Compiled, dict[str, object]]:
+    """The acquisition compiled for ``engine`` and its parameters as the driver takes them."""
+    compiled = _acquire_statement(engine.dialect.name).compile(dialect=engine.dialect)
     params = {"p_queue": queue_id, "p_label": "managed", "p_cores": 8, "p_memory": 16000,
               "p_disk": 100000, "p_pilot": "p", "p_node": "n", "p_now": utcnow(),
-              "p_owner": None, "p_log_status": "sent"}
+              "p_owner": None, "p_log_status": "sent",
+              "p_log_entry": "sent 2026-12-07T11:00:00.000000Z\n"}
     processed = compiled.construct_params(params)
     binds = compiled.binds
     for name, value in list(processed.items()):
@@ -53,6 +58,12 @@ def _plan(engine: Engine, queue_id: int) -> str:
             engine.dialect)
         if processor is not None:
             processed[name] = processor(value)
+    return compiled, processed
+
+
+def _plan(engine: Engine, queue_id: int) -> str:
+    compiled, processed = _processed(engine, queue_id)
+    explain = "EXPLAIN " if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
     with engine.connect() as conn:
         if compiled.positiontup:  # positional parameters (SQLite's qmark)
             args = tuple(processed[n] for n in compiled.positiontup)
@@ -71,3 +82,42 @@ def test_the_acquisition_reads_its_index_backwards_without_a_sort(grid_engine: E
     else:
         assert "SEARCH jobs USING INDEX ix_jobs_acquire (queue_id=? AND status=?)" in plan, plan
         assert "TEMP B-TREE" not in plan and "SCAN jobs" not in plan, plan
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_dispatch_connection_plans_the_acquisition_once_on_its_index(
+        grid_engine: Engine) -> None:
+    """The dispatcher's own connection (``dispatcher.fastpath``) runs the acquisition
+    with a generic plan, made once for any parameters: that plan is the same backward
+    read of the index, no sort, no scan (PREPARE, then EXPLAIN EXECUTE)."""
+    queue_id = _fill(grid_engine)
+    compiled, processed = _processed(grid_engine, queue_id)
+    names: list[str] = []
+
+    def numbered(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    sql = re.sub(r"%\((\w+)\)s", numbered, str(compiled))
+    fast = create_dispatch_engine(grid_engine)
+    assert fast is not None
+    try:
+        with fast.connect() as conn:
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cursor:
+                types = ", ".join(compiled.binds[n].type.compile(dialect=grid_engine.dialect)
+                                  for n in names)
+                cursor.execute(f"PREPARE acquire ({types}) AS {sql}")
+                values = psycopg.sql.SQL(", ").join(
+                    psycopg.sql.Literal(processed[n]) for n in names)
+                cursor.execute(psycopg.sql.SQL("EXPLAIN EXECUTE acquire({})").format(values))
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                cursor.execute("DEALLOCATE acquire")
+    finally:
+        close_dispatch_engine(fast)
+    assert "$1" in plan or "$2" in plan, plan  # generic: the parameters, not their values
+    assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
+    assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan

@@ -20,7 +20,7 @@ from netbroker.db.bulk import allocate_ids, insert_columns, insert_rows
 from netbroker.db.engine import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import job_state_changes, jobs, queues
+from netbroker.db.schema import jobs, queues
 
 AWKWARD = ["plain", "tab\there", "new\nline", "back\\slash \\N", "quote ' and \"",
            "ünïcødé ✓", ""]
@@ -83,8 +83,7 @@ def test_ids_allocated_first_are_increasing_and_never_reused(grid_engine: Engine
     assert after > max(ids)
     assert more == sorted(more) and min(more) > after
     with grid_engine.connect() as conn:
-        logged = conn.execute(sa.select(job_state_changes.c.job_id, job_state_changes.c.status)
-                              .where(job_state_changes.c.job_id.in_(ids))).all()
+        logged = [(job, str(s)) for job, s, _ in JobDB(conn).state_changes(ids)]
     assert sorted(logged) == [(i, "activated") for i in ids]  # each job's first state
 
 

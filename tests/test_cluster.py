@@ -33,7 +33,7 @@ from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import job_state_changes, queues
+from netbroker.db.schema import queues
 from netbroker.ops.cluster import LocalCluster
 from netbroker.registry import registry
 
@@ -164,8 +164,7 @@ def test_every_job_finished_once_and_reached_two_pilots_only_when_given_back(
     engine = scenario["engine"]
     with engine.connect() as conn:
         states = JobDB(conn).count_by_status()
-        changes = conn.execute(sa.select(job_state_changes.c.job_id,
-                                         job_state_changes.c.status)).all()
+        changes = [(job, status) for job, status, _ in JobDB(conn).state_changes()]
     assert states == {"finished": JOBS}, states
     finishes = Counter(j for j, s in changes if s == JobStatus.FINISHED)
     assert set(finishes) == scenario["ids"] and set(finishes.values()) == {1}

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import job_state_changes, jobs, queues
+from netbroker.db.schema import jobs, queues
 from netbroker.registry import registry
 from tests.conftest import LiveServer
 from tests.factories import mini_grid
@@ -52,8 +52,8 @@ def test_factory_runs_pilots_until_the_queues_are_drained(engine: Engine,
     assert run.returncode == 0, run.stderr
     with engine.connect() as conn:
         states = dict(conn.execute(sa.select(jobs.c.id, jobs.c.status)).all())
-        sent = list(conn.execute(sa.select(job_state_changes.c.job_id).where(
-            job_state_changes.c.status == JobStatus.SENT)).scalars())
+        sent = [job for job, status, _ in JobDB(conn).state_changes()
+                if status == JobStatus.SENT]
     assert {states[i] for i in ids} == {JobStatus.FINISHED}
     assert sorted(sent) == sorted(ids)  # each job sent exactly once
     started = int(re.search(r"(\d+) pilots started in all", run.stderr).group(1))  # type: ignore[union-attr]

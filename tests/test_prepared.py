@@ -14,9 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from netbroker.common.enums import JobStatus
-from netbroker.db.jobs import DISPATCH_COLUMNS, _acquire_statement, _set_status_statement
+from netbroker.db.jobs import (
+    DISPATCH_COLUMNS,
+    JobDB,
+    _acquire_statement,
+    _set_status_statement,
+    state_entry,
+)
 from netbroker.db.prepared import PreparedStatement, prepared, run_driver_sql
-from netbroker.db.schema import job_state_changes, jobs, queues
+from netbroker.db.schema import job_logs, jobs, queues
 from tests.test_dispatcher import add_jobs
 
 NOW = datetime(2026, 12, 2, 8, 30, 15, 123456, tzinfo=UTC)
@@ -28,7 +34,8 @@ def acquire_params(engine: Engine, pilot: str) -> dict[str, object]:
                                 ).scalar_one()
     return {"p_queue": queue_id, "p_label": "managed", "p_cores": 8, "p_memory": 16000,
             "p_disk": 20000, "p_pilot": pilot, "p_node": "wn1", "p_now": NOW,
-            "p_owner": "tok", "p_log_status": JobStatus.SENT}
+            "p_owner": "tok", "p_log_status": JobStatus.SENT,
+            "p_log_entry": state_entry(JobStatus.SENT, NOW)}
 
 
 def test_rows_and_stored_values_are_those_of_connection_execute(grid_engine: Engine) -> None:
@@ -43,11 +50,12 @@ def test_rows_and_stored_values_are_those_of_connection_execute(grid_engine: Eng
         (by_prepared,) = prepared(stmt, conn.dialect).rows(
             conn, acquire_params(grid_engine, "p2"))
     assert {by_core["id"], by_prepared["id"]} == {first, second}
-    differ = {"id", "name", "job_pars", "pilot_id"}
+    differ = {"id", "name", "job_pars"}
     assert {k: v for k, v in by_prepared.items() if k not in differ} == {
         k: v for k, v in by_core.items() if k not in differ}
-    assert tuple(by_prepared) == DISPATCH_COLUMNS  # what a pilot is sent, not every column
-    assert by_prepared["status"] is JobStatus.SENT and by_prepared["pilot_id"] == "p2"
+    # What a pilot is sent, less what the statement set (JobDB.acquire adds those).
+    assert tuple(by_prepared) == tuple(c for c in DISPATCH_COLUMNS if c not in (
+        "status", "queue_id", "pilot_id", "node", "owner"))
     assert type(by_prepared["event_service"]) is bool
     # Every column type, read back through both.
     read = sa.select(jobs).where(jobs.c.id == sa.bindparam("p_job"))
@@ -73,7 +81,8 @@ def test_named_and_literal_parameters_and_a_missing_one(grid_engine: Engine) -> 
     (job,) = add_jobs(grid_engine, 1)
     stmt = _set_status_statement(grid_engine.dialect.name, (JobStatus.ACTIVATED,), False, ())
     params = {"p_job": job, "p_status": JobStatus.HOLDING, "p_now": NOW,
-              "p_log_status": JobStatus.HOLDING}
+              "p_log_status": JobStatus.HOLDING,
+              "p_log_entry": state_entry(JobStatus.HOLDING, NOW)}
     without_job = {k: v for k, v in params.items() if k != "p_job"}
     with grid_engine.begin() as conn, pytest.raises(sa.exc.InvalidRequestError, match="p_job"):
         prepared(stmt, conn.dialect).rows(conn, without_job)
@@ -89,22 +98,22 @@ def test_named_and_literal_parameters_and_a_missing_one(grid_engine: Engine) -> 
 def test_a_driver_error_is_sqlalchemys_and_the_transaction_rolls_back(
         grid_engine: Engine) -> None:
     (job,) = add_jobs(grid_engine, 1)
-    log = sa.insert(job_state_changes).values(
+    log = sa.insert(job_logs).values(
         job_id=sa.bindparam("p_job_id", type_=sa.BigInteger),
-        status=sa.bindparam("p_status", type_=job_state_changes.c.status.type),
-        at=sa.bindparam("p_at", type_=job_state_changes.c.at.type))
+        content=sa.bindparam("p_content", type_=job_logs.c.content.type),
+        media_type="text/plain",
+        uploaded_at=sa.bindparam("p_at", type_=job_logs.c.uploaded_at.type))
     with grid_engine.connect() as conn:
-        before = conn.execute(sa.select(sa.func.count()).select_from(job_state_changes)
-                              ).scalar_one()
+        before = conn.execute(sa.select(sa.func.count()).select_from(job_logs)).scalar_one()
     with pytest.raises(sa.exc.IntegrityError) as caught, grid_engine.begin() as conn:
         statement = PreparedStatement(log, conn.dialect)
-        statement.run_many(conn, [{"p_job_id": job, "p_status": JobStatus.SENT, "p_at": NOW}])
+        statement.run_many(conn, [{"p_job_id": job, "p_content": b"log", "p_at": NOW}])
         # A job that does not exist: the foreign key refuses it.
-        statement.run_many(conn, [{"p_job_id": job + 10**6, "p_status": JobStatus.SENT,
+        statement.run_many(conn, [{"p_job_id": job + 10**6, "p_content": b"log",
                                    "p_at": NOW + timedelta(seconds=1)}])
     assert caught.value.orig is not None and not caught.value.connection_invalidated
     with grid_engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(job_state_changes)
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_logs)
                             ).scalar_one() == before
 
 
@@ -121,7 +130,8 @@ def test_a_dead_connection_is_invalidated_and_the_pool_reconnects(grid_engine: E
     (job,) = add_jobs(grid_engine, 1)
     stmt = _set_status_statement("postgresql", (JobStatus.ACTIVATED,), False, ())
     params = {"p_job": job, "p_status": JobStatus.HOLDING, "p_now": NOW,
-              "p_log_status": JobStatus.HOLDING}
+              "p_log_status": JobStatus.HOLDING,
+              "p_log_entry": state_entry(JobStatus.HOLDING, NOW)}
     with grid_engine.connect() as conn:
         pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
         with grid_engine.connect() as other:
@@ -132,3 +142,21 @@ def test_a_dead_connection_is_invalidated_and_the_pool_reconnects(grid_engine: E
     with grid_engine.begin() as conn:
         run_driver_sql(conn, "SELECT 1")
         assert prepared(stmt, conn.dialect).rows(conn, params) == [{"id": job}]
+
+
+def test_an_acquired_job_is_what_the_row_now_holds(grid_engine: Engine) -> None:
+    """JobDB.acquire gives the columns a pilot is sent, those the statement set
+    (state, queue, pilot, node, owner) as the row now stores them, and the
+    statement logged the state in the row."""
+    (job,) = add_jobs(grid_engine, 1, seed=3)
+    params = acquire_params(grid_engine, "pilot-7")
+    with grid_engine.begin() as conn:
+        got = JobDB(conn).acquire(params["p_queue"], "managed", 8, 16000, 20000, "pilot-7",
+                                  "wn9", NOW, "tok")
+    assert got is not None and got["id"] == job and set(got) == set(DISPATCH_COLUMNS)
+    with grid_engine.connect() as conn:
+        row = conn.execute(sa.select(jobs).where(jobs.c.id == job)).mappings().one()
+    assert {k: got[k] for k in DISPATCH_COLUMNS} == {k: row[k] for k in DISPATCH_COLUMNS}
+    assert got["status"] is JobStatus.SENT and got["node"] == "wn9"
+    assert row["state_log"].endswith("sent 2026-12-02T08:30:15.123456Z\n")
+    assert row["state_log"].count("\n") == 2  # created activated, then sent

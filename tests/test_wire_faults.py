@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netbroker.db.schema import job_state_changes, jobs
+from netbroker.db.jobs import JobDB
+from netbroker.db.schema import jobs
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs
 
@@ -57,9 +58,8 @@ def snapshot(engine: Engine) -> tuple[list[tuple[Any, ...]], int]:
         rows = conn.execute(sa.select(jobs.c.id, jobs.c.status, jobs.c.node, jobs.c.pilot_id,
                                       jobs.c.error_diag, jobs.c.cpu_time_s, jobs.c.exit_code)
                             .order_by(jobs.c.id)).all()
-        changes = conn.execute(sa.select(sa.func.count()).select_from(job_state_changes)
-                               ).scalar_one()
-    return [tuple(r) for r in rows], int(changes)
+        changes = len(JobDB(conn).state_changes())
+    return [tuple(r) for r in rows], changes
 
 
 @pytest.fixture
@@ -250,6 +250,5 @@ def test_a_job_whose_answer_cannot_be_made_goes_back_to_the_queue(engine: Engine
     assert got in (500, 503) and answer["StatusCode"] == 30 and answer["errorDialog"]
     with engine.connect() as conn:
         states = [str(s) for s in conn.execute(sa.select(jobs.c.status)).scalars()]
-        log = [str(s) for s in conn.execute(sa.select(job_state_changes.c.status)
-                                            .order_by(job_state_changes.c.id)).scalars()]
+        log = [str(s) for _, s, _ in JobDB(conn).state_changes()]
     assert states == ["activated"] and log[-2:] == ["sent", "activated"]

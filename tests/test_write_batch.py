@@ -22,12 +22,11 @@ from sqlalchemy.engine import Engine
 import dispatcher.fastpath
 from dispatcher.core import acquire_job
 from dispatcher.fastpath import WriteBatcher
-from netbroker.common.enums import JobStatus
 from netbroker.common.errors import UnknownQueue
 from netbroker.db import begin_immediate
 from netbroker.db.engine import WriteBatchLost, write_batch
 from netbroker.db.jobs import JobDB
-from netbroker.db.schema import job_state_changes, jobs
+from netbroker.db.schema import job_logs, jobs
 from tests.conftest import LiveServer
 from tests.test_dispatcher import add_jobs, ask
 
@@ -46,11 +45,12 @@ def rename(name: str, fail: bool = False) -> Callable[[Engine], int]:
 
 
 def orphan_log(engine: Engine) -> None:
-    """A write the commit refuses: a state change of no job, its key checked at commit."""
+    """A write the commit refuses: the log of no job, its key checked at commit."""
     with begin_immediate(engine) as conn:
         conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-        conn.execute(sa.insert(job_state_changes).values(
-            job_id=10**9, status=JobStatus.SENT, at=sa.func.current_timestamp()))
+        conn.execute(sa.insert(job_logs).values(
+            job_id=10**9, content=b"", media_type="text/plain",
+            uploaded_at=sa.func.current_timestamp()))
 
 
 def names(engine: Engine) -> dict[int, str]:

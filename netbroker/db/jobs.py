@@ -6,13 +6,17 @@ LOCKED`` (concurrent pilots take different jobs, none waits); on SQLite the
 caller's ``BEGIN IMMEDIATE`` serialises writers. Either way a job is sent to
 exactly one pilot. A state change is one conditional UPDATE (``WHERE status
 IN (the allowed sources)``), so a refused move changes nothing.
+
+A job's states are logged in its own row (``jobs.state_log``), by the
+statement that changes the state: one line per state, :func:`state_entry`
+writes one, :func:`parse_state_log` reads them back.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,17 +30,42 @@ from netbroker.db.schema import (
     event_ranges,
     job_files,
     job_logs,
-    job_state_changes,
     jobs,
     queues,
     sites,
     tasks,
 )
 
-__all__ = ["DISPATCH_COLUMNS", "WAITING", "JobDB", "output_name"]
+__all__ = ["DISPATCH_COLUMNS", "WAITING", "JobDB", "output_name", "parse_state_log",
+           "state_entry"]
 
 # A job waiting for a pilot: what aging, rebrokerage and the pilot demand count.
 WAITING = frozenset({JobStatus.DEFINED, JobStatus.ASSIGNED, JobStatus.ACTIVATED})
+
+
+def state_entry(status: str, at: datetime) -> str:
+    """One line of a job's state log: the state, the time in UTC to the microsecond.
+
+    >>> from datetime import timedelta, timezone
+    >>> state_entry(JobStatus.SENT, datetime(2026, 12, 7, 13, 5, 1, 42,
+    ...                                      timezone(timedelta(hours=2))))
+    'sent 2026-12-07T11:05:01.000042Z\\n'
+    """
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: netbroker logs aware UTC only")
+    # isoformat, not strftime: a third of the time, on the dispatcher's every call.
+    return f"{status} {at.astimezone(UTC).isoformat(timespec='microseconds')[:26]}Z\n"
+
+
+def parse_state_log(log: str) -> list[dict[str, Any]]:
+    """A job's state log as ``{"status", "at"}`` dicts, oldest first; O(lines).
+
+    >>> log = "activated 2026-12-07T11:00:00.000000Z\\nsent 2026-12-07T11:05:01.000042Z\\n"
+    >>> [(str(e["status"]), e["at"].isoformat()) for e in parse_state_log(log)]
+    [('activated', '2026-12-07T11:00:00+00:00'), ('sent', '2026-12-07T11:05:01.000042+00:00')]
+    """
+    return [{"status": JobStatus(status), "at": datetime.fromisoformat(stamp)}
+            for status, _, stamp in (line.partition(" ") for line in log.splitlines())]
 
 
 def output_name(lfn: str, attempt: int) -> str:
@@ -52,7 +81,7 @@ def output_name(lfn: str, attempt: int) -> str:
 
 
 class JobDB:
-    """Reads and writes ``jobs`` and ``job_state_changes``."""
+    """Reads and writes ``jobs`` (and their state logs)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -69,10 +98,8 @@ class JobDB:
         insert_rows(self.conn, jobs, [
             {"base_priority": r["priority"],
              "waiting_since": now if r["status"] in WAITING else None,
-             **r, "id": i, "created_at": now, "modified_at": now}
-            for i, r in zip(ids, rows, strict=True)])
-        insert_rows(self.conn, job_state_changes, [
-            {"job_id": i, "status": r["status"], "at": now}
+             **r, "id": i, "created_at": now, "modified_at": now,
+             "state_log": state_entry(r["status"], now)}
             for i, r in zip(ids, rows, strict=True)])
         return ids
 
@@ -88,27 +115,24 @@ class JobDB:
 
         Every chunk names the same columns, ``id`` (from :meth:`new_ids`), ``status``
         and ``base_priority`` among them; ``created_at`` and ``modified_at`` are
-        ``now``, and so is ``waiting_since`` for a waiting job. The chunks are consumed
-        as the rows are sent (``netbroker.db.bulk.insert_columns``: a generator's next
-        chunk is built while PostgreSQL stores the last), then the log rows in one
-        more statement.
+        ``now``, and so is ``waiting_since`` for a waiting job; the state log starts
+        with the job's state. The chunks are consumed as the rows are sent
+        (``netbroker.db.bulk.insert_columns``: a generator's next chunk is built
+        while PostgreSQL stores the last).
         """
-        logged: list[Any] = []
-        states: list[Any] = []
+        entries: dict[Any, str] = {}
 
         def stamped() -> Iterator[dict[str, list[Any]]]:
             for chunk in chunks:
                 n = len(chunk["id"])
-                logged.extend(chunk["id"])
-                states.extend(chunk["status"])
+                status = chunk["status"]
+                for s in set(status) - entries.keys():
+                    entries[s] = state_entry(s, now)
                 yield {**chunk, "created_at": [now] * n, "modified_at": [now] * n,
-                       "waiting_since": [now if s in WAITING else None
-                                         for s in chunk["status"]]}
+                       "waiting_since": [now if s in WAITING else None for s in status],
+                       "state_log": [entries[s] for s in status]}
 
-        count = insert_columns(self.conn, jobs, stamped())
-        insert_columns(self.conn, job_state_changes,
-                       [{"job_id": logged, "status": states, "at": [now] * len(logged)}])
-        return count
+        return insert_columns(self.conn, jobs, stamped())
 
     def set_states(self, rows: Sequence[dict[str, Any]]) -> None:
         """Set jobs' states as something outside the dispatcher saw them change (the
@@ -135,7 +159,11 @@ class JobDB:
             "p_queue": queue_id, "p_label": label, "p_cores": cores, "p_memory": memory_mb,
             "p_disk": disk_mb, "p_pilot": pilot_id, "p_node": node, "p_now": now,
             "p_owner": owner, "p_log_status": JobStatus.SENT})
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        # What the statement set, from its parameters rather than sent back.
+        return {**rows[0], "status": JobStatus.SENT, "queue_id": queue_id,
+                "pilot_id": pilot_id, "node": node, "owner": owner}
 
     def set_status(self, job_id: int, status: JobStatus, sources: Collection[JobStatus],
                    now: datetime, owner: str | None = None, **fields: Any) -> bool:
@@ -149,21 +177,11 @@ class JobDB:
 
     def _change_and_log(self, stmt: sa.Executable, params: dict[str, Any]
                         ) -> list[dict[str, Any]]:
-        """Run a state change built by :func:`_logged` with its parameters; its rows.
-
-        On SQLite the log rows are a second statement, in the caller's transaction.
-        """
-        dialect = self.conn.dialect
-        rows = prepared(stmt, dialect).rows(self.conn, params)  # see netbroker.db.prepared
-        if rows and dialect.name != "postgresql":
-            log = [{"p_job_id": r["id"], "p_status": params["p_log_status"],
-                    "p_at": params["p_now"]} for r in rows]
-            insert = prepared(_LOG_INSERT, dialect)
-            if len(log) == 1:  # the dispatcher's one job: no executemany for one row
-                insert.rows(self.conn, log[0])
-            else:
-                insert.run_many(self.conn, log)
-        return rows
+        """Run a state change built by :func:`_logged` with its parameters (the new state
+        ``p_log_status`` at ``p_now`` among them); its rows. One statement."""
+        entry = state_entry(params["p_log_status"], params["p_now"])
+        return prepared(stmt, self.conn.dialect).rows(  # see netbroker.db.prepared
+            self.conn, {**params, "p_log_entry": entry})
 
     def waiting_task_jobs(self, statuses: Collection[JobStatus],
                           task_ids: Collection[int] | None = None) -> list[Any]:
@@ -182,11 +200,9 @@ class JobDB:
         """Activate those of these jobs still assigned, logging the change; returns how many."""
         done = list(self.conn.execute(
             sa.update(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.ASSIGNED)
-            .values(status=JobStatus.ACTIVATED, modified_at=now)
+            .values(status=JobStatus.ACTIVATED, modified_at=now,
+                    state_log=_appended(JobStatus.ACTIVATED, now))
             .returning(jobs.c.id)).scalars())
-        if done:
-            self.conn.execute(sa.insert(job_state_changes), [
-                {"job_id": i, "status": JobStatus.ACTIVATED, "at": now} for i in done])
         return len(done)
 
     def rebroker_job(self, job_id: int, from_queue_id: int, to_queue_id: int,
@@ -194,17 +210,13 @@ class JobDB:
                      waiting: Collection[JobStatus], now: datetime) -> bool:
         """Move a waiting job to another queue (one more rebrokerage), logging a new state;
         False when it is no longer waiting on ``from_queue_id``."""
+        logged = {"state_log": _appended(status, now)} if status != old_status else {}
         result = self.conn.execute(
             sa.update(jobs).where(jobs.c.id == job_id, jobs.c.queue_id == from_queue_id,
                                   jobs.c.status.in_(waiting))
             .values(queue_id=to_queue_id, status=status, modified_at=now,
-                    rebrokerages=jobs.c.rebrokerages + 1))
-        if result.rowcount != 1:
-            return False
-        if status != old_status:
-            self.conn.execute(sa.insert(job_state_changes).values(
-                job_id=job_id, status=status, at=now))
-        return True
+                    rebrokerages=jobs.c.rebrokerages + 1, **logged))
+        return bool(result.rowcount == 1)
 
     def retry(self, job_id: int, now: datetime) -> int | None:
         """A new activated attempt of a failed job, if it has attempts left; its id or None."""
@@ -243,10 +255,9 @@ class JobDB:
             return 0
         done = list(self.conn.execute(
             sa.update(jobs).where(jobs.c.id.in_(ids), jobs.c.status.not_in(final))
-            .values(status=JobStatus.CANCELLED, modified_at=now).returning(jobs.c.id)).scalars())
-        if done:
-            self.conn.execute(sa.insert(job_state_changes), [
-                {"job_id": i, "status": JobStatus.CANCELLED, "at": now} for i in done])
+            .values(status=JobStatus.CANCELLED, modified_at=now,
+                    state_log=_appended(JobStatus.CANCELLED, now))
+            .returning(jobs.c.id)).scalars())
         return len(done)
 
     def get(self, job_id: int) -> dict[str, Any] | None:
@@ -254,10 +265,23 @@ class JobDB:
         return dict(row) if row is not None else None
 
     def timeline(self, job_id: int) -> list[dict[str, Any]]:
-        """The job's states, oldest first."""
-        t = job_state_changes
-        stmt = sa.select(t.c.status, t.c.at).where(t.c.job_id == job_id).order_by(t.c.id)
-        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+        """The job's states (``status``, ``at``), oldest first; empty for no such job."""
+        log = self.conn.execute(sa.select(jobs.c.state_log).where(jobs.c.id == job_id)
+                                ).scalar()
+        return parse_state_log(log or "")
+
+    def state_changes(self, job_ids: Collection[int] | None = None
+                      ) -> list[tuple[int, JobStatus, datetime]]:
+        """(job id, state, time) of every logged state of these jobs (or of all), by
+        time, then job, then the order of the job's log; O(c log c) for c changes."""
+        stmt = sa.select(jobs.c.id, jobs.c.state_log).where(jobs.c.state_log != "")
+        if job_ids is not None:
+            stmt = stmt.where(jobs.c.id.in_(sorted(job_ids)))
+        changes = [(job_id, n, entry["status"], entry["at"])
+                   for job_id, log in self.conn.execute(stmt)
+                   for n, entry in enumerate(parse_state_log(log))]
+        changes.sort(key=lambda c: (c[3], c[0], c[1]))
+        return [(job_id, status, at) for job_id, _, status, at in changes]
 
     def silent(self, statuses: Collection[JobStatus], before: datetime) -> list[int]:
         """Ids of jobs in ``statuses`` whose last sign of life is older than ``before``."""
@@ -385,32 +409,19 @@ class JobDB:
 # parameters: building a statement costs more than running it, and a statement
 # object built once keeps its cache key, so SQLAlchemy finds it compiled.
 
-def _logged(change: sa.Update, dialect: str) -> sa.Executable:
-    """A jobs UPDATE ... RETURNING (``id`` first) that also logs its new state.
-
-    On PostgreSQL this is ONE statement: the UPDATE is a data-modifying CTE
-    whose rows an INSERT into ``job_state_changes`` reads (parameters
-    ``p_log_status``, ``p_now``), so the dispatcher's calls are one round trip
-    each and atomic outside a transaction (``netbroker.db.atomic_write``).
-    SQLite has no DML in a CTE: there the UPDATE alone, and
-    ``JobDB._change_and_log`` inserts the log rows after it.
-    """
-    if dialect != "postgresql":
-        return change
-    changed = change.cte("changed")
-    logged = sa.insert(job_state_changes).from_select(
-        ["job_id", "status", "at"],
-        sa.select(changed.c.id,
-                  sa.bindparam("p_log_status", type_=job_state_changes.c.status.type),
-                  sa.bindparam("p_now", type_=job_state_changes.c.at.type))).cte("logged")
-    return sa.select(changed).add_cte(logged)
+def _appended(status: JobStatus, at: datetime) -> sa.ColumnElement[str]:
+    """``state_log`` with the line of ``status`` at ``at`` appended (``||``)."""
+    return jobs.c.state_log.concat(sa.literal(state_entry(status, at), sa.Text))
 
 
-# The log row of a state change, on SQLite (on PostgreSQL it is in the change's statement).
-_LOG_INSERT = sa.insert(job_state_changes).values(
-    job_id=sa.bindparam("p_job_id", type_=job_state_changes.c.job_id.type),
-    status=sa.bindparam("p_status", type_=job_state_changes.c.status.type),
-    at=sa.bindparam("p_at", type_=job_state_changes.c.at.type))
+def _logged(change: sa.Update) -> sa.Update:
+    """A jobs UPDATE ... RETURNING (``id`` first) that also logs its new state: the
+    line ``p_log_entry`` (``JobDB._change_and_log`` makes it) appended to the
+    row's ``state_log``, in the same statement, on every backend: the
+    dispatcher's calls stay one round trip each and atomic outside a transaction
+    (``netbroker.db.atomic_write``)."""
+    return change.values(state_log=jobs.c.state_log.concat(
+        sa.bindparam("p_log_entry", type_=sa.Text)))
 
 
 # What a pilot is sent of its job (both wires' answers, its files' look-up): the
@@ -420,6 +431,10 @@ DISPATCH_COLUMNS = ("id", "task_id", "name", "status", "queue_id", "prod_source_
                     "priority", "attempt_nr", "max_attempts", "retry_of", "cores", "min_ram_mb",
                     "max_disk_mb", "max_walltime_s", "transformation", "job_pars", "pilot_id",
                     "node", "owner", "user_name", "working_group", "event_service")
+# Of these, what the acquisition sets (``JobDB.acquire`` fills them in from its
+# parameters): the rest is what the statement returns.
+_SET_BY_ACQUISITION = ("status", "queue_id", "pilot_id", "node", "owner")
+_ACQUIRE_RETURNS = tuple(c for c in DISPATCH_COLUMNS if c not in _SET_BY_ACQUISITION)
 
 
 @functools.cache
@@ -441,8 +456,8 @@ def _acquire_statement(dialect: str) -> sa.Executable:
               .values(status=JobStatus.SENT, pilot_id=sa.bindparam("p_pilot"),
                       node=sa.bindparam("p_node"), modified_at=now, heartbeat_at=now,
                       owner=sa.bindparam("p_owner"))
-              .returning(*(jobs.c[name] for name in DISPATCH_COLUMNS)))
-    return _logged(change, dialect)
+              .returning(*(jobs.c[name] for name in _ACQUIRE_RETURNS)))
+    return _logged(change)
 
 
 @functools.lru_cache(maxsize=64)
@@ -466,4 +481,4 @@ def _set_status_statement(dialect: str, sources: tuple[JobStatus, ...], with_own
                       modified_at=now, heartbeat_at=now,
                       **{f: sa.bindparam(f"set_{f}", type_=jobs.c[f].type) for f in fields})
               .returning(jobs.c.id))
-    return _logged(change, dialect)
+    return _logged(change)

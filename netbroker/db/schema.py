@@ -66,7 +66,6 @@ __all__ = [
     "files",
     "job_files",
     "job_logs",
-    "job_state_changes",
     "jobs",
     "metadata",
     "metric_block_marks",
@@ -550,6 +549,11 @@ jobs = sa.Table(
     # The log extracts its pilot sent with the final report (PanDA's pilotLog), the
     # tail of at most netbroker.common.text.LOG_TAIL_CHARS.
     sa.Column("pilot_log", sa.Text, nullable=True),
+    # Every state the job has been in, oldest first, one line each: "<state> <UTC
+    # time, ISO 8601>" (netbroker.db.jobs.state_entry). Written by the statement that
+    # changes the state, in the row it rewrites anyway: a log table cost the
+    # dispatcher a second row, index entries and a key check per change.
+    sa.Column("state_log", sa.Text, nullable=False, server_default=""),
     sa.CheckConstraint("cores >= 1 AND min_ram_mb >= 0 AND max_disk_mb >= 0 "
                        "AND max_walltime_s >= 0", name="resources_valid"),
     # Acquisition reads the best activated job of a queue: this index is its plan.
@@ -642,16 +646,6 @@ priority_boosts = sa.Table(
     sa.Column("comment", sa.String(255), nullable=False, server_default=""),
     sa.CheckConstraint("user_name IS NOT NULL OR working_group IS NOT NULL", name="who_given"),
     sa.CheckConstraint("site_id IS NULL OR cloud_id IS NULL", name="one_place"),
-)
-
-job_state_changes = sa.Table(
-    "job_state_changes",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
-              nullable=False, index=True),
-    sa.Column("status", _enum(JobStatus, "job_state_change_status"), nullable=False),
-    sa.Column("at", UTCDateTime(), nullable=False),
 )
 
 event_ranges = sa.Table(

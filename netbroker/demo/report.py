@@ -21,10 +21,10 @@ from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
 from netbroker.common.units import iso_utc
+from netbroker.db.jobs import JobDB
 from netbroker.db.schema import (
     cloud_membership_history,
     clouds,
-    job_state_changes,
     jobs,
     queues,
     rebrokerages,
@@ -107,9 +107,7 @@ def _membership_plot(engine: Engine) -> str:
 
 def _jobs_plot(engine: Engine) -> str:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(job_state_changes.c.job_id, job_state_changes.c.status,
-                                      job_state_changes.c.at)
-                            .order_by(job_state_changes.c.id)).all()
+        rows = JobDB(conn).state_changes()
     frame = pd.DataFrame(rows, columns=["job", "status", "at"])
     fig = Figure(figsize=(7, 3))
     ax = fig.subplots()

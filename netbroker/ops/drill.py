@@ -42,7 +42,7 @@ from netbroker.db import create_db_engine, upgrade
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.pgcluster import PostgresCluster, find_postgres_bin
-from netbroker.db.schema import job_state_changes, metric_samples
+from netbroker.db.schema import metric_samples
 from netbroker.registry import registry
 
 __all__ = ["DrillReport", "run_drill", "start_service"]
@@ -291,8 +291,8 @@ def _account(engine: sa.engine.Engine, ids: list[int], load: _Load,
              report: DrillReport) -> None:
     with engine.connect() as conn:
         states = JobDB(conn).count_by_status()
-        finishes = Counter(conn.execute(sa.select(job_state_changes.c.job_id).where(
-            job_state_changes.c.status == JobStatus.FINISHED)).scalars())
+        finishes = Counter(job for job, status, _ in JobDB(conn).state_changes()
+                           if status == JobStatus.FINISHED)
         stored = conn.execute(sa.select(sa.func.count()).select_from(metric_samples).where(
             metric_samples.c.source == "fts", metric_samples.c.origin_id.like("drill-%"))
         ).scalar_one()
