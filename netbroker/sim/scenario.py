@@ -279,7 +279,8 @@ def build_grid(s: Scenario) -> Grid:
     weights = np.where(tier[holders] == 1, 4.0, 1.0)
     replicas = [rng.choice(holders, int(rng.integers(w.replicas[0], w.replicas[1] + 1)),
                            replace=False, p=weights / weights.sum()) for _ in range(w.datasets)]
-    popularity = rng.zipf(w.popularity_zipf, w.datasets * 4) % w.datasets  # a few datasets read a lot
+    # a few datasets read a lot
+    popularity = rng.zipf(w.popularity_zipf, w.datasets * 4) % w.datasets
     tasks, jobs = [], 0
     while jobs < w.jobs:
         files = min(int(rng.integers(*w.files_per_task)), w.jobs - jobs)
