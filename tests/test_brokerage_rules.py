@@ -306,6 +306,24 @@ def test_a_queue_takes_jobs_up_to_the_waiting_per_slot_limit(
     assert job_candidates["LRZ_UCORE"]["jobs"] == at_lrz
 
 
+def test_when_every_queue_is_at_the_limit_the_rest_spread_in_proportion_to_the_slots(
+        engine: Engine) -> None:
+    # DE alone is online; LRZ holds the data with 1 slot, DESY has 2, FZK 3; at one
+    # waiting job per slot they take 1 + 2 + 3 = 6 of the 12 jobs (LRZ first: 2.0
+    # against 0.5 + 0.5 / (1 + 10,000 / 3,600) = 0.632 for the other two, equal).
+    # All full: one more per slot each, LRZ first again, 6 more: 2, 4 and 6 in all.
+    # (On score alone the 6 would all have gone to LRZ, 7 jobs on its one slot.)
+    grid(engine, replicas={"data23.AOD": ["LRZ_DATADISK"]}, files=12,
+         pilot_slots={"LRZ": 1, "DESY": 2, "FZK": 3},
+         queue_status={"RAL": "offline", "MAN": "offline", "CC": "offline"})
+    made = submit(engine, settings_with(brokerage={"max_waiting_per_slot": 1.0}))
+    assert job_queues(engine, made["id"]) == {"LRZ_UCORE": 2, "DESY_UCORE": 4,
+                                              "FZK_UCORE": 6}
+    _, job_candidates = decisions(engine, made["id"])
+    assert {k: c["jobs"] for k, c in job_candidates.items()} == {
+        "LRZ_UCORE": 2, "DESY_UCORE": 4, "FZK_UCORE": 6}
+
+
 @pytest.mark.parametrize(("disk_mb", "jobs_made", "files_each"), [(22000, 3, 2),
                                                                   (21999, 6, 1)])
 def test_jobs_are_sized_to_the_queue_disk(engine: Engine, disk_mb: int, jobs_made: int,
@@ -368,6 +386,22 @@ def test_draw_with_room_fills_the_best_then_the_next() -> None:
     idx, _ = draw_with_room(np.array([2.0, 1.0, 0.5]), np.ones(3, bool), np.array([2, 3, 50]),
                             6, 0.1, np.random.default_rng(0))
     assert Counter(idx.tolist()) == {0: 2, 1: 3, 2: 1}
+
+
+def test_draw_with_room_without_room_adds_a_step_per_candidate_until_all_fit() -> None:
+    # Rooms 1, 0, 0 and steps 1, 2, 4 (slots): the best takes its 1; none has room, so
+    # 1, 2 and 4 more: the best 1, then the next best 2, the last 4 (8 placed, 2 left);
+    # full again: the best 1, the next 1 (of its 2 more): 1 + 1 + 1, 2 + 1, 4.
+    idx, _ = draw_with_room(np.array([3.0, 2.0, 1.0]), np.ones(3, bool), np.array([1, 0, 0]),
+                            10, 0.1, np.random.default_rng(0), step=np.array([1, 2, 4]))
+    assert Counter(idx.tolist()) == {0: 3, 1: 3, 2: 4}
+
+
+def test_draw_with_room_steps_only_the_eligible_and_at_least_one() -> None:
+    # The ineligible best never takes a job; a zero step counts as one.
+    idx, _ = draw_with_room(np.array([9.0, 1.0]), np.array([False, True]), np.array([0, 0]),
+                            3, 0.1, np.random.default_rng(0), step=np.array([5, 0]))
+    assert idx.tolist() == [1, 1, 1]
 
 
 def tiny(throughput: list[list[float]], present: list[bool], sources: list[bool]) -> GridView:

@@ -141,3 +141,38 @@ def test_the_slots_held_are_counted_hour_by_hour(tmp_path: Path) -> None:
     assert result.held_percent == 60.0
     assert result.hours_held_80_percent == 50.0
     assert result.busy_percent == 60.0  # every attempt succeeded: CPU used = slots held
+
+
+POPULAR = """
+seed = 5
+[workload]
+jobs = 40000
+files_per_task = [20, 21]
+datasets = 600
+popularity_zipf = {a}
+"""
+
+
+@pytest.mark.parametrize(("a", "share"), [(3.0, 0.832), (1.6, 0.4375)])
+def test_the_dataset_draw_follows_the_scenarios_zipf_exponent(tmp_path: Path, a: float,
+                                                              share: float) -> None:
+    # 2,000 tasks of 20 jobs; no hot datasets, so a task reads its Zipf draw (mod 600):
+    # dataset 1 with probability 1 / zeta(a), 1 / 1.2021 = 0.832 at 3.0 and
+    # 1 / 2.2858 = 0.4375 at 1.6 (the tail folded back on dataset 1 adds < 0.001).
+    path = tmp_path / "popular.toml"
+    path.write_text(POPULAR.format(a=a))
+    grid = build_grid(load_scenario(path))
+    first = np.mean([t.dataset == 1 for t in grid.tasks])
+    assert len(grid.tasks) == 2000 and abs(first - share) < 0.035
+
+
+def test_the_default_zipf_exponent_is_the_reference_draw(tmp_path: Path) -> None:
+    default, explicit = tmp_path / "default.toml", tmp_path / "explicit.toml"
+    default.write_text(POPULAR.replace("popularity_zipf = {a}\n", ""))
+    explicit.write_text(POPULAR.format(a=1.6))
+    assert ([t.dataset for t in build_grid(load_scenario(default)).tasks]
+            == [t.dataset for t in build_grid(load_scenario(explicit)).tasks])
+    bad = tmp_path / "bad.toml"
+    bad.write_text(POPULAR.format(a=1.0))
+    with pytest.raises(ConfigError, match=r"workload\.popularity_zipf: Input should be greater"):
+        load_scenario(bad)

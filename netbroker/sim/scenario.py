@@ -116,6 +116,9 @@ class WorkloadSpec(_Model):
     analysis_fraction: float = Field(0.4, ge=0, le=1)
     hours: float = Field(120.0, gt=0, description="Tasks arrive over this many hours.")
     datasets: int = Field(600, ge=1)
+    popularity_zipf: float = Field(
+        1.6, gt=1, description="Zipf exponent of the tasks' dataset draw: the higher, the "
+                               "more tasks read the few most read datasets.")
     replicas: tuple[int, int] = (1, 3)
     failure_fraction: float | None = Field(
         None, ge=0, lt=1, description="Obsolete: grid.failure_fraction says it now.")
@@ -276,7 +279,8 @@ def build_grid(s: Scenario) -> Grid:
     weights = np.where(tier[holders] == 1, 4.0, 1.0)
     replicas = [rng.choice(holders, int(rng.integers(w.replicas[0], w.replicas[1] + 1)),
                            replace=False, p=weights / weights.sum()) for _ in range(w.datasets)]
-    popularity = rng.zipf(1.6, w.datasets * 4) % w.datasets  # a few datasets read a lot
+    # a few datasets read a lot
+    popularity = rng.zipf(w.popularity_zipf, w.datasets * 4) % w.datasets
     tasks, jobs = [], 0
     while jobs < w.jobs:
         files = min(int(rng.integers(*w.files_per_task)), w.jobs - jobs)

@@ -455,7 +455,10 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
     and network (time to bring a job's input). Each job is a weighted draw
     among the near-best, so near-equal queues share the work; a queue takes
     jobs only up to ``max_waiting_per_slot`` waiting per pilot slot, then
-    the next best take the rest (:func:`draw_with_room`). The queues'
+    the next best take the rest; when every queue is at that limit, the
+    limit rises by one waiting job per slot at a time, so the rest spread
+    over the queues in proportion to their slots, not onto the best alone
+    (:func:`draw_with_room`). The queues'
     ``queue_waiting`` counts grow by the jobs placed, so the next task sees
     them busier.
 
@@ -478,10 +481,12 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
     n_events: np.ndarray | None
     if needs.events_per_job:
         queue, first_file, n_files, first_event, n_events, p = _event_jobs(
-            needs, per_job, score, eligible, _room(view, settings), settings, rng)
+            needs, per_job, score, eligible, _room(view, settings), view.queue_slots, settings,
+            rng)
     else:
         queue, first_file, n_files, p = _file_jobs(units, per_job, score, eligible,
-                                                   _room(view, settings), settings, rng)
+                                                   _room(view, settings), view.queue_slots,
+                                                   settings, rng)
         first_event = n_events = None  # file jobs: no events
     view.queue_waiting += np.bincount(queue, minlength=len(view.queues))
     counts = np.bincount(queue, minlength=len(view.queues))
@@ -500,25 +505,37 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
 
 
 def draw_with_room(score: np.ndarray, eligible: np.ndarray, room: np.ndarray, size: int,
-                   near_equal_fraction: float, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   near_equal_fraction: float, rng: np.random.Generator,
+                   step: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`draw`, but a candidate takes at most ``room[k]`` of the ``size``.
 
-    Round after round the near-best with room left share what remains; when
-    no candidate has room, the rest are drawn on score alone (a job is never
-    dropped). Returns the candidates drawn, shuffled, and the first round's
-    probabilities. O(k * rounds + size).
+    Round after round the near-best with room left share what remains (a job
+    is never dropped). When no eligible candidate has room left, each gains
+    ``step[k]`` more (its pilot slots: one more waiting job per slot), so
+    what the full candidates cannot hold is spread over them in proportion
+    to how fast they drain, the best still filled first at each level;
+    without ``step`` the rest are drawn on score alone. Returns the
+    candidates drawn, shuffled, and the first round's probabilities.
+    O(k * rounds + size), a round per candidate filled.
 
     >>> q, _ = draw_with_room(np.array([2.0, 1.0]), np.ones(2, bool), np.array([3, 100]), 5,
     ...                       0.1, np.random.default_rng(0))
     >>> sorted(q.tolist())  # the best takes its 3, the next the other 2
     [0, 0, 0, 1, 1]
+    >>> q, _ = draw_with_room(np.array([2.0, 1.0]), np.ones(2, bool), np.array([0, 0]), 8,
+    ...                       0.1, np.random.default_rng(0), step=np.array([1, 3]))
+    >>> sorted(q.tolist())  # both full: one more per slot each, twice (1 + 3, 1 + 3)
+    [0, 0, 1, 1, 1, 1, 1, 1]
     """
     left = np.asarray(room, dtype=np.int64).copy()
+    raise_by = None if step is None else np.maximum(np.asarray(step, dtype=np.int64), 1)
     taken, first_p = [], None
     remaining = size
     while remaining > 0:
         open_ = eligible & (left > 0)
+        if not open_.any() and raise_by is not None and eligible.any():
+            left = np.where(eligible, np.maximum(left, 0) + raise_by, left)
+            open_ = eligible & (left > 0)
         if not open_.any():
             idx, p = draw(score, eligible, near_equal_fraction, rng, remaining)
             taken.append(idx)
@@ -543,12 +560,14 @@ def _room(view: GridView, settings: BrokerageSettings) -> np.ndarray:
 
 
 def _file_jobs(units: int, per_job: np.ndarray, score: np.ndarray, eligible: np.ndarray,
-               room: np.ndarray, settings: BrokerageSettings, rng: np.random.Generator
+               room: np.ndarray, step: np.ndarray, settings: BrokerageSettings,
+               rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Jobs over the task's files: draw a queue per job, cut the files by its size."""
     smallest = int(per_job[eligible].min())
     most = max(1, math.ceil(units / smallest))
-    queue, p = draw_with_room(score, eligible, room, most, settings.near_equal_fraction, rng)
+    queue, p = draw_with_room(score, eligible, room, most, settings.near_equal_fraction, rng,
+                              step=step)
     sizes = per_job[queue]
     ends = np.cumsum(sizes)
     count = int(np.searchsorted(ends, units) + 1)
@@ -559,14 +578,16 @@ def _file_jobs(units: int, per_job: np.ndarray, score: np.ndarray, eligible: np.
 
 
 def _event_jobs(needs: TaskNeeds, per_job: np.ndarray, score: np.ndarray,
-                eligible: np.ndarray, room: np.ndarray, settings: BrokerageSettings,
-                rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+                eligible: np.ndarray, room: np.ndarray, step: np.ndarray,
+                settings: BrokerageSettings, rng: np.random.Generator
+                ) -> tuple[np.ndarray, ...]:
     """Jobs over the events of each file: one queue per file, its events cut by its size."""
     files = len(needs.file_bytes)
     events = int(needs.events_per_file or needs.events_per_job or 1)
     per_file = -(-events // per_job)  # jobs one file makes at each queue
     file_queue, p = draw_with_room(score, eligible, room // np.maximum(per_file, 1), files,
-                                   settings.near_equal_fraction, rng)
+                                   settings.near_equal_fraction, rng,
+                                   step=step // np.maximum(per_file, 1))
     size = per_job[file_queue]
     jobs_per_file = -(-events // size)
     queue = np.repeat(file_queue, jobs_per_file)
