@@ -352,10 +352,10 @@ def test_refused_candidates_are_listed_best_throughput_first_then_by_name() -> N
     inputs = sites({"name": "low", "rate": 2.0}, {"name": "unknown", "rate": np.nan,
                                                    "samples": 1},
                    {"name": "b-high", "rate": 4.0}, {"name": "a-high", "rate": 4.0},
-                   {"name": "zero", "rate": 0.0})
+                   {"name": "zero", "rate": 0.0}, {"name": "half", "rate": 0.5})
     # 0 MB/s and unknown both sort last, by name
-    assert [site for site, _ in refused(inputs)] == ["a-high", "b-high", "low", "unknown",
-                                                     "zero"]
+    assert [site for site, _ in refused(inputs)] == ["a-high", "b-high", "low", "half",
+                                                     "unknown", "zero"]
 
 
 def test_without_job_outcomes_no_site_is_refused_on_them() -> None:
@@ -386,6 +386,7 @@ def test_a_cloud_page_shows_its_members_the_join_that_admitted_each_and_the_refu
     assert sorted(s["name"] for s in page["members"]) == ["DESY", "FZK", "LRZ"]
     (member,) = page["foreign"]
     assert (member["site"], member["home"]) == ("MAN", "UK")
+    assert member["joined_at"].replace(tzinfo=UTC) <= datetime.now(UTC)  # stored at the join
     admitted = member["admitted_by"]  # the newest join (8 MB/s), not the first (50)
     assert (admitted["change"], admitted["mbytes_per_s"], admitted["samples"],
             admitted["reason"]) == ("joined", 8.0, 4, JOINED)
@@ -405,8 +406,9 @@ def test_a_cloud_page_shows_its_members_the_join_that_admitted_each_and_the_refu
 
 
 def test_an_unknown_cloud_has_no_page(mini: Engine) -> None:
-    with pytest.raises(UnknownCloud):
+    with pytest.raises(UnknownCloud) as raised:
         clouds.cloud_detail(mini, "XX", HOUR, now_s=T0)
+    assert raised.value.name == "XX"
 
 
 def test_a_cloud_page_reads_the_newest_500_events_and_shows_200(mini: Engine) -> None:
@@ -452,12 +454,15 @@ def test_a_nucleus_is_not_ranked_against_itself(mini: Engine) -> None:
     assert report.stored == 8, report
     fts(mini, "FZK", "MAN", 8.0, 4, T0)
     assert [r["site"] for r in clouds.mesh_ranking(mini, HOUR, now_s=T0)] == ["MAN"]
+    fts(mini, "FZK", "DESY", 4.0, 4, T0)  # slower than MAN: after it, whatever the ids
+    assert [r["site"] for r in clouds.mesh_ranking(mini, HOUR, now_s=T0)] == ["MAN", "DESY"]
 
 
 @pytest.mark.parametrize("nucleus", ["DESY", "NOWHERE"])
 def test_the_mesh_of_a_site_that_is_no_nucleus_is_refused(mini: Engine, nucleus: str) -> None:
-    with pytest.raises(UnknownSite):
+    with pytest.raises(UnknownSite) as raised:
         clouds.mesh_ranking(mini, HOUR, nucleus=nucleus, now_s=T0)
+    assert raised.value.name == nucleus
 
 
 # --- the pure decision: what a member's links decide when they are too few ---------------
@@ -531,3 +536,18 @@ def test_the_stored_history_has_the_change_with_its_measurements(mini: Engine) -
     (left,) = clouds.preview(mini, HOUR, now_s=T0 + 7200)
     assert (left.change, left.reason, left.mbytes_per_s) == ("left", SLOW, 1.0)
     assert len(clouds.history(mini, site="MAN")) == 1
+
+
+def test_a_site_that_would_join_is_passed_over_not_the_end_of_the_list() -> None:
+    inputs = sites({"name": "A"}, {"name": "B", "rate": 1.0})
+    assert refused(inputs) == [("B", "throughput 1 MB/s < 5 MB/s")]
+
+
+def test_an_empty_grid_has_no_membership_to_decide(engine: Engine) -> None:
+    assert clouds.recompute(engine, HOUR, now_s=T0) == []
+
+
+def test_without_a_time_the_window_ends_now(mini: Engine) -> None:
+    fts(mini, "FZK", "MAN", 50.0, 4, T0)  # days before the wall clock: outside its hour
+    assert clouds.preview(mini, HOUR) == []
+    assert clouds.preview(mini, HOUR, now_s=T0)[0].change == "joined"
