@@ -288,10 +288,10 @@ def sites(*specs: dict[str, object]) -> MembershipInputs:
         np.zeros((2, n), int), np.array(row("success"), dtype=float))
 
 
-def refused(inputs: MembershipInputs, cloud: int = 0, **settings: object
-            ) -> list[tuple[object, object]]:
+def refused(inputs: MembershipInputs, **settings: object) -> list[tuple[object, object]]:
+    """Cloud C's refused candidates under ``settings``: (site, reason)."""
     return [(r["site"], r["reason"])
-            for r in clouds.refused_candidates(inputs, CloudSettings(**settings), cloud)]
+            for r in clouds.refused_candidates(inputs, CloudSettings(**settings), 0)]
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
