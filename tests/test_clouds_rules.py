@@ -22,8 +22,10 @@ from sqlalchemy.engine import Engine
 from collectors.ingest import ingest
 from netbroker.clouds import membership as clouds
 from netbroker.clouds.membership import MembershipInputs, decide_membership
-from netbroker.common.config import CloudSettings
+from netbroker.common.config import CloudSettings, MetricsSettings
 from netbroker.common.enums import JobStatus
+from netbroker.common.errors import UnknownCloud, UnknownSite
+from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import queues
@@ -263,3 +265,289 @@ def test_each_threshold_setting_moves_the_bound(settings: dict[str, float], rate
 def test_the_margin_setting_moves_the_leaving_bound(settings: dict[str, float],
                                                     leaves: bool) -> None:
     assert bool(decided(one_site(member=True, rate=4.2), **settings)) is leaves
+
+
+# --- the refused candidates of a cloud's page, one cloud and hand-made sites -------------
+
+def sites(*specs: dict[str, object]) -> MembershipInputs:
+    """Cloud ``C`` (index 0) and ``X`` (1); each spec a site (``name``, ``rate``,
+    ``samples``, ``loss``, ``fit``, ``member``, ``success``, ``home``; by default a
+    fit foreign site of X at 50 MB/s over 5 samples, loss and success unknown)."""
+    full = [{"rate": 50.0, "samples": 5, "loss": np.nan, "fit": True, "member": False,
+             "success": np.nan, "home": 1, **spec} for spec in specs]
+    n = len(full)
+
+    def row(key: str) -> list[object]:
+        return [s[key] for s in full]
+
+    return MembershipInputs(
+        ["C", "X"], [str(s["name"]) for s in full], np.array(row("home")),
+        np.array([row("rate"), [np.nan] * n], dtype=float),
+        np.array([row("samples"), [0] * n]), np.array([row("loss"), [np.nan] * n], dtype=float),
+        np.array(row("fit"), dtype=bool), np.array([row("member"), [False] * n], dtype=bool),
+        np.zeros((2, n), int), np.array(row("success"), dtype=float))
+
+
+def refused(inputs: MembershipInputs, **settings: object) -> list[tuple[object, object]]:
+    """Cloud C's refused candidates under ``settings``: (site, reason)."""
+    return [(r["site"], r["reason"])
+            for r in clouds.refused_candidates(inputs, CloudSettings(**settings), 0)]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ({}, []),                                                        # it joins next time
+    ({"fit": False, "success": 0.5, "samples": 1},
+     ["site offline or without an online queue"]),                  # the first rule wins
+    ({"success": 0.5, "samples": 1}, ["job success 50% < 80%"]),
+    ({"success": 0.79}, ["job success 79% < 80%"]),
+    ({"success": 0.8}, []),
+    ({"samples": 2, "rate": 1.0}, ["2 samples < 3"]),
+    ({"samples": 3}, []),
+    ({"rate": 4.9, "loss": 0.5}, ["throughput 4.9 MB/s < 5 MB/s"]),
+    ({"rate": 5.0}, []),
+    ({"loss": 0.0201}, ["packet loss 0.0201 > 0.02"]),
+    ({"loss": 0.02}, []),
+    ({"rate": 1.0, "member": True}, []),                            # a member is not refused
+    ({"rate": 1.0, "home": 0}, []),                                 # nor a static member
+    ({"rate": np.nan, "samples": 0}, []),                           # no measurement: no candidate
+    ({"rate": np.nan, "samples": 1}, ["1 samples < 3"]),
+    ({"rate": 4.0, "samples": 0}, ["0 samples < 3"]),
+])
+def test_a_refused_candidate_names_the_first_rule_it_fails_at_its_bound(
+        spec: dict[str, object], expected: list[str]) -> None:
+    assert refused(sites({"name": "S", **spec})) == [("S", why) for why in expected]
+
+
+@pytest.mark.parametrize(("settings", "spec", "expected"), [
+    ({"min_job_success_fraction": 0.9}, {"success": 0.85}, "job success 85% < 90%"),
+    ({"min_samples": 6}, {}, "5 samples < 6"),
+    ({"min_mbytes_per_s_from_tier1": 60.0}, {}, "throughput 50 MB/s < 60 MB/s"),
+    ({"max_packet_loss_fraction": 0.001}, {"loss": 0.01}, "packet loss 0.01 > 0.001"),
+])
+def test_the_refusals_follow_the_threshold_settings(settings: dict[str, float],
+                                                    spec: dict[str, object],
+                                                    expected: str) -> None:
+    assert refused(sites({"name": "S", **spec}), **settings) == [("S", expected)]
+
+
+def test_a_refused_candidate_carries_its_numbers_and_home_cloud() -> None:
+    inputs = sites({"name": "A", "rate": 4.0, "loss": 0.01, "samples": 4},
+                   {"name": "B", "rate": np.nan, "samples": 1, "home": -1},
+                   {"name": "D", "rate": 3.0, "home": 0})
+    assert clouds.refused_candidates(inputs, CloudSettings(), 0) == [
+        {"site": "A", "home": "X", "mbytes_per_s": 4.0, "samples": 4,
+         "packet_loss_fraction": 0.01, "reason": "throughput 4 MB/s < 5 MB/s"},
+        {"site": "B", "home": None, "mbytes_per_s": None, "samples": 1,
+         "packet_loss_fraction": None, "reason": "1 samples < 3"}]
+    # the same links measured from X's Tier-1: D (registered in C, index 0) is foreign
+    # there and named with its home; A is X's own
+    moved = MembershipInputs(inputs.clouds, inputs.sites, inputs.home, inputs.mbytes_per_s[::-1],
+                             inputs.samples[::-1], inputs.packet_loss[::-1], inputs.site_fit,
+                             inputs.members, inputs.stale, inputs.job_success)
+    assert [(r["site"], r["home"]) for r in clouds.refused_candidates(
+        moved, CloudSettings(), 1)] == [("D", "C"), ("B", None)]
+
+
+def test_refused_candidates_are_listed_best_throughput_first_then_by_name() -> None:
+    inputs = sites({"name": "low", "rate": 2.0}, {"name": "unknown", "rate": np.nan,
+                                                   "samples": 1},
+                   {"name": "b-high", "rate": 4.0}, {"name": "a-high", "rate": 4.0},
+                   {"name": "zero", "rate": 0.0}, {"name": "half", "rate": 0.5})
+    # 0 MB/s and unknown both sort last, by name
+    assert [site for site, _ in refused(inputs)] == ["a-high", "b-high", "low", "half",
+                                                     "unknown", "zero"]
+
+
+def test_without_job_outcomes_no_site_is_refused_on_them() -> None:
+    inputs = sites({"name": "S", "rate": 1.0})
+    bare = MembershipInputs(inputs.clouds, inputs.sites, inputs.home, inputs.mbytes_per_s,
+                            inputs.samples, inputs.packet_loss, inputs.site_fit,
+                            inputs.members, inputs.stale)
+    assert refused(bare) == [("S", "throughput 1 MB/s < 5 MB/s")]
+    joined = MembershipInputs(bare.clouds, bare.sites, bare.home, bare.mbytes_per_s * 5,
+                              bare.samples, bare.packet_loss, bare.site_fit, bare.members,
+                              bare.stale)
+    assert decided(joined) == [("joined", JOINED)]
+
+
+# --- a cloud's page and the full-mesh ranking, on the mini grid --------------------------
+
+def test_a_cloud_page_shows_its_members_the_join_that_admitted_each_and_the_refused(
+        mini: Engine) -> None:
+    fts(mini, "FZK", "MAN", 50.0, 4, T0)
+    assert changes(mini, T0) == {("DE", "MAN", "joined", JOINED)}
+    fts(mini, "FZK", "MAN", 2.5, 4, T0 + 7200)
+    assert {c[2] for c in changes(mini, T0 + 7200)} == {"left"}
+    fts(mini, "FZK", "MAN", 8.0, 4, T0 + 14400)
+    fts(mini, "FZK", "CC", 4.0, 4, T0 + 14400)  # FR's Tier-1: foreign to DE, too slow
+    assert changes(mini, T0 + 14400) == {("DE", "MAN", "joined", JOINED)}
+    page = clouds.cloud_detail(mini, "DE", HOUR, now_s=T0 + 14400)
+    assert (page["cloud"], page["tier1"]) == ("DE", "FZK")
+    assert sorted(s["name"] for s in page["members"]) == ["DESY", "FZK", "LRZ"]
+    (member,) = page["foreign"]
+    assert (member["site"], member["home"]) == ("MAN", "UK")
+    assert member["joined_at"].replace(tzinfo=UTC) <= datetime.now(UTC)  # stored at the join
+    admitted = member["admitted_by"]  # the newest join (8 MB/s), not the first (50)
+    assert (admitted["change"], admitted["mbytes_per_s"], admitted["samples"],
+            admitted["reason"]) == ("joined", 8.0, 4, JOINED)
+    assert [(r["site"], r["home"], r["reason"]) for r in page["refused"]] == [
+        ("CC", "FR", "throughput 4 MB/s < 5 MB/s")]
+    assert [(e["site"], e["change"], e["mbytes_per_s"]) for e in page["history"]] == [
+        ("MAN", "joined", 8.0), ("MAN", "left", 2.5), ("MAN", "joined", 50.0)]
+    # the refusals are judged under the settings given, at the time given
+    lower = CloudSettings(window="1h", min_mbytes_per_s_from_tier1=3.5)
+    assert clouds.cloud_detail(mini, "DE", lower, now_s=T0 + 14400)["refused"] == []
+    assert clouds.cloud_detail(mini, "DE", HOUR, now_s=T0 + 4 * 7200)["refused"] == []
+    # another cloud's page: MAN is not foreign there, and UK's own members are its sites
+    uk = clouds.cloud_detail(mini, "UK", HOUR, now_s=T0 + 14400)
+    assert (uk["tier1"], uk["foreign"], uk["refused"]) == ("RAL", [], [])
+    assert sorted(s["name"] for s in uk["members"]) == ["MAN", "RAL"]
+    assert [e["cloud"] for e in uk["history"]] == []
+
+
+def test_an_unknown_cloud_has_no_page(mini: Engine) -> None:
+    with pytest.raises(UnknownCloud) as raised:
+        clouds.cloud_detail(mini, "XX", HOUR, now_s=T0)
+    assert raised.value.name == "XX"
+
+
+def test_a_cloud_page_reads_the_newest_500_events_and_shows_200(mini: Engine) -> None:
+    """MAN's only join is older than 500 events: it is a member with no join shown."""
+    with mini.begin() as conn:
+        grid = GridDB(conn)
+        de, man, lrz = grid.cloud_ids()["DE"], grid.site_ids()["MAN"], grid.site_ids()["LRZ"]
+        event = {"cloud_id": de, "mbytes_per_s": 9.0, "packet_loss_fraction": None,
+                 "samples": 4, "reason": "r"}
+        CloudDB(conn).replace_members(
+            [{"cloud_id": de, "site_id": man, "stale_cycles": 0}], AT,
+            [{**event, "site_id": man, "change": "joined", "at": AT}]
+            + [{**event, "site_id": lrz, "change": "left", "at": AT + timedelta(seconds=i)}
+               for i in range(1, 501)])
+    page = clouds.cloud_detail(mini, "DE", HOUR, now_s=T0)
+    ((site, admitted),) = [(m["site"], m["admitted_by"]) for m in page["foreign"]]
+    assert (site, admitted) == ("MAN", None)
+    assert len(page["history"]) == 200
+    assert page["history"][0]["at"].replace(tzinfo=UTC) == AT + timedelta(seconds=500)
+
+
+def test_the_full_mesh_ranks_each_nucleus_sites_by_throughput_from_it(mini: Engine) -> None:
+    fts(mini, "FZK", "MAN", 8.0, 4, T0)
+    fts(mini, "FZK", "DESY", 50.0, 3, T0)
+    fts(mini, "DESY", "MAN", 500.0, 4, T0)  # DESY is not a nucleus: not ranked
+    # closeness = round(11 * log10(200 / v) / log10(200 / 0.5)): 50 -> 2.55 -> 3, 8 -> 5.91 -> 6
+    expected = [
+        {"nucleus": "FZK", "rank": 1, "site": "DESY", "cloud": "DE", "mbytes_per_s": 50.0,
+         "closeness": 3, "samples": 3},
+        {"nucleus": "FZK", "rank": 2, "site": "MAN", "cloud": "UK", "mbytes_per_s": 8.0,
+         "closeness": 6, "samples": 4}]
+    assert clouds.mesh_ranking(mini, HOUR, now_s=T0) == expected
+    assert clouds.mesh_ranking(mini, HOUR, nucleus="FZK", now_s=T0) == expected
+    assert clouds.mesh_ranking(mini, HOUR, now_s=T0 + 7200) == []  # out of the 1 h window
+    # on a 100 .. 1 MB/s scale: 50 -> 11 * log10(2) / 2 = 1.66 -> 2, 8 -> 6.03 -> 6
+    scale = MetricsSettings(closeness_best_mbytes_per_s=100.0, closeness_worst_mbytes_per_s=1.0)
+    assert [r["closeness"] for r in clouds.mesh_ranking(mini, HOUR, scale, now_s=T0)] == [2, 6]
+
+
+def test_a_nucleus_is_not_ranked_against_itself(mini: Engine) -> None:
+    report = ingest(mini, "fts", fts_transfers("FZK_DATADISK", "FZK_TAPE", 80.0, 4, T0 - 120,
+                                               "self"), now_s=T0)
+    assert report.stored == 8, report
+    fts(mini, "FZK", "MAN", 8.0, 4, T0)
+    assert [r["site"] for r in clouds.mesh_ranking(mini, HOUR, now_s=T0)] == ["MAN"]
+    fts(mini, "FZK", "DESY", 4.0, 4, T0)  # slower than MAN: after it, whatever the ids
+    assert [r["site"] for r in clouds.mesh_ranking(mini, HOUR, now_s=T0)] == ["MAN", "DESY"]
+
+
+@pytest.mark.parametrize("nucleus", ["DESY", "NOWHERE"])
+def test_the_mesh_of_a_site_that_is_no_nucleus_is_refused(mini: Engine, nucleus: str) -> None:
+    with pytest.raises(UnknownSite) as raised:
+        clouds.mesh_ranking(mini, HOUR, nucleus=nucleus, now_s=T0)
+    assert raised.value.name == nucleus
+
+
+# --- the pure decision: what a member's links decide when they are too few ---------------
+
+SLOW = "throughput below 4 MB/s (threshold less the leave margin)"
+STALE = "no measurement for 3 cycles"
+
+
+@pytest.mark.parametrize(("inputs", "expected", "stale"), [
+    (one_site(rate=1.0), [], 0),                           # not a member: nothing leaves
+    (one_site(packet_loss=0.5), [], 0),
+    (one_site(rate=50.0, member=True), [], 0),             # a member does not join again
+    # under min_samples a member's link is no measurement: it neither leaves on it ...
+    (one_site(member=True, rate=1.0, samples=2), [], 1),
+    (one_site(member=True, packet_loss=0.5, samples=2), [], 1),
+    # ... nor is a throughput of NaN over enough samples one: it counts a stale cycle
+    (one_site(member=True, rate=np.nan, samples=5, stale=1), [], 2),
+    (one_site(member=True, rate=np.nan, samples=5, stale=2), [("left", STALE)], 0),
+    (one_site(member=True, rate=3.999, samples=3), [("left", SLOW)], 0),
+])
+def test_a_member_is_judged_only_on_a_link_measured_enough(
+        inputs: MembershipInputs, expected: list[tuple[str, str]], stale: int) -> None:
+    result = decide_membership(inputs, CloudSettings())
+    assert [(c.change, c.reason) for c in result.changes] == expected
+    assert result.stale.tolist() == [[stale], [0]]
+
+
+@pytest.mark.parametrize(("inputs", "expected"), [
+    (one_site(member=True, home=0, fit=False, rate=1.0), "now registered in this cloud"),
+    (one_site(member=True, fit=False, success=0.1, rate=np.nan, samples=0, stale=2),
+     "site offline or without an online queue"),
+    (one_site(member=True, success=0.1, rate=np.nan, samples=0, stale=2),
+     "site's job success below 0.8"),
+    (one_site(member=True, rate=1.0, packet_loss=0.5), "packet loss above 0.02"),
+])
+def test_a_member_leaving_for_several_rules_is_given_the_first(inputs: MembershipInputs,
+                                                               expected: str) -> None:
+    assert decided(inputs) == [("left", expected)]
+
+
+def test_a_change_carries_the_measurements_that_decided_it() -> None:
+    (change,) = decide_membership(one_site(member=True, rate=3.5, samples=4, packet_loss=0.01),
+                                  CloudSettings()).changes
+    assert (change.cloud, change.site, change.change, change.mbytes_per_s,
+            change.packet_loss_fraction, change.samples) == ("C", "S", "left", 3.5, 0.01, 4)
+    (unknown,) = decide_membership(one_site(member=True, rate=np.nan, samples=0, stale=2),
+                                   CloudSettings()).changes
+    assert (unknown.mbytes_per_s, unknown.packet_loss_fraction, unknown.samples) == (
+        None, None, 0)
+
+
+def test_a_site_judged_on_a_single_failed_job_does_not_join(mini: Engine) -> None:
+    outcomes(mini, 0, 1, AT - timedelta(hours=1))  # 0 of 1 succeeded
+    fts(mini, "FZK", "MAN", 50.0, 4, T0)
+    inputs = clouds.gather_inputs(mini, HOUR, now_s=T0)
+    assert inputs.job_success is not None
+    assert inputs.job_success[inputs.sites.index("MAN")] == 0.0
+    assert changes(mini, T0) == set()
+
+
+def test_the_stored_history_has_the_change_with_its_measurements(mini: Engine) -> None:
+    fts(mini, "FZK", "MAN", 50.0, 4, T0)
+    loss(mini, "FZK", "MAN", 0.01, 4, T0)
+    assert changes(mini, T0) == {("DE", "MAN", "joined", JOINED)}
+    (row,) = clouds.history(mini, site="MAN")
+    assert (row["cloud"], row["change"], row["mbytes_per_s"], row["packet_loss_fraction"],
+            row["samples"], row["reason"]) == ("DE", "joined", 50.0, 0.01, 4, JOINED)
+    assert row["at"] is not None
+    # previewing the leave stores nothing
+    fts(mini, "FZK", "MAN", 1.0, 4, T0 + 7200)
+    (left,) = clouds.preview(mini, HOUR, now_s=T0 + 7200)
+    assert (left.change, left.reason, left.mbytes_per_s) == ("left", SLOW, 1.0)
+    assert len(clouds.history(mini, site="MAN")) == 1
+
+
+def test_a_site_that_would_join_is_passed_over_not_the_end_of_the_list() -> None:
+    inputs = sites({"name": "A"}, {"name": "B", "rate": 1.0})
+    assert refused(inputs) == [("B", "throughput 1 MB/s < 5 MB/s")]
+
+
+def test_an_empty_grid_has_no_membership_to_decide(engine: Engine) -> None:
+    assert clouds.recompute(engine, HOUR, now_s=T0) == []
+
+
+def test_without_a_time_the_window_ends_now(mini: Engine) -> None:
+    fts(mini, "FZK", "MAN", 50.0, 4, T0)  # days before the wall clock: outside its hour
+    assert clouds.preview(mini, HOUR) == []
+    assert clouds.preview(mini, HOUR, now_s=T0)[0].change == "joined"
