@@ -46,7 +46,7 @@ def _fill(engine: Engine) -> int:
 
 def _processed(engine: Engine, queue_id: int) -> tuple[sa.engine.Compiled, dict[str, object]]:
     """The acquisition compiled for ``engine`` and its parameters as the driver takes them."""
-    compiled = _acquire_statement(engine.dialect.name).compile(dialect=engine.dialect)
+    compiled = _acquire_statement().compile(dialect=engine.dialect)
     params = {"p_queue": queue_id, "p_label": "managed", "p_cores": 8, "p_memory": 16000,
               "p_disk": 100000, "p_pilot": "p", "p_node": "n", "p_now": utcnow(),
               "p_owner": None, "p_log_status": "sent",

@@ -43,7 +43,7 @@ def test_rows_and_stored_values_are_those_of_connection_execute(grid_engine: Eng
     through SQLAlchemy, one prepared. Every column comes back the same, with its
     type (aware datetimes, the status enum, booleans, floats), and reads back the same."""
     first, second = add_jobs(grid_engine, 2, seed=7, priority=500, cpu_time_s=1.5)
-    stmt = _acquire_statement(grid_engine.dialect.name)
+    stmt = _acquire_statement()
     with grid_engine.begin() as conn:
         by_core = dict(conn.execute(stmt, acquire_params(grid_engine, "p1")).mappings().one())
     with grid_engine.begin() as conn:
@@ -79,7 +79,7 @@ def test_named_and_literal_parameters_and_a_missing_one(grid_engine: Engine) -> 
     """The statuses a move may start from are literals in the statement; the
     parameters are by name; one left out is an error naming it, and nothing ran."""
     (job,) = add_jobs(grid_engine, 1)
-    stmt = _set_status_statement(grid_engine.dialect.name, (JobStatus.ACTIVATED,), False, ())
+    stmt = _set_status_statement((JobStatus.ACTIVATED,), False, ())
     params = {"p_job": job, "p_status": JobStatus.HOLDING, "p_now": NOW,
               "p_log_status": JobStatus.HOLDING,
               "p_log_entry": state_entry(JobStatus.HOLDING, NOW)}
@@ -128,7 +128,7 @@ def test_a_dead_connection_is_invalidated_and_the_pool_reconnects(grid_engine: E
     """A backend killed under the connection: the error says the connection was
     invalidated, and the next checkout works (not the dead one again)."""
     (job,) = add_jobs(grid_engine, 1)
-    stmt = _set_status_statement("postgresql", (JobStatus.ACTIVATED,), False, ())
+    stmt = _set_status_statement((JobStatus.ACTIVATED,), False, ())
     params = {"p_job": job, "p_status": JobStatus.HOLDING, "p_now": NOW,
               "p_log_status": JobStatus.HOLDING,
               "p_log_entry": state_entry(JobStatus.HOLDING, NOW)}

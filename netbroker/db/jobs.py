@@ -155,7 +155,7 @@ class JobDB:
         Fits: cores, memory and disk within what the pilot offers, and the
         pilot's prodSourceLabel.
         """
-        rows = self._change_and_log(_acquire_statement(self.conn.dialect.name), {
+        rows = self._change_and_log(_acquire_statement(), {
             "p_queue": queue_id, "p_label": label, "p_cores": cores, "p_memory": memory_mb,
             "p_disk": disk_mb, "p_pilot": pilot_id, "p_node": node, "p_now": now,
             "p_owner": owner, "p_log_status": JobStatus.SENT})
@@ -169,7 +169,7 @@ class JobDB:
                    now: datetime, owner: str | None = None, **fields: Any) -> bool:
         """Move a job to ``status`` if it is in one of ``sources`` (and, with ``owner``,
         belongs to it); False if it is not."""
-        stmt = _set_status_statement(self.conn.dialect.name, _in_order(frozenset(sources)),
+        stmt = _set_status_statement(_in_order(frozenset(sources)),
                                      owner is not None, tuple(sorted(fields)))
         return bool(self._change_and_log(stmt, {
             "p_job": job_id, "p_status": status, "p_now": now, "p_owner": owner,
@@ -201,7 +201,7 @@ class JobDB:
         done = list(self.conn.execute(
             sa.update(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.ASSIGNED)
             .values(status=JobStatus.ACTIVATED, modified_at=now,
-                    state_log=_appended(JobStatus.ACTIVATED, now))
+                    state_log=_appended(_line(JobStatus.ACTIVATED, now)))
             .returning(jobs.c.id)).scalars())
         return len(done)
 
@@ -210,13 +210,13 @@ class JobDB:
                      waiting: Collection[JobStatus], now: datetime) -> bool:
         """Move a waiting job to another queue (one more rebrokerage), logging a new state;
         False when it is no longer waiting on ``from_queue_id``."""
-        logged = {"state_log": _appended(status, now)} if status != old_status else {}
+        logged = {"state_log": _appended(_line(status, now))} if status != old_status else {}
         result = self.conn.execute(
             sa.update(jobs).where(jobs.c.id == job_id, jobs.c.queue_id == from_queue_id,
                                   jobs.c.status.in_(waiting))
             .values(queue_id=to_queue_id, status=status, modified_at=now,
                     rebrokerages=jobs.c.rebrokerages + 1, **logged))
-        return bool(result.rowcount == 1)
+        return result.rowcount == 1
 
     def retry(self, job_id: int, now: datetime) -> int | None:
         """A new activated attempt of a failed job, if it has attempts left; its id or None."""
@@ -256,7 +256,7 @@ class JobDB:
         done = list(self.conn.execute(
             sa.update(jobs).where(jobs.c.id.in_(ids), jobs.c.status.not_in(final))
             .values(status=JobStatus.CANCELLED, modified_at=now,
-                    state_log=_appended(JobStatus.CANCELLED, now))
+                    state_log=_appended(_line(JobStatus.CANCELLED, now)))
             .returning(jobs.c.id)).scalars())
         return len(done)
 
@@ -405,13 +405,18 @@ class JobDB:
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
 
-# The dispatcher's statements are built once per dialect (and shape) with bound
+# The dispatcher's statements are built once (per shape; the same for every backend) with bound
 # parameters: building a statement costs more than running it, and a statement
 # object built once keeps its cache key, so SQLAlchemy finds it compiled.
 
-def _appended(status: JobStatus, at: datetime) -> sa.ColumnElement[str]:
-    """``state_log`` with the line of ``status`` at ``at`` appended (``||``)."""
-    return jobs.c.state_log.concat(sa.literal(state_entry(status, at), sa.Text))
+def _appended(line: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """``state_log`` with ``line`` appended (``||``): a state change's log, in its UPDATE."""
+    return jobs.c.state_log.concat(line)
+
+
+def _line(status: JobStatus, at: datetime) -> sa.ColumnElement[str]:
+    """The log line of ``status`` at ``at`` (:func:`state_entry`) as a value in SQL."""
+    return sa.literal(state_entry(status, at), sa.Text)
 
 
 def _logged(change: sa.Update) -> sa.Update:
@@ -420,8 +425,7 @@ def _logged(change: sa.Update) -> sa.Update:
     row's ``state_log``, in the same statement, on every backend: the
     dispatcher's calls stay one round trip each and atomic outside a transaction
     (``netbroker.db.atomic_write``)."""
-    return change.values(state_log=jobs.c.state_log.concat(
-        sa.bindparam("p_log_entry", type_=sa.Text)))
+    return change.values(state_log=_appended(sa.bindparam("p_log_entry", type_=sa.Text)))
 
 
 # What a pilot is sent of its job (both wires' answers, its files' look-up): the
@@ -438,7 +442,7 @@ _ACQUIRE_RETURNS = tuple(c for c in DISPATCH_COLUMNS if c not in _SET_BY_ACQUISI
 
 
 @functools.cache
-def _acquire_statement(dialect: str) -> sa.Executable:
+def _acquire_statement() -> sa.Executable:
     """Send the best fitting activated job of a queue; parameters as ``JobDB.acquire``'s."""
     pick = (sa.select(jobs.c.id)
             .where(jobs.c.queue_id == sa.bindparam("p_queue"),
@@ -466,7 +470,7 @@ def _in_order(states: frozenset[JobStatus]) -> tuple[JobStatus, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _set_status_statement(dialect: str, sources: tuple[JobStatus, ...], with_owner: bool,
+def _set_status_statement(sources: tuple[JobStatus, ...], with_owner: bool,
                           fields: tuple[str, ...]) -> sa.Executable:
     """Move job ``p_job`` to ``p_status`` from one of ``sources`` (and, with an owner,
     ``p_owner``'s), setting ``set_<field>`` for each of ``fields``."""
