@@ -16,7 +16,9 @@ Then, alternated, best of ``--rounds``:
   every cycle scheduled (brokerage, rebrokerage, priority, watchdog,
   clouds, pd2p, aggregate) with a period
   of a quarter of the measure, so each runs at least twice in it; new
-  tasks registered before each run for the brokerage cycle;
+  tasks registered before each run for the brokerage cycle, and the
+  priorities brought up to date, as a service running all along leaves
+  them (the jobs aged during the reference's run);
 - the lean reference dispatcher (``bench/_reference_dispatcher.py``: plain
   ASGI, the driver, one statement per call) under uvicorn, on ``ref_jobs``.
 
@@ -339,6 +341,10 @@ def run_netbroker(url: str, token: str, names: list[str], args: argparse.Namespa
     add_tasks(engine, NEW_TASKS, f"new{seed}", np.random.default_rng(seed))
     with engine.begin() as conn:  # the last server is gone: its leases with it
         conn.execute(sa.update(cycles).values(holder=None, lease_expires_at=None))
+    # The priorities as a service running all along keeps them: its last pass a moment
+    # ago, not before the reference's run (the jobs aged meanwhile; a first pass would
+    # rewrite tens of thousands of rows that no steady state rewrites at once).
+    recompute(engine, Settings().priority)
     port = free_port()
     proc = start_netbroker(url, port, args.workers, args.seconds / 4, log)
     try:

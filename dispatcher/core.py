@@ -24,6 +24,7 @@ from netbroker.common.lifecycle import FINAL, LIVE, pilot_sources
 from netbroker.common.text import Diagnostic, LogTail, Name, ShortText
 from netbroker.db import atomic_write, begin_immediate, database_key
 from netbroker.db.grid import GridDB
+from netbroker.db.jobs import AcquireArgs as JobArgs
 from netbroker.db.jobs import JobDB
 from netbroker.db.schema import queues
 from netbroker.db.tasks import TaskDB
@@ -34,12 +35,14 @@ __all__ = [
     "OutputReport",
     "UpdateRequest",
     "acquire_job",
+    "acquire_jobs",
     "job_log",
     "pilot_demand",
     "register_outputs",
     "release_job",
     "report_is_one_statement",
     "update_job",
+    "update_jobs",
     "upload_log",
     "watchdog",
 ]
@@ -134,6 +137,42 @@ def acquire_job(engine: Engine, request: AcquireRequest, owner: str | None = Non
                                    owner)
 
 
+def acquire_jobs(engine: Engine, asked: list[tuple[AcquireRequest, str | None]]
+                 ) -> list[dict[str, Any] | Exception | None]:
+    """:func:`acquire_job` for several pilots at once, in one statement on PostgreSQL
+    (``JobDB.acquire_batch``): for each ask its job, None, or the ``UnknownQueue``
+    it raised. An ask the batch left without a job while others of its queue
+    got one (see ``JobDB.acquire_batch``) is asked again alone (what that
+    raises is its outcome). A failed batch statement raises: no ask was sent
+    a job."""
+    out: list[dict[str, Any] | Exception | None] = [None] * len(asked)
+    places: list[int] = []
+    args: list[JobArgs] = []
+    for i, (request, owner) in enumerate(asked):
+        try:
+            queue = _queue(engine, request.queue)
+        except UnknownQueue as exc:
+            out[i] = exc
+            continue
+        places.append(i)
+        args.append(JobArgs(
+            queue["id"], request.prod_source_label,
+            request.cores if request.cores is not None else queue["cores"],
+            request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"],
+            request.disk_mb, request.pilot_id, request.node, owner))
+    with atomic_write(engine) as conn:
+        jobs = JobDB(conn).acquire_batch(args, utcnow())
+    served = {a.queue_id for a, job in zip(args, jobs, strict=True) if job is not None}
+    for i, a, job in zip(places, args, jobs, strict=True):
+        out[i] = job
+        if job is None and a.queue_id in served:
+            try:  # the others are sent their jobs whatever happens to this one
+                out[i] = acquire_job(engine, *asked[i])
+            except Exception as exc:
+                out[i] = exc
+    return out
+
+
 def release_job(engine: Engine, job_id: int, owner: str | None = None) -> bool:
     """Give a job just sent back to the queue (activated again): its answer could not
     be made, so its pilot never learnt of it. True if it was still sent."""
@@ -199,6 +238,51 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     if job["status"] == report.state and report.state in FINAL:
         return {"job_id": job_id, "status": report.state.value, "command": "NULL"}
     raise InvalidTransition(job_id, str(job["status"]), report.state.value)
+
+
+def update_jobs(engine: Engine, reports: list[tuple[int, UpdateRequest, str | None]]
+                ) -> list[dict[str, Any] | Exception]:
+    """:func:`update_job` for several one-statement reports
+    (:func:`report_is_one_statement`) at once: one statement per kind of
+    report (its state, whether it has an owner, the fields it sets) on
+    PostgreSQL (``JobDB.set_status_batch``). For each report what
+    :func:`update_job` returns, or the exception it raises: a report the
+    statement did not apply (refused, repeated, or its job given twice) is
+    run again alone by :func:`update_job`, which says why. A statement that
+    fails is the error of its kind's reports (it changed nothing); the other
+    kinds' stand."""
+    out: list[dict[str, Any] | Exception | None] = [None] * len(reports)
+    kinds: dict[tuple[JobStatus, bool, tuple[str, ...]], list[int]] = {}
+    for i, (_, report, owner) in enumerate(reports):
+        fields = tuple(k for k in _REPORTED if getattr(report, k) is not None)
+        kinds.setdefault((report.state, owner is not None, fields), []).append(i)
+    now = utcnow()
+    for (state, owned, fields), places in kinds.items():
+        sources = pilot_sources(state)
+        if not sources:
+            continue
+        ids = [reports[i][0] for i in places]
+        try:
+            with atomic_write(engine) as conn:
+                moved = JobDB(conn).set_status_batch(
+                    state, sources, now, ids,
+                    [reports[i][2] or "" for i in places] if owned else None,
+                    {f: [getattr(reports[i][1], f) for i in places] for f in fields})
+        except Exception as exc:  # this kind's statement changed nothing: its reports' error
+            for i in places:
+                out[i] = exc
+            continue
+        for i, job_id in zip(places, ids, strict=True):
+            if job_id in moved:
+                moved.discard(job_id)  # a job given twice: the first report moved it
+                out[i] = {"job_id": job_id, "status": state.value, "command": "NULL"}
+    for i, outcome in enumerate(out):
+        if outcome is None:
+            try:
+                out[i] = update_job(engine, *reports[i])
+            except Exception as exc:
+                out[i] = exc
+    return [o for o in out if o is not None]
 
 
 def register_outputs(conn: Connection, job_id: int, outputs: list[dict[str, Any]],

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -36,6 +36,14 @@ from fastapi import Request
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from dispatcher.core import (
+    acquire_job,
+    acquire_jobs,
+    report_is_one_statement,
+    update_job,
+    update_jobs,
+)
+from netbroker.common.observability import DISPATCH_BATCH_CALLS
 from netbroker.db.engine import (
     WriteBatchLost,
     create_autocommit_engine,
@@ -43,8 +51,9 @@ from netbroker.db.engine import (
     write_batch,
 )
 
-__all__ = ["LOCK_TIMEOUT_MS", "STATEMENT_TIMEOUT_MS", "WriteBatcher", "call",
-           "close_dispatch_engine", "create_dispatch_engine", "create_write_batcher"]
+__all__ = ["LOCK_TIMEOUT_MS", "STATEMENT_TIMEOUT_MS", "Batchers", "CallBatcher", "WriteBatcher",
+           "acquire", "call", "close_dispatch_engine", "create_batchers", "create_dispatch_engine",
+           "create_write_batcher", "report"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +165,147 @@ class WriteBatcher:
                 except Exception as exc:
                     outcomes.append((False, exc))
         return outcomes
+
+
+class CallBatcher:
+    """One kind of the dispatcher's calls on PostgreSQL, from one service process, run
+    in batches: ``many(engine, calls)`` in one statement a batch.
+
+    :meth:`submit` queues a call's arguments; one batch at a time runs on
+    the event loop, through the dispatch engine: every call queued when it
+    starts (up to :attr:`MAX_BATCH`), as ``many`` runs them (getJob's
+    acquisitions: ``dispatcher.core.acquire_jobs``; the one-statement
+    reports: ``update_jobs``), a lone call as ``one`` runs it. Under load
+    the answers of one batch bring the pilots' next calls all at once, so
+    a batch is as many calls as came in meanwhile, and each costs a share
+    of one statement's round trip, start and wait on the database instead
+    of all of them. A batch (or a call of it) that hit the lock or
+    statement timeout is run again call by call in the thread pool on the
+    service's engine, as :func:`call` does; any other error of the
+    statement is every call's. Made inside the event loop that uses it;
+    O(1) per call besides the statement.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, engine: Engine, fallback: Engine, one: Callable[..., Any],
+                 many: Callable[[Engine, list[tuple[Any, ...]]], list[Any]]) -> None:
+        self.engine, self.fallback, self.one, self.many = engine, fallback, one, many
+        self._sizes = DISPATCH_BATCH_CALLS.labels(one.__name__)
+        self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._retries: set[asyncio.Task[None]] = set()  # held: the loop's hold is weak
+
+    async def submit(self, *args: Any) -> Any:
+        """What ``one(engine, *args)`` returns; raises what it raises."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((args, future))
+        if not self._draining:
+            self._draining = True
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queued:
+                await asyncio.sleep(0)  # the calls the loop has ready join this batch
+                batch = self._queued[:self.MAX_BATCH]
+                del self._queued[:self.MAX_BATCH]
+                self._sizes.observe(len(batch))
+                try:
+                    outcomes = self._run([args for args, _ in batch])
+                except Exception as exc:
+                    outcomes = [exc] * len(batch)  # the statement failed: every call's error
+                except BaseException:  # cancelled (the loop is closing)
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                for (args, future), outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, Exception) and _timed_out(outcome):
+                        log.info("%s timed out on the event loop (%s); retrying in the thread "
+                                 "pool", self.one.__name__, getattr(outcome, "orig", outcome))
+                        self._retry(args, future)
+                    else:
+                        _settle(future, outcome)
+        finally:
+            self._draining = False
+
+    def _run(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        if len(calls) > 1:
+            return self.many(self.engine, calls)
+        try:
+            return [self.one(self.engine, *calls[0])]
+        except Exception as exc:
+            return [exc]
+
+    def _retry(self, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        async def run() -> None:
+            try:
+                result = await run_in_threadpool(self.one, self.fallback, *args)
+            except Exception as exc:
+                _settle(future, exc)
+                return
+            _settle(future, result)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's lock or statement timeout (nothing happened)."""
+    return (isinstance(exc, sa.exc.OperationalError)
+            and getattr(exc.orig, "sqlstate", None) in _TIMED_OUT)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Give ``future`` its outcome: an exception is raised by it, anything else returned."""
+    if future.done():  # cancelled meanwhile
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class Batchers(NamedTuple):
+    """The batchers of one service process on PostgreSQL (:func:`create_batchers`)."""
+
+    acquisitions: CallBatcher
+    reports: CallBatcher
+
+
+def create_batchers(engine: Engine, dispatch_engine: Engine | None) -> Batchers | None:
+    """The batchers of getJob's acquisitions and of the one-statement reports on
+    PostgreSQL, through its dispatch engine; None elsewhere. Made inside the event
+    loop that uses them."""
+    if dispatch_engine is None:
+        return None
+    return Batchers(CallBatcher(dispatch_engine, engine, acquire_job, acquire_jobs),
+                    CallBatcher(dispatch_engine, engine, update_job, update_jobs))
+
+
+async def acquire(request: Request, ask: Any, owner: str | None) -> dict[str, Any] | None:
+    """``dispatcher.core.acquire_job`` for this ask: batched with the others of this
+    process on PostgreSQL (:class:`CallBatcher`), else as :func:`call` runs it."""
+    batchers: Batchers | None = getattr(request.app.state, "dispatch_batchers", None)
+    if batchers is not None:
+        job: dict[str, Any] | None = await batchers.acquisitions.submit(ask, owner)
+        return job
+    return await call(request, acquire_job, ask, owner)
+
+
+async def report(request: Request, job_id: int, update: Any, owner: str | None
+                 ) -> dict[str, Any]:
+    """``dispatcher.core.update_job`` for this report: a one-statement report
+    (``report_is_one_statement``) batched with the others of this process on
+    PostgreSQL, else as :func:`call` runs it (inline when it is one statement)."""
+    one_statement = report_is_one_statement(update)
+    batchers: Batchers | None = getattr(request.app.state, "dispatch_batchers", None)
+    if batchers is not None and one_statement:
+        result: dict[str, Any] = await batchers.reports.submit(job_id, update, owner)
+        return result
+    return await call(request, update_job, job_id, update, owner, inline=one_statement)
 
 
 def close_dispatch_engine(engine: Engine | None) -> None:

@@ -37,10 +37,7 @@ from dispatcher.core import (
     AcquireRequest,
     OutputReport,
     UpdateRequest,
-    acquire_job,
     release_job,
-    report_is_one_statement,
-    update_job,
 )
 from dispatcher.events import RangeReport, get_event_ranges, report_event_ranges
 from dispatcher.files import job_files, panda_file_fields
@@ -229,7 +226,7 @@ async def get_job(request: Request, owner: str | None) -> Response:
         started = time.perf_counter()
         # The form checked every field against the same bounds (and cleaned the free
         # text): no second validation on the hot path.
-        job = await fastpath.call(request, acquire_job, AcquireRequest.model_construct(
+        job = await fastpath.acquire(request, AcquireRequest.model_construct(
             queue=form.computingElement, prod_source_label=label,
             cores=form.coreCount, memory_mb=None if form.mem is None else int(form.mem),
             disk_mb=int(form.diskSpace), node=form.node, pilot_id=form.pilotID), owner)
@@ -264,8 +261,7 @@ async def update_job_route(request: Request, owner: str | None) -> Response:
                                error_diag=(form.pilotErrorDiag or form.exeErrorDiag or None),
                                cpu_time_s=form.cpuConsumptionTime, max_rss_kb=form.maxRSS,
                                files=form.output_reports(), pilot_log=form.pilotLog or None)
-        result = await fastpath.call(request, update_job, form.jobId, report, owner,
-                                     inline=report_is_one_statement(report))
+        result = await fastpath.report(request, form.jobId, report, owner)
     except (*_REFUSED, InvalidTransition) as exc:
         return _refused(request, exc)
     return _answer(request, {"StatusCode": OK, "command": result["command"]})

@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 from dispatcher.fastpath import close_dispatch_engine, create_dispatch_engine
 from netbroker.common.enums import utcnow
 from netbroker.db.engine import begin_immediate
-from netbroker.db.jobs import _acquire_statement
+from netbroker.db.jobs import _acquire_batch_statement, _acquire_statement
+from netbroker.db.prepared import prepared
 from netbroker.db.schema import jobs, queues
 
 
@@ -121,3 +122,40 @@ def test_the_dispatch_connection_plans_the_acquisition_once_on_its_index(
     assert "$1" in plan or "$2" in plan, plan  # generic: the parameters, not their values
     assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
     assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_batch_acquisition_reads_the_index_backwards_per_fit(grid_engine: Engine) -> None:
+    """Its generic plan (the dispatch connection's setting): per fit, a backward read
+    of ``ix_jobs_acquire`` under the row locks, no scan of the jobs."""
+    queue_id = _fill(grid_engine)
+    sql = prepared(_acquire_batch_statement(), grid_engine.dialect).sql
+    names: list[str] = []
+
+    def numbered(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    sql = re.sub(r"%\((\w+)\)s", numbered, sql)
+    fast = create_dispatch_engine(grid_engine)
+    assert fast is not None
+    arrays = {"p_ord": "{0}", "p_queue": f"{{{queue_id}}}", "p_label": "{managed}",
+              "p_cores": "{8}", "p_memory": "{16000}", "p_disk": "{20000}", "p_pilot": "{p}",
+              "p_node": "{n}", "p_owner": "{o}", "p_now": "2026-12-07 12:00:00+00",
+              "p_log_entry": "x"}
+    try:
+        with fast.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cursor:
+                cursor.execute(f"PREPARE batch AS {sql}")
+                values = psycopg.sql.SQL(", ").join(
+                    psycopg.sql.Literal(arrays[n]) for n in names)
+                cursor.execute(psycopg.sql.SQL("EXPLAIN EXECUTE batch({})").format(values))
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                cursor.execute("DEALLOCATE batch")
+    finally:
+        close_dispatch_engine(fast)
+    assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
+    assert "LockRows" in plan and "Seq Scan on jobs" not in plan, plan

@@ -154,10 +154,13 @@ def _add_docs(app: FastAPI) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """While serving: the dispatcher's engine for calls on the event loop
-    (PostgreSQL) or its batcher of writes (SQLite; ``dispatcher.fastpath``)."""
+    """While serving: the dispatcher's engine for calls on the event loop and its
+    batchers of acquisitions and reports (PostgreSQL), or its batcher of writes (SQLite;
+    ``dispatcher.fastpath``)."""
     app.state.dispatch_engine = fastpath.create_dispatch_engine(app.state.engine)
     app.state.dispatch_writers = fastpath.create_write_batcher(app.state.engine)
+    app.state.dispatch_batchers = fastpath.create_batchers(app.state.engine,
+                                                           app.state.dispatch_engine)
     # What is alive now (the modules, the app, their caches) stays for good: out of
     # the collector's way, so that a full collection walks what requests made since,
     # not every object of numpy, pandas and SQLAlchemy (a pause for every request
@@ -169,6 +172,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         fastpath.close_dispatch_engine(app.state.dispatch_engine)
         app.state.dispatch_engine = app.state.dispatch_writers = None
+        app.state.dispatch_batchers = None
 
 
 def _declare_public_reads(app: FastAPI) -> None:

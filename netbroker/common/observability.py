@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 
 __all__ = [
     "COLLECTOR_RECORDS",
+    "DISPATCH_BATCH_CALLS",
     "DISPATCH_SECONDS",
     "JsonFormatter",
     "configure_logging",
@@ -41,6 +42,10 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 DISPATCH_SECONDS = Histogram(
     "netbroker_dispatch_seconds", "Time to hand a job to a pilot (or say there is none).",
     ["protocol"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+DISPATCH_BATCH_CALLS = Histogram(
+    "netbroker_dispatch_batch_calls",
+    "Pilots' calls run together in one statement (PostgreSQL), by call.",
+    ["call"], buckets=(1, 2, 4, 8, 16, 32, 64))
 COLLECTOR_RECORDS = Counter(
     "netbroker_collector_records", "Metric records ingested, by source and outcome.",
     ["source", "outcome"])

@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from netbroker.common.enums import EventRangeStatus, JobStatus
@@ -36,7 +38,7 @@ from netbroker.db.schema import (
     tasks,
 )
 
-__all__ = ["DISPATCH_COLUMNS", "WAITING", "JobDB", "output_name", "parse_state_log",
+__all__ = ["DISPATCH_COLUMNS", "WAITING", "AcquireArgs", "JobDB", "output_name", "parse_state_log",
            "state_entry"]
 
 # A job waiting for a pilot: what aging, rebrokerage and the pilot demand count.
@@ -165,6 +167,41 @@ class JobDB:
         return {**rows[0], "status": JobStatus.SENT, "queue_id": queue_id,
                 "pilot_id": pilot_id, "node": node, "owner": owner}
 
+    def acquire_batch(self, asked: Sequence[AcquireArgs], now: datetime
+                      ) -> list[dict[str, Any] | None]:
+        """:meth:`acquire` for several pilots in one statement (PostgreSQL): for each
+        of ``asked``, its job (as :meth:`acquire` gives it) or None.
+
+        The asks are grouped by what they fit (queue, label, cores, memory,
+        disk); each group takes that many of its best jobs (the index's
+        backward read, ``SKIP LOCKED``), handed out in the asks' order, so
+        the first ask of a group gets its best job, as one call after
+        another would. One statement is one transaction: every ask is sent
+        its job, or none is. Two groups of one queue may pick the same job
+        (a row this statement locked is not skipped by it): the job goes to
+        one of them and the other ask gets None, as when the queue runs
+        dry; the caller asks again for those alone. O(asks) statements'
+        work, in one round trip.
+        """
+        if not asked:
+            return []
+        columns = list(zip(*asked, strict=True))
+        rows = prepared(_acquire_batch_statement(), self.conn.dialect).rows(self.conn, {
+            "p_ord": list(range(len(asked))), "p_queue": list(columns[0]),
+            "p_label": list(columns[1]), "p_cores": list(columns[2]),
+            "p_memory": list(columns[3]), "p_disk": list(columns[4]),
+            "p_pilot": list(columns[5]), "p_node": list(columns[6]),
+            "p_owner": list(columns[7]), "p_now": now,
+            "p_log_entry": state_entry(JobStatus.SENT, now)})
+        out: list[dict[str, Any] | None] = [None] * len(asked)
+        for row in rows:
+            i = row.pop("ord")
+            ask = asked[i]
+            out[i] = {**row, "status": JobStatus.SENT, "queue_id": ask.queue_id,
+                                  "pilot_id": ask.pilot_id, "node": ask.node,
+                                  "owner": ask.owner}
+        return out
+
     def set_status(self, job_id: int, status: JobStatus, sources: Collection[JobStatus],
                    now: datetime, owner: str | None = None, **fields: Any) -> bool:
         """Move a job to ``status`` if it is in one of ``sources`` (and, with ``owner``,
@@ -174,6 +211,27 @@ class JobDB:
         return bool(self._change_and_log(stmt, {
             "p_job": job_id, "p_status": status, "p_now": now, "p_owner": owner,
             "p_log_status": status, **{f"set_{k}": v for k, v in fields.items()}}))
+
+    def set_status_batch(self, status: JobStatus, sources: Collection[JobStatus],
+                         now: datetime, job_ids: Sequence[int],
+                         owners: Sequence[str] | None = None,
+                         fields: Mapping[str, Sequence[Any]] | None = None) -> set[int]:
+        """:meth:`set_status` for several jobs in one statement (PostgreSQL): each of
+        ``job_ids`` to ``status`` if it is in one of ``sources`` (and, with
+        ``owners``, is the same place's owner's), setting each field of
+        ``fields`` to the same place's value. Returns the ids moved. One
+        statement is one transaction; a job given twice is moved once.
+        O(jobs)."""
+        if not job_ids:
+            return set()
+        fields = fields or {}
+        stmt = _set_status_batch_statement(_in_order(frozenset(sources)), owners is not None,
+                                           tuple(sorted(fields)))
+        rows = prepared(stmt, self.conn.dialect).rows(self.conn, {
+            "p_job": list(job_ids), "p_owner": list(owners or ()), "p_status": status,
+            "p_now": now, "p_log_entry": state_entry(status, now),
+            **{f"set_{k}": list(v) for k, v in fields.items()}})
+        return {row["id"] for row in rows}
 
     def _change_and_log(self, stmt: sa.Executable, params: dict[str, Any]
                         ) -> list[dict[str, Any]]:
@@ -462,6 +520,110 @@ def _acquire_statement() -> sa.Executable:
                       owner=sa.bindparam("p_owner"))
               .returning(*(jobs.c[name] for name in _ACQUIRE_RETURNS)))
     return _logged(change)
+
+
+class AcquireArgs(NamedTuple):
+    """One pilot's ask in :meth:`JobDB.acquire_batch` (:meth:`JobDB.acquire`'s arguments)."""
+
+    queue_id: int
+    label: str
+    cores: int
+    memory_mb: int
+    disk_mb: int
+    pilot_id: str
+    node: str
+    owner: str | None
+
+
+@functools.cache
+def _acquire_batch_statement() -> sa.Executable:
+    """:func:`_acquire_statement` for arrays of asks (PostgreSQL; ``JobDB.acquire_batch``).
+
+    ``asked`` unnests the arrays (one row an ask, ``ord`` its place);
+    ``wanted`` counts the asks of each fit; ``picked`` reads each fit's best
+    jobs, as many as asked, ranked; ``matched`` pairs the n-th ask of a fit
+    with its n-th job. The generic plan reads ``ix_jobs_acquire`` backwards
+    per fit (tests/test_acquire_plan.py).
+    """
+    fit = "queue_id, label, cores, memory, disk"
+    returns = ", ".join(f"jobs.{name}" for name in _ACQUIRE_RETURNS)
+    sql = f"""
+WITH asked AS (
+    SELECT * FROM unnest(CAST(:p_ord AS integer[]), CAST(:p_queue AS integer[]),
+                         CAST(:p_label AS varchar[]), CAST(:p_cores AS integer[]),
+                         CAST(:p_memory AS integer[]), CAST(:p_disk AS integer[]),
+                         CAST(:p_pilot AS varchar[]), CAST(:p_node AS varchar[]),
+                         CAST(:p_owner AS varchar[]))
+        AS a(ord, queue_id, label, cores, memory, disk, pilot, node, owner)
+), wanted AS (
+    SELECT {fit}, count(*) AS n FROM asked GROUP BY {fit}
+), picked AS (
+    SELECT w.queue_id, w.label, w.cores, w.memory, w.disk, j.id,
+           row_number() OVER (PARTITION BY w.queue_id, w.label, w.cores, w.memory, w.disk
+                              ORDER BY j.priority DESC, j.id DESC) AS rank
+    FROM wanted w CROSS JOIN LATERAL (
+        SELECT jobs.id, jobs.priority FROM jobs
+        WHERE jobs.queue_id = w.queue_id AND jobs.status = 'activated'
+          AND jobs.prod_source_label = w.label AND jobs.cores <= w.cores
+          AND jobs.min_ram_mb <= w.memory AND jobs.max_disk_mb <= w.disk
+        ORDER BY jobs.priority DESC, jobs.id DESC
+        LIMIT w.n FOR UPDATE OF jobs SKIP LOCKED) AS j
+), matched AS (
+    SELECT a.ord, a.pilot, a.node, a.owner, p.id
+    FROM (SELECT asked.*, row_number() OVER (PARTITION BY {fit} ORDER BY ord) AS rank
+          FROM asked) AS a
+    JOIN picked AS p USING ({fit}, rank)
+)
+UPDATE jobs SET status = 'sent', pilot_id = m.pilot, node = m.node,
+    modified_at = :p_now, heartbeat_at = :p_now, owner = m.owner,
+    state_log = jobs.state_log || :p_log_entry
+FROM matched AS m WHERE jobs.id = m.id
+RETURNING m.ord, {returns}"""
+    integers, texts = ARRAY(sa.Integer), ARRAY(sa.String)
+    return (sa.text(sql)
+            .bindparams(sa.bindparam("p_ord", type_=integers),
+                        sa.bindparam("p_queue", type_=integers),
+                        sa.bindparam("p_label", type_=texts),
+                        sa.bindparam("p_cores", type_=integers),
+                        sa.bindparam("p_memory", type_=integers),
+                        sa.bindparam("p_disk", type_=integers),
+                        sa.bindparam("p_pilot", type_=texts),
+                        sa.bindparam("p_node", type_=texts),
+                        sa.bindparam("p_owner", type_=texts),
+                        sa.bindparam("p_now", type_=jobs.c.modified_at.type),
+                        sa.bindparam("p_log_entry", type_=sa.Text))
+            .columns(sa.column("ord", sa.Integer),
+                     *(sa.column(name, jobs.c[name].type) for name in _ACQUIRE_RETURNS)))
+
+
+@functools.lru_cache(maxsize=64)
+def _set_status_batch_statement(sources: tuple[JobStatus, ...], with_owner: bool,
+                                fields: tuple[str, ...]) -> sa.Executable:
+    """:func:`_set_status_statement` for arrays of jobs (PostgreSQL;
+    ``JobDB.set_status_batch``): ``p_job`` (and ``p_owner``, ``set_<field>``)
+    are arrays of the same length, unnested side by side."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    given = [("p_job", "id", "bigint")]
+    if with_owner:
+        given.append(("p_owner", "owner", "varchar"))
+    given += [(f"set_{f}", f, jobs.c[f].type.compile(dialect=dialect)) for f in fields]
+    arrays = ", ".join(f"CAST(:{param} AS {kind}[])" for param, _, kind in given)
+    names = ", ".join(name for _, name, _ in given)
+    sets = "".join(f", {f} = r.{f}" for f in fields)
+    states = ", ".join(f"'{s.value}'" for s in sources)
+    owned = " AND jobs.owner = r.owner" if with_owner else ""
+    sql = (f"UPDATE jobs SET status = :p_status, modified_at = :p_now, heartbeat_at = :p_now, "
+           f"state_log = jobs.state_log || :p_log_entry{sets} "
+           f"FROM unnest({arrays}) AS r({names}) "
+           f"WHERE jobs.id = r.id{owned} AND jobs.status IN ({states}) RETURNING jobs.id")
+    binds = [sa.bindparam("p_job", type_=ARRAY(sa.BigInteger)),
+             sa.bindparam("p_status", type_=jobs.c.status.type),
+             sa.bindparam("p_now", type_=jobs.c.modified_at.type),
+             sa.bindparam("p_log_entry", type_=sa.Text)]
+    if with_owner:
+        binds.append(sa.bindparam("p_owner", type_=ARRAY(sa.String)))
+    binds += [sa.bindparam(f"set_{f}", type_=ARRAY(jobs.c[f].type)) for f in fields]
+    return sa.text(sql).bindparams(*binds).columns(sa.column("id", sa.BigInteger))
 
 
 @functools.lru_cache(maxsize=64)
