@@ -184,16 +184,35 @@ class JobDB:
             self.conn, {**params, "p_log_entry": entry})
 
     def waiting_task_jobs(self, statuses: Collection[JobStatus],
-                          task_ids: Collection[int] | None = None) -> list[Any]:
+                          task_ids: Collection[int] | None = None, *,
+                          movable_since: datetime | None = None, max_rebrokerages: int = 0,
+                          any_wait: Collection[JobStatus] = ()) -> list[Any]:
         """The task jobs in these statuses (of these tasks, or all), by id: what
-        rebrokerage weighs (queue, limits, waiting since, moves so far, pinned)."""
-        stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
-                          jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.waiting_since,
-                          jobs.c.rebrokerages, jobs.c.pinned)
-                .where(jobs.c.status.in_(statuses), jobs.c.task_id.is_not(None),
-                       *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None
-                         else []))
-                .order_by(jobs.c.id))
+        rebrokerage weighs (queue, limits, priority, waiting since, moves so far, pinned)
+        and ``ahead``, how many jobs in these statuses wait at the same queue before it
+        in the order a pilot takes them (priority, then id, both descending, as
+        :meth:`acquire`), jobs of no task included.
+
+        With ``movable_since``, only the jobs in ``any_wait`` statuses and those that
+        may move: not pinned, moved fewer than ``max_rebrokerages`` times, waiting
+        since ``movable_since`` or before. One statement; the ranking is over every
+        waiting job (a sort in the database), the rows read only those asked for.
+        """
+        rank = sa.func.row_number().over(partition_by=jobs.c.queue_id,
+                                         order_by=(jobs.c.priority.desc(), jobs.c.id.desc()))
+        line = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
+                          jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.priority,
+                          jobs.c.waiting_since, jobs.c.rebrokerages, jobs.c.pinned,
+                          (rank - 1).label("ahead"))
+                .where(jobs.c.status.in_(statuses)).subquery("line"))
+        wanted: list[sa.ColumnElement[bool]] = [line.c.task_id.is_not(None)]
+        if task_ids is not None:
+            wanted.append(line.c.task_id.in_(sorted(task_ids)))
+        if movable_since is not None:
+            wanted.append(sa.or_(line.c.status.in_(list(any_wait)), sa.and_(
+                sa.not_(line.c.pinned), line.c.rebrokerages < max_rebrokerages,
+                line.c.waiting_since <= movable_since)))
+        stmt = sa.select(line).where(*wanted).order_by(line.c.id)
         return list(self.conn.execute(stmt).mappings().all())
 
     def activate_assigned(self, job_ids: Collection[int], now: datetime) -> int:
