@@ -310,7 +310,9 @@ def test_ahead_counts_the_jobs_a_pilot_takes_first(waiting_task: Engine) -> None
     assert len(ids) >= 3
     with waiting_task.begin() as conn:
         conn.execute(sa.update(jobs).where(jobs.c.id == ids[0]).values(priority=2000))
-        ahead = {w["id"]: w["ahead"] for w in JobDB(conn).waiting_task_jobs(WAITING)}
+        read = JobDB(conn).waiting_task_jobs(WAITING, waited_since(waiting_task), 3,
+                                             any_wait=(JobStatus.ASSIGNED,))
+    ahead = {w.id: w.ahead for w in read}
     assert [ahead[i] for i in ids] == [0, *range(len(ids) - 1, 0, -1)]
 
 
@@ -320,6 +322,8 @@ def test_the_read_leaves_out_the_jobs_that_cannot_move_but_counts_them_ahead(
     limit = waited_since(waiting_task) + timedelta(hours=1)
     pinned, moved_3, fresh, *rest = ids
     with waiting_task.begin() as conn:
+        assigned = {w.id: w.ahead for w in JobDB(conn).waiting_task_jobs(
+            WAITING, limit, 3, any_wait=(JobStatus.ASSIGNED,))}
         conn.execute(sa.update(jobs).values(status=JobStatus.ACTIVATED))
         conn.execute(sa.update(jobs).where(jobs.c.id == pinned).values(pinned=True))
         conn.execute(sa.update(jobs).where(jobs.c.id == moved_3).values(rebrokerages=3))
@@ -327,16 +331,19 @@ def test_the_read_leaves_out_the_jobs_that_cannot_move_but_counts_them_ahead(
             waiting_since=limit + timedelta(microseconds=1)))
         conn.execute(sa.update(jobs).where(jobs.c.id == rest[0]).values(
             waiting_since=limit, rebrokerages=2))
-        everyone = {w["id"]: w["ahead"] for w in JobDB(conn).waiting_task_jobs(WAITING)}
-        read = JobDB(conn).waiting_task_jobs(WAITING, movable_since=limit, max_rebrokerages=3,
-                                             any_wait=(JobStatus.ASSIGNED,))
+        read = JobDB(conn).waiting_task_jobs(WAITING, limit, 3, any_wait=(JobStatus.ASSIGNED,))
         conn.execute(sa.update(jobs).where(jobs.c.id == pinned).values(
             status=JobStatus.ASSIGNED))
-        with_assigned = JobDB(conn).waiting_task_jobs(
-            WAITING, movable_since=limit, max_rebrokerages=3, any_wait=(JobStatus.ASSIGNED,))
-    assert {w["id"] for w in read} == set(everyone) - {pinned, moved_3, fresh}
-    assert all(w["ahead"] == everyone[w["id"]] for w in read)
-    assert pinned in {w["id"] for w in with_assigned}  # assigned: read to be activated
+        with_assigned = JobDB(conn).waiting_task_jobs(WAITING, limit, 3,
+                                                      any_wait=(JobStatus.ASSIGNED,))
+        tasks_other = JobDB(conn).waiting_task_jobs(WAITING, limit, 3, task_ids={-1})
+    assert len(assigned) == 6  # all assigned: all read, whatever their wait
+    assert {w.id: w.ahead for w in read} == {
+        i: a for i, a in assigned.items() if i not in {pinned, moved_3, fresh}}
+    assert all(w.movable for w in read)
+    (pinned_row,) = [w for w in with_assigned if w.id == pinned]  # read to be activated
+    assert not pinned_row.movable
+    assert tasks_other == []
 
 
 def test_the_pass_moves_a_backlog_by_the_start_rule_with_its_reason(

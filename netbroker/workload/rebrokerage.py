@@ -208,14 +208,15 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
     view, ids_of = load_grid_view(engine, settings, {t["dataset_id"] for t in
                                                      task_rows.values()}, now_s)
     q_index = {qid: k for k, qid in enumerate(ids_of["queues"])}
-    activate = [w["id"] for w in waiting if w["status"] == JobStatus.ASSIGNED
-                and w["queue_id"] in q_index
-                and _present(view, task_rows[w["task_id"]]["dataset_id"],
-                             view.queue_site[q_index[w["queue_id"]]])]
+    activate = [w.id for w in waiting if w.status == JobStatus.ASSIGNED
+                and w.queue_id in q_index
+                and _present(view, task_rows[w.task_id]["dataset_id"],
+                             view.queue_site[q_index[w.queue_id]])]
+    activated = set(activate)
     movable: dict[int, list[Any]] = {}  # task id -> its movable jobs' rows
     for w in waiting:
-        if _may_move(w, r, limit) and w["queue_id"] in q_index and w["id"] not in activate:
-            movable.setdefault(w["task_id"], []).append(w)
+        if w.movable and w.queue_id in q_index and w.id not in activated:
+            movable.setdefault(w.task_id, []).append(w)
     planned = _plan_tasks(view, ids_of, q_index, movable, task_rows, files, settings)
     return _store(engine, settings, view, ids_of, activate, planned, now)
 
@@ -223,18 +224,18 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
 def _read_waiting(engine: Engine, r: RebrokerageSettings, limit: datetime,
                   task_ids: set[int] | None
                   ) -> tuple[list[Any], dict[int, Any], dict[int, list[dict[str, Any]]]] | None:
-    """The waiting jobs that wait for data or could move (the database leaves the
-    others out), their tasks and the tasks' files; None when there are none (then no
-    grid view is read: it counts every waiting job)."""
+    """The waiting jobs that wait for data or may move (the database leaves the others
+    out), their tasks and the files of the tasks with a job that may move; None when
+    there are none (then no grid view is read: it counts every waiting job)."""
     with engine.connect() as conn:
-        waiting = JobDB(conn).waiting_task_jobs(
-            WAITING, task_ids, movable_since=limit, max_rebrokerages=r.max_rebrokerages,
-            any_wait=(JobStatus.ASSIGNED,))
+        waiting = JobDB(conn).waiting_task_jobs(WAITING, limit, r.max_rebrokerages, task_ids,
+                                                any_wait=(JobStatus.ASSIGNED,))
         if not waiting:
             return None
         db = TaskDB(conn)
-        task_rows = {t["id"]: t for t in db.tasks(ids={w["task_id"] for w in waiting})}
-        files = db.dataset_files({t["dataset_id"] for t in task_rows.values()})
+        task_rows = {t["id"]: t for t in db.tasks(ids={w.task_id for w in waiting})}
+        files = db.dataset_files({task_rows[w.task_id]["dataset_id"] for w in waiting
+                                  if w.movable})
     return waiting, task_rows, files
 
 
@@ -263,20 +264,13 @@ def _plan_tasks(view: GridView, ids_of: dict[str, list[int]], q_index: dict[int,
             continue
         needs = task_needs(task, files[task["dataset_id"]], s_index)
         qs = queue_scores(view, needs, members, settings.brokerage)
-        moves = plan_moves(view, qs, np.array([q_index[w["queue_id"]] for w in rows]),
-                           np.array([w["max_walltime_s"] for w in rows]),
-                           np.array([w["max_disk_mb"] for w in rows]), settings.rebrokerage,
-                           free, np.array([w["ahead"] for w in rows]))
+        moves = plan_moves(view, qs, np.array([q_index[w.queue_id] for w in rows]),
+                           np.array([w.max_walltime_s for w in rows]),
+                           np.array([w.max_disk_mb for w in rows]), settings.rebrokerage,
+                           free, np.array([w.ahead for w in rows]))
         if moves:
             planned.append((task, rows, qs, moves))
     return planned
-
-
-def _may_move(job: Any, settings: RebrokerageSettings, waited_since: datetime) -> bool:
-    """Whether a waiting job may be moved at all: not pinned, moved fewer times than
-    allowed, waiting since ``waited_since`` or before."""
-    return (not job["pinned"] and job["rebrokerages"] < settings.max_rebrokerages
-            and job["waiting_since"] is not None and job["waiting_since"] <= waited_since)
 
 
 def _present(view: GridView, dataset_id: int, site: int) -> bool:
@@ -329,13 +323,13 @@ def _store_moves(conn: Connection, settings: Settings, view: GridView,
         local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
         status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
         old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
-        if not job_db.rebroker_job(job["id"], old_q, new_q, job["status"], status, WAITING,
+        if not job_db.rebroker_job(job.id, old_q, new_q, job.status, status, WAITING,
                                    now):
             continue  # a pilot took it, or it changed meanwhile
-        history.append({"job_id": job["id"], "from_queue_id": old_q,
+        history.append({"job_id": job.id, "from_queue_id": old_q,
                         "to_queue_id": new_q, "decision_id": decision_id, "at": now,
                         "reason": m.reason[:512]})
-        moved.append({"job_id": job["id"], "from": view.queues[m.from_queue],
+        moved.append({"job_id": job.id, "from": view.queues[m.from_queue],
                       "to": view.queues[m.to_queue], "reason": m.reason})
     db.add_rebrokerages(history)
     db.set_task(task["id"], modified_at=now)
