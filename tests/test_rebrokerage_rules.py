@@ -316,6 +316,22 @@ def test_ahead_counts_the_jobs_a_pilot_takes_first(waiting_task: Engine) -> None
     assert [ahead[i] for i in ids] == [0, *range(len(ids) - 1, 0, -1)]
 
 
+def test_the_read_of_one_tasks_jobs_counts_the_other_tasks_ahead(waiting_task: Engine) -> None:
+    since = waited_since(waiting_task)
+    with waiting_task.connect() as conn:
+        (first,) = set(conn.execute(sa.select(jobs.c.task_id)).scalars())
+    tasks.submit(waiting_task, tasks.parse_task(task_spec("task.002", input_dataset=ESD)),
+                 Settings())
+    with waiting_task.connect() as conn:
+        every = JobDB(conn).waiting_task_jobs(WAITING, since, 3, any_wait=(JobStatus.ASSIGNED,))
+        own = JobDB(conn).waiting_task_jobs(WAITING, since, 3, task_ids={first},
+                                            any_wait=(JobStatus.ASSIGNED,))
+    assert len(every) == 12 and {w.task_id for w in every} == {first, first + 1}
+    assert [(w.id, w.ahead) for w in own] == [(w.id, w.ahead) for w in every
+                                              if w.task_id == first]
+    assert max(w.ahead for w in own) > 0
+
+
 def test_the_read_leaves_out_the_jobs_that_cannot_move_but_counts_them_ahead(
         waiting_task: Engine) -> None:
     ids = desy_ids(waiting_task)

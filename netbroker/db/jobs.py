@@ -201,10 +201,15 @@ class JobDB:
                                          order_by=(jobs.c.priority.desc(), jobs.c.id.desc()))
         movable = sa.and_(sa.not_(jobs.c.pinned), jobs.c.rebrokerages < max_rebrokerages,
                           jobs.c.waiting_since <= movable_since)
+        ranked = [jobs.c.status.in_(statuses)]
+        if task_ids is not None:  # rank only the queues where these tasks' jobs wait
+            ranked.append(jobs.c.queue_id.in_(
+                sa.select(jobs.c.queue_id).distinct()
+                .where(jobs.c.status.in_(statuses), jobs.c.task_id.in_(sorted(task_ids)))))
         line = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
                           jobs.c.max_walltime_s, jobs.c.max_disk_mb,
                           (rank - 1).label("ahead"), movable.label("movable"))
-                .where(jobs.c.status.in_(statuses)).subquery("line"))
+                .where(*ranked).subquery("line"))
         wanted = [line.c.task_id.is_not(None),
                   sa.or_(line.c.movable, line.c.status.in_(list(any_wait)))]
         if task_ids is not None:
