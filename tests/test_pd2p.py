@@ -98,7 +98,13 @@ def test_done_adds_the_replica_and_rebrokers_the_waiting_jobs(popular: Engine) -
     # LRZ took jobs up to 2 per slot (20); the 10 beyond went to other DE sites, without
     # the data: those now move to the new copy.
     assert moved and {m["to"] for m in moved} == {"DESY_UCORE"}
-    assert all("input now on disk at another site" in m["reason"] for m in moved)
+    away = [m for m in moved if m["from"] != "LRZ_UCORE"]
+    assert away and all("input now on disk at another site" in m["reason"] for m in away)
+    # So do LRZ's jobs with more than 10 ahead of them for its 10 slots: k ahead of 2-h
+    # jobs wait k / 10 * 2 h, more than the 2 h of start_sooner_by_minutes from 11 on.
+    assert sorted(m["reason"] for m in moved if m["from"] == "LRZ_UCORE") == [
+        f"{k} jobs ahead for 10 slots: start in {k * 0.2:.2f} h -> 0.00 h at DESY_UCORE"
+        for k in range(11, 20)]
     with popular.connect() as conn:
         desy = GridDB(conn).ids(endpoints)["DESY_DATADISK"]
         replica = conn.execute(sa.select(replicas).where(replicas.c.endpoint_id == desy)

@@ -379,6 +379,11 @@ class RebrokerageSettings(_Group):
     better_by_fraction: float = Field(
         0.2, ge=0, description="The new site must score this fraction above the current one.")
     max_rebrokerages: int = Field(3, ge=0, description="Moves allowed per job.")
+    start_sooner_by_minutes: float = Field(
+        120.0, ge=0, description="A job also moves to a queue of its cloud where it would "
+        "start more than this much sooner: its expected wait where it is (the jobs a pilot "
+        "takes before it, over the queue's slots, times its wall time) against the time "
+        "to bring its input to a queue with a free slot, minutes.")
 
 
 class PrioritySettings(_Group):

@@ -241,18 +241,38 @@ class JobDB:
         return prepared(stmt, self.conn.dialect).rows(  # see netbroker.db.prepared
             self.conn, {**params, "p_log_entry": entry})
 
-    def waiting_task_jobs(self, statuses: Collection[JobStatus],
-                          task_ids: Collection[int] | None = None) -> list[Any]:
-        """The task jobs in these statuses (of these tasks, or all), by id: what
-        rebrokerage weighs (queue, limits, waiting since, moves so far, pinned)."""
-        stmt = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
-                          jobs.c.max_walltime_s, jobs.c.max_disk_mb, jobs.c.waiting_since,
-                          jobs.c.rebrokerages, jobs.c.pinned)
-                .where(jobs.c.status.in_(statuses), jobs.c.task_id.is_not(None),
-                       *([jobs.c.task_id.in_(sorted(task_ids))] if task_ids is not None
-                         else []))
-                .order_by(jobs.c.id))
-        return list(self.conn.execute(stmt).mappings().all())
+    def waiting_task_jobs(self, statuses: Collection[JobStatus], movable_since: datetime,
+                          max_rebrokerages: int, task_ids: Collection[int] | None = None,
+                          any_wait: Collection[JobStatus] = ()) -> list[Any]:
+        """What rebrokerage weighs of the task jobs in these statuses (of these tasks, or
+        all) that may move, and of those in ``any_wait`` statuses, by id.
+
+        Each row: ``id, task_id, queue_id, status, max_walltime_s, max_disk_mb``;
+        ``ahead``, how many jobs in these statuses wait at the same queue before it in
+        the order a pilot takes them (priority, then id, both descending, as
+        :meth:`acquire`), jobs of no task and jobs left out included; and
+        ``movable``: not pinned, moved fewer than ``max_rebrokerages`` times, waiting
+        since ``movable_since`` or before. One statement: the ranking is a sort of
+        the waiting jobs in the database, the rows read only those asked for.
+        """
+        rank = sa.func.row_number().over(partition_by=jobs.c.queue_id,
+                                         order_by=(jobs.c.priority.desc(), jobs.c.id.desc()))
+        movable = sa.and_(sa.not_(jobs.c.pinned), jobs.c.rebrokerages < max_rebrokerages,
+                          jobs.c.waiting_since <= movable_since)
+        ranked = [jobs.c.status.in_(statuses)]
+        if task_ids is not None:  # rank only the queues where these tasks' jobs wait
+            ranked.append(jobs.c.queue_id.in_(
+                sa.select(jobs.c.queue_id).distinct()
+                .where(jobs.c.status.in_(statuses), jobs.c.task_id.in_(sorted(task_ids)))))
+        line = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
+                          jobs.c.max_walltime_s, jobs.c.max_disk_mb,
+                          (rank - 1).label("ahead"), movable.label("movable"))
+                .where(*ranked).subquery("line"))
+        wanted = [line.c.task_id.is_not(None),
+                  sa.or_(line.c.movable, line.c.status.in_(list(any_wait)))]
+        if task_ids is not None:
+            wanted.append(line.c.task_id.in_(sorted(task_ids)))
+        return list(self.conn.execute(sa.select(line).where(*wanted).order_by(line.c.id)))
 
     def activate_assigned(self, job_ids: Collection[int], now: datetime) -> int:
         """Activate those of these jobs still assigned, logging the change; returns how many."""

@@ -11,7 +11,15 @@ A periodic pass (:func:`rebroker`) does two things:
    pilot slot), its input is now on disk at another eligible site while
    not at its own, or its queue no longer passes the filters — *and*
    another queue of its task's cloud that fits the job scores better by
-   ``better_by_fraction``.
+   ``better_by_fraction``; or, whatever changed, when it would start more
+   than ``start_sooner_by_minutes`` sooner at such a queue with a free slot
+   (its wait behind the jobs ahead of it against the time to bring its input
+   there): a backlog moves to idle queues as PanDA's queue-load term and its
+   reassignment of jobs waiting too long do.
+
+The jobs that cannot move (pinned, moved too often, not waiting long
+enough) are left out by the database, and assigned ones are only read to be
+activated.
 
 Each move is one conditional UPDATE (the job must still be waiting at the
 old queue: a pilot that took it meanwhile wins), recorded in
@@ -62,8 +70,22 @@ class Move:
 
 def plan_moves(view: GridView, qs: QueueScores, job_queue: np.ndarray,
                job_walltime_s: np.ndarray, job_disk_mb: np.ndarray,
-               settings: RebrokerageSettings, free: np.ndarray) -> list[Move]:
+               settings: RebrokerageSettings, free: np.ndarray,
+               job_ahead: np.ndarray) -> list[Move]:
     """Decide which of a task's waiting jobs move, and where.
+
+    A job moves by either of two rules, to a queue that fits it (wall time,
+    disk) and has a free slot:
+
+    - *score*: something changed for it (its queue is busy, no longer passes,
+      or its input is now on disk elsewhere and not there) and the best such
+      queue scores more than ``current * (1 + better_by_fraction)``;
+    - *start*: its expected wait where it is, ``ahead / slots * wall time``
+      (the jobs a pilot takes before it, a slot's worth per turn, each turn as
+      long as this job), is more than ``start_sooner_by_minutes`` above its
+      start at the queue where it would start first: the time to bring its
+      input there (nothing if the input is on disk there; a free slot, so no
+      queue wait), the better scored queue among equal starts.
 
     Parameters
     ----------
@@ -72,16 +94,21 @@ def plan_moves(view: GridView, qs: QueueScores, job_queue: np.ndarray,
     qs : QueueScores
         The task's queues judged by :func:`netbroker.workload.brokerage.queue_scores`.
     job_queue, job_walltime_s, job_disk_mb : (J,) arrays
-        Each waiting job's queue index and the wall time and disk it was sized to.
+        Each waiting job's queue index and the wall time (s) and disk (MB) it was
+        sized to.
     settings : RebrokerageSettings
     free : (q,) int array
         Free pilot slots per queue for this pass; decremented per move.
+    job_ahead : (J,) int array
+        Jobs waiting at the job's queue that a pilot takes before it, counted at
+        the start of the pass.
 
     Returns
     -------
-    list of Move. O(J * q) at worst; jobs with nothing changed cost O(1), and so do
-    jobs like one already judged unmovable (same queue, wall time and disk) while
-    no move has happened since, as nothing their decision reads has changed.
+    list of Move. O(J * q) at worst; jobs with no reason to move cost O(1), and so
+    do jobs like one already judged (same queue, wall time and disk) while no move
+    has happened since, as nothing the queues' side of their decision reads has
+    changed.
     """
     moves: list[Move] = []
     open_ = free > 0
@@ -89,43 +116,76 @@ def plan_moves(view: GridView, qs: QueueScores, job_queue: np.ndarray,
         return moves  # no queue has a free slot: nothing can move
     slots = np.maximum(view.queue_slots, 1)
     any_data = bool((qs.data[qs.eligible] > 0).any())
+    start_s = np.where(qs.data > 0, 0.0, qs.seconds)  # to bring a job's input there
+    sooner_s = settings.start_sooner_by_minutes * 60
     sized: dict[tuple[float, float], np.ndarray] = {}  # (wall time, disk) -> queues that fit
-    unmovable: set[tuple[int, float, float]] = set()  # since the last move
+    judged: dict[tuple[int, float, float], tuple[int, int]] = {}  # since the last move
     for j, q0 in enumerate(job_queue.tolist()):
         ineligible = not qs.eligible[q0]
         busy = view.queue_waiting[q0] / slots[q0] > settings.busy_queued_per_slot
         elsewhere = any_data and not qs.data[q0]
-        if not (ineligible or busy or elsewhere):
+        wait_s = float(job_ahead[j]) / slots[q0] * float(job_walltime_s[j])
+        changed = ineligible or busy or elsewhere
+        if not (changed or wait_s > sooner_s):
             continue
-        key = (float(job_walltime_s[j]), float(job_disk_mb[j]))
-        if (q0, *key) in unmovable:
-            continue
-        if key not in sized:
-            sized[key] = (qs.eligible & (view.queue_walltime_s >= key[0])
-                          & (view.queue_disk_mb >= key[1]))
-        fits = sized[key] & open_
-        fits[q0] = False
-        best = int(np.argmax(np.where(fits, qs.score, -np.inf)))
+        key = (q0, float(job_walltime_s[j]), float(job_disk_mb[j]))
+        if key not in judged:
+            judged[key] = _best_queues(view, qs, key, sized, open_, start_s, settings)
+        by_score, by_start = judged[key]
         current = qs.score[q0] if qs.eligible[q0] else 0.0
-        if not fits.any() or qs.score[best] <= current * (1 + settings.better_by_fraction):
-            unmovable.add((q0, *key))
+        why = _changes(view, q0, ineligible, busy, elsewhere)
+        if changed and by_score >= 0:
+            to = by_score
+            why.append(f"score {current:.3f} -> {qs.score[to]:.3f}")
+        elif by_start >= 0 and wait_s > start_s[by_start] + sooner_s:
+            to = by_start
+            why.append(f"{int(job_ahead[j])} jobs ahead for {int(view.queue_slots[q0])} "
+                       f"slots: start in {wait_s / 3600:.2f} h -> "
+                       f"{start_s[to] / 3600:.2f} h at {view.queues[to]}")
+        else:
             continue
-        why = []
-        if ineligible:
-            why.append(f"{view.queues[q0]} no longer passes the filters")
-        if busy:
-            why.append(f"{view.queues[q0]} busy: {int(view.queue_waiting[q0])} waiting for "
-                       f"{int(view.queue_slots[q0])} slots")
-        if elsewhere:
-            why.append("input now on disk at another site")
-        moves.append(Move(j, q0, best, "; ".join(why)
-                          + f"; score {current:.3f} -> {qs.score[best]:.3f}"))
-        free[best] -= 1
-        open_[best] = free[best] > 0
-        view.queue_waiting[best] += 1
+        moves.append(Move(j, q0, to, "; ".join(why)))
+        free[to] -= 1
+        open_[to] = free[to] > 0
+        view.queue_waiting[to] += 1
         view.queue_waiting[q0] -= 1
-        unmovable.clear()
+        judged.clear()
     return moves
+
+
+def _best_queues(view: GridView, qs: QueueScores, key: tuple[int, float, float],
+                 sized: dict[tuple[float, float], np.ndarray], open_: np.ndarray,
+                 start_s: np.ndarray, settings: RebrokerageSettings) -> tuple[int, int]:
+    """For a job at queue ``key[0]`` sized ``key[1:]`` (wall time s, disk MB): the
+    queue the score rule moves it to (-1: none scores enough better) and the open
+    fitting queue where it starts first (-1: none fits)."""
+    q0, size = key[0], key[1:]
+    if size not in sized:
+        sized[size] = (qs.eligible & (view.queue_walltime_s >= size[0])
+                       & (view.queue_disk_mb >= size[1]))
+    fits = sized[size] & open_
+    fits[q0] = False
+    if not fits.any():
+        return -1, -1
+    best = int(np.argmax(np.where(fits, qs.score, -np.inf)))
+    current = qs.score[q0] if qs.eligible[q0] else 0.0
+    by_score = best if qs.score[best] > current * (1 + settings.better_by_fraction) else -1
+    first = fits & (start_s == np.where(fits, start_s, np.inf).min())
+    return by_score, int(np.argmax(np.where(first, qs.score, -np.inf)))
+
+
+def _changes(view: GridView, q0: int, ineligible: bool, busy: bool,
+             elsewhere: bool) -> list[str]:
+    """What changed for a job at queue ``q0``, in words, for the stored reason."""
+    why = []
+    if ineligible:
+        why.append(f"{view.queues[q0]} no longer passes the filters")
+    if busy:
+        why.append(f"{view.queues[q0]} busy: {int(view.queue_waiting[q0])} waiting for "
+                   f"{int(view.queue_slots[q0])} slots")
+    if elsewhere:
+        why.append("input now on disk at another site")
+    return why
 
 
 def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
@@ -148,14 +208,15 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
     view, ids_of = load_grid_view(engine, settings, {t["dataset_id"] for t in
                                                      task_rows.values()}, now_s)
     q_index = {qid: k for k, qid in enumerate(ids_of["queues"])}
-    activate = [w["id"] for w in waiting if w["status"] == JobStatus.ASSIGNED
-                and w["queue_id"] in q_index
-                and _present(view, task_rows[w["task_id"]]["dataset_id"],
-                             view.queue_site[q_index[w["queue_id"]]])]
+    activate = [w.id for w in waiting if w.status == JobStatus.ASSIGNED
+                and w.queue_id in q_index
+                and _present(view, task_rows[w.task_id]["dataset_id"],
+                             view.queue_site[q_index[w.queue_id]])]
+    activated = set(activate)
     movable: dict[int, list[Any]] = {}  # task id -> its movable jobs' rows
     for w in waiting:
-        if _may_move(w, r, limit) and w["queue_id"] in q_index and w["id"] not in activate:
-            movable.setdefault(w["task_id"], []).append(w)
+        if w.movable and w.queue_id in q_index and w.id not in activated:
+            movable.setdefault(w.task_id, []).append(w)
     planned = _plan_tasks(view, ids_of, q_index, movable, task_rows, files, settings)
     return _store(engine, settings, view, ids_of, activate, planned, now)
 
@@ -163,16 +224,18 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
 def _read_waiting(engine: Engine, r: RebrokerageSettings, limit: datetime,
                   task_ids: set[int] | None
                   ) -> tuple[list[Any], dict[int, Any], dict[int, list[dict[str, Any]]]] | None:
-    """The waiting jobs, their tasks and the tasks' files; None when no job waits for
-    data nor could move (then no grid view is read: it counts every waiting job)."""
+    """The waiting jobs that wait for data or may move (the database leaves the others
+    out), their tasks and the files of the tasks with a job that may move; None when
+    there are none (then no grid view is read: it counts every waiting job)."""
     with engine.connect() as conn:
-        waiting = JobDB(conn).waiting_task_jobs(WAITING, task_ids)
-        if not any(w["status"] == JobStatus.ASSIGNED or _may_move(w, r, limit)
-                   for w in waiting):
+        waiting = JobDB(conn).waiting_task_jobs(WAITING, limit, r.max_rebrokerages, task_ids,
+                                                any_wait=(JobStatus.ASSIGNED,))
+        if not waiting:
             return None
         db = TaskDB(conn)
-        task_rows = {t["id"]: t for t in db.tasks(ids={w["task_id"] for w in waiting})}
-        files = db.dataset_files({t["dataset_id"] for t in task_rows.values()})
+        task_rows = {t["id"]: t for t in db.tasks(ids={w.task_id for w in waiting})}
+        files = db.dataset_files({task_rows[w.task_id]["dataset_id"] for w in waiting
+                                  if w.movable})
     return waiting, task_rows, files
 
 
@@ -201,20 +264,13 @@ def _plan_tasks(view: GridView, ids_of: dict[str, list[int]], q_index: dict[int,
             continue
         needs = task_needs(task, files[task["dataset_id"]], s_index)
         qs = queue_scores(view, needs, members, settings.brokerage)
-        moves = plan_moves(view, qs, np.array([q_index[w["queue_id"]] for w in rows]),
-                           np.array([w["max_walltime_s"] for w in rows]),
-                           np.array([w["max_disk_mb"] for w in rows]), settings.rebrokerage,
-                           free)
+        moves = plan_moves(view, qs, np.array([q_index[w.queue_id] for w in rows]),
+                           np.array([w.max_walltime_s for w in rows]),
+                           np.array([w.max_disk_mb for w in rows]), settings.rebrokerage,
+                           free, np.array([w.ahead for w in rows]))
         if moves:
             planned.append((task, rows, qs, moves))
     return planned
-
-
-def _may_move(job: Any, settings: RebrokerageSettings, waited_since: datetime) -> bool:
-    """Whether a waiting job may be moved at all: not pinned, moved fewer times than
-    allowed, waiting since ``waited_since`` or before."""
-    return (not job["pinned"] and job["rebrokerages"] < settings.max_rebrokerages
-            and job["waiting_since"] is not None and job["waiting_since"] <= waited_since)
 
 
 def _present(view: GridView, dataset_id: int, site: int) -> bool:
@@ -267,13 +323,13 @@ def _store_moves(conn: Connection, settings: Settings, view: GridView,
         local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
         status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
         old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
-        if not job_db.rebroker_job(job["id"], old_q, new_q, job["status"], status, WAITING,
+        if not job_db.rebroker_job(job.id, old_q, new_q, job.status, status, WAITING,
                                    now):
             continue  # a pilot took it, or it changed meanwhile
-        history.append({"job_id": job["id"], "from_queue_id": old_q,
+        history.append({"job_id": job.id, "from_queue_id": old_q,
                         "to_queue_id": new_q, "decision_id": decision_id, "at": now,
                         "reason": m.reason[:512]})
-        moved.append({"job_id": job["id"], "from": view.queues[m.from_queue],
+        moved.append({"job_id": job.id, "from": view.queues[m.from_queue],
                       "to": view.queues[m.to_queue], "reason": m.reason})
     db.add_rebrokerages(history)
     db.set_task(task["id"], modified_at=now)
