@@ -30,7 +30,14 @@ from netbroker.common.errors import DecisionConflict
 from netbroker.db import begin_immediate
 from netbroker.db.grid import GridDB
 from netbroker.db.pd2p import Pd2pDB
-from netbroker.db.schema import datasets, endpoints, jobs, replicas, replication_decisions
+from netbroker.db.schema import (
+    datasets,
+    endpoints,
+    jobs,
+    queues,
+    replicas,
+    replication_decisions,
+)
 from netbroker.placement import pd2p
 from netbroker.registry import registry
 from netbroker.workload import tasks
@@ -487,16 +494,131 @@ def test_a_link_to_a_site_without_an_endpoint_is_no_target(engine: Engine) -> No
     assert d["target"] == "FZK_DATADISK"
 
 
-def test_a_sites_free_slots_are_its_queues_slots_less_its_own_jobs(engine: Engine) -> None:
-    """The ESD's 10 jobs wait at LRZ (holding it, no target); the AOD's 5 at DESY: DESY
-    has 100 - 5 free slots, every other candidate its 100."""
-    hot(engine)
+@pytest.mark.parametrize(("desy_slots", "free"), [(100, 96), (4, 0)])
+def test_a_sites_free_slots_are_its_queues_slots_less_its_own_busy_jobs(
+        engine: Engine, desy_slots: int, free: int) -> None:
+    """The ESD's 10 jobs wait at LRZ (holding it, no target); the AOD's 5 at DESY, one
+    of them finished: DESY has its slots less 4 free (none below zero), every other
+    candidate its 100."""
+    hot(engine, pilot_slots={"DESY": desy_slots})
     aod = tasks.submit(engine, tasks.parse_task(task_spec(
         "ana.aod", processing_type="analysis", user="carol", files_per_job=2,
         walltime_s=4 * 3600)), Settings())
     assert aod["jobs"] == {"activated": 5}
+    with engine.begin() as conn:
+        desy = GridDB(conn).ids(queues)["DESY_UCORE"]
+        assert conn.execute(sa.select(sa.func.count()).where(
+            jobs.c.task_id == aod["id"], jobs.c.queue_id == desy)).scalar_one() == 5
+        first = conn.execute(sa.select(sa.func.min(jobs.c.id)).where(
+            jobs.c.task_id == aod["id"])).scalar_one()
+        conn.execute(sa.update(jobs).where(jobs.c.id == first).values(status="finished"))
     (d,) = decide(engine, settings())
     ranked = pd2p.get_decision(engine, d["id"])["candidates"]["ranked"]
     assert {c["endpoint"]: c["free_slots"] for c in ranked} == {
-        "FZK_DATADISK": 100, "RAL_DATADISK": 100, "CC_DATADISK": 100, "DESY_DATADISK": 95,
+        "FZK_DATADISK": 100, "RAL_DATADISK": 100, "CC_DATADISK": 100, "DESY_DATADISK": free,
         "MAN_DATADISK": 100}
+
+
+def sent(engine: Engine, target: str, nbytes: int, created: datetime, state: str) -> None:
+    """An earlier decision of ``nbytes`` to ``target``, created at ``created``."""
+    with begin_immediate(engine) as conn:
+        ep = GridDB(conn).ids(endpoints)[target]
+        Pd2pDB(conn).add_decisions([{
+            "dataset_id": dataset_id(engine, "data23.AOD"), "bytes": nbytes,
+            "target_endpoint_id": ep, "sources": "[]", "candidates": "{}",
+            "reason": "earlier", "state": state, "lifetime_days": 1.0, "created_at": created,
+            "expires_at": created + timedelta(days=1), "updated_at": created}])
+
+
+@pytest.mark.parametrize(("ago", "state", "target"), [
+    (timedelta(days=1), "done", None),                         # the day's first instant
+    (timedelta(days=1, seconds=1), "done", "DESY_DATADISK"),   # a second before it
+    (timedelta(hours=1), "acknowledged", None),
+    (timedelta(hours=1), "failed", "DESY_DATADISK"),           # a failure sent nothing
+])
+def test_the_daily_quota_counts_the_decisions_of_the_last_24_hours_not_failed(
+        engine: Engine, ago: timedelta, state: str, target: str | None) -> None:
+    # DESY, the only endpoint with room, may receive 150 GB a day: after 50 GB and a
+    # byte sent, the 100 GB ESD is over it.
+    hot(engine, free_bytes=FULL)
+    sent(engine, "DESY_DATADISK", 50 * GB + 1, NOW - ago, state)
+    got = decide(engine, settings(site_quota_bytes_per_day=150 * GB))
+    assert [d["target"] for d in got] == ([target] if target else [])
+
+
+def test_an_endpoint_only_where_a_decision_failed_is_left_out_not_where_one_expired(
+        engine: Engine) -> None:
+    hot(engine)
+    (first,) = decide(engine, settings(decision_expiry_hours=1.0))
+    assert first["target"] == "FZK_DATADISK"
+    later = NOW + timedelta(hours=1, seconds=1)
+    # it expires, and the cooldown runs from its expiry: no decision in that cycle
+    assert pd2p.run_cycle(engine, settings(), now=later) == {"decisions": [],
+                                                              "expired": [first["id"]]}
+    assert decide(engine, settings(), now=later + timedelta(hours=6)) == []
+    (again,) = decide(engine, settings(), now=later + timedelta(hours=6, seconds=1))
+    assert again["target"] == "FZK_DATADISK"
+    rejected = pd2p.get_decision(engine, again["id"])["candidates"]["rejected"]
+    assert "failed there before" not in rejected
+
+
+def test_a_datasets_bytes_are_the_sum_of_its_own_files(engine: Engine) -> None:
+    """The ESD's 10 files of 10 GB, the AOD cut to 3 of them, and an empty dataset."""
+    doc = json.loads(mini_grid({"data23.ESD": ["LRZ_DATADISK"]}, extra_dataset="data23.ESD",
+                               files=10))
+    aod = next(d for d in doc["dataset"] if d["name"] == "data23.AOD")
+    aod["files"] = aod["files"][:3]
+    doc["dataset"].append({"scope": "data23", "name": "data23.EMPTY", "files": [],
+                           "replicas": []})
+    registry.import_grid_document(engine, json.dumps(doc))
+    assert [(p["dataset"], p["bytes"]) for name in ("ESD", "AOD", "EMPTY")
+            for p in pd2p.popularity(engine, f"data23:data23.{name}")] == [
+        (ESD, 100 * GB), ("data23:data23.AOD", 30 * GB), ("data23:data23.EMPTY", 0)]
+
+
+def test_a_done_decision_does_not_hold_the_dataset_back(engine: Engine) -> None:
+    """Done at FZK, the ESD has 2 disk replicas of 5 and 10 jobs still wait for it: the
+    next cycle places it again (at RAL, the next of the equal Tier-1s)."""
+    hot(engine)
+    (first,) = decide(engine, settings())
+    pd2p.mark_done(engine, first["id"], settings(), now=NOW)
+    (again,) = decide(engine, settings(), now=NOW + timedelta(minutes=1))
+    assert (again["target"], again["reason"].split("; ")[2]) == ("RAL_DATADISK",
+                                                                 "2 disk replicas < 5")
+
+
+def test_a_dataset_with_an_open_decision_is_open_before_it_is_cooling(engine: Engine) -> None:
+    """The ESD failed at FZK 2 h ago and is new at RAL: "open"; the AOD only failed 2 h
+    ago: "cooldown" (6 h); a failure 7 h ago is past it."""
+    hot(engine)
+    open_decision(engine, "data23.ESD", "FZK_DATADISK", GB, state="failed")
+    open_decision(engine, "data23.ESD", "RAL_DATADISK", GB)
+    open_decision(engine, "data23.AOD", "RAL_DATADISK", GB, state="failed")
+    esd, aod = dataset_id(engine, "data23.ESD"), dataset_id(engine, "data23.AOD")
+    with engine.connect() as conn:
+        db = Pd2pDB(conn)
+        assert db.decided([esd, aod], NOW - timedelta(hours=6)) == {esd: "open",
+                                                                    aod: "cooldown"}
+        assert db.decided([esd, aod], NOW - timedelta(hours=1)) == {esd: "open"}
+
+
+def test_a_cycle_reports_what_expired_with_what_it_decided(engine: Engine) -> None:
+    hot(engine)
+    open_decision(engine, "data23.AOD", "RAL_DATADISK", GB)  # expires NOW + 1 day
+    with engine.connect() as conn:
+        aod_decision = conn.execute(sa.select(replication_decisions.c.id)).scalar_one()
+    cycle = pd2p.run_cycle(engine, settings(), now=NOW + timedelta(days=1, seconds=1))
+    assert [d["dataset"] for d in cycle["decisions"]] == [ESD]
+    assert cycle["expired"] == [aod_decision]
+
+
+def test_accesses_older_than_a_day_count_for_the_week_only(engine: Engine) -> None:
+    hot(engine)  # 10 accesses to the ESD now
+    with begin_immediate(engine) as conn:
+        Pd2pDB(conn).record_accesses([{
+            "dataset_id": dataset_id(engine, name), "task_id": None, "user_name": "carol",
+            "jobs": 7, "at": utcnow() - timedelta(days=2)}
+            for name in ("data23.ESD", "data23.AOD")])
+    got = {p["dataset"]: (p["accesses_1d"], p["accesses_1w"], p["users_1w"])
+           for p in pd2p.popularity(engine)}
+    assert got == {ESD: (10, 17, 2), "data23:data23.AOD": (0, 7, 1)}
