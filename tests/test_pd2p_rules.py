@@ -354,11 +354,16 @@ def decision_id(engine: Engine) -> int:
     ("LRZ_DATADISK", 500 * GB, False),   # no row of the AOD there (the ESD's is)
     ("MAN_DATADISK", 500 * GB, True),    # DDM registered it pending meanwhile
     ("LRZ_DATADISK", 50 * GB, False),    # less free than the 60 GB: none left, not less
+    ("LRZ_DATADISK", None, False),       # free space not reported: it stays unknown
 ])
 def test_done_makes_the_replica_available_at_its_target_and_takes_its_space(
-        engine: Engine, target: str, free: int, pending: bool) -> None:
+        engine: Engine, target: str, free: int | None, pending: bool) -> None:
     site = target.removesuffix("_DATADISK")
-    hot(engine, ["MAN_DATADISK"], free_bytes={site: free})  # the ESD also at MAN
+    hot(engine, ["MAN_DATADISK"], free_bytes={site: free or 0})  # the ESD also at MAN
+    if free is None:
+        with engine.begin() as conn:
+            conn.execute(sa.update(endpoints).where(endpoints.c.name == target)
+                         .values(free_bytes=None))
     if pending:
         with engine.begin() as conn:
             conn.execute(sa.insert(replicas).values(
@@ -372,7 +377,8 @@ def test_done_makes_the_replica_available_at_its_target_and_takes_its_space(
     assert (done["state"], done["rebrokered"]) == ("done", {"activated": 0, "moved": []})
     assert replica_rows(engine) == {
         **before, ("data23.AOD", target): ("available", "pd2p", NOW + timedelta(days=1))}
-    assert free_space(engine) == {**space, target: max(free - 60 * GB, 0)}
+    assert free_space(engine) == {**space,
+                                  target: None if free is None else max(free - 60 * GB, 0)}
 
 
 def test_only_an_open_decision_can_be_done(engine: Engine) -> None:
@@ -613,12 +619,19 @@ def test_a_cycle_reports_what_expired_with_what_it_decided(engine: Engine) -> No
 
 
 def test_accesses_older_than_a_day_count_for_the_week_only(engine: Engine) -> None:
-    hot(engine)  # 10 accesses to the ESD now
+    hot(engine)  # bob's 10 accesses to the ESD now
+    two_days_ago = NOW - timedelta(days=2)
     with begin_immediate(engine) as conn:
         Pd2pDB(conn).record_accesses([{
             "dataset_id": dataset_id(engine, name), "task_id": None, "user_name": "carol",
-            "jobs": 7, "at": utcnow() - timedelta(days=2)}
-            for name in ("data23.ESD", "data23.AOD")])
-    got = {p["dataset"]: (p["accesses_1d"], p["accesses_1w"], p["users_1w"])
-           for p in pd2p.popularity(engine)}
-    assert got == {ESD: (10, 17, 2), "data23:data23.AOD": (0, 7, 1)}
+            "jobs": jobs, "at": two_days_ago}
+            for name, jobs in (("data23.ESD", 3), ("data23.ESD", 4), ("data23.AOD", 7))])
+
+    def seen(now: datetime) -> dict[str, tuple[int, int, int]]:
+        return {p["dataset"]: (p["accesses_1d"], p["accesses_1w"], p["users_1w"])
+                for p in pd2p.popularity(engine, now=now)}
+
+    assert seen(NOW) == {ESD: (10, 17, 2), "data23:data23.AOD": (0, 7, 1)}
+    # a day after carol's accesses: the day's first instant counts them
+    assert seen(two_days_ago + timedelta(days=1)) == {ESD: (17, 17, 2),
+                                                      "data23:data23.AOD": (7, 7, 1)}

@@ -282,3 +282,19 @@ def test_an_empty_batch_sets_no_priority(mini: Engine) -> None:
     with mini.begin() as conn:
         assert PriorityDB(conn).set_priorities([], []) == 0
     assert priority_of(mini, job) == 1000
+
+
+def test_a_users_cpu_hours_are_the_seconds_their_jobs_reported_over_3600(mini: Engine) -> None:
+    used(mini, "heavy", 2000.0)   # 7,200,000 s
+    used(mini, "heavy", 0.5)      # 1,800 s
+    with mini.connect() as conn:
+        assert PriorityDB(conn).cpu_hours_by_user(NOW - timedelta(hours=24)) == {
+            "heavy": 2000.5}
+
+
+def test_boosts_are_listed_newest_first_with_their_site_and_cloud_names(mini: Engine) -> None:
+    priority.add_boost(mini, 10, hours=1, user="a", site="DESY")
+    priority.add_boost(mini, 20, hours=1, user="b", cloud="UK")
+    assert [(b["user_name"], b["value"], b["site"], b["cloud"])
+            for b in priority.list_boosts(mini)] == [("b", 20, None, "UK"),
+                                                     ("a", 10, "DESY", None)]
