@@ -287,3 +287,22 @@ def test_done_rebrokers_only_the_jobs_of_the_tasks_reading_the_dataset(
     with popular.connect() as conn:
         assert sorted(conn.execute(sa.select(jobs.c.id, queues.c.name).join(queues)
                                    .where(jobs.c.task_id == aod["id"])).all()) == aod_jobs
+
+
+@pytest.mark.parametrize(("window_end_s", "moves"), [(0.0, False), (3 * 86400.0, True)])
+def test_done_rebrokers_with_the_links_of_the_window_given(popular: Engine,
+                                                           window_end_s: float,
+                                                           moves: bool) -> None:
+    """A job moves only to a queue scoring 2.5 times its own (better_by_fraction 1.5).
+    The 10 jobs at DE sites without the ESD score for the transfer from LRZ: over the
+    measured links (the window ending now) they keep more than 1 / 2.5 of DESY's score
+    with the new copy and stay; in a window ending 3 days on no link is measured, each
+    counts as 1 MB/s, they score lower, and they move to DESY."""
+    strict = SETTINGS.model_copy(update={"rebrokerage": SETTINGS.rebrokerage.model_copy(
+        update={"better_by_fraction": 1.5})})
+    (decision,) = pd2p.run_cycle(popular, strict)["decisions"]
+    result = pd2p.mark_done(popular, decision["id"], strict,
+                            now_s=time.time() + window_end_s)
+    moved = result["rebrokered"]["moved"]
+    assert bool(moved) is moves
+    assert {m["to"] for m in moved} == ({"DESY_UCORE"} if moves else set())
