@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
@@ -28,6 +29,7 @@ from netbroker.common.errors import UnknownCloud, UnknownSite
 from netbroker.db.clouds import CloudDB
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
+from netbroker.db.schema import clouds as clouds_table
 from netbroker.db.schema import queues
 from netbroker.registry import registry
 from tests.factories import fts_transfers, mini_grid, perfsonar_documents
@@ -551,3 +553,62 @@ def test_without_a_time_the_window_ends_now(mini: Engine) -> None:
     fts(mini, "FZK", "MAN", 50.0, 4, T0)  # days before the wall clock: outside its hour
     assert clouds.preview(mini, HOUR) == []
     assert clouds.preview(mini, HOUR, now_s=T0)[0].change == "joined"
+
+
+# --- the metrics settings given, and a cloud that has lost its Tier-1 --------------------
+
+FIVE_SAMPLES = MetricsSettings(min_samples=5)  # a source needs 5 samples in the window
+
+
+def test_the_metrics_settings_given_decide_which_links_are_measured(mini: Engine) -> None:
+    """4 transfers FZK -> MAN (50 MB/s) and FZK -> CC (4 MB/s): a measurement under the
+    default (2 samples a source), none where a source needs 5."""
+    fts(mini, "FZK", "MAN", 50.0, 4, T0)
+    fts(mini, "FZK", "CC", 4.0, 4, T0)
+    assert clouds.preview(mini, HOUR, FIVE_SAMPLES, now_s=T0) == []
+    assert clouds.cloud_detail(mini, "DE", HOUR, FIVE_SAMPLES, now_s=T0)["refused"] == []
+    assert clouds.mesh_ranking(mini, HOUR, FIVE_SAMPLES, now_s=T0) == []
+    assert clouds.recompute(mini, HOUR, FIVE_SAMPLES, now_s=T0) == []
+    assert clouds.history(mini) == []
+    # the same links under the default settings
+    assert [(r["site"], r["reason"]) for r in clouds.cloud_detail(
+        mini, "DE", HOUR, now_s=T0)["refused"]] == [("CC", "throughput 4 MB/s < 5 MB/s")]
+    assert [(r["site"], r["samples"]) for r in clouds.mesh_ranking(mini, HOUR, now_s=T0)] == [
+        ("MAN", 4), ("CC", 4)]
+    assert changes(mini, T0) == {("DE", "MAN", "joined", JOINED)}
+
+
+def lose_tier1(engine: Engine, cloud: str) -> None:
+    """The cloud's Tier-1 link gone (what deleting the Tier-1 site leaves: SET NULL)."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(clouds_table).where(clouds_table.c.name == cloud)
+                     .values(tier1_site_id=None))
+
+
+def test_a_cloud_without_a_tier1_decides_no_membership(mini: Engine) -> None:
+    """FR has lost its Tier-1: it is no row of the decision, and its site CC, at home
+    nowhere, is foreign to DE and may join it."""
+    lose_tier1(mini, "FR")
+    fts(mini, "FZK", "CC", 50.0, 4, T0)
+    inputs = clouds.gather_inputs(mini, HOUR, now_s=T0)
+    assert inputs.clouds == ["DE", "UK"]
+    assert inputs.home[inputs.sites.index("CC")] == -1
+    page = clouds.cloud_detail(mini, "FR", HOUR, now_s=T0)
+    assert (page["tier1"], page["foreign"], page["refused"]) == (None, [], [])
+    assert [s["name"] for s in page["members"]] == ["CC"]
+    assert changes(mini, T0) == {("DE", "CC", "joined", JOINED)}
+
+
+def test_a_member_of_a_cloud_without_a_tier1_is_no_member_of_the_others(
+        mini: Engine) -> None:
+    """MAN joined FR while FR had a Tier-1; FR lost it: nothing measures MAN from FR,
+    and MAN is not made a member of DE or of its own UK either."""
+    with mini.begin() as conn:
+        grid = GridDB(conn)
+        CloudDB(conn).replace_members([{"cloud_id": grid.cloud_ids()["FR"],
+                                        "site_id": grid.site_ids()["MAN"],
+                                        "stale_cycles": 0}], AT, [])
+    lose_tier1(mini, "FR")
+    inputs = clouds.gather_inputs(mini, HOUR, now_s=T0)
+    assert inputs.clouds == ["DE", "UK"] and not inputs.members.any()
+    assert clouds.preview(mini, HOUR, now_s=T0) == []

@@ -256,3 +256,59 @@ def test_pd2p_from_the_command_line(popular: Engine, tmp_path: Path) -> None:
     again = cli("pd2p", "done", str(decision["id"]))
     assert again.returncode == 1 and "is failed" in again.stderr
     assert cli("pd2p", "cleanup").stdout.strip() == "no replica to clean up"
+
+
+def test_done_rebrokers_as_at_the_time_given(popular: Engine) -> None:
+    """``now`` is the rebrokerage's clock too: at an hour before the jobs began waiting
+    none of them has waited yet, so none moves (at the present 5 do, as above)."""
+    (decision,) = pd2p.run_cycle(popular, SETTINGS)["decisions"]
+    before = utcnow() - timedelta(hours=1)
+    result = pd2p.mark_done(popular, decision["id"], SETTINGS, now=before)
+    assert result["rebrokered"] == {"activated": 0, "moved": []}
+    assert result["updated_at"] == before
+
+
+def test_done_rebrokers_only_the_jobs_of_the_tasks_reading_the_dataset(
+        popular: Engine) -> None:
+    """The AOD's task runs at DESY (its data); DESY_UCORE then goes offline, so its
+    jobs could move: the ESD's replica being done moves none of them."""
+    (decision,) = pd2p.run_cycle(popular, SETTINGS)["decisions"]
+    registry.import_grid_document(popular, mini_grid(
+        {"data23.ESD": ["LRZ_DATADISK"], "data23.AOD": ["DESY_DATADISK"]},
+        extra_dataset="data23.ESD", files=30, pilot_slots={"LRZ": 10},
+        site_status={"MAN": "offline"}, free_bytes={"FZK": 200 * GB}))
+    aod = tasks.submit(popular, tasks.parse_task(task_spec("aod.001")), SETTINGS)
+    with popular.connect() as conn:
+        aod_jobs = sorted(conn.execute(sa.select(jobs.c.id, queues.c.name).join(queues)
+                                       .where(jobs.c.task_id == aod["id"])).all())
+    assert aod_jobs and {q for _, q in aod_jobs} == {"DESY_UCORE"}
+    registry.import_grid_document(popular, mini_grid(
+        {"data23.ESD": ["LRZ_DATADISK"], "data23.AOD": ["DESY_DATADISK"]},
+        extra_dataset="data23.ESD", files=30, pilot_slots={"LRZ": 10},
+        site_status={"MAN": "offline"}, free_bytes={"FZK": 200 * GB},
+        queue_status={"DESY": "offline"}))
+    result = pd2p.mark_done(popular, decision["id"], SETTINGS)
+    moved = {m["job_id"] for m in result["rebrokered"]["moved"]}
+    assert not moved & {j for j, _ in aod_jobs}
+    with popular.connect() as conn:
+        assert sorted(conn.execute(sa.select(jobs.c.id, queues.c.name).join(queues)
+                                   .where(jobs.c.task_id == aod["id"])).all()) == aod_jobs
+
+
+@pytest.mark.parametrize(("window_end_s", "moves"), [(0.0, False), (3 * 86400.0, True)])
+def test_done_rebrokers_with_the_links_of_the_window_given(popular: Engine,
+                                                           window_end_s: float,
+                                                           moves: bool) -> None:
+    """A job moves only to a queue scoring 2.5 times its own (better_by_fraction 1.5).
+    The 10 jobs at DE sites without the ESD score for the transfer from LRZ: over the
+    measured links (the window ending now) they keep more than 1 / 2.5 of DESY's score
+    with the new copy and stay; in a window ending 3 days on no link is measured, each
+    counts as 1 MB/s, they score lower, and they move to DESY."""
+    strict = SETTINGS.model_copy(update={"rebrokerage": SETTINGS.rebrokerage.model_copy(
+        update={"better_by_fraction": 1.5})})
+    (decision,) = pd2p.run_cycle(popular, strict)["decisions"]
+    result = pd2p.mark_done(popular, decision["id"], strict,
+                            now_s=time.time() + window_end_s)
+    moved = result["rebrokered"]["moved"]
+    assert bool(moved) is moves
+    assert {m["to"] for m in moved} == ({"DESY_UCORE"} if moves else set())

@@ -20,6 +20,7 @@ from netbroker.common.config import PrioritySettings
 from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
+from netbroker.db.priority import PriorityDB
 from netbroker.db.schema import jobs, priority_boosts, queues
 from netbroker.registry import registry
 from netbroker.workload import priority
@@ -254,3 +255,46 @@ def test_priorities_are_integers() -> None:
         np.array([""], dtype=object), np.array([7]), {7: (1, 1)}, PrioritySettings())
     assert computed.dtype == new.dtype == np.int64
     assert computed.tolist() == [1015] and new.tolist() == [1000]
+
+
+def test_a_boost_for_a_user_with_no_job_changes_nothing(mini: Engine) -> None:
+    """A boost whose user has no job at all: the pass reads no job of hers and sets
+    nothing (bob's job has its own priority already)."""
+    bob = add(mini, "bob")
+    priority.add_boost(mini, 200, hours=1, user="alice")
+    assert priority.recompute(mini, NO_AGING, now=NOW) == 0
+    assert priority_of(mini, bob) == 1000
+
+
+def test_the_pass_sets_each_changed_job_once_and_counts_it(mini: Engine) -> None:
+    """alice's job is boosted (+200, computed here), bob's has waited 2 h (+20, found
+    in the database), carol's is unchanged: two jobs set, each once."""
+    boosted = add(mini, "alice")
+    aged = add(mini, "bob", waiting_since=NOW - timedelta(hours=2))
+    same = add(mini, "carol")
+    priority.add_boost(mini, 200, hours=1, user="alice")
+    assert priority.recompute(mini, PrioritySettings(), now=NOW) == 2
+    assert [priority_of(mini, j) for j in (boosted, aged, same)] == [1200, 1020, 1000]
+
+
+def test_an_empty_batch_sets_no_priority(mini: Engine) -> None:
+    job = add(mini)
+    with mini.begin() as conn:
+        assert PriorityDB(conn).set_priorities([], []) == 0
+    assert priority_of(mini, job) == 1000
+
+
+def test_a_users_cpu_hours_are_the_seconds_their_jobs_reported_over_3600(mini: Engine) -> None:
+    used(mini, "heavy", 2000.0)   # 7,200,000 s
+    used(mini, "heavy", 0.5)      # 1,800 s
+    with mini.connect() as conn:
+        assert PriorityDB(conn).cpu_hours_by_user(NOW - timedelta(hours=24)) == {
+            "heavy": 2000.5}
+
+
+def test_boosts_are_listed_newest_first_with_their_site_and_cloud_names(mini: Engine) -> None:
+    priority.add_boost(mini, 10, hours=1, user="a", site="DESY")
+    priority.add_boost(mini, 20, hours=1, user="b", cloud="UK")
+    assert [(b["user_name"], b["value"], b["site"], b["cloud"])
+            for b in priority.list_boosts(mini)] == [("b", 20, None, "UK"),
+                                                     ("a", 10, "DESY", None)]
