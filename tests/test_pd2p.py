@@ -304,8 +304,10 @@ def test_done_rebrokers_with_the_links_of_the_window_given(popular: Engine,
     measured links (the window ending now) they keep more than 1 / 2.5 of DESY's score
     with the new copy and stay; in a window ending 3 days on no link is measured, each
     counts as 1 MB/s, they score lower, and they move to DESY."""
+    # The start rule off (LRZ's backlog would move to the new copy whatever the
+    # window): the score rule alone reads the links.
     strict = SETTINGS.model_copy(update={"rebrokerage": SETTINGS.rebrokerage.model_copy(
-        update={"better_by_fraction": 1.5})})
+        update={"better_by_fraction": 1.5, "start_sooner_by_minutes": 10**6})})
     (decision,) = pd2p.run_cycle(popular, strict)["decisions"]
     result = pd2p.mark_done(popular, decision["id"], strict,
                             now_s=time.time() + window_end_s)

@@ -253,17 +253,22 @@ class JobDB:
         :meth:`acquire`), jobs of no task and jobs left out included; and
         ``movable``: not pinned, moved fewer than ``max_rebrokerages`` times, waiting
         since ``movable_since`` or before. One statement: the ranking is a sort of
-        the waiting jobs in the database, the rows read only those asked for.
+        the waiting jobs of the queues where a row asked for waits, in the database;
+        the rows read only those asked for.
         """
         rank = sa.func.row_number().over(partition_by=jobs.c.queue_id,
                                          order_by=(jobs.c.priority.desc(), jobs.c.id.desc()))
         movable = sa.and_(sa.not_(jobs.c.pinned), jobs.c.rebrokerages < max_rebrokerages,
                           jobs.c.waiting_since <= movable_since)
-        ranked = [jobs.c.status.in_(statuses)]
-        if task_ids is not None:  # rank only the queues where these tasks' jobs wait
-            ranked.append(jobs.c.queue_id.in_(
-                sa.select(jobs.c.queue_id).distinct()
-                .where(jobs.c.status.in_(statuses), jobs.c.task_id.in_(sorted(task_ids)))))
+        wanted_here = [jobs.c.status.in_(statuses), jobs.c.task_id.is_not(None),
+                       sa.or_(movable, jobs.c.status.in_(list(any_wait)))]
+        if task_ids is not None:
+            wanted_here.append(jobs.c.task_id.in_(sorted(task_ids)))
+        # Only the queues where a row asked for waits are ranked: most waiting jobs
+        # (of no task, or not movable yet) are at queues no row of this read is at,
+        # and a sort of every waiting job at every pass is the cost of a scan and more.
+        ranked = [jobs.c.status.in_(statuses), jobs.c.queue_id.in_(
+            sa.select(jobs.c.queue_id).distinct().where(*wanted_here))]
         line = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
                           jobs.c.max_walltime_s, jobs.c.max_disk_mb,
                           (rank - 1).label("ahead"), movable.label("movable"))
