@@ -92,31 +92,24 @@ def create_dispatch_engine(engine: Engine) -> Engine | None:
                                  "-c plan_cache_mode=force_generic_plan"})
 
 
-class WriteBatcher:
-    """The dispatcher's SQLite writes of one service process, run in batches.
+class _Batches:
+    """Calls queued on the event loop and run a batch at a time by one task.
 
-    :meth:`submit` queues ``fn(engine, *args)``; one batch at a time runs
-    on a worker thread, every call queued when it starts (up to
-    :attr:`MAX_BATCH`) in one write transaction, in the order they came.
-    Each call's outcome, its value or its exception, is handed back only
-    after the transaction commits; if the commit fails, every call of the
-    batch gets that error and none of their writes happened. A caller that
-    goes away (its request cancelled) does not stop its call: like a call
-    already in the thread pool, it runs, and the watchdog deals with a job
-    sent to a pilot that never heard of it. Made inside the event loop
-    that uses it; O(1) per call besides the call.
+    :meth:`_submit` queues an item and awaits its outcome; one drain task
+    takes every item queued when it starts (up to :attr:`MAX_BATCH`) to
+    :meth:`_run_batch`, which settles each item's future. Made inside the
+    event loop that uses it; O(1) per item besides the batch's work.
     """
 
     MAX_BATCH = 64
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+    def __init__(self) -> None:
+        self._queued: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
 
-    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queued.append((fn, args, future))
+    async def _submit(self, item: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((item, future))
         if not self._draining:
             self._draining = True
             # Referenced, so that the loop's weak hold on the task is not its only one.
@@ -133,41 +126,63 @@ class WriteBatcher:
                 batch = self._queued[:self.MAX_BATCH]
                 del self._queued[:self.MAX_BATCH]
                 try:
-                    outcomes = await anyio.to_thread.run_sync(self._run, batch)
-                except Exception as exc:  # the transaction failed: no call happened
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
+                    await self._run_batch(batch)
                 except BaseException:  # cancelled (the loop is closing)
-                    for _, _, future in batch:
+                    for _, future in batch:
                         future.cancel()
                     raise
-                for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
         finally:
             self._draining = False
 
-    def _run(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
-             ) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
+    async def _run_batch(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        raise NotImplementedError
+
+
+class WriteBatcher(_Batches):
+    """The dispatcher's SQLite writes of one service process, run in batches.
+
+    :meth:`submit` queues ``fn(engine, *args)``; one batch at a time runs
+    on a worker thread, every call queued when it starts (up to
+    :attr:`MAX_BATCH`) in one write transaction, in the order they came.
+    Each call's outcome, its value or its exception, is handed back only
+    after the transaction commits; if the commit fails, every call of the
+    batch gets that error and none of their writes happened. A caller that
+    goes away (its request cancelled) does not stop its call: like a call
+    already in the thread pool, it runs, and the watchdog deals with a job
+    sent to a pilot that never heard of it. Made inside the event loop
+    that uses it; O(1) per call besides the call.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
+        result: T = await self._submit((fn, args))
+        return result
+
+    async def _run_batch(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await anyio.to_thread.run_sync(self._run, [call for call, _ in batch])
+        except Exception as exc:  # the transaction failed: no call happened
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            _settle(future, outcome)
+
+    def _run(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        outcomes: list[Any] = []
         with write_batch(self.engine) as writes:
-            for fn, args, _ in batch:
+            for fn, args in calls:
                 try:
-                    outcomes.append((True, writes.run(fn, *args)))
+                    outcomes.append(writes.run(fn, *args))
                 except WriteBatchLost:
                     raise  # fails the whole batch
                 except Exception as exc:
-                    outcomes.append((False, exc))
+                    outcomes.append(exc)
         return outcomes
 
 
-class CallBatcher:
+class CallBatcher(_Batches):
     """One kind of the dispatcher's calls on PostgreSQL, from one service process, run
     in batches: ``many(engine, calls)`` in one statement a batch.
 
@@ -186,49 +201,30 @@ class CallBatcher:
     O(1) per call besides the statement.
     """
 
-    MAX_BATCH = 64
-
     def __init__(self, engine: Engine, fallback: Engine, one: Callable[..., Any],
                  many: Callable[[Engine, list[tuple[Any, ...]]], list[Any]]) -> None:
+        super().__init__()
         self.engine, self.fallback, self.one, self.many = engine, fallback, one, many
         self._sizes = DISPATCH_BATCH_CALLS.labels(one.__name__)
-        self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._draining = False
         self._retries: set[asyncio.Task[None]] = set()  # held: the loop's hold is weak
 
     async def submit(self, *args: Any) -> Any:
         """What ``one(engine, *args)`` returns; raises what it raises."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((args, future))
-        if not self._draining:
-            self._draining = True
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        return await asyncio.shield(future)
+        return await self._submit(args)
 
-    async def _drain(self) -> None:
+    async def _run_batch(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        self._sizes.observe(len(batch))
         try:
-            while self._queued:
-                await asyncio.sleep(0)  # the calls the loop has ready join this batch
-                batch = self._queued[:self.MAX_BATCH]
-                del self._queued[:self.MAX_BATCH]
-                self._sizes.observe(len(batch))
-                try:
-                    outcomes = self._run([args for args, _ in batch])
-                except Exception as exc:
-                    outcomes = [exc] * len(batch)  # the statement failed: every call's error
-                except BaseException:  # cancelled (the loop is closing)
-                    for _, future in batch:
-                        future.cancel()
-                    raise
-                for (args, future), outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(outcome, Exception) and _timed_out(outcome):
-                        log.info("%s timed out on the event loop (%s); retrying in the thread "
-                                 "pool", self.one.__name__, getattr(outcome, "orig", outcome))
-                        self._retry(args, future)
-                    else:
-                        _settle(future, outcome)
-        finally:
-            self._draining = False
+            outcomes = self._run([args for args, _ in batch])
+        except Exception as exc:
+            outcomes = [exc] * len(batch)  # the statement failed: every call's error
+        for (args, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception) and _timed_out(outcome):
+                log.info("%s timed out on the event loop (%s); retrying in the thread "
+                         "pool", self.one.__name__, getattr(outcome, "orig", outcome))
+                self._retry(args, future)
+            else:
+                _settle(future, outcome)
 
     def _run(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         if len(calls) > 1:

@@ -101,24 +101,9 @@ def test_the_dispatch_connection_plans_the_acquisition_once_on_its_index(
         return f"${names.index(match.group(1)) + 1}"
 
     sql = re.sub(r"%\((\w+)\)s", numbered, str(compiled))
-    fast = create_dispatch_engine(grid_engine)
-    assert fast is not None
-    try:
-        with fast.connect() as conn:
-            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            with raw.cursor() as cursor:
-                types = ", ".join(compiled.binds[n].type.compile(dialect=grid_engine.dialect)
-                                  for n in names)
-                cursor.execute(f"PREPARE acquire ({types}) AS {sql}")
-                values = psycopg.sql.SQL(", ").join(
-                    psycopg.sql.Literal(processed[n]) for n in names)
-                cursor.execute(psycopg.sql.SQL("EXPLAIN EXECUTE acquire({})").format(values))
-                plan = "\n".join(row[0] for row in cursor.fetchall())
-                cursor.execute("DEALLOCATE acquire")
-    finally:
-        close_dispatch_engine(fast)
+    types = ", ".join(compiled.binds[n].type.compile(dialect=grid_engine.dialect)
+                      for n in names)
+    plan = _generic_plan(grid_engine, f"({types}) AS {sql}", [processed[n] for n in names])
     assert "$1" in plan or "$2" in plan, plan  # generic: the parameters, not their values
     assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
     assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan
@@ -138,24 +123,31 @@ def test_the_batch_acquisition_reads_the_index_backwards_per_fit(grid_engine: En
         return f"${names.index(match.group(1)) + 1}"
 
     sql = re.sub(r"%\((\w+)\)s", numbered, sql)
-    fast = create_dispatch_engine(grid_engine)
-    assert fast is not None
     arrays = {"p_ord": "{0}", "p_queue": f"{{{queue_id}}}", "p_label": "{managed}",
               "p_cores": "{8}", "p_memory": "{16000}", "p_disk": "{20000}", "p_pilot": "{p}",
               "p_node": "{n}", "p_owner": "{o}", "p_now": "2026-12-07 12:00:00+00",
               "p_log_entry": "x"}
+    plan = _generic_plan(grid_engine, f"AS {sql}", [arrays[n] for n in names])
+    assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
+    assert "LockRows" in plan and "Seq Scan on jobs" not in plan, plan
+
+
+def _generic_plan(engine: Engine, statement: str, values: list[object]) -> str:
+    """``EXPLAIN EXECUTE`` of ``PREPARE p <statement>`` with ``values``, on the
+    dispatcher's own connection (its generic plans, checked set)."""
+    fast = create_dispatch_engine(engine)
+    assert fast is not None
     try:
         with fast.connect() as conn:
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
             raw = conn.connection.dbapi_connection
             assert raw is not None
             with raw.cursor() as cursor:
-                cursor.execute(f"PREPARE batch AS {sql}")
-                values = psycopg.sql.SQL(", ").join(
-                    psycopg.sql.Literal(arrays[n]) for n in names)
-                cursor.execute(psycopg.sql.SQL("EXPLAIN EXECUTE batch({})").format(values))
+                cursor.execute(f"PREPARE p {statement}")
+                given = psycopg.sql.SQL(", ").join(psycopg.sql.Literal(v) for v in values)
+                cursor.execute(psycopg.sql.SQL("EXPLAIN EXECUTE p({})").format(given))
                 plan = "\n".join(row[0] for row in cursor.fetchall())
-                cursor.execute("DEALLOCATE batch")
+                cursor.execute("DEALLOCATE p")
     finally:
         close_dispatch_engine(fast)
-    assert "Index Scan Backward using ix_jobs_acquire on jobs" in plan, plan
-    assert "LockRows" in plan and "Seq Scan on jobs" not in plan, plan
+    return plan
