@@ -15,15 +15,17 @@ The mini grid: FZK (DE's Tier-1) to MAN (a UK Tier-2).
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
 from netbroker.clouds import membership as clouds
 from netbroker.common.config import CloudSettings, MetricsSettings
 from netbroker.db.grid import GridDB
-from netbroker.db.schema import sites
+from netbroker.db.schema import metric_buckets, sites
 from netbroker.network import metrics
 from netbroker.network.metrics import MetricKind
 from netbroker.registry import registry
@@ -123,3 +125,33 @@ def test_the_membership_reads_the_link_by_the_same_rule(mini: Engine) -> None:
     mini_reordered = MetricsSettings(precedence={"throughput": ["perfsonar", "fts"]})
     (joined,) = clouds.preview(mini, hour, mini_reordered, now_s=T0)
     assert (joined.site, joined.mbytes_per_s, joined.samples) == ("MAN", 50.0, 4)
+
+
+def test_the_link_table_of_sparse_site_ids_stays_small(mini: Engine) -> None:
+    # A site with id 40,000: arrays over src * span + dst would hold 40,001 ** 2 links
+    # (12 GB); the table's arrays are over the links read. Two FTS buckets FAR -> FZK,
+    # 1 GB at 10 MB/s and 3 GB at 50 MB/s: (10 * 1 + 50 * 3) / 4 = 40 MB/s; one FZK -> FAR.
+    with mini.begin() as conn:
+        template = conn.execute(sa.select(sites).where(sites.c.name == "FZK")).mappings().one()
+        conn.execute(sa.insert(sites), [{**template, "id": 40_000, "name": "FAR"}])
+        fzk = template["id"]
+
+        def bucket(start: float, src: int, dst: int, mbytes_per_s: float, gb: float
+                   ) -> dict[str, object]:
+            return {"kind": "throughput", "bucket_start_s": int(start), "src_site_id": src,
+                    "dst_site_id": dst, "source": "fts", "count": 1,
+                    "value_sum": mbytes_per_s, "weight_sum": gb * 1e9,
+                    "weighted_value_sum": mbytes_per_s * gb * 1e9, "last_ts_s": start + 60}
+
+        conn.execute(sa.insert(metric_buckets), [
+            bucket(T0 - 1200, 40_000, fzk, 10.0, 1.0), bucket(T0 - 600, 40_000, fzk, 50.0, 3.0),
+            bucket(T0 - 600, fzk, 40_000, 5.0, 1.0)])
+    tracemalloc.start()
+    try:
+        table = metrics.link_table(mini, MetricKind.THROUGHPUT, "1h", now_s=T0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, peak  # megabytes, not gigabytes
+    assert table[["src", "dst", "source", "count", "value", "last_ts_s"]].values.tolist() == [
+        ["FAR", "FZK", "fts", 2, 40.0, T0 - 540], ["FZK", "FAR", "fts", 1, 5.0, T0 - 540]]
