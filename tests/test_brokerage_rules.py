@@ -43,6 +43,7 @@ from netbroker.workload.brokerage import (
     broker_task,
     draw,
     draw_with_room,
+    fitted_files,
     mesh_members,
     queue_filter_codes,
     transfer_seconds,
@@ -580,3 +581,70 @@ def test_a_queue_with_room_for_one_job_takes_one_and_the_next_the_rest(seed: int
     view = open_view([1, 100, 100])
     queue, _, n_files = file_plan(view, 4, 2, 2 * 1800, 1.0, seed)
     assert (queue, n_files) == ([0, 1], [2, 2])  # two jobs: A_Q its one, B_Q the other
+
+
+# --- a cloud's free slots -------------------------------------------------------------------
+
+def four_site_view() -> GridView:
+    """The tiny view and a fourth site D in cloud Y with no queue at all (the last site)."""
+    view = _tiny_view()
+    nan = np.nan
+    view.sites = ["A", "B", "C", "D"]
+    view.site_cloud = np.array([0, 0, 1, 1])
+    view.site_online = np.array([True, True, False, True])
+    view.site_nucleus = np.array([True, False, False, False])
+    view.site_disk_free = np.array([1e15, 1e14, 0.0, 1e15])
+    view.foreign = np.zeros((2, 4), bool)
+    view.throughput = np.array([[nan, 10.0, nan, nan]] + [[nan] * 4] * 3)
+    view.present = {7: np.array([True, False, False, False])}
+    view.sources = {7: np.array([True, False, False, False])}
+    return view
+
+
+def test_a_clouds_free_slots_are_its_passing_queues_slots_not_waiting_nor_running() -> None:
+    # A_Q: 100 slots, 30 waiting, 50 running: 20 free. B_Q: 100 slots, 120 waiting: none
+    # free (not -20). C_Q fails (C offline): its 100 free slots do not count. D: no queue.
+    view = four_site_view()
+    view.queue_waiting = np.array([30, 120, 0])
+    view.queue_running = np.array([50, 0, 0])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    rows = {c["name"]: c for c in choice.candidates}
+    assert (rows["X"]["free_slots"], rows["Y"]["free_slots"]) == (20, 0)
+    assert rows["Y"]["filter"] == "no queue fits: site status (most queues)"
+    assert choice.chosen_name == "X" and choice.members.tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize(("pinned", "chosen"), [(1, "A"), (2, None)])
+def test_a_pinned_task_in_full_mesh_takes_the_nucleus_reaching_its_site(
+        pinned: int, chosen: str | None) -> None:
+    # A, the one nucleus, reaches B at 10 MB/s (>= 5), not C (unmeasured): pinned to B the
+    # task goes to A; pinned to C no nucleus may take it.
+    view = _tiny_view()
+    view.site_online = np.array([True, True, True])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
+                      pinned_site=pinned)
+    choice = broker_task(view, needs, BrokerageSettings(mode="full_mesh"), 5.0,
+                         np.random.default_rng(0))
+    assert choice.chosen_name == chosen
+    if chosen is None:
+        assert choice.candidates[0]["filter"] == (
+            "pinned: the task is pinned to a site outside it")
+
+
+# --- fitted sizes at their bounds -----------------------------------------------------------
+
+def test_files_smaller_than_a_megabyte_fill_the_queue_disk_by_their_size() -> None:
+    # Files of 0.5 MB; 2 MB of disk besides the 2,000 of scratch hold 4 of them.
+    view = _tiny_view()
+    view.queue_disk_mb = np.array([2002, 2002, 2002])
+    needs = TaskNeeds(1, "production", 7, np.full(8, 0.5 * MB), 1, 2000, 8, 8)
+    assert fitted_files(view, needs, 2000).tolist() == [4, 4, 4]
+
+
+def test_a_queue_too_short_for_one_file_is_still_sized_one_file() -> None:
+    # 2 h a file: the 1 h queue holds none, but a size is at least 1 (the filter removes it).
+    view = _tiny_view()
+    view.queue_walltime_s = np.array([3600, 7200, 172800])
+    needs = TaskNeeds(1, "production", 7, np.full(4, 1 * MB), 1, 2000, 4 * 7200, 4)
+    assert fitted_files(view, needs, 0).tolist() == [1, 1, 4]
