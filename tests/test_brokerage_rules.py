@@ -630,6 +630,8 @@ def test_a_pinned_task_in_full_mesh_takes_the_nucleus_reaching_its_site(
     if chosen is None:
         assert choice.candidates[0]["filter"] == (
             "pinned: the task is pinned to a site outside it")
+        assert choice.summary == "no candidate passes the filters"
+        assert choice.members.dtype == bool and choice.members.tolist() == [False] * 3
 
 
 # --- fitted sizes at their bounds -----------------------------------------------------------
@@ -648,3 +650,13 @@ def test_a_queue_too_short_for_one_file_is_still_sized_one_file() -> None:
     view.queue_walltime_s = np.array([3600, 7200, 172800])
     needs = TaskNeeds(1, "production", 7, np.full(4, 1 * MB), 1, 2000, 4 * 7200, 4)
     assert fitted_files(view, needs, 0).tolist() == [1, 1, 4]
+
+
+def test_a_clouds_transfer_time_is_to_its_tier1_recalling_the_tier1s_own_tape() -> None:
+    # A (X's Tier-1, index 0) holds a tape copy: 100 MB recalled at 50 MB/s, 2 s (B, which
+    # would take it from A at 10 MB/s, 10 s, is not X's target).
+    view = tiny([[np.nan, 10.0, np.nan], [np.nan] * 3, [np.nan] * 3], [False] * 3,
+                [True, False, False])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert choice.candidates[0]["name"] == "X" and choice.candidates[0]["transfer_s"] == 2.0
