@@ -249,3 +249,16 @@ def test_the_window_mean_is_weighted_wherever_the_weights_sum_above_zero() -> No
     mean = metrics.window_mean(np.array([2.0, 2.0]), np.array([16.0, 16.0]),
                                np.array([1.0, 0.0]), np.array([10.0, 0.0]))
     assert mean.tolist() == [10.0, 8.0]
+
+
+def test_the_tier1_links_sum_a_links_buckets_over_the_window(mini: Engine) -> None:
+    # Two FTS buckets FZK -> MAN: 1 GB at 10 MB/s, then 3 GB at 50: (10 + 150) / 4 = 40.
+    with mini.begin() as conn:
+        ids = GridDB(conn).ids(sites)
+        conn.execute(sa.insert(metric_buckets), [{
+            "kind": "throughput", "bucket_start_s": int(start), "src_site_id": ids["FZK"],
+            "dst_site_id": ids["MAN"], "source": "fts", "count": 1, "value_sum": rate,
+            "weight_sum": gb * 1e9, "weighted_value_sum": rate * gb * 1e9,
+            "last_ts_s": start + 60} for start, rate, gb in ((T0 - 1200, 10.0, 1.0),
+                                                              (T0 - 600, 50.0, 3.0))])
+    assert links(mini) == {("FZK", "MAN"): (2, 40.0)}
