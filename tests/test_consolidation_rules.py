@@ -262,3 +262,13 @@ def test_the_tier1_links_sum_a_links_buckets_over_the_window(mini: Engine) -> No
             "last_ts_s": start + 60} for start, rate, gb in ((T0 - 1200, 10.0, 1.0),
                                                               (T0 - 600, 50.0, 3.0))])
     assert links(mini) == {("FZK", "MAN"): (2, 40.0)}
+
+
+def test_the_tier1_links_give_counts_as_integers_and_values_as_floats(mini: Engine) -> None:
+    fts(mini, 2.0, 2)
+    with mini.connect() as conn:
+        ids = GridDB(conn).ids(sites)
+    ((src, dst, count, value),) = metrics.tier1_links(mini, MetricKind.THROUGHPUT, "1h",
+                                                      [ids["FZK"]], now_s=T0)
+    assert (src, dst, count, value) == (ids["FZK"], ids["MAN"], 2, 2.0)
+    assert [type(x) for x in (src, dst, count, value)] == [int, int, int, float]
