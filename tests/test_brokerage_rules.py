@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from collectors.ingest import ingest
-from netbroker.common.config import Settings
+from netbroker.common.config import BrokerageSettings, Settings
 from netbroker.common.enums import JobStatus, utcnow
 from netbroker.db.grid import GridDB
 from netbroker.db.jobs import JobDB
@@ -39,8 +39,11 @@ from netbroker.workload.brokerage import (
     GridView,
     TaskNeeds,
     _tiny_view,
+    broker_jobs,
+    broker_task,
     draw,
     draw_with_room,
+    fitted_files,
     mesh_members,
     queue_filter_codes,
     transfer_seconds,
@@ -443,3 +446,217 @@ def test_a_file_bigger_than_the_queue_disk_or_longer_than_its_walltime_is_filter
     assert [FILTERS[c - 1] if c else "ok" for c in codes] == ["disk", "disk", "ok"]
     view.queue_walltime_s = np.array([7199.0, 7200.0, np.inf])
     assert queue_filter_codes(view, needs, 0).tolist() == [FILTERS.index("walltime") + 1, 0, 0]
+
+
+def test_mesh_members_leave_out_an_unmeasured_site_even_at_a_low_threshold() -> None:
+    nan = np.nan
+    view = tiny([[nan, 1.0, nan], [nan, nan, nan], [nan, nan, nan]], [True] * 3, [True] * 3)
+    # B measured at exactly 1 MB/s is reached; C, not measured, is not (unknown, not 1 MB/s).
+    assert mesh_members(view, 0, 1.0).tolist() == [True, True, False]
+
+
+# --- event-split jobs over the queues' room ---------------------------------------------
+
+def open_view(slots: list[int]) -> GridView:
+    """The tiny view with every site online and every queue 8 cores; the input at A.
+
+    Scores (one 1 MB file a job): A_Q 1 + 0.5 + 0.5 = 2.0; B_Q 0 + 0.5 + 0.5 / (1 +
+    0.1 s / 3600 s) = 1.49999 (the file from A at 10 MB/s), below 2.0 * 0.9: A_Q alone is
+    the near-best while it has room."""
+    view = _tiny_view()
+    view.site_online = np.array([True, True, True])
+    view.queue_cores = np.array([8, 8, 8])
+    view.queue_slots = np.array(slots)
+    return view
+
+
+def event_plan(view: GridView, files: int, events_per_file: int, per_slot: float
+               ) -> Counter[int]:
+    # 1 s an event (400 s for a 400-event job); every queue fits 400 events a job.
+    needs = TaskNeeds(1, "production", 7, np.full(files, 1 * MB), 1, 2000, 400, 1,
+                      events_per_job=400, events_per_file=events_per_file)
+    plan = broker_jobs(view, needs, np.array([True, True, False]),
+                       BrokerageSettings(max_waiting_per_slot=per_slot),
+                       np.random.default_rng(0))
+    return Counter(plan.queue.tolist())
+
+
+def test_event_jobs_fill_a_queue_by_the_whole_files_its_room_holds() -> None:
+    # 1,000 events a file at 400 a job: 3 jobs a file (400, 400, 200). A_Q's 2 slots at
+    # 2.5 waiting per slot hold 5 jobs: one file's 3 (two files would be 6), so A_Q
+    # takes 1 file and B_Q the other 2: 3 and 6 jobs.
+    assert event_plan(open_view([2, 100, 100]), 3, 1000, 2.5) == {0: 3, 1: 6}
+
+
+def test_event_jobs_of_one_job_a_file_take_the_room_job_for_job() -> None:
+    # 400 events a file, 400 a job: one job a file. A_Q's 2 slots at 1 per slot hold 2.
+    assert event_plan(open_view([2, 100, 100]), 3, 400, 1.0) == {0: 2, 1: 1}
+
+
+def test_event_jobs_over_full_queues_spread_by_the_files_their_slots_drain() -> None:
+    # One job a file; A_Q 1 slot, B_Q 3, at 1 per slot: A_Q 1 file, B_Q 3 (4 of 8); all
+    # full, each gains its slots (1 and 3) in files: A_Q 1 more, B_Q 3 more: 2 and 6.
+    # (On score alone the last 4 would all go to A_Q: 5 and 3.)
+    assert event_plan(open_view([1, 3, 100]), 8, 400, 1.0) == {0: 2, 1: 6}
+
+
+# --- the commonest filter of a refusal ----------------------------------------------------
+
+def job_summary(view: GridView, members: list[bool], pinned_site: int = -1) -> str:
+    needs = TaskNeeds(1, "production", 7, np.array([1 * MB]), 8, 2000, 3600, 1,
+                      pinned_site=pinned_site)
+    plan = broker_jobs(view, needs, np.array(members), BrokerageSettings(),
+                       np.random.default_rng(0))
+    assert len(plan) == 0
+    return plan.summary
+
+
+def test_no_queue_passing_names_the_filter_most_queues_failed() -> None:
+    # C is offline: its queue fails the first filter, site status (code 1).
+    assert job_summary(_tiny_view(), [False, False, True]) == (
+        "no queue passes the filters: site status (most queues)")
+    # No member has a queue at all.
+    assert job_summary(_tiny_view(), [False, False, False]) == (
+        "no queue passes the filters: no queues")
+
+
+def test_a_pinned_tasks_refusal_counts_only_the_pinned_sites_queues() -> None:
+    # Pinned to B, whose 1-core queue fails "cores" for 8 cores; A_Q passes but is off the
+    # pinned site (not judged): the one failure is the commonest, not A_Q's pass.
+    assert job_summary(_tiny_view(), [True, True, False], pinned_site=1) == (
+        "no queue passes the filters: cores (most queues)")
+
+
+# --- the sentence a task decision stores --------------------------------------------------
+
+@pytest.mark.parametrize(("sources", "why"), [
+    # B holds a tape copy: 100 MB to the Tier-1 A over an unmeasured link (1 MB/s), 100 s;
+    # 0.5 * 200 / 200 + 0.5 / (1 + 100 / 3600) = 0.5 + 0.4865 = 0.986.
+    ([False, True, False], "X: score 0.986 of 1 passing (input 100 s away, 200 free slots)"),
+    # No replica anywhere: the input cannot be brought, the network term is 0.
+    ([False, False, False],
+     "X: score 0.500 of 1 passing (input unreachable away, 200 free slots)"),
+])
+def test_a_task_decision_says_how_far_the_input_is(sources: list[bool], why: str) -> None:
+    # X (A and B, 100 free slots each) is the one cloud passing: Y's only site C is offline.
+    view = tiny([[np.nan] * 3] * 3, [False, False, False], sources)
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert (choice.chosen_name, choice.summary) == ("X", why)
+
+
+# --- file jobs cut to the queues' sizes ---------------------------------------------------
+
+def file_plan(view: GridView, files: int, files_per_job: int, walltime_s: int,
+              per_slot: float = 2.0, seed: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """Broker ``files`` 1 MB files over A_Q and B_Q: (queue, first file, files) per job."""
+    needs = TaskNeeds(1, "production", 7, np.full(files, 1 * MB), 1, 2000, walltime_s,
+                      files_per_job)
+    plan = broker_jobs(view, needs, np.array([True, True, False]),
+                       BrokerageSettings(max_waiting_per_slot=per_slot),
+                       np.random.default_rng(seed))
+    order = np.lexsort((plan.first_file, plan.queue))
+    return (plan.queue[order].tolist(), plan.first_file[order].tolist(),
+            plan.n_files[order].tolist())
+
+
+def test_jobs_are_sized_to_the_queue_walltime() -> None:
+    # 4 files a job of 1 h each; A_Q's 7,200 s hold 2 files: two jobs of 2 at A_Q.
+    assert file_plan(open_view([100, 100, 100]), 4, 4, 4 * 3600) == ([0, 0], [0, 2], [2, 2])
+
+
+def test_a_task_cut_for_its_smallest_queue_makes_only_the_jobs_its_files_fill() -> None:
+    # B_Q's disk (2,001 MB, 2,000 of scratch) holds 1 file, A_Q's 4: enough jobs are drawn
+    # for 7 files at 1 a job, all land on A_Q (the best): 4 + 3 files, two jobs, no more.
+    view = open_view([100, 100, 100])
+    view.queue_disk_mb = np.array([100000, 2001, 100000])
+    assert file_plan(view, 7, 4, 4 * 1800) == ([0, 0], [0, 4], [4, 3])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_queue_with_room_for_one_job_takes_one_and_the_next_the_rest(seed: int) -> None:
+    # A_Q (the best) has 1 slot at 1 waiting per slot: room for 1 job. 2 files a job.
+    view = open_view([1, 100, 100])
+    assert file_plan(view, 2, 2, 2 * 1800, 1.0, seed) == ([0], [0], [2])  # one job: A_Q
+    view = open_view([1, 100, 100])
+    queue, _, n_files = file_plan(view, 4, 2, 2 * 1800, 1.0, seed)
+    assert (queue, n_files) == ([0, 1], [2, 2])  # two jobs: A_Q its one, B_Q the other
+
+
+# --- a cloud's free slots -------------------------------------------------------------------
+
+def four_site_view() -> GridView:
+    """The tiny view and a fourth site D in cloud Y with no queue at all (the last site)."""
+    view = _tiny_view()
+    nan = np.nan
+    view.sites = ["A", "B", "C", "D"]
+    view.site_cloud = np.array([0, 0, 1, 1])
+    view.site_online = np.array([True, True, False, True])
+    view.site_nucleus = np.array([True, False, False, False])
+    view.site_disk_free = np.array([1e15, 1e14, 0.0, 1e15])
+    view.foreign = np.zeros((2, 4), bool)
+    view.throughput = np.array([[nan, 10.0, nan, nan]] + [[nan] * 4] * 3)
+    view.present = {7: np.array([True, False, False, False])}
+    view.sources = {7: np.array([True, False, False, False])}
+    return view
+
+
+def test_a_clouds_free_slots_are_its_passing_queues_slots_not_waiting_nor_running() -> None:
+    # A_Q: 100 slots, 30 waiting, 50 running: 20 free. B_Q: 100 slots, 120 waiting: none
+    # free (not -20). C_Q fails (C offline): its 100 free slots do not count. D: no queue.
+    view = four_site_view()
+    view.queue_waiting = np.array([30, 120, 0])
+    view.queue_running = np.array([50, 0, 0])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    rows = {c["name"]: c for c in choice.candidates}
+    assert (rows["X"]["free_slots"], rows["Y"]["free_slots"]) == (20, 0)
+    assert rows["Y"]["filter"] == "no queue fits: site status (most queues)"
+    assert choice.chosen_name == "X" and choice.members.tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize(("pinned", "chosen"), [(1, "A"), (2, None)])
+def test_a_pinned_task_in_full_mesh_takes_the_nucleus_reaching_its_site(
+        pinned: int, chosen: str | None) -> None:
+    # A, the one nucleus, reaches B at 10 MB/s (>= 5), not C (unmeasured): pinned to B the
+    # task goes to A; pinned to C no nucleus may take it.
+    view = _tiny_view()
+    view.site_online = np.array([True, True, True])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
+                      pinned_site=pinned)
+    choice = broker_task(view, needs, BrokerageSettings(mode="full_mesh"), 5.0,
+                         np.random.default_rng(0))
+    assert choice.chosen_name == chosen
+    if chosen is None:
+        assert choice.candidates[0]["filter"] == (
+            "pinned: the task is pinned to a site outside it")
+        assert choice.summary == "no candidate passes the filters"
+        assert choice.members.dtype == bool and choice.members.tolist() == [False] * 3
+
+
+# --- fitted sizes at their bounds -----------------------------------------------------------
+
+def test_files_smaller_than_a_megabyte_fill_the_queue_disk_by_their_size() -> None:
+    # Files of 0.5 MB; 2 MB of disk besides the 2,000 of scratch hold 4 of them.
+    view = _tiny_view()
+    view.queue_disk_mb = np.array([2002, 2002, 2002])
+    needs = TaskNeeds(1, "production", 7, np.full(8, 0.5 * MB), 1, 2000, 8, 8)
+    assert fitted_files(view, needs, 2000).tolist() == [4, 4, 4]
+
+
+def test_a_queue_too_short_for_one_file_is_still_sized_one_file() -> None:
+    # 2 h a file: the 1 h queue holds none, but a size is at least 1 (the filter removes it).
+    view = _tiny_view()
+    view.queue_walltime_s = np.array([3600, 7200, 172800])
+    needs = TaskNeeds(1, "production", 7, np.full(4, 1 * MB), 1, 2000, 4 * 7200, 4)
+    assert fitted_files(view, needs, 0).tolist() == [1, 1, 4]
+
+
+def test_a_clouds_transfer_time_is_to_its_tier1_recalling_the_tier1s_own_tape() -> None:
+    # A (X's Tier-1, index 0) holds a tape copy: 100 MB recalled at 50 MB/s, 2 s (B, which
+    # would take it from A at 10 MB/s, 10 s, is not X's target).
+    view = tiny([[np.nan, 10.0, np.nan], [np.nan] * 3, [np.nan] * 3], [False] * 3,
+                [True, False, False])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert choice.candidates[0]["name"] == "X" and choice.candidates[0]["transfer_s"] == 2.0

@@ -129,12 +129,14 @@ def _link_arrays(engine: Engine, kind: MetricKind | str, window: str,
         return empty, empty, empty, np.zeros(0), np.zeros(0)
     src, dst = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
     span = int(dst.max()) + 1
-    link = src * span + dst
-    size = int(link.max()) + 1
-    links, sums = _sum_by_link(link, [rows[:, c] for c in range(2, 6)], size)
-    last = np.full(size, -np.inf)
-    np.maximum.at(last, link, rows[:, 6])
-    src_of, dst_of = np.divmod(links, span)
+    # Dense codes in the links' order: arrays over src * span + dst itself would grow
+    # with the square of the largest site id (12 GB for site ids near 40,000).
+    every, code = np.unique(src * span + dst, return_inverse=True)
+    code = np.asarray(code, dtype=np.int64).reshape(-1)
+    links, sums = _sum_by_link(code, [rows[:, c] for c in range(2, 6)], len(every))
+    last = np.full(len(every), -np.inf)
+    np.maximum.at(last, code, rows[:, 6])
+    src_of, dst_of = np.divmod(every[links], span)
     return (src_of.astype(np.int64), dst_of.astype(np.int64),
             np.asarray(sums[0]).astype(np.int64),
             window_mean(*(np.array(x, dtype=float) for x in sums)), last[links])
