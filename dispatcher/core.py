@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,13 +128,21 @@ def acquire_job(engine: Engine, request: AcquireRequest, owner: str | None = Non
     report on the job. Returns None when no job fits (not an error). Raises
     ``UnknownQueue``.
     """
-    queue = _queue(engine, request.queue)
+    ask = _ask(engine, request, owner)
     with atomic_write(engine) as conn:  # one statement on PostgreSQL
-        cores = request.cores if request.cores is not None else queue["cores"]
-        memory = request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"]
-        return JobDB(conn).acquire(queue["id"], request.prod_source_label, cores, memory,
-                                   request.disk_mb, request.pilot_id, request.node, utcnow(),
-                                   owner)
+        return JobDB(conn).acquire(ask.queue_id, ask.label, ask.cores, ask.memory_mb,
+                                   ask.disk_mb, ask.pilot_id, ask.node, utcnow(), ask.owner)
+
+
+def _ask(engine: Engine, request: AcquireRequest, owner: str | None) -> JobArgs:
+    """The ask as the statement takes it: the queue's id, and its cores and memory
+    where the pilot gave none. Raises ``UnknownQueue``."""
+    queue = _queue(engine, request.queue)
+    return JobArgs(
+        queue["id"], request.prod_source_label,
+        request.cores if request.cores is not None else queue["cores"],
+        request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"],
+        request.disk_mb, request.pilot_id, request.node, owner)
 
 
 def acquire_jobs(engine: Engine, asked: list[tuple[AcquireRequest, str | None]]
@@ -150,16 +158,11 @@ def acquire_jobs(engine: Engine, asked: list[tuple[AcquireRequest, str | None]]
     args: list[JobArgs] = []
     for i, (request, owner) in enumerate(asked):
         try:
-            queue = _queue(engine, request.queue)
+            args.append(_ask(engine, request, owner))
         except UnknownQueue as exc:
             out[i] = exc
             continue
         places.append(i)
-        args.append(JobArgs(
-            queue["id"], request.prod_source_label,
-            request.cores if request.cores is not None else queue["cores"],
-            request.memory_mb if request.memory_mb is not None else queue["max_memory_mb"],
-            request.disk_mb, request.pilot_id, request.node, owner))
     with atomic_write(engine) as conn:
         jobs = JobDB(conn).acquire_batch(args, utcnow())
     served = {a.queue_id for a, job in zip(args, jobs, strict=True) if job is not None}
@@ -204,7 +207,7 @@ def update_job(engine: Engine, job_id: int, report: UpdateRequest, owner: str | 
     ``Forbidden`` (another pilot's job), or ``InvalidTransition`` naming the
     current state when the move is not allowed.
     """
-    fields = {k: v for k in _REPORTED if (v := getattr(report, k)) is not None}
+    fields = _reported(report)
     now, sources = utcnow(), pilot_sources(report.state)
     # Refused: the job is read to say why, on the writer's connection, which
     # inside a write batch (SQLite) sees the batch's earlier writes.
@@ -254,8 +257,8 @@ def update_jobs(engine: Engine, reports: list[tuple[int, UpdateRequest, str | No
     out: list[dict[str, Any] | Exception | None] = [None] * len(reports)
     kinds: dict[tuple[JobStatus, bool, tuple[str, ...]], list[int]] = {}
     for i, (_, report, owner) in enumerate(reports):
-        fields = tuple(k for k in _REPORTED if getattr(report, k) is not None)
-        kinds.setdefault((report.state, owner is not None, fields), []).append(i)
+        kinds.setdefault((report.state, owner is not None, tuple(_reported(report))),
+                         []).append(i)
     now = utcnow()
     for (state, owned, fields), places in kinds.items():
         sources = pilot_sources(state)
@@ -282,7 +285,13 @@ def update_jobs(engine: Engine, reports: list[tuple[int, UpdateRequest, str | No
                 out[i] = update_job(engine, *reports[i])
             except Exception as exc:
                 out[i] = exc
-    return [o for o in out if o is not None]
+    return cast(list[dict[str, Any] | Exception], out)  # every place filled above
+
+
+def _reported(report: UpdateRequest) -> dict[str, Any]:
+    """What ``report`` sets on its job besides the state: its fields given, in the
+    order of :data:`_REPORTED`."""
+    return {k: v for k in _REPORTED if (v := getattr(report, k)) is not None}
 
 
 def register_outputs(conn: Connection, job_id: int, outputs: list[dict[str, Any]],

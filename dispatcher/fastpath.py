@@ -334,7 +334,7 @@ async def call(request: Request, fn: Callable[..., T], *args: Any, inline: bool 
         try:
             return fn(fast, *args)
         except sa.exc.OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in _TIMED_OUT:
+            if not _timed_out(exc):
                 raise
             log.info("%s timed out on the event loop (%s); retrying in the thread pool",
                      getattr(fn, "__name__", fn), exc.orig)

@@ -185,21 +185,19 @@ class JobDB:
         """
         if not asked:
             return []
-        columns = list(zip(*asked, strict=True))
+        arrays = {param: [getattr(a, field) for a in asked] for param, field in (
+            ("p_queue", "queue_id"), ("p_label", "label"), ("p_cores", "cores"),
+            ("p_memory", "memory_mb"), ("p_disk", "disk_mb"), ("p_pilot", "pilot_id"),
+            ("p_node", "node"), ("p_owner", "owner"))}
         rows = prepared(_acquire_batch_statement(), self.conn.dialect).rows(self.conn, {
-            "p_ord": list(range(len(asked))), "p_queue": list(columns[0]),
-            "p_label": list(columns[1]), "p_cores": list(columns[2]),
-            "p_memory": list(columns[3]), "p_disk": list(columns[4]),
-            "p_pilot": list(columns[5]), "p_node": list(columns[6]),
-            "p_owner": list(columns[7]), "p_now": now,
+            **arrays, "p_ord": list(range(len(asked))), "p_now": now,
             "p_log_entry": state_entry(JobStatus.SENT, now)})
         out: list[dict[str, Any] | None] = [None] * len(asked)
         for row in rows:
             i = row.pop("ord")
             ask = asked[i]
             out[i] = {**row, "status": JobStatus.SENT, "queue_id": ask.queue_id,
-                                  "pilot_id": ask.pilot_id, "node": ask.node,
-                                  "owner": ask.owner}
+                      "pilot_id": ask.pilot_id, "node": ask.node, "owner": ask.owner}
         return out
 
     def set_status(self, job_id: int, status: JobStatus, sources: Collection[JobStatus],
@@ -271,13 +269,14 @@ class JobDB:
             sa.select(jobs.c.queue_id).distinct().where(*wanted_here))]
         line = (sa.select(jobs.c.id, jobs.c.task_id, jobs.c.queue_id, jobs.c.status,
                           jobs.c.max_walltime_s, jobs.c.max_disk_mb,
-                          (rank - 1).label("ahead"), movable.label("movable"))
+                          (rank - 1).label("ahead"), movable.label("movable"),
+                          sa.and_(*wanted_here).label("asked"))
                 .where(*ranked).subquery("line"))
-        wanted = [line.c.task_id.is_not(None),
-                  sa.or_(line.c.movable, line.c.status.in_(list(any_wait)))]
-        if task_ids is not None:
-            wanted.append(line.c.task_id.in_(sorted(task_ids)))
-        return list(self.conn.execute(sa.select(line).where(*wanted).order_by(line.c.id)))
+        rows = (sa.select(*(line.c[name] for name in (
+                    "id", "task_id", "queue_id", "status", "max_walltime_s", "max_disk_mb",
+                    "ahead", "movable")))
+                .where(line.c.asked).order_by(line.c.id))
+        return list(self.conn.execute(rows))
 
     def activate_assigned(self, job_ids: Collection[int], now: datetime) -> int:
         """Activate those of these jobs still assigned, logging the change; returns how many."""
