@@ -144,7 +144,7 @@ def mutation_key(diff: str, path: str, function: str) -> tuple[str, str, tuple[s
     """A survivor as the report names it: file, function and its changed lines, stripped
     (mutant numbers change with every edit of a function; the mutation does not)."""
     lines = tuple(line[0] + line[1:].strip() for line in diff.splitlines()
-                  if line[:1] in "+-" and not line.startswith(("---", "+++")))
+                  if line[:1] in ("+", "-") and not line.startswith(("---", "+++")))
     return path, function, lines
 
 

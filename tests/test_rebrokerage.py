@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 
 from netbroker.common.config import Settings
 from netbroker.common.enums import utcnow
-from netbroker.db.schema import jobs, queues, rebrokerages
+from netbroker.db.schema import datasets, jobs, queues, rebrokerages
+from netbroker.db.tasks import TaskDB
 from netbroker.registry import registry
 from netbroker.workload import tasks
 from netbroker.workload.rebrokerage import rebroker
@@ -130,3 +131,20 @@ def test_a_busy_queue_sheds_jobs_to_a_better_one(engine: Engine) -> None:
     left = sum(n for (q, _, _), n in placement(engine).items() if q == "DESY_UCORE")
     assert left <= 2 * 10 + 1  # moves stop once DESY is no longer busy
     assert tasks.get_task(engine, task["id"])["jobs"] == {"activated": 60}
+
+
+def test_the_pass_reads_each_datasets_file_sizes_in_the_tasks_order(engine: Engine) -> None:
+    # Three files of 3, 0 and 5 bytes (names ._000001 .. ._000003), a second dataset
+    # with the same, and an id with no files: the sizes as dataset_files lists them.
+    registry.import_grid_document(engine, mini_grid(contents=[b"abc", b"", b"hello"],
+                                                    extra_dataset="data23.EVNT"))
+    with engine.connect() as conn:
+        ids = dict(conn.execute(sa.select(datasets.c.name, datasets.c.id)).all())
+        aod, evnt = ids["data23.AOD"], ids["data23.EVNT"]
+        db = TaskDB(conn)
+        sizes = db.dataset_file_bytes({aod, evnt, 999_999})
+        listed = db.dataset_files({aod})
+    assert {d: s.tolist() for d, s in sizes.items()} == {aod: [3, 0, 5], evnt: [3, 0, 5],
+                                                        999_999: []}
+    assert sizes[aod].dtype.name == "int64"
+    assert [f["bytes"] for f in listed[aod]] == [3, 0, 5]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +10,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from netbroker.cli._app import JsonOpt, app, err, out, print_json
-from netbroker.sim import POLICIES, build_grid, load_scenario, reference_scenario, with_jobs
-from netbroker.sim import simulate as simulate_policy
+from netbroker.sim import POLICIES, compare, load_scenario, reference_scenario, with_jobs
 from netbroker.sim.scenario import busy_scenario
-from netbroker.sim.service import prepare_database
 
 __all__: list[str] = []
 
@@ -49,6 +46,9 @@ def simulate(
         help="static, dynamic or full_mesh; repeat for several (default: all three).")] = None,
     jobs: Annotated[int | None, typer.Option(help="Override the scenarios' job count.")]
     = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Processes running the policies side by side (default: one per policy, at "
+             "most one per CPU; 1: one after the other).", min=1)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate scenarios' workloads under each brokerage policy and compare them."""
@@ -63,14 +63,10 @@ def simulate(
                   TimeElapsedColumn(), console=err, transient=True) as progress:
         step = progress.add_task("simulating", total=len(chosen) * len(specs))
         for spec in specs:
-            grid = build_grid(spec)
-            with tempfile.TemporaryDirectory(prefix="netbroker-sim-") as scratch:
-                template = prepare_database(grid, Path(scratch))
-                results = []
-                for name in chosen:
-                    progress.update(step, description=f"simulating {spec.name}: {name}")
-                    results.append(simulate_policy(grid, spec, name, template=template))
-                    progress.advance(step)
+            progress.update(step, description=f"simulating {spec.name}: "
+                            + ", ".join(chosen))
+            results = compare(spec, chosen, workers=workers,
+                              done=lambda _: progress.advance(step))
             tables.append((spec, results))
     if as_json:
         print_json([{"scenario": spec.name, **r.row()} for spec, results in tables

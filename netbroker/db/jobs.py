@@ -287,18 +287,22 @@ class JobDB:
             .returning(jobs.c.id)).scalars())
         return len(done)
 
-    def rebroker_job(self, job_id: int, from_queue_id: int, to_queue_id: int,
-                     old_status: JobStatus, status: JobStatus,
-                     waiting: Collection[JobStatus], now: datetime) -> bool:
-        """Move a waiting job to another queue (one more rebrokerage), logging a new state;
-        False when it is no longer waiting on ``from_queue_id``."""
+    def rebroker_jobs(self, job_ids: Collection[int], from_queue_id: int, to_queue_id: int,
+                      old_status: JobStatus, status: JobStatus,
+                      waiting: Collection[JobStatus], now: datetime) -> set[int]:
+        """Move waiting jobs of ``old_status`` from one queue to another (one more
+        rebrokerage each, a new state logged when ``status`` differs); returns the ids
+        of those moved, leaving out the ones no longer waiting on ``from_queue_id``
+        (a pilot took it, or it changed meanwhile). One statement."""
+        if not job_ids:
+            return set()
         logged = {"state_log": _appended(_line(status, now))} if status != old_status else {}
-        result = self.conn.execute(
-            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.queue_id == from_queue_id,
-                                  jobs.c.status.in_(waiting))
+        return set(self.conn.execute(
+            sa.update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.queue_id == from_queue_id,
+                                  jobs.c.status == old_status, jobs.c.status.in_(waiting))
             .values(queue_id=to_queue_id, status=status, modified_at=now,
-                    rebrokerages=jobs.c.rebrokerages + 1, **logged))
-        return result.rowcount == 1
+                    rebrokerages=jobs.c.rebrokerages + 1, **logged)
+            .returning(jobs.c.id)).scalars())
 
     def retry(self, job_id: int, now: datetime) -> int | None:
         """A new activated attempt of a failed job, if it has attempts left; its id or None."""

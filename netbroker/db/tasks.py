@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -164,6 +165,21 @@ class TaskDB:
                 .order_by(files.c.dataset_id, files.c.name))
         for row in self.conn.execute(stmt).mappings():
             out[row["dataset_id"]].append(dict(row))
+        return out
+
+    def dataset_file_bytes(self, dataset_ids: Collection[int]) -> dict[int, np.ndarray]:
+        """Each dataset's file sizes in bytes (int64), in :meth:`dataset_files`' order:
+        what brokerage weighs of the files, two columns read instead of six (the
+        rebrokerage pass reads them for every dataset a movable job waits for)."""
+        out = {d: np.zeros(0, np.int64) for d in dataset_ids}
+        stmt = (sa.select(files.c.dataset_id, files.c.bytes)
+                .where(files.c.dataset_id.in_(list(dataset_ids)))
+                .order_by(files.c.dataset_id, files.c.name))
+        rows = np.array(self.conn.execute(stmt).all(), dtype=np.int64).reshape(-1, 2)
+        if len(rows):
+            ids, starts = np.unique(rows[:, 0], return_index=True)
+            for d, sizes in zip(ids.tolist(), np.split(rows[:, 1], starts[1:]), strict=True):
+                out[d] = sizes
         return out
 
     def replica_sites(self, dataset_ids: Collection[int]

@@ -10,7 +10,11 @@ through the real ingestion) and below.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from netbroker.sim.run import POLICIES, SimResult, simulate
@@ -36,11 +40,37 @@ def with_jobs(scenario: Scenario, jobs: int | None) -> Scenario:
 
 
 def compare(scenario: Scenario, policies: tuple[str, ...] = POLICIES,
-            jobs: int | None = None) -> list[SimResult]:
+            jobs: int | None = None, workers: int | None = None,
+            done: Callable[[SimResult], None] | None = None) -> list[SimResult]:
     """The same workload under each policy (``jobs`` overrides the scenario's count),
-    each from a copy of one database holding the grid."""
+    each from a copy of one database holding the grid; the results in ``policies``'
+    order.
+
+    The policies are independent runs (each its own database and seeded
+    generator), so ``workers`` processes run them side by side (default: one
+    per policy, at most one per CPU; 1: one after the other in this process)
+    and a result does not depend on which. ``done`` is called with each result
+    as it comes.
+    """
     scenario = with_jobs(scenario, jobs)
     grid = build_grid(scenario)
+    if workers is None:
+        workers = min(len(policies), os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="netbroker-sim-") as scratch:
         template = prepare_database(grid, Path(scratch))
-        return [simulate(grid, scenario, policy, template=template) for policy in policies]
+        if workers <= 1 or len(policies) <= 1:
+            results = []
+            for policy in policies:
+                results.append(simulate(grid, scenario, policy, template=template))
+                if done is not None:
+                    done(results[-1])
+            return results
+        # spawn, not fork: a fresh interpreter holds no engine or lock of this one
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(policies)), mp_context=context) as pool:
+            futures = [pool.submit(simulate, grid, scenario, policy, 0, template)
+                       for policy in policies]
+            for future in futures:
+                if done is not None:
+                    done(future.result())
+            return [f.result() for f in futures]

@@ -223,10 +223,11 @@ def rebroker(engine: Engine, settings: Settings, now: datetime | None = None,
 
 def _read_waiting(engine: Engine, r: RebrokerageSettings, limit: datetime,
                   task_ids: set[int] | None
-                  ) -> tuple[list[Any], dict[int, Any], dict[int, list[dict[str, Any]]]] | None:
+                  ) -> tuple[list[Any], dict[int, Any], dict[int, np.ndarray]] | None:
     """The waiting jobs that wait for data or may move (the database leaves the others
-    out), their tasks and the files of the tasks with a job that may move; None when
-    there are none (then no grid view is read: it counts every waiting job)."""
+    out), their tasks and the file sizes of the datasets of the tasks with a job that
+    may move; None when there are none (then no grid view is read: it counts every
+    waiting job)."""
     with engine.connect() as conn:
         waiting = JobDB(conn).waiting_task_jobs(WAITING, limit, r.max_rebrokerages, task_ids,
                                                 any_wait=(JobStatus.ASSIGNED,))
@@ -234,14 +235,14 @@ def _read_waiting(engine: Engine, r: RebrokerageSettings, limit: datetime,
             return None
         db = TaskDB(conn)
         task_rows = {t["id"]: t for t in db.tasks(ids={w.task_id for w in waiting})}
-        files = db.dataset_files({task_rows[w.task_id]["dataset_id"] for w in waiting
-                                  if w.movable})
+        files = db.dataset_file_bytes({task_rows[w.task_id]["dataset_id"] for w in waiting
+                                       if w.movable})
     return waiting, task_rows, files
 
 
 def _plan_tasks(view: GridView, ids_of: dict[str, list[int]], q_index: dict[int, int],
                 movable: dict[int, list[Any]], task_rows: dict[int, Any],
-                files: dict[int, list[dict[str, Any]]], settings: Settings) -> list[Any]:
+                files: dict[int, np.ndarray], settings: Settings) -> list[Any]:
     """Per task with movable jobs: (task, its rows, its queue scores, its moves), for the
     tasks that have a move; pinned tasks and tasks placed nowhere known are left."""
     s_index = view.site_index()
@@ -317,14 +318,23 @@ def _store_moves(conn: Connection, settings: Settings, view: GridView,
         "weights": orjson.dumps({"rebrokerage": settings.rebrokerage.model_dump(),
                                  "brokerage": settings.brokerage.model_dump()}).decode(),
         "candidates": orjson.dumps(candidates).decode()}])
-    history, moved = [], []
+    # The moves as one statement per (from, to, old state, new state): the rows
+    # still waiting where the pass read them move, the others are left.
+    target: list[tuple[Any, int, int, JobStatus]] = []
+    groups: dict[tuple[int, int, JobStatus, JobStatus], list[int]] = {}
     for m in moves:
         job = rows[m.job]
         local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
         status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
         old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
-        if not job_db.rebroker_job(job.id, old_q, new_q, job.status, status, WAITING,
-                                   now):
+        target.append((job, old_q, new_q, status))
+        groups.setdefault((old_q, new_q, job.status, status), []).append(job.id)
+    done = set()
+    for (old_q, new_q, old_status, status), ids in groups.items():
+        done |= job_db.rebroker_jobs(ids, old_q, new_q, old_status, status, WAITING, now)
+    history, moved = [], []
+    for m, (job, old_q, new_q, _) in zip(moves, target, strict=True):
+        if job.id not in done:
             continue  # a pilot took it, or it changed meanwhile
         history.append({"job_id": job.id, "from_queue_id": old_q,
                         "to_queue_id": new_q, "decision_id": decision_id, "at": now,

@@ -168,7 +168,7 @@ def preview(engine: Engine, base: Settings, changes: Mapping[str, Any],
         views = (view, _with_membership(view, membership))
         index = view.site_index()
         for task in recent:
-            needs = task_needs(task, files[task["dataset_id"]], index)
+            needs = task_needs(task, [f["bytes"] for f in files[task["dataset_id"]]], index)
             picks = []
             for settings, seen in zip((current, proposed), views, strict=True):
                 rng = np.random.default_rng([settings.brokerage.seed, task["id"]])

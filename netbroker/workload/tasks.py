@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -217,7 +217,7 @@ def broker_tasks(engine: Engine, settings: Settings, ids: list[int] | None = Non
     planned = []
     for task in todo:
         task_files = files[task["dataset_id"]]
-        needs = task_needs(task, task_files, s_index)
+        needs = task_needs(task, [f["bytes"] for f in task_files], s_index)
         seed = _seed(settings.brokerage.seed, task["id"])
         rng = np.random.default_rng(seed)
         choice = broker_task(view, needs, settings.brokerage,
@@ -334,13 +334,14 @@ def _add_pass_jobs(conn: Connection, placed: list[Any], decision_ids: list[int],
         if task["processing_type"] == ProcessingType.ANALYSIS])
 
 
-def task_needs(task: Mapping[str, Any], task_files: list[dict[str, Any]],
+def task_needs(task: Mapping[str, Any], file_bytes: Sequence[int] | np.ndarray,
                site_index: Mapping[str, int]) -> TaskNeeds:
-    """What brokerage compares for a task row (as :class:`TaskDB` reads it)."""
+    """What brokerage compares for a task row (as :class:`TaskDB` reads it), whose
+    dataset's files have these sizes in bytes, in the task's order."""
     return TaskNeeds(
         task_id=task["id"], processing_type=str(task["processing_type"]),
         dataset_id=task["dataset_id"],
-        file_bytes=np.array([f["bytes"] for f in task_files], dtype=np.float64),
+        file_bytes=np.asarray(file_bytes, dtype=np.float64),
         cores=task["cores"], memory_mb=task["memory_mb"], walltime_s=task["walltime_s"],
         files_per_job=task["files_per_job"], events_per_job=task["events_per_job"],
         events_per_file=task["events_per_file"],
