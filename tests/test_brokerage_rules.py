@@ -660,3 +660,320 @@ def test_a_clouds_transfer_time_is_to_its_tier1_recalling_the_tier1s_own_tape() 
     needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
     choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
     assert choice.candidates[0]["name"] == "X" and choice.candidates[0]["transfer_s"] == 2.0
+
+
+# --- the stored explanation, to the digit -------------------------------------------------
+
+def two_cloud_view() -> GridView:
+    """The tiny view with C online (Y's Tier-1, one 300-slot queue, 43 waiting) and A, B
+    at 150 slots each; the input on disk at A only; A -> C measured at 3 MB/s; C with
+    a petabyte of disk free."""
+    view = _tiny_view()
+    view.site_online = np.array([True, True, True])
+    view.site_disk_free = np.array([1e15, 1e14, 1e15])
+    view.queue_slots = np.array([150, 150, 300])
+    view.queue_waiting = np.array([0, 0, 43])
+    view.throughput = np.array([[np.nan, 10.0, 3.0], [np.nan] * 3, [np.nan] * 3])
+    return view
+
+
+def test_a_task_decision_stores_each_candidates_score_share_and_terms() -> None:
+    # weight_data 0, so both clouds are near-equal. X (A, B): input on disk at its Tier-1
+    # A, 300 free slots, capacity 300 / 300 = 1, network 1: score 0.5 + 0.5 = 1.0.
+    # Y (C): 257 free slots, capacity 257 / 300 = 0.856667 (0.8567); 100 MB to C at
+    # 3 MB/s, 33.333 s (33.3), network 1 / (1 + 33.333 / 3600) = 0.990826 (0.9908):
+    # score 0.428333 + 0.495413 = 0.923746 (0.9237), above 1.0 * 0.9: both drawn, by
+    # shares 1.0 / 1.923746 = 0.519819 (0.5198) and 0.480181 (0.4802).
+    settings = BrokerageSettings(weight_data=0.0)
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    why = {"X": "X: score 1.000 of 2 passing (data present, 300 free slots)",
+           "Y": "Y: score 0.924 of 2 passing (input 33 s away, 257 free slots)"}
+    picked = set()
+    for seed in range(8):
+        choice = broker_task(two_cloud_view(), needs, settings, 5.0,
+                             np.random.default_rng(seed))
+        assert choice.candidates == [
+            {"name": "X", "members": 2, "data": True, "free_slots": 300, "transfer_s": 0.0,
+             "score": 1.0, "share": 0.5198,
+             "terms": {"data": 1.0, "capacity": 1.0, "network": 1.0}},
+            {"name": "Y", "members": 1, "data": False, "free_slots": 257,
+             "transfer_s": 33.3, "score": 0.9237, "share": 0.4802,
+             "terms": {"data": 0.0, "capacity": 0.8567, "network": 0.9908}}]
+        assert choice.chosen_name is not None and choice.summary == why[choice.chosen_name]
+        assert choice.chosen == {"X": 0, "Y": 1}[choice.chosen_name]
+        picked.add(choice.chosen_name)
+    assert picked == {"X", "Y"}  # both sentences were checked
+
+
+def test_a_clouds_capacity_is_over_the_best_clouds_free_slots_or_one() -> None:
+    # One free slot in the whole grid (A_Q: 1 slot; B_Q and C_Q full): X's capacity is
+    # 1 / max(1, 1) = 1, not halved; Y's 0 / 1 = 0.
+    view = two_cloud_view()
+    view.queue_slots = np.array([1, 1, 1])
+    view.queue_waiting = np.array([0, 1, 1])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert [c["terms"]["capacity"] for c in choice.candidates] == [1.0, 0.0]
+
+
+def test_an_unreachable_input_is_stored_as_no_transfer_time() -> None:
+    # No replica anywhere: Y's input cannot be brought (inf s), stored as None, not inf.
+    view = two_cloud_view()
+    view.present, view.sources = {7: np.zeros(3, bool)}, {7: np.zeros(3, bool)}
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert [c["transfer_s"] for c in choice.candidates] == [None, None]
+
+
+def test_a_cloud_without_a_tier1_is_refused_saying_so() -> None:
+    view = two_cloud_view()
+    view.cloud_tier1 = np.array([0, -1])
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert choice.candidates[1]["filter"] == (
+        "no Tier-1: the cloud has no Tier-1 to hold the output")
+    assert choice.chosen_name == "X"
+
+
+def test_the_output_space_refusal_gives_terabytes_to_the_hundredth() -> None:
+    # A has 5e9 bytes free, 0.005 TB: "0.01" (5e9 / 1e12 is a hair above 0.005); the
+    # task's 30e9 bytes of input make 15e9 of output (half), 0.015 TB: "0.01" as well
+    # (15e9 / 1e12 is a hair below 0.015). Dividing by anything but 1e12 shows otherwise.
+    view = two_cloud_view()
+    view.site_disk_free = np.array([5e9, 1e14, 1e15])
+    needs = TaskNeeds(1, "production", 7, np.full(3, 10e9), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert choice.candidates[0]["filter"] == (
+        "output space: 0.01 TB free at A, 0.01 TB expected")
+    # 4e9 free (0.00) for one 10 GB file's 5e9 of output, 0.005 TB: "0.01" (a hair above).
+    view.site_disk_free = np.array([4e9, 1e14, 1e15])
+    needs = TaskNeeds(1, "production", 7, np.array([10e9]), 1, 2000, 3600, 1)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert choice.candidates[0]["filter"] == (
+        "output space: 0.00 TB free at A, 0.01 TB expected")
+
+
+@pytest.mark.parametrize("pinned", [0, 2])
+def test_a_task_pinned_to_any_site_goes_to_that_sites_own_cloud(pinned: int) -> None:
+    # Pinned to A (site index 0, X's) or to C (Y's, also a foreign member of X): the
+    # pinned site's own cloud takes it, every other cloud is refused as pinned elsewhere.
+    view = two_cloud_view()
+    view.foreign[0, 2] = True
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
+                      pinned_site=pinned)
+    home, other = ("X", 1) if pinned == 0 else ("Y", 0)
+    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    assert choice.chosen_name == home
+    assert choice.candidates[other]["filter"] == (
+        "pinned: the task is pinned to a site outside it")
+
+
+def test_a_pinned_task_no_nucleus_reaches_is_refused_by_every_nucleus() -> None:
+    # Two nuclei, A and C, neither measured to reach B: a task pinned to B has no home.
+    view = two_cloud_view()
+    view.site_nucleus = np.array([True, False, True])
+    view.throughput = np.full((3, 3), np.nan)
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
+                      pinned_site=1)
+    choice = broker_task(view, needs, BrokerageSettings(mode="full_mesh"), 5.0,
+                         np.random.default_rng(0))
+    assert choice.chosen is None
+    assert [c["filter"] for c in choice.candidates] == [
+        "pinned: the task is pinned to a site outside it"] * 2
+
+
+def six_queue_view(fail_last: bool) -> GridView:
+    """One cloud of six online sites S1..S6, a queue each (Q1..Q6, 6..1 slots), the input on
+    disk everywhere; Q1 has one job running. With ``fail_last`` Q6 has 1 core (and 3
+    jobs waiting): an 8-core task's jobs cannot go there."""
+    n = 6
+    view = GridView(
+        sites=[f"S{i}" for i in range(1, n + 1)], site_cloud=np.zeros(n, np.int64),
+        site_online=np.ones(n, bool), site_nucleus=np.eye(1, n, 0, bool)[0],
+        site_disk_free=np.full(n, 1e15), clouds=["X"], cloud_tier1=np.array([0]),
+        foreign=np.zeros((1, n), bool), queues=[f"Q{i}" for i in range(1, n + 1)],
+        queue_site=np.arange(n), queue_status=np.array(["online"] * n),
+        queue_type=np.array(["unified"] * n),
+        queue_cores=np.array([8] * 5 + [1 if fail_last else 8]),
+        queue_memory_mb=np.full(n, 16000), queue_walltime_s=np.full(n, 172800),
+        queue_disk_mb=np.full(n, 100000), queue_slots=np.array([6, 5, 4, 3, 2, 1]),
+        queue_waiting=np.array([0, 0, 0, 0, 0, 3 if fail_last else 0]),
+        queue_running=np.array([1, 0, 0, 0, 0, 0]), throughput=np.full((n, n), np.nan),
+        present={7: np.ones(n, bool)}, sources={7: np.ones(n, bool)})
+    return view
+
+
+def six_queue_plan(fail_last: bool, files: int) -> tuple[GridView, Any]:
+    # At 1 waiting job per slot the queues' room is their slots (running jobs do not
+    # count): 21 files fill Q1..Q6 exactly (6 + 5 + 4 + 3 + 2 + 1), 20 fill Q1..Q5.
+    view = six_queue_view(fail_last)
+    needs = TaskNeeds(1, "production", 7, np.full(files, 1 * MB), 8, 2000, 3600, 1)
+    plan = broker_jobs(view, needs, np.ones(6, bool),
+                       BrokerageSettings(max_waiting_per_slot=1.0), np.random.default_rng(0))
+    return view, plan
+
+
+def test_a_job_decision_lists_the_five_busiest_queues_and_counts_the_rest() -> None:
+    _, plan = six_queue_plan(False, 21)
+    assert plan.summary == "21 jobs on Q1 (6), Q2 (5), Q3 (4), Q4 (3), Q5 (2) and 1 more queues"
+    _, plan = six_queue_plan(True, 20)
+    assert plan.summary == "20 jobs on Q1 (6), Q2 (5), Q3 (4), Q4 (3), Q5 (2)"
+
+
+def test_a_job_decision_stores_each_queues_terms_share_jobs_and_size() -> None:
+    # Q2..Q5 score 1 + 0.5 + 0.5 = 2.0; Q1, one of 6 slots running, capacity 5 / 6 =
+    # 0.833333 (0.8333): 1 + 0.416667 + 0.5 = 1.916667 (1.9167), within 10% of 2.0. The
+    # first draw's shares: 1.916667 / 9.916667 = 0.193277 (0.1933), 2 / 9.916667 =
+    # 0.201681 (0.2017). Best first, then by name; Q6 (1 core) last with its filter.
+    view, plan = six_queue_plan(True, 20)
+
+    def row(q: int, score: float, capacity: float, share: float, jobs: int) -> dict[str, Any]:
+        return {"name": f"Q{q}", "site": f"S{q}", "score": score,
+                "terms": {"data": 1.0, "capacity": capacity, "transfer_s": 0.0},
+                "share": share, "jobs": jobs, "files_per_job": 1}
+
+    assert plan.candidates == [
+        row(2, 2.0, 1.0, 0.2017, 5), row(3, 2.0, 1.0, 0.2017, 4),
+        row(4, 2.0, 1.0, 0.2017, 3), row(5, 2.0, 1.0, 0.2017, 2),
+        row(1, 1.9167, 0.8333, 0.1933, 6),
+        {"name": "Q6", "site": "S6", "filter": "cores: queue has 1 cores"}]
+    # every job's input is on disk where it runs; the queues' waiting counts grow by the
+    # jobs placed (Q6 keeps its 3)
+    assert plan.data_local.dtype == bool and plan.data_local.all()
+    assert plan.transfer_s.tolist() == [0.0] * 20
+    assert view.queue_waiting.tolist() == [6, 5, 4, 3, 2, 3]
+
+
+def test_a_low_scoring_queue_still_ranks_above_every_filtered_one() -> None:
+    # A_Q: 2.0. B_Q: no data, 90 of 100 slots waiting (capacity 0.1), 100 MB over an
+    # unmeasured link (100 s): 0.05 + 0.5 / (1 + 100 / 3600) = 0.5365, below 1. C_Q is
+    # offline: after both, whatever its missing score would be.
+    view = _tiny_view()
+    view.site_online = np.array([True, True, True])
+    view.queue_status = np.array(["online", "online", "offline"])
+    view.queue_waiting = np.array([0, 90, 0])
+    view.throughput = np.full((3, 3), np.nan)
+    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
+    plan = broker_jobs(view, needs, np.ones(3, bool), BrokerageSettings(),
+                       np.random.default_rng(0))
+    assert [(c["name"], c.get("score")) for c in plan.candidates] == [
+        ("A_Q", 2.0), ("B_Q", 0.5365), ("C_Q", None)]
+
+
+def test_a_plan_of_no_job_is_empty_arrays_and_keeps_its_candidates() -> None:
+    view = _tiny_view()  # C offline: C_Q fails site status
+    needs = TaskNeeds(1, "production", 7, np.array([1 * MB]), 1, 2000, 3600, 1)
+    plan = broker_jobs(view, needs, np.array([False, False, True]), BrokerageSettings(),
+                       np.random.default_rng(0))
+    assert len(plan) == 0
+    for array, dtype in ((plan.queue, "int64"), (plan.first_file, "int64"),
+                         (plan.n_files, "int64"), (plan.data_local, "bool"),
+                         (plan.transfer_s, "float64")):
+        assert array.dtype.name == dtype and array.shape == (0,)
+    assert (plan.first_event, plan.n_events) == (None, None)
+    assert plan.candidates == [{"name": "C_Q", "site": "C",
+                                "filter": "site status: site is not online"}]
+
+
+def test_a_queue_off_the_members_is_out_of_scope_even_if_pinned() -> None:
+    # Pinned to B, but only A is a member: no queue is judged at all.
+    view = _tiny_view()
+    needs = TaskNeeds(1, "production", 7, np.array([1 * MB]), 1, 2000, 3600, 1,
+                      pinned_site=1)
+    plan = broker_jobs(view, needs, np.array([True, False, False]), BrokerageSettings(),
+                       np.random.default_rng(0))
+    assert len(plan) == 0 and plan.candidates == []
+
+
+def test_a_pinned_refusal_ignores_the_filters_of_the_queues_off_the_pinned_site() -> None:
+    # Pinned to B (1 core: fails "cores" for 8); A_Q and C_Q, not judged, would fail
+    # "memory" (2 of 3 queues): the refusal names cores.
+    view = _tiny_view()
+    view.site_online = np.array([True, True, True])
+    view.queue_memory_mb = np.array([1000, 16000, 1000])
+    assert job_summary(view, [True, True, True], pinned_site=1) == (
+        "no queue passes the filters: cores (most queues)")
+
+
+def test_an_event_jobs_transfer_is_one_file() -> None:
+    # 400-event jobs of one 1 MB file: B_Q (no data) brings that file from A at 10 MB/s,
+    # 0.1 s, whatever the job's events.
+    view = open_view([100, 100, 100])
+    needs = TaskNeeds(1, "production", 7, np.full(2, 1 * MB), 1, 2000, 400, 1,
+                      events_per_job=400, events_per_file=1000)
+    plan = broker_jobs(view, needs, np.array([True, True, False]), BrokerageSettings(),
+                       np.random.default_rng(0))
+    rows = {c["name"]: c for c in plan.candidates}
+    assert rows["B_Q"]["terms"]["transfer_s"] == 0.1
+
+
+def test_empty_files_need_no_transfer_and_no_disk_beyond_the_scratch() -> None:
+    # Files of 0 bytes, no replica anywhere: nothing to bring (0 s, not unreachable), and
+    # a queue with exactly the scratch disk (2,000 MB) passes.
+    view = open_view([100, 100, 100])
+    view.present, view.sources = {7: np.zeros(3, bool)}, {7: np.zeros(3, bool)}
+    view.queue_disk_mb = np.array([2000, 100000, 100000])
+    needs = TaskNeeds(1, "production", 7, np.zeros(2), 1, 2000, 3600, 1)
+    plan = broker_jobs(view, needs, np.array([True, True, False]), BrokerageSettings(),
+                       np.random.default_rng(0))
+    rows = {c["name"]: c for c in plan.candidates}
+    assert [rows[q]["terms"]["transfer_s"] for q in ("A_Q", "B_Q")] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(("slots", "waiting", "capacity"), [
+    (1, 0, 1.0),     # one free slot of one: all free
+    (4, 10, 0.0),    # more waiting than slots: none free, not negative
+])
+def test_a_queues_capacity_is_its_free_share_of_its_slots(slots: int, waiting: int,
+                                                          capacity: float) -> None:
+    view = open_view([slots, 100, 100])
+    view.queue_waiting = np.array([waiting, 0, 0])
+    needs = TaskNeeds(1, "production", 7, np.array([1 * MB]), 1, 2000, 3600, 1)
+    plan = broker_jobs(view, needs, np.array([True, True, False]), BrokerageSettings(),
+                       np.random.default_rng(0))
+    rows = {c["name"]: c for c in plan.candidates}
+    assert rows["A_Q"]["terms"]["capacity"] == capacity
+
+
+@pytest.mark.parametrize(("waiting", "at_a"), [
+    (2, 2),   # 4 slots at 1 per slot, 2 waiting: room for 2
+    (5, 0),   # already over the limit: room for none (not one)
+])
+def test_a_queues_room_is_its_limit_less_what_waits(waiting: int, at_a: int) -> None:
+    # A_Q (the input on disk) is the best; B_Q takes what A_Q has no room for.
+    view = open_view([4, 100, 100])
+    view.queue_waiting = np.array([waiting, 0, 0])
+    needs = TaskNeeds(1, "production", 7, np.full(5, 1 * MB), 1, 2000, 3600, 1)
+    plan = broker_jobs(view, needs, np.array([True, True, False]),
+                       BrokerageSettings(max_waiting_per_slot=1.0), np.random.default_rng(0))
+    assert Counter(plan.queue.tolist()) == Counter({0: at_a, 1: 5 - at_a} if at_a
+                                                   else {1: 5})
+
+
+@pytest.mark.parametrize(("room", "step"), [([5, 5], None), ([5, 0], [1, 1])])
+def test_draw_with_room_never_opens_an_ineligible_candidate_with_room(
+        room: list[int], step: list[int] | None) -> None:
+    # The ineligible candidate scores best and has room, before or after the eligible
+    # one's room is raised by its step: it takes nothing.
+    idx, _ = draw_with_room(np.array([9.0, 1.0]), np.array([False, True]), np.array(room),
+                            3, 0.1, np.random.default_rng(0),
+                            step=None if step is None else np.array(step))
+    assert idx.tolist() == [1, 1, 1]
+
+
+def test_draw_with_room_returns_the_first_rounds_shares() -> None:
+    # Round one: only candidate 0 has room (1): shares [1, 0]. It fills; with no step the
+    # other 2 are drawn on score alone (0.5 / 0.5): the shares returned stay round one's.
+    idx, p = draw_with_room(np.array([1.0, 1.0]), np.ones(2, bool), np.array([1, 0]), 3, 0.1,
+                            np.random.default_rng(0))
+    assert len(idx) == 3 and p.tolist() == [1.0, 0.0]
+    # No room anywhere from the start, no step: the draw on score is the first round.
+    idx, p = draw_with_room(np.array([1.0, 1.0]), np.ones(2, bool), np.array([0, 0]), 2, 0.1,
+                            np.random.default_rng(0))
+    assert len(idx) == 2 and p.tolist() == [0.5, 0.5]
+
+
+def test_draw_with_room_of_nothing_draws_nothing() -> None:
+    idx, p = draw_with_room(np.array([1.0, 2.0]), np.ones(2, bool), np.array([1, 1]), 0, 0.1,
+                            np.random.default_rng(0))
+    assert idx.dtype.name == "int64" and idx.tolist() == [] and p.tolist() == [0.0, 0.0]

@@ -385,3 +385,54 @@ def test_the_pass_moves_a_backlog_by_the_start_rule_with_its_reason(
         i: f"input now on disk at another site; {ahead[i]} jobs ahead for 10 slots: "
            f"start in {ahead[i] * 0.2:.2f} h -> 0.00 h at LRZ_UCORE"
         for i in ids if ahead[i] >= 2}
+
+
+# --- the plan at its edges -----------------------------------------------------------------
+
+def test_either_rule_may_move_a_job_to_the_first_queue() -> None:
+    # Q1 busy (25 for 10 slots), Q0 scores better: the score rule, to queue index 0.
+    assert plan(view([0, 25], [10, 10]), scores([2.0, 1.0]), [1]) == [(0, 1, 0)]
+    # Q1 not busy, equal scores, 30 ahead (3 h): the start rule, to queue index 0.
+    assert plan(view([0, 20], [10, 10]), scores([1.0, 1.0]), [1], ahead=[30],
+                start_sooner_by_minutes=60) == [(0, 1, 0)]
+
+
+def test_a_one_slot_queues_wait_is_a_full_turn_per_job_ahead() -> None:
+    # 100 ahead at a 1-slot queue, 1 h jobs: 100 h; at Q1 the input takes 50 h to come
+    # (not on disk): 100 h > 50 h + 1 h, a move, and the reason gives both to the
+    # hundredth of an hour.
+    v = view([0, 0], [1, 10])
+    qs = scores([1.0, 1.0], seconds=[0.0, 180_000.0])
+    (move,) = planned(v, qs, [0], ahead=[100], start_sooner_by_minutes=60)
+    assert (move.to_queue, move.reason) == (
+        1, "100 jobs ahead for 1 slots: start in 100.00 h -> 50.00 h at Q1")
+
+
+def test_a_queue_with_two_free_slots_takes_two_jobs() -> None:
+    # Q0 busy with 25 for 10 slots; Q1 better with 2 free slots: both jobs move.
+    v = view([25, 0], [10, 100])
+    assert plan(v, scores([1.0, 2.0]), [0, 0], free=[0, 2]) == [(0, 0, 1), (1, 0, 1)]
+
+
+def test_the_input_on_disk_costs_no_time_to_start() -> None:
+    # 1 ahead for 2 slots of 14,401 s jobs: 7,200.5 s, half a second more than 120 min;
+    # the input is on disk at Q1 (nothing to bring, whatever its transfer estimate).
+    v = view([0, 0], [2, 10])
+    qs = scores([1.0, 1.0], data=[0.0, 1.0], seconds=[0.0, 5.0])
+    assert plan(v, qs, [0], walltime_s=14_401, ahead=[1],
+                start_sooner_by_minutes=120, better_by_fraction=10) == [(0, 0, 1)]
+
+
+def test_a_job_whose_queue_no_longer_passes_scores_nothing_there() -> None:
+    v = view([1, 0], [10, 10])
+    (move,) = planned(v, scores([3.0, 0.2], eligible=[False, True]), [0])
+    assert move.reason == "Q0 no longer passes the filters; score 0.000 -> 0.200"
+
+
+def test_a_job_that_fits_nowhere_does_not_stop_the_next_from_moving() -> None:
+    # Q0 busy; job 0 needs 90,000 s, longer than Q1's 86,400; job 1 fits and moves.
+    v = view([25, 0], [10, 10])
+    moves = plan_moves(v, scores([1.0, 2.0]), np.array([0, 0]), np.array([90_000, 3600]),
+                       np.array([1000, 1000]), RebrokerageSettings(), np.array([0, 100]),
+                       np.array([0, 0]))
+    assert [(m.job, m.to_queue) for m in moves] == [(1, 1)]

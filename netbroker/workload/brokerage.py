@@ -472,6 +472,8 @@ def broker_jobs(view: GridView, needs: TaskNeeds, members: np.ndarray,
     present = view.present.get(needs.dataset_id, np.zeros(len(view.sites), bool))
     candidates = queue_candidates(view, codes, in_scope, eligible, data, free, seconds, score)
     if not eligible.any():
+        for row in candidates:
+            del row["_index"]
         empty = np.zeros(0, np.int64)
         return JobPlan(empty, empty, empty, None, None, np.zeros(0, bool), np.zeros(0),
                        candidates, "no queue passes the filters: "
