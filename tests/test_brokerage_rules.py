@@ -363,6 +363,11 @@ def test_each_decision_stores_a_seed_mixed_from_the_setting_and_the_task(
     stored = [tasks.explain_task(engine, t["id"])["decisions"] for t in (first, again, other)]
     assert all(task["seed"] == job["seed"] for task, job in stored)  # one draw per task
     assert len({task["seed"] for task, _ in stored}) == 3
+    # the seed: the first 64-bit word numpy's SeedSequence draws from (setting, task id),
+    # its top 63 bits (a signed 64-bit column holds it)
+    for (task, _), base, made in zip(stored, (0, 0, 1), (first, again, other), strict=True):
+        word = np.random.SeedSequence([base, made["id"]]).generate_state(1, np.uint64)[0]
+        assert task["seed"] == int(word) >> 1 < 2**63
 
 
 # --- the pure pieces, at their exact boundaries -----------------------------------------

@@ -96,6 +96,15 @@ def test_event_service_jobs_hand_their_events_out_in_ranges(mini: Engine) -> Non
     assert sum(1 for r in job_rows(mini) if r["event_service"]) == 5 * 3
 
 
+def test_an_event_jobs_wall_time_is_its_events(mini: Engine) -> None:
+    # 4,000 s for a full job of 400 events: 10 s an event; jobs of 400, 400 and 200
+    # events a file ask for 4,000, 4,000 and 2,000 s, and one file's disk each.
+    submit(mini, events_per_job=400, events_per_file=1000, walltime_s=4000)
+    rows = job_rows(mini)
+    assert [(r["max_walltime_s"], r["max_disk_mb"]) for r in rows] == [
+        (4000, 12_000), (4000, 12_000), (2000, 12_000)] * 5
+
+
 def test_each_job_lists_its_inputs_in_order_then_its_output_and_log(mini: Engine) -> None:
     # 5 files, 2 per job: the second job reads files 3 and 4.
     submit(mini, files_per_job=2, walltime_s=4 * 3600, name="t")
