@@ -1,8 +1,9 @@
 """sim.week: seconds for the busy scenario's week under the three policies.
 
 ``netbroker simulate --scenario busy``: a week of the 150-site grid with a
-quarter of its slots (meant to run at 80-95% of them), 100,000 jobs, each
-policy in turn, every decision the service's own on measured metrics
+quarter of its slots (meant to run at 80-95% of them), 100,000 jobs, the
+policies side by side as ``netbroker simulate`` runs them (a spawned process
+per CPU, the slowest first), every decision the service's own on measured metrics
 (netbroker/sim). The in-run baseline is
 the plain reference scenario (the same grid with four times the slots, the
 same 100,000 jobs) simulated in the same run: the ratio says what the busy

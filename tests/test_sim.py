@@ -62,10 +62,14 @@ def test_every_policy_ends_every_job_and_static_stays_home(small: Scenario) -> N
     assert results["dynamic"].jobs_outside_home_cloud > 0  # foreign members took work
 
 
-def test_a_simulation_is_deterministic(small: Scenario) -> None:
+def test_a_simulation_is_deterministic_in_this_process_or_another(small: Scenario) -> None:
     grid = build_grid(small)
     first, again = simulate(grid, small, "dynamic"), simulate(grid, small, "dynamic")
     assert {**first.row(), "wall_s": 0} == {**again.row(), "wall_s": 0}
+    # side by side in two spawned processes, the results in the order asked for
+    static, dynamic = compare(small, ("static", "dynamic"), workers=2)
+    assert (static.policy, dynamic.policy) == ("static", "dynamic")
+    assert {**dynamic.row(), "wall_s": 0} == {**first.row(), "wall_s": 0}
 
 
 def test_a_bad_scenario_is_refused_naming_the_key(tmp_path: Path) -> None:

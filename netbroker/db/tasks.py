@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -175,7 +176,10 @@ class TaskDB:
         stmt = (sa.select(files.c.dataset_id, files.c.bytes)
                 .where(files.c.dataset_id.in_(list(dataset_ids)))
                 .order_by(files.c.dataset_id, files.c.name))
-        rows = np.array(self.conn.execute(stmt).all(), dtype=np.int64).reshape(-1, 2)
+        # Each row's two values straight into one array (np.array over Row objects
+        # probes every row for the array protocol first, which costs more than the read).
+        rows = np.fromiter(chain.from_iterable(self.conn.execute(stmt)),
+                           dtype=np.int64).reshape(-1, 2)
         if len(rows):
             ids, starts = np.unique(rows[:, 0], return_index=True)
             for d, sizes in zip(ids.tolist(), np.split(rows[:, 1], starts[1:]), strict=True):
