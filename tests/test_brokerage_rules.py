@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from netbroker.workload.brokerage import (
     FILTERS,
     MB,
     GridView,
+    TaskChoice,
     TaskNeeds,
     _tiny_view,
     broker_jobs,
@@ -532,6 +534,16 @@ def test_a_pinned_tasks_refusal_counts_only_the_pinned_sites_queues() -> None:
         "no queue passes the filters: cores (most queues)")
 
 
+def choose(view: GridView, settings: BrokerageSettings | None = None, seed: int = 0,
+           **needs: Any) -> TaskChoice:
+    """broker_task for a task of one 100 MB file, 1 core, 2,000 MB, 1 h a file (``needs``
+    changes TaskNeeds' fields), at the 5 MB/s mesh threshold, drawn with ``seed``."""
+    task = replace(TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1),
+                   **needs)
+    return broker_task(view, task, settings or BrokerageSettings(), 5.0,
+                       np.random.default_rng(seed))
+
+
 # --- the sentence a task decision stores --------------------------------------------------
 
 @pytest.mark.parametrize(("sources", "why"), [
@@ -545,8 +557,7 @@ def test_a_pinned_tasks_refusal_counts_only_the_pinned_sites_queues() -> None:
 def test_a_task_decision_says_how_far_the_input_is(sources: list[bool], why: str) -> None:
     # X (A and B, 100 free slots each) is the one cloud passing: Y's only site C is offline.
     view = tiny([[np.nan] * 3] * 3, [False, False, False], sources)
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view)
     assert (choice.chosen_name, choice.summary) == ("X", why)
 
 
@@ -612,8 +623,7 @@ def test_a_clouds_free_slots_are_its_passing_queues_slots_not_waiting_nor_runnin
     view = four_site_view()
     view.queue_waiting = np.array([30, 120, 0])
     view.queue_running = np.array([50, 0, 0])
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view)
     rows = {c["name"]: c for c in choice.candidates}
     assert (rows["X"]["free_slots"], rows["Y"]["free_slots"]) == (20, 0)
     assert rows["Y"]["filter"] == "no queue fits: site status (most queues)"
@@ -627,10 +637,7 @@ def test_a_pinned_task_in_full_mesh_takes_the_nucleus_reaching_its_site(
     # task goes to A; pinned to C no nucleus may take it.
     view = _tiny_view()
     view.site_online = np.array([True, True, True])
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
-                      pinned_site=pinned)
-    choice = broker_task(view, needs, BrokerageSettings(mode="full_mesh"), 5.0,
-                         np.random.default_rng(0))
+    choice = choose(view, BrokerageSettings(mode="full_mesh"), pinned_site=pinned)
     assert choice.chosen_name == chosen
     if chosen is None:
         assert choice.candidates[0]["filter"] == (
@@ -662,8 +669,7 @@ def test_a_clouds_transfer_time_is_to_its_tier1_recalling_the_tier1s_own_tape() 
     # would take it from A at 10 MB/s, 10 s, is not X's target).
     view = tiny([[np.nan, 10.0, np.nan], [np.nan] * 3, [np.nan] * 3], [False] * 3,
                 [True, False, False])
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view)
     assert choice.candidates[0]["name"] == "X" and choice.candidates[0]["transfer_s"] == 2.0
 
 
@@ -690,13 +696,11 @@ def test_a_task_decision_stores_each_candidates_score_share_and_terms() -> None:
     # score 0.428333 + 0.495413 = 0.923746 (0.9237), above 1.0 * 0.9: both drawn, by
     # shares 1.0 / 1.923746 = 0.519819 (0.5198) and 0.480181 (0.4802).
     settings = BrokerageSettings(weight_data=0.0)
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
     why = {"X": "X: score 1.000 of 2 passing (data present, 300 free slots)",
            "Y": "Y: score 0.924 of 2 passing (input 33 s away, 257 free slots)"}
     picked = set()
     for seed in range(8):
-        choice = broker_task(two_cloud_view(), needs, settings, 5.0,
-                             np.random.default_rng(seed))
+        choice = choose(two_cloud_view(), settings, seed)
         assert choice.candidates == [
             {"name": "X", "members": 2, "data": True, "free_slots": 300, "transfer_s": 0.0,
              "score": 1.0, "share": 0.5198,
@@ -716,8 +720,7 @@ def test_a_clouds_capacity_is_over_the_best_clouds_free_slots_or_one() -> None:
     view = two_cloud_view()
     view.queue_slots = np.array([1, 1, 1])
     view.queue_waiting = np.array([0, 1, 1])
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view)
     assert [c["terms"]["capacity"] for c in choice.candidates] == [1.0, 0.0]
 
 
@@ -725,16 +728,14 @@ def test_an_unreachable_input_is_stored_as_no_transfer_time() -> None:
     # No replica anywhere: Y's input cannot be brought (inf s), stored as None, not inf.
     view = two_cloud_view()
     view.present, view.sources = {7: np.zeros(3, bool)}, {7: np.zeros(3, bool)}
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view)
     assert [c["transfer_s"] for c in choice.candidates] == [None, None]
 
 
 def test_a_cloud_without_a_tier1_is_refused_saying_so() -> None:
     view = two_cloud_view()
     view.cloud_tier1 = np.array([0, -1])
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view)
     assert choice.candidates[1]["filter"] == (
         "no Tier-1: the cloud has no Tier-1 to hold the output")
     assert choice.chosen_name == "X"
@@ -764,10 +765,8 @@ def test_a_task_pinned_to_any_site_goes_to_that_sites_own_cloud(pinned: int) -> 
     # pinned site's own cloud takes it, every other cloud is refused as pinned elsewhere.
     view = two_cloud_view()
     view.foreign[0, 2] = True
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
-                      pinned_site=pinned)
     home, other = ("X", 1) if pinned == 0 else ("Y", 0)
-    choice = broker_task(view, needs, BrokerageSettings(), 5.0, np.random.default_rng(0))
+    choice = choose(view, pinned_site=pinned)
     assert choice.chosen_name == home
     assert choice.candidates[other]["filter"] == (
         "pinned: the task is pinned to a site outside it")
@@ -778,10 +777,7 @@ def test_a_pinned_task_no_nucleus_reaches_is_refused_by_every_nucleus() -> None:
     view = two_cloud_view()
     view.site_nucleus = np.array([True, False, True])
     view.throughput = np.full((3, 3), np.nan)
-    needs = TaskNeeds(1, "production", 7, np.array([100 * MB]), 1, 2000, 3600, 1,
-                      pinned_site=1)
-    choice = broker_task(view, needs, BrokerageSettings(mode="full_mesh"), 5.0,
-                         np.random.default_rng(0))
+    choice = choose(view, BrokerageSettings(mode="full_mesh"), pinned_site=1)
     assert choice.chosen is None
     assert [c["filter"] for c in choice.candidates] == [
         "pinned: the task is pinned to a site outside it"] * 2
