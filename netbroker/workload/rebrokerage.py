@@ -21,8 +21,9 @@ The jobs that cannot move (pinned, moved too often, not waiting long
 enough) are left out by the database, and assigned ones are only read to be
 activated.
 
-Each move is one conditional UPDATE (the job must still be waiting at the
-old queue: a pilot that took it meanwhile wins), recorded in
+A task's moves are conditional UPDATEs, one per (from, to, state) (each job
+must still be waiting at the old queue in the state the pass read: a pilot
+that took it meanwhile wins), recorded in
 ``rebrokerages`` with the reason and in a ``rebrokerage`` decision that
 explains every candidate. :func:`plan_moves` is the pure decision.
 """
@@ -320,25 +321,25 @@ def _store_moves(conn: Connection, settings: Settings, view: GridView,
         "candidates": orjson.dumps(candidates).decode()}])
     # The moves as one statement per (from, to, old state, new state): the rows
     # still waiting where the pass read them move, the others are left.
-    target: list[tuple[Any, int, int, JobStatus]] = []
+    queue_id = ids_of["queues"]
     groups: dict[tuple[int, int, JobStatus, JobStatus], list[int]] = {}
     for m in moves:
         job = rows[m.job]
         local = bool(qs.data[m.to_queue]) or qs.seconds[m.to_queue] <= remote_s
         status = JobStatus.ACTIVATED if local else JobStatus.ASSIGNED
-        old_q, new_q = ids_of["queues"][m.from_queue], ids_of["queues"][m.to_queue]
-        target.append((job, old_q, new_q, status))
-        groups.setdefault((old_q, new_q, job.status, status), []).append(job.id)
+        groups.setdefault((queue_id[m.from_queue], queue_id[m.to_queue], job.status, status),
+                          []).append(job.id)
     done = set()
     for (old_q, new_q, old_status, status), ids in groups.items():
         done |= job_db.rebroker_jobs(ids, old_q, new_q, old_status, status, WAITING, now)
     history, moved = [], []
-    for m, (job, old_q, new_q, _) in zip(moves, target, strict=True):
+    for m in moves:
+        job = rows[m.job]
         if job.id not in done:
             continue  # a pilot took it, or it changed meanwhile
-        history.append({"job_id": job.id, "from_queue_id": old_q,
-                        "to_queue_id": new_q, "decision_id": decision_id, "at": now,
-                        "reason": m.reason[:512]})
+        history.append({"job_id": job.id, "from_queue_id": queue_id[m.from_queue],
+                        "to_queue_id": queue_id[m.to_queue], "decision_id": decision_id,
+                        "at": now, "reason": m.reason[:512]})
         moved.append({"job_id": job.id, "from": view.queues[m.from_queue],
                       "to": view.queues[m.to_queue], "reason": m.reason})
     db.add_rebrokerages(history)

@@ -159,7 +159,7 @@ def preview(engine: Engine, base: Settings, changes: Mapping[str, Any],
         db = TaskDB(conn)
         statuses = [s for s in TaskStatus if s != TaskStatus.CANCELLED]
         recent = db.tasks(statuses=statuses, limit=tasks)
-        files = db.dataset_files({t["dataset_id"] for t in recent}) if recent else {}
+        files = db.dataset_file_bytes({t["dataset_id"] for t in recent}) if recent else {}
     moved = []
     if recent:
         from netbroker.workload.tasks import task_needs
@@ -168,7 +168,7 @@ def preview(engine: Engine, base: Settings, changes: Mapping[str, Any],
         views = (view, _with_membership(view, membership))
         index = view.site_index()
         for task in recent:
-            needs = task_needs(task, [f["bytes"] for f in files[task["dataset_id"]]], index)
+            needs = task_needs(task, files[task["dataset_id"]], index)
             picks = []
             for settings, seen in zip((current, proposed), views, strict=True):
                 rng = np.random.default_rng([settings.brokerage.seed, task["id"]])
