@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -145,6 +146,39 @@ def test_the_slots_held_are_counted_hour_by_hour(tmp_path: Path) -> None:
     assert result.held_percent == 60.0
     assert result.hours_held_80_percent == 50.0
     assert result.busy_percent == 60.0  # every attempt succeeded: CPU used = slots held
+    assert result.held_arrivals_percent == 0.0  # one task: no hours of arrivals
+
+
+def test_the_slots_held_while_tasks_arrive_are_apart_from_the_drain(tmp_path: Path) -> None:
+    """The grid of the test above, its task of six one-hour jobs at time 0 and a
+    second task of four at 2 h. By hand: hour 1 holds 4 of 5 slots, hour 2 the
+    first task's last two, hour 3 the second task's four; makespan 3 h, 10 of 15
+    slot-hours held (66.7%), hours 1 and 3 at 80% (66.7%); while tasks arrive
+    (0 to 2 h) 6 of 10 slot-hours (60%)."""
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_SITES)
+    scenario = load_scenario(path)
+    grid = build_grid(scenario)
+    grid.speed[:] = 1.0
+    grid.failure[:] = 0.0  # type: ignore[index]
+    grid.replicas = [np.array([0])]
+    (task,) = grid.tasks
+    task.arrival_s, task.files, task.job_s, task.cores, task.memory_mb = 0.0, 6, 3600.0, 1, 2000
+    grid.tasks.append(dataclasses.replace(task, arrival_s=7200.0, files=4))
+    grid.queue_site = np.array([0, 1])
+    grid.queue_names = [f"{grid.names[0]}_UNIFIED0", f"{grid.names[1]}_UNIFIED0"]
+    grid.queue_type = np.array(["unified", "unified"], dtype=object)
+    grid.queue_cores = np.array([8, 8])
+    grid.queue_memory_mb = np.array([16000, 1000])
+    grid.queue_walltime_s = np.array([np.inf, np.inf])
+    grid.queue_disk_mb = np.array([10**6, 10**6])
+    grid.queue_slots = np.array([4, 1])
+    grid.slots = np.array([4, 1])
+    result = simulate(grid, scenario, "static")
+    assert result.jobs == 10 and result.makespan_h == 3.0
+    assert result.held_percent == 66.7
+    assert result.hours_held_80_percent == 66.7
+    assert result.held_arrivals_percent == 60.0
 
 
 POPULAR = """

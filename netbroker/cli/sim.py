@@ -22,6 +22,7 @@ ROWS = (("jobs", "jobs finished", "{:d}"), ("makespan_h", "makespan (h)", "{:.1f
         ("busy_percent", "slots busy (%)", "{:.1f}"),
         ("held_percent", "slots held (%)", "{:.1f}"),
         ("hours_held_80_percent", "hours with >= 80% held (%)", "{:.1f}"),
+        ("held_arrivals_percent", "slots held while tasks arrive (%)", "{:.1f}"),
         ("cpu_tier1_percent", "CPU used, Tier-1 (%)", "{:.1f}"),
         ("cpu_tier2_percent", "CPU used, Tier-2 (%)", "{:.1f}"),
         ("cpu_tier3_percent", "CPU used, Tier-3 (%)", "{:.1f}"),

@@ -79,7 +79,9 @@ class SimResult:
     held by any attempt (failed ones too) over the same; and
     ``hours_held_80_percent`` the share of the makespan, hour by hour from
     the first arrival, in which at least 80% of the slots were held
-    (:func:`held_fractions`).
+    (:func:`held_fractions`); ``held_arrivals_percent`` the slots held from
+    the first task's arrival to the last one's, the hours in which work still
+    arrives, apart from the drain after them.
     """
 
     policy: str
@@ -100,6 +102,7 @@ class SimResult:
     busy_percent: float = 0.0
     held_percent: float = 0.0
     hours_held_80_percent: float = 0.0
+    held_arrivals_percent: float = 0.0
     jobs_failed: int = 0
     utilisation: dict[int, float] = field(default_factory=dict)
     membership: dict[str, int] = field(default_factory=dict)
@@ -657,6 +660,9 @@ class _Run:
         held, seconds = held_fractions(np.array(self.held_from), np.array(self.held_to),
                                        int(grid.slots.sum()), first, first + span)
         slot_s = float(grid.slots.sum()) * float(seconds.sum())
+        last = max((t.arrival_s for t in grid.tasks), default=first)
+        held_a, seconds_a = held_fractions(np.array(self.held_from), np.array(self.held_to),
+                                           int(grid.slots.sum()), first, max(first, last))
         return SimResult(
             self.policy, int(done.sum()), round(span / 3600, 2), round(float(wait.mean()), 3),
             round(float(np.percentile(wait, 95)), 3), round(float(turn.mean()), 3),
@@ -668,6 +674,8 @@ class _Run:
             round(100 * float((held * seconds).sum()) * float(grid.slots.sum())
                   / max(slot_s, 1.0), 1),
             round(100 * float(seconds[held >= 0.8].sum()) / max(float(seconds.sum()), 1.0), 1),
+            round(100 * float((held_a * seconds_a).sum()) / max(float(seconds_a.sum()), 1.0),
+                  1),
             int(c["final_failed"]), util, dict(self.membership), round(wall_s, 1))
 
 
