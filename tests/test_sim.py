@@ -13,6 +13,7 @@ import pytest
 
 from netbroker.common.errors import ConfigError
 from netbroker.sim import POLICIES, Scenario, build_grid, compare, load_scenario, simulate
+from netbroker.sim.scenario import Grid
 
 SMALL = """
 name = "small"
@@ -115,31 +116,36 @@ datasets = 1
 replicas = [1, 1]
 """
 
-
-def test_the_slots_held_are_counted_hour_by_hour(tmp_path: Path) -> None:
-    """A grid built for it: 5 slots, 4 of them at the Tier-1 (which holds the data)
-    and 1 at a Tier-2 whose queue no job fits; one task of six one-hour jobs at
-    time 0, nothing failing. By hand: four jobs hold 4 of the 5 slots in the
-    first hour, the last two 2 of 5 in the second; the makespan is 2 h, so
-    6 of 10 slot-hours are held (60%) and one hour of two is at 80% or more."""
+def _two_sites(tmp_path: Path) -> tuple[Scenario, Grid]:
+    """TWO_SITES made exact: 5 slots, 4 of them at the Tier-1 (which holds the
+    data), 1 at a Tier-2 whose queue no job fits (16 GB against 1 GB); speed 1,
+    nothing failing; one task of six one-hour jobs at time 0."""
     path = tmp_path / "two.toml"
     path.write_text(TWO_SITES)
     scenario = load_scenario(path)
     grid = build_grid(scenario)
     grid.speed[:] = 1.0
     grid.failure[:] = 0.0  # type: ignore[index]
-    grid.replicas = [np.array([0])]  # the dataset at the Tier-1
+    grid.replicas = [np.array([0])]
     (task,) = grid.tasks
     task.arrival_s, task.files, task.job_s, task.cores, task.memory_mb = 0.0, 6, 3600.0, 1, 2000
     grid.queue_site = np.array([0, 1])
     grid.queue_names = [f"{grid.names[0]}_UNIFIED0", f"{grid.names[1]}_UNIFIED0"]
     grid.queue_type = np.array(["unified", "unified"], dtype=object)
     grid.queue_cores = np.array([8, 8])
-    grid.queue_memory_mb = np.array([16000, 1000])  # the Tier-2's fits no job
+    grid.queue_memory_mb = np.array([16000, 1000])
     grid.queue_walltime_s = np.array([np.inf, np.inf])
     grid.queue_disk_mb = np.array([10**6, 10**6])
     grid.queue_slots = np.array([4, 1])
     grid.slots = np.array([4, 1])
+    return scenario, grid
+
+
+def test_the_slots_held_are_counted_hour_by_hour(tmp_path: Path) -> None:
+    """The grid of ``_two_sites``. By hand: four jobs hold 4 of the 5 slots in the
+    first hour, the last two 2 of 5 in the second; the makespan is 2 h, so
+    6 of 10 slot-hours are held (60%) and one hour of two is at 80% or more."""
+    scenario, grid = _two_sites(tmp_path)
     result = simulate(grid, scenario, "static")
     assert result.jobs == 6 and result.failed_attempts == 0
     assert result.makespan_h == 2.0
@@ -155,25 +161,8 @@ def test_the_slots_held_while_tasks_arrive_are_apart_from_the_drain(tmp_path: Pa
     first task's last two, hour 3 the second task's four; makespan 3 h, 10 of 15
     slot-hours held (66.7%), hours 1 and 3 at 80% (66.7%); while tasks arrive
     (0 to 2 h) 6 of 10 slot-hours (60%)."""
-    path = tmp_path / "two.toml"
-    path.write_text(TWO_SITES)
-    scenario = load_scenario(path)
-    grid = build_grid(scenario)
-    grid.speed[:] = 1.0
-    grid.failure[:] = 0.0  # type: ignore[index]
-    grid.replicas = [np.array([0])]
-    (task,) = grid.tasks
-    task.arrival_s, task.files, task.job_s, task.cores, task.memory_mb = 0.0, 6, 3600.0, 1, 2000
-    grid.tasks.append(dataclasses.replace(task, arrival_s=7200.0, files=4))
-    grid.queue_site = np.array([0, 1])
-    grid.queue_names = [f"{grid.names[0]}_UNIFIED0", f"{grid.names[1]}_UNIFIED0"]
-    grid.queue_type = np.array(["unified", "unified"], dtype=object)
-    grid.queue_cores = np.array([8, 8])
-    grid.queue_memory_mb = np.array([16000, 1000])
-    grid.queue_walltime_s = np.array([np.inf, np.inf])
-    grid.queue_disk_mb = np.array([10**6, 10**6])
-    grid.queue_slots = np.array([4, 1])
-    grid.slots = np.array([4, 1])
+    scenario, grid = _two_sites(tmp_path)
+    grid.tasks.append(dataclasses.replace(grid.tasks[0], arrival_s=7200.0, files=4))
     result = simulate(grid, scenario, "static")
     assert result.jobs == 10 and result.makespan_h == 3.0
     assert result.held_percent == 66.7
