@@ -302,12 +302,15 @@ def refused(inputs: MembershipInputs, **settings: object) -> list[tuple[object, 
      ["site offline or without an online queue"]),                  # the first rule wins
     ({"success": 0.5, "samples": 1}, ["job success 50% < 80%"]),
     ({"success": 0.79}, ["job success 79% < 80%"]),
+    ({"success": 0.7999}, ["job success 79.99% < 80%"]),            # not "80% < 80%"
     ({"success": 0.8}, []),
     ({"samples": 2, "rate": 1.0}, ["2 samples < 3"]),
     ({"samples": 3}, []),
     ({"rate": 4.9, "loss": 0.5}, ["throughput 4.9 MB/s < 5 MB/s"]),
+    ({"rate": 4.9999}, ["throughput 4.9999 MB/s < 5 MB/s"]),
     ({"rate": 5.0}, []),
     ({"loss": 0.0201}, ["packet loss 0.0201 > 0.02"]),
+    ({"loss": 0.020001}, ["packet loss 0.020001 > 0.02"]),
     ({"loss": 0.02}, []),
     ({"rate": 1.0, "member": True}, []),                            # a member is not refused
     ({"rate": 1.0, "home": 0}, []),                                 # nor a static member

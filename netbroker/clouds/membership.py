@@ -171,6 +171,20 @@ def decide_membership(inputs: MembershipInputs, settings: CloudSettings) -> Memb
     return MembershipResult(members, np.where(members, stale, 0), changes)
 
 
+def _apart(value: float, limit: float) -> tuple[str, str]:
+    """``value`` and ``limit`` as text, ``value`` to 3 significant digits or as many
+    more as it takes not to read as ``limit``: a refusal never says "80% < 80%". O(1).
+
+    >>> _apart(79.0, 80.0), _apart(79.99, 80.0), _apart(4.99996, 5.0), _apart(0.0201, 0.02)
+    (('79', '80'), ('79.99', '80'), ('4.99996', '5'), ('0.0201', '0.02'))
+    """
+    for digits in range(3, 17):
+        text = f"{value:.{digits}g}"
+        if float(text) != limit:
+            break
+    return text, f"{limit:g}"
+
+
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
@@ -204,13 +218,15 @@ def refused_candidates(inputs: MembershipInputs, settings: CloudSettings,
         if not inputs.site_fit[i]:
             why = "site offline or without an online queue"
         elif not np.isnan(success[i]) and success[i] < s.min_job_success_fraction:
-            why = f"job success {success[i]:.0%} < {s.min_job_success_fraction:.0%}"
+            why = "job success {}% < {}%".format(
+                *_apart(100 * success[i], 100 * s.min_job_success_fraction))
         elif count[i] < s.min_samples:
             why = f"{int(count[i])} samples < {s.min_samples}"
         elif rate[i] < s.min_mbytes_per_s_from_tier1:
-            why = f"throughput {rate[i]:.3g} MB/s < {s.min_mbytes_per_s_from_tier1:g} MB/s"
+            why = "throughput {} MB/s < {} MB/s".format(
+                *_apart(rate[i], s.min_mbytes_per_s_from_tier1))
         elif not np.isnan(loss[i]) and loss[i] > s.max_packet_loss_fraction:
-            why = f"packet loss {loss[i]:.3g} > {s.max_packet_loss_fraction:g}"
+            why = "packet loss {} > {}".format(*_apart(loss[i], s.max_packet_loss_fraction))
         else:
             continue  # it passes: it joins at the next recomputation
         home = int(inputs.home[i])

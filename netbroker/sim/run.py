@@ -657,12 +657,13 @@ class _Run:
         c = self.counters
         waited = max(int(c["waited"]), 1)
         first = float(arrival.min()) if len(arrival) else 0.0
-        held, seconds = held_fractions(np.array(self.held_from), np.array(self.held_to),
-                                       int(grid.slots.sum()), first, first + span)
-        slot_s = float(grid.slots.sum()) * float(seconds.sum())
-        last = max((t.arrival_s for t in grid.tasks), default=first)
-        held_a, seconds_a = held_fractions(np.array(self.held_from), np.array(self.held_to),
-                                           int(grid.slots.sum()), first, max(first, last))
+        slots = int(grid.slots.sum())
+        held_from, held_to = np.array(self.held_from), np.array(self.held_to)
+        held, seconds = held_fractions(held_from, held_to, slots, first, first + span)
+        # the hours of arrivals: from the first task's arrival to the last one's
+        task_arrivals = [t.arrival_s for t in grid.tasks] or [first]
+        tasks_from, tasks_to = min(task_arrivals), max(task_arrivals)
+        held_a, seconds_a = held_fractions(held_from, held_to, slots, tasks_from, tasks_to)
         return SimResult(
             self.policy, int(done.sum()), round(span / 3600, 2), round(float(wait.mean()), 3),
             round(float(np.percentile(wait, 95)), 3), round(float(turn.mean()), 3),
@@ -671,12 +672,15 @@ class _Run:
             int(c["pd2p"]), round(c["pd2p_bytes"] / 1e12, 2),
             round(c["transfer_s"] / waited / 3600, 3),
             round(100 * float(self.busy.sum()) / max(float(grid.slots.sum()) * span, 1.0), 1),
-            round(100 * float((held * seconds).sum()) * float(grid.slots.sum())
-                  / max(slot_s, 1.0), 1),
+            _mean_percent(held, seconds),
             round(100 * float(seconds[held >= 0.8].sum()) / max(float(seconds.sum()), 1.0), 1),
-            round(100 * float((held_a * seconds_a).sum()) / max(float(seconds_a.sum()), 1.0),
-                  1),
+            _mean_percent(held_a, seconds_a),
             int(c["final_failed"]), util, dict(self.membership), round(wall_s, 1))
+
+
+def _mean_percent(share: np.ndarray, seconds: np.ndarray) -> float:
+    """The time-weighted mean of per-bin shares, in percent to 0.1; 0 for no time."""
+    return round(100 * float((share * seconds).sum()) / max(float(seconds.sum()), 1.0), 1)
 
 
 def held_fractions(held_from: np.ndarray, held_to: np.ndarray, slots: int, start_s: float,
