@@ -703,15 +703,92 @@ def test_a_task_decision_stores_each_candidates_score_share_and_terms() -> None:
         choice = choose(two_cloud_view(), settings, seed)
         assert choice.candidates == [
             {"name": "X", "members": 2, "data": True, "free_slots": 300, "transfer_s": 0.0,
-             "score": 1.0, "share": 0.5198,
+             "wait_s": 0.0, "score": 1.0, "share": 0.5198,
              "terms": {"data": 1.0, "capacity": 1.0, "network": 1.0}},
             {"name": "Y", "members": 1, "data": False, "free_slots": 257,
-             "transfer_s": 33.3, "score": 0.9237, "share": 0.4802,
+             "transfer_s": 33.3, "wait_s": 516.0, "score": 0.9237, "share": 0.4802,
              "terms": {"data": 0.0, "capacity": 0.8567, "network": 0.9908}}]
         assert choice.chosen_name is not None and choice.summary == why[choice.chosen_name]
         assert choice.chosen == {"X": 0, "Y": 1}[choice.chosen_name]
         picked.add(choice.chosen_name)
     assert picked == {"X", "Y"}  # both sentences were checked
+
+
+# --- the data counts only where the jobs start soon -------------------------------------------
+
+def backlog_view(waiting_x: int, waiting_y: int = 30) -> GridView:
+    """The two-cloud view with X's 300 slots (A_Q, B_Q: 150 each) behind ``waiting_x`` jobs
+    (split evenly) and Y's 300 (C_Q) behind ``waiting_y``; A -> C at 5 MB/s, so a task's
+    120 MB file reaches Y's Tier-1 in 24 s."""
+    view = two_cloud_view()
+    view.queue_waiting = np.array([waiting_x - waiting_x // 2, waiting_x // 2, waiting_y])
+    view.throughput[0, 2] = 5.0
+    return view
+
+
+@pytest.mark.parametrize(("waiting_x", "data_x", "chosen"), [
+    (599, 1.0, "X"),   # X starts 7,188 s, Y 384: 6,804 s sooner, not over 6,816
+    (600, 1.0, "X"),   # X 7,200, Y 384: 6,816 sooner, at the margin, not over it
+    (601, 0.0, "Y"),   # X 7,212, Y 384: 6,828 sooner, over it: X's data does not count
+])
+def test_a_cloud_holding_the_input_loses_its_data_term_when_another_starts_sooner_by_the_margin(
+        waiting_x: int, data_x: float, chosen: str) -> None:
+    # X's wait: waiting / 300 slots * the task's 3,600 s jobs (599: 7,188 s; 600: 7,200;
+    # 601: 7,212); Y's start: 30 / 300 * 3,600 = 360 s of wait + 24 s of transfer = 384.
+    # The margin, 113.6 minutes, is 6,816 s. Kept, X scores 1 + 0.5 * 0 (no free slot)
+    # + 0.5 * 1 = 1.5 against Y's 0.5 * 1 + 0.5 / (1 + 24 / 3600) = 0.9967: X alone.
+    # Dropped, X scores 0.5, under 0.9967 * 0.9: Y alone.
+    choice = choose(backlog_view(waiting_x), BrokerageSettings(start_sooner_by_minutes=113.6),
+                    file_bytes=np.array([120 * MB]))
+    x, y = choice.candidates
+    assert (x["wait_s"], y["wait_s"], y["transfer_s"]) == (
+        round(waiting_x / 300 * 3600, 1), 360.0, 24.0)
+    assert x["data"] is True and x["terms"]["data"] == data_x
+    assert choice.chosen_name == chosen
+    assert "data_waits" not in y
+    if data_x:
+        assert "data_waits" not in x and x["score"] == 1.5
+    else:
+        assert x["data_waits"] == (
+            "starts 6828 s later than the soonest: the data counts only where the jobs "
+            "start soon")
+        assert (x["score"], y["score"]) == (0.5, 0.9967)
+
+
+def test_a_refused_candidate_is_not_the_soonest_start() -> None:
+    # Y would start in 384 s against X's 36,000 (3,000 waiting), but its Tier-1 lacks the
+    # space for the output: X, the one candidate passing, keeps its data term.
+    view = backlog_view(3000)
+    view.site_disk_free = np.array([1e15, 1e14, 0.0])
+    choice = choose(view, BrokerageSettings(start_sooner_by_minutes=1.0),
+                    file_bytes=np.array([120 * MB]))
+    x, y = choice.candidates
+    assert y["filter"].startswith("output space") and "data_waits" not in x
+    assert x["terms"]["data"] == 1.0 and choice.chosen_name == "X"
+
+
+def test_a_clouds_wait_counts_only_its_passing_queues_and_at_least_one_slot() -> None:
+    # B_Q fails the wall time (1,800 s < the task's 3,600): its 900 waiting and 150 slots
+    # do not count, X's wait is A_Q's 150 / 150 * 3,600 = 3,600 s (not 1,050 / 300 * 3,600
+    # = 12,600). C_Q has no slot and 1 waiting: 1 / max(0, 1) * 3,600 = 3,600 s.
+    view = backlog_view(0)
+    view.queue_walltime_s = np.array([7200, 1800, 172800])
+    view.queue_waiting = np.array([150, 900, 1])
+    view.queue_slots = np.array([150, 150, 0])
+    choice = choose(view, file_bytes=np.array([120 * MB]))
+    assert [c["wait_s"] for c in choice.candidates] == [3600.0, 3600.0]
+
+
+def test_without_a_backlog_the_data_term_stands_and_no_candidate_is_marked() -> None:
+    # No job waits anywhere: X starts at once, Y after 24 s of transfer, over a margin of
+    # one second (1 / 60 minutes): Y, without data, has no data term to lose and keeps
+    # its row unmarked; X, the soonest, keeps its own.
+    choice = choose(backlog_view(0, 0), BrokerageSettings(start_sooner_by_minutes=1 / 60),
+                    file_bytes=np.array([120 * MB]))
+    x, y = choice.candidates
+    assert (x["wait_s"], y["wait_s"]) == (0.0, 0.0)
+    assert "data_waits" not in x and "data_waits" not in y
+    assert (x["terms"]["data"], y["terms"]["data"]) == (1.0, 0.0)
 
 
 def test_a_clouds_capacity_is_over_the_best_clouds_free_slots_or_one() -> None:

@@ -308,9 +308,12 @@ def refused(inputs: MembershipInputs, **settings: object) -> list[tuple[object, 
     ({"samples": 3}, []),
     ({"rate": 4.9, "loss": 0.5}, ["throughput 4.9 MB/s < 5 MB/s"]),
     ({"rate": 4.9999}, ["throughput 4.9999 MB/s < 5 MB/s"]),
+    ({"rate": 1.23456}, ["throughput 1.23 MB/s < 5 MB/s"]),         # 3 digits when apart
     ({"rate": 5.0}, []),
     ({"loss": 0.0201}, ["packet loss 0.0201 > 0.02"]),
     ({"loss": 0.020001}, ["packet loss 0.020001 > 0.02"]),
+    # the next double above 0.02 needs all 17 digits to read apart from it
+    ({"loss": float(np.nextafter(0.02, 1))}, ["packet loss 0.020000000000000004 > 0.02"]),
     ({"loss": 0.02}, []),
     ({"rate": 1.0, "member": True}, []),                            # a member is not refused
     ({"rate": 1.0, "home": 0}, []),                                 # nor a static member

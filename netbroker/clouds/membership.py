@@ -173,12 +173,13 @@ def decide_membership(inputs: MembershipInputs, settings: CloudSettings) -> Memb
 
 def _apart(value: float, limit: float) -> tuple[str, str]:
     """``value`` and ``limit`` as text, ``value`` to 3 significant digits or as many
-    more as it takes not to read as ``limit``: a refusal never says "80% < 80%". O(1).
+    more as it takes not to read as ``limit``: a refusal never says "80% < 80%"
+    (17 digits tell any two doubles apart, so the loop ends there at the latest). O(1).
 
     >>> _apart(79.0, 80.0), _apart(79.99, 80.0), _apart(4.99996, 5.0), _apart(0.0201, 0.02)
     (('79', '80'), ('79.99', '80'), ('4.99996', '5'), ('0.0201', '0.02'))
     """
-    for digits in range(3, 17):
+    for digits in range(3, 18):
         text = f"{value:.{digits}g}"
         if float(text) != limit:
             break

@@ -356,6 +356,13 @@ class BrokerageSettings(_Group):
         2.0, gt=0, description="A queue takes jobs until this many wait per pilot slot; "
                                "then the next best take the rest.")
     seed: int = Field(0, ge=0, description="Seed of the weighted draw (mixed with the task id).")
+    start_sooner_by_minutes: float = Field(
+        720.0, ge=0,
+        description="A task candidate holding the input loses its data term when another "
+                    "would start the task more than this much sooner: its expected wait for "
+                    "a slot (the jobs waiting per pilot slot of its passing queues times the "
+                    "task's job wall time) against the other's wait plus the time to bring "
+                    "the input to it, minutes.")
     remote_input_max_transfer_s: float = Field(
         1800.0, ge=0,
         description="A job whose missing input arrives within this is activated at once, s; "

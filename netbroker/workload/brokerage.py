@@ -19,6 +19,14 @@ and those within ``near_equal_fraction`` of the best are drawn at random in
 proportion to their score, with a seed stored in the decision, so equal
 sites share the work and any decision can be replayed.
 
+A task's data counts only where its jobs start soon: a cloud (nucleus)
+holding the input scores ``data`` 0 when another passing candidate would
+start the task more than ``start_sooner_by_minutes`` sooner. A candidate's
+expected start is its wait for a slot (the jobs waiting per pilot slot of
+its passing queues, times the task's job wall time, as rebrokerage counts a
+backlog) plus the time to bring the input to it; so a backlog sends a task
+away from its data only when the transfer costs less than the queue.
+
 Job sizes are fitted to the queue, as JEDI does: a job gets as many of the
 task's files as the queue's wall time and disk allow, up to
 ``files_per_job`` (or, for event-split tasks, as many events).
@@ -316,10 +324,11 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
                 mesh_min_mbytes_per_s: float, rng: np.random.Generator) -> TaskChoice:
     """Choose a cloud (``settings.mode == "clouds"``) or a nucleus (``"full_mesh"``).
 
-    A cloud's terms: data — the input is on disk at one of its members;
-    free — the free pilot slots of its member queues that pass the job
-    filters, relative to the best cloud; network — the time to bring the
-    input to its Tier-1. A cloud is rejected when none of its members'
+    A cloud's terms: data — the input is on disk at one of its members,
+    unless another candidate would start the task ``start_sooner_by_minutes``
+    sooner (:func:`_data_waits`); free — the free pilot slots of its member
+    queues that pass the job filters, relative to the best cloud; network —
+    the time to bring the input to its Tier-1. A cloud is rejected when none of its members'
     queues passes the job filters, or its Tier-1 lacks the disk space for
     the expected output. In full-mesh mode the candidates are the nuclei and
     a nucleus's members are the sites it reaches at ``mesh_min_mbytes_per_s``
@@ -333,13 +342,17 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
     free_q = np.where(codes == 0, np.maximum(view.queue_slots - view.queue_waiting
                                              - view.queue_running, 0), 0)
     free_site = np.bincount(view.queue_site, weights=free_q, minlength=len(view.sites))
+    waiting_site = np.bincount(view.queue_site, weights=np.where(codes == 0, view.queue_waiting,
+                                                                 0), minlength=len(view.sites))
+    slots_site = np.bincount(view.queue_site, weights=np.where(codes == 0, view.queue_slots, 0),
+                             minlength=len(view.sites))
     heads, names, member_sets, targets = _task_candidates(view, settings,
                                                           mesh_min_mbytes_per_s)
     output_bytes = needs.input_bytes * settings.output_to_input_fraction
     present = view.present.get(needs.dataset_id, np.zeros(len(view.sites), bool))
     pinned_home = _pinned_head(view, needs, settings, heads, member_sets)
     candidates: list[dict[str, Any]] = []
-    ok, data, free, transfer = [], [], [], []
+    ok, data, free, transfer, wait = [], [], [], [], []
     for k, (name, members, target) in enumerate(zip(names, member_sets, targets, strict=True)):
         row: dict[str, Any] = {"name": name, "members": int(members.sum())}
         has_data = bool((present & members).any())
@@ -358,9 +371,12 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
         data.append(1.0 if has_data else 0.0)
         free.append(free_site[members].sum())
         transfer.append(seconds)
+        wait.append(waiting_site[members].sum() / max(slots_site[members].sum(), 1.0)
+                    * needs.walltime_s)
     if not any(ok):
         return TaskChoice(None, None, np.zeros(len(view.sites), bool), candidates,
                           "no candidate passes the filters")
+    _data_waits(candidates, np.array(ok), data, np.array(transfer), np.array(wait), settings)
     pick, why = _draw_task(names, candidates, np.array(ok), np.array(data),
                            np.array(free, dtype=float), np.array(transfer), settings, rng)
     return TaskChoice(int(pick if settings.mode == "clouds" else heads[pick]), names[pick],
@@ -394,6 +410,23 @@ def _task_refusal(view: GridView, codes: np.ndarray, passing_site: np.ndarray,
         return (f"output space: {view.site_disk_free[target] / 1e12:.2f} TB free at "
                 f"{view.sites[target]}, {output_bytes / 1e12:.2f} TB expected")
     return None
+
+
+def _data_waits(candidates: list[dict[str, Any]], eligible: np.ndarray, data: list[float],
+                transfer: np.ndarray, wait: np.ndarray, settings: BrokerageSettings) -> None:
+    """Drop the data term (``data[k] = 0``) of each eligible candidate holding the input
+    whose jobs would start more than ``start_sooner_by_minutes`` later than at another
+    eligible candidate: its wait for a slot against the other's wait plus the input's
+    transfer. Each candidate's expected start is written into its row. O(c)."""
+    start = transfer + wait
+    soonest = np.where(eligible, start, np.inf).min()
+    margin = settings.start_sooner_by_minutes * 60
+    for k, row in enumerate(candidates):
+        row["wait_s"] = _finite(float(wait[k]))
+        if eligible[k] and data[k] and start[k] - soonest > margin:
+            data[k] = 0.0
+            row["data_waits"] = (f"starts {_seconds(start[k] - soonest)} later than the "
+                                 "soonest: the data counts only where the jobs start soon")
 
 
 def _draw_task(names: list[str], candidates: list[dict[str, Any]], eligible: np.ndarray,
