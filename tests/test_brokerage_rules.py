@@ -748,11 +748,15 @@ def test_a_cloud_holding_the_input_loses_its_data_term_when_another_starts_soone
     assert "data_waits" not in y
     if data_x:
         assert "data_waits" not in x and x["score"] == 1.5
+        assert choice.summary == "X: score 1.500 of 2 passing (data present, 0 free slots)"
     else:
         assert x["data_waits"] == (
             "starts 6828 s later than the soonest: the data counts only where the jobs "
             "start soon")
         assert (x["score"], y["score"]) == (0.5, 0.9967)
+        assert choice.summary == (
+            "Y: score 0.997 of 2 passing (input 24 s away, 270 free slots); the data at X "
+            "not counted: its jobs would start over 6816 s later")
 
 
 def test_a_refused_candidate_is_not_the_soonest_start() -> None:

@@ -696,6 +696,7 @@ DECISION_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "task": [("score", "score (higher wins)"), ("data", "input on disk (1 yes, 0 no)"),
              ("capacity", "free slots, share of the best (higher is better)"),
              ("transfer_s", "transfer time, s (lower is better)"),
+             ("wait_s", "wait for a slot, s (lower is better)"),
              ("network", "network term, 0..1 (higher is better)"),
              ("members", "member sites"), ("share", "draw probability")],
     "job": [("score", "score (higher wins)"), ("data", "input on disk (1 yes, 0 no)"),
