@@ -379,10 +379,10 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
     _data_waits(candidates, np.array(ok), data, np.array(transfer), np.array(wait), settings)
     pick, why = _draw_task(names, candidates, np.array(ok), np.array(data),
                            np.array(free, dtype=float), np.array(transfer), settings, rng)
-    late = [row["name"] for row in candidates if "data_waits" in row]
-    if late:
-        why += (f"; the data at {', '.join(late)} not counted: its jobs would start over "
-                f"{_seconds(settings.start_sooner_by_minutes * 60)} later")
+    for row in candidates:
+        if "data_waits" in row:
+            why += (f"; the data at {row['name']} not counted: its jobs would start over "
+                    f"{_seconds(settings.start_sooner_by_minutes * 60)} later")
     return TaskChoice(int(pick if settings.mode == "clouds" else heads[pick]), names[pick],
                       member_sets[pick], candidates, why)
 
