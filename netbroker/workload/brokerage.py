@@ -337,15 +337,17 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
     O(c * (n + q)) for c candidates.
     """
     codes = queue_filter_codes(view, needs, settings.scratch_disk_mb)
+    passing = codes == 0
     passing_site = np.zeros(len(view.sites), bool)
-    np.logical_or.at(passing_site, view.queue_site, codes == 0)
-    free_q = np.where(codes == 0, np.maximum(view.queue_slots - view.queue_waiting
-                                             - view.queue_running, 0), 0)
-    free_site = np.bincount(view.queue_site, weights=free_q, minlength=len(view.sites))
-    waiting_site = np.bincount(view.queue_site, weights=np.where(codes == 0, view.queue_waiting,
-                                                                 0), minlength=len(view.sites))
-    slots_site = np.bincount(view.queue_site, weights=np.where(codes == 0, view.queue_slots, 0),
-                             minlength=len(view.sites))
+    np.logical_or.at(passing_site, view.queue_site, passing)
+
+    def per_site(per_queue: np.ndarray) -> np.ndarray:  # summed over the passing queues
+        return np.bincount(view.queue_site, weights=np.where(passing, per_queue, 0),
+                           minlength=len(view.sites))
+
+    free_site = per_site(np.maximum(view.queue_slots - view.queue_waiting
+                                    - view.queue_running, 0))
+    waiting_site, slots_site = per_site(view.queue_waiting), per_site(view.queue_slots)
     heads, names, member_sets, targets = _task_candidates(view, settings,
                                                           mesh_min_mbytes_per_s)
     output_bytes = needs.input_bytes * settings.output_to_input_fraction
@@ -376,8 +378,9 @@ def broker_task(view: GridView, needs: TaskNeeds, settings: BrokerageSettings,
     if not any(ok):
         return TaskChoice(None, None, np.zeros(len(view.sites), bool), candidates,
                           "no candidate passes the filters")
-    _data_waits(candidates, np.array(ok), data, np.array(transfer), np.array(wait), settings)
-    pick, why = _draw_task(names, candidates, np.array(ok), np.array(data),
+    counted = _data_waits(candidates, np.array(ok), np.array(data), np.array(transfer),
+                          np.array(wait), settings)
+    pick, why = _draw_task(names, candidates, np.array(ok), counted,
                            np.array(free, dtype=float), np.array(transfer), settings, rng)
     for row in candidates:
         if "data_waits" in row:
@@ -416,21 +419,25 @@ def _task_refusal(view: GridView, codes: np.ndarray, passing_site: np.ndarray,
     return None
 
 
-def _data_waits(candidates: list[dict[str, Any]], eligible: np.ndarray, data: list[float],
-                transfer: np.ndarray, wait: np.ndarray, settings: BrokerageSettings) -> None:
-    """Drop the data term (``data[k] = 0``) of each eligible candidate holding the input
-    whose jobs would start more than ``start_sooner_by_minutes`` later than at another
-    eligible candidate: its wait for a slot against the other's wait plus the input's
-    transfer. Each candidate's expected start is written into its row. O(c)."""
+def _data_waits(candidates: list[dict[str, Any]], eligible: np.ndarray, data: np.ndarray,
+                transfer: np.ndarray, wait: np.ndarray, settings: BrokerageSettings
+                ) -> np.ndarray:
+    """The data terms that count: ``data`` with 0 for each eligible candidate holding the
+    input whose jobs would start more than ``start_sooner_by_minutes`` later than at
+    another eligible candidate (its wait for a slot against the other's wait plus the
+    input's transfer). Each row gets its wait (``wait_s``), a dropped one the reason
+    (``data_waits``). O(c)."""
     start = transfer + wait
     soonest = np.where(eligible, start, np.inf).min()
-    margin = settings.start_sooner_by_minutes * 60
+    with np.errstate(invalid="ignore"):  # inf - inf (no input anywhere): NaN, not later
+        behind = start - soonest
+    late = eligible & (data > 0) & (behind > settings.start_sooner_by_minutes * 60)
     for k, row in enumerate(candidates):
         row["wait_s"] = _finite(float(wait[k]))
-        if eligible[k] and data[k] and start[k] - soonest > margin:
-            data[k] = 0.0
-            row["data_waits"] = (f"starts {_seconds(start[k] - soonest)} later than the "
+        if late[k]:
+            row["data_waits"] = (f"starts {_seconds(behind[k])} later than the "
                                  "soonest: the data counts only where the jobs start soon")
+    return np.where(late, 0.0, data)
 
 
 def _draw_task(names: list[str], candidates: list[dict[str, Any]], eligible: np.ndarray,
